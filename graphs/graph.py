@@ -1,0 +1,180 @@
+"""The map-reduce summarization graph.
+
+    plan ──Send(shard)──▶ map_shard ──▶ collect ──▶ collapse ⟲ ──▶ final
+                 (one Send per shard of documents)   (while over token_max)
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from pathlib import Path
+from typing import Any, Literal
+
+from langgraph.graph import END, START, StateGraph
+from langgraph.runtime import Runtime
+from langgraph.types import Send
+
+import prompts
+from graphs.context import Context
+from graphs.runs import close_run, closes_run_on_failure, get_run, open_run
+from graphs.state import InputState, OutputState, ShardState, State
+from pipeline.errors import CollapseError, InputError
+from pipeline.language import dominant_language, language_name
+from pipeline.loading import DocRef, plan_document
+from pipeline.summarize import (
+    collapse_level,
+    final_summary,
+    max_collapse_levels,
+    summarize_shard,
+    to_piece,
+)
+
+log = logging.getLogger(__name__)
+
+MIN_SHARD = 64
+
+
+def shard_size(concurrency: int) -> int:
+    """Documents per Send: large enough that a few shards keep every call slot busy."""
+    return max(MIN_SHARD, 2 * concurrency)
+
+
+def recursion_limit(n_documents: int) -> int:
+    """The graph's step budget for `n_documents`: plan, map, collect, every collapse level, final."""
+    return 4 + max_collapse_levels(n_documents) + 2
+
+
+def _language(context: Context, docs: list[DocRef] | list[Any]) -> str | None:
+    if context.language != "auto":
+        return language_name(context.language)
+    return dominant_language(d["language"] for d in docs)
+
+
+async def plan(state: State, runtime: Runtime[Context]) -> dict[str, Any]:
+    """Open the run, then hash, decode and chunk every document (keeping references only)."""
+    paths, texts = state.get("paths") or [], state.get("texts") or []
+    if not paths and not texts:
+        raise InputError("nothing to summarize: give `paths` or `texts`")
+    run_id = open_run(runtime.context)
+    try:
+        run = get_run(run_id)
+        docs: list[DocRef] = [plan_document(i, str(p), run.chunker, path=str(Path(p)))
+                              for i, p in enumerate(paths, start=1)]
+        docs += [plan_document(len(docs) + i, t["id"], run.chunker, text=t["text"])
+                 for i, t in enumerate(texts, start=1)]
+    except BaseException:
+        await close_run(run_id)
+        raise
+    run.runner.progress.add_total("map", sum(len(d["spans"]) for d in docs))
+    run.marks["map_start"] = time.monotonic()
+    log.info("planned %d documents, %d chunks, %d tokens", len(docs),
+             sum(len(d["spans"]) for d in docs), sum(d["tokens"] for d in docs))
+    return {"run_id": run_id, "docs": docs}
+
+
+def fan_out(state: State) -> list[Send]:
+    """Send each shard of document references to a summarizer."""
+    run = get_run(state["run_id"])
+    docs = state["docs"]
+    size = shard_size(run.context.concurrency)
+    return [Send("map_shard", ShardState(run_id=state["run_id"], docs=docs[i:i + size]))
+            for i in range(0, len(docs), size)]
+
+
+@closes_run_on_failure
+async def map_shard(state: ShardState, runtime: Runtime[Context]) -> dict[str, Any]:
+    """Summarize one shard's documents, at most the run's concurrency at a time."""
+    run = get_run(state["run_id"])
+    context = runtime.context
+    language = None if context.language == "auto" else language_name(context.language)
+    async with run.shard_slots:
+        results = await summarize_shard(run.runner, state["docs"], language=language,
+                                        max_tokens=context.map_max_tokens, on_result=context.on_result)
+    return {"results": results}
+
+
+@closes_run_on_failure
+async def collect(state: State, runtime: Runtime[Context]) -> dict[str, Any]:
+    """Gather the documents' summaries, in input order, as the first reduce level."""
+    run = get_run(state["run_id"])
+    run.marks["map_end"] = time.monotonic()
+    results = sorted(state.get("results", []), key=lambda r: r["id"])
+    pieces = [to_piece(r, run.count) for r in results if r["status"] == "ok"]
+    counts = {s: sum(r["status"] == s for r in results) for s in ("ok", "failed", "skipped")}
+    log.info("map done: %(ok)d summarized, %(failed)d failed, %(skipped)d skipped", counts)
+    return {"results": [], "pieces": pieces, "level": 0, "max_levels": max_collapse_levels(len(pieces))}
+
+
+def _budget(context: Context) -> int:
+    overhead = get_run_overhead(context)
+    return context.token_max - overhead
+
+
+def get_run_overhead(context: Context) -> int:
+    """Tokens the reduce prompt itself takes, besides the summaries."""
+    from pipeline.tokens import token_counter
+
+    template = max(prompts.COLLAPSE, prompts.FINAL, key=len)
+    return token_counter(context.model)(template) + 64
+
+
+def should_collapse(state: State, runtime: Runtime[Context]) -> Literal["collapse", "final"]:
+    """Collapse again while the summaries together exceed the reduce budget."""
+    total = sum(p["tokens"] for p in state["pieces"])
+    return "collapse" if total > _budget(runtime.context) else "final"
+
+
+@closes_run_on_failure
+async def collapse(state: State, runtime: Runtime[Context]) -> dict[str, Any]:
+    """Merge groups of summaries that fit the budget, all groups concurrently."""
+    run, context = get_run(state["run_id"]), runtime.context
+    level = state["level"] + 1
+    if level > state["max_levels"]:
+        raise CollapseError(f"summaries still exceed --token-max after {state['max_levels']} collapse levels")
+    pieces = await collapse_level(run.runner, state["pieces"], budget=_budget(context),
+                                  language=_language(context, state["docs"]),
+                                  max_tokens=context.collapse_max_tokens, count=run.count)
+    run.collapse_levels = level
+    log.info("collapse level %d: %d summaries -> %d", level, len(state["pieces"]), len(pieces))
+    return {"pieces": pieces, "level": level}
+
+
+def _sources_legend(summary: str, state: State) -> str:
+    cited = [d for d in state["docs"] if f"D{d['id']}" in summary]
+    if not cited:
+        return ""
+    lines = [f"- [D{d['id']}] {d['source']}" for d in cited]
+    return "\n\n**Sources**\n\n" + "\n".join(lines) + "\n"
+
+
+@closes_run_on_failure
+async def final(state: State, runtime: Runtime[Context]) -> dict[str, Any]:
+    """Write the final summary, name its sources, and close the run."""
+    run, context = get_run(state["run_id"]), runtime.context
+    pieces = state["pieces"]
+    summary = ""
+    if pieces:
+        text = await final_summary(run.runner, pieces, language=_language(context, state["docs"]),
+                                   max_tokens=context.final_max_tokens)
+        summary = text.rstrip() + "\n" + _sources_legend(text, state)
+    stats = run.stats()
+    await close_run(state["run_id"])
+    return {"summary": summary, "stats": stats}
+
+
+builder = StateGraph(State, context_schema=Context, input_schema=InputState, output_schema=OutputState)
+builder.add_node("plan", plan)
+builder.add_node("map_shard", map_shard)
+builder.add_node("collect", collect)
+builder.add_node("collapse", collapse)
+builder.add_node("final", final)
+builder.add_edge(START, "plan")
+builder.add_conditional_edges("plan", fan_out, ["map_shard"])
+builder.add_edge("map_shard", "collect")
+builder.add_conditional_edges("collect", should_collapse, ["collapse", "final"])
+builder.add_conditional_edges("collapse", should_collapse, ["collapse", "final"])
+builder.add_edge("final", END)
+
+graph = builder.compile(name="map-reduce-summarizer")

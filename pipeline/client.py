@@ -1,0 +1,160 @@
+"""A lean LangChain chat model for any OpenAI-compatible chat-completions endpoint.
+
+It speaks HTTP through one shared aiohttp session (one pooled connector per run), so
+a call costs about what `BaseChatModel.ainvoke` itself costs; the openai SDK path of
+ChatOpenAI costs roughly ten times more client CPU per call. Any other LangChain chat
+model can stand in for it through the run context.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import json
+import time
+from typing import Any
+
+import aiohttp
+from langchain_core.language_models.chat_models import BaseChatModel
+from langchain_core.messages import AIMessage, BaseMessage
+from langchain_core.outputs import ChatGeneration, ChatResult
+from pydantic import ConfigDict, Field, SecretStr
+
+from pipeline.errors import (
+    AuthError,
+    ConnectError,
+    EndpointError,
+    LLMError,
+    MalformedResponseError,
+    RateLimitedError,
+    RetryableLLMError,
+)
+
+_ROLES = {"human": "user", "ai": "assistant", "system": "system", "tool": "tool"}
+_RETRYABLE_STATUS = frozenset({408, 409, 425, 500, 502, 503, 504})
+
+
+def open_session(connections: int, timeout: float) -> aiohttp.ClientSession:
+    """Open the run's one HTTP session: a pooled connector sized to the concurrency."""
+    connector = aiohttp.TCPConnector(limit=connections, limit_per_host=connections,
+                                     keepalive_timeout=60, ttl_dns_cache=300)
+    return aiohttp.ClientSession(
+        connector=connector,
+        timeout=aiohttp.ClientTimeout(total=timeout, sock_connect=min(timeout, 10.0)),
+    )
+
+
+def _retry_after(headers: Any) -> float | None:
+    if ms := headers.get("retry-after-ms"):
+        try:
+            return max(0.0, float(ms) / 1000)
+        except ValueError:
+            pass
+    value = headers.get("Retry-After")
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        when = email.utils.parsedate_to_datetime(value)
+        return max(0.0, when.timestamp() - time.time()) if when else None
+
+
+def _error_detail(body: bytes) -> str:
+    try:
+        err = json.loads(body).get("error")
+        message = err.get("message") if isinstance(err, dict) else err
+    except (ValueError, AttributeError):
+        message = body[:200].decode("utf-8", "replace")
+    return " ".join(str(message or "").split())[:200]
+
+
+class OpenAICompatChat(BaseChatModel):
+    """Chat completions over aiohttp against OpenAI, vLLM, llama.cpp, Ollama and the like."""
+
+    model_config = ConfigDict(arbitrary_types_allowed=True)
+
+    model: str
+    base_url: str
+    api_key: SecretStr | None = None
+    temperature: float = 0.2
+    max_tokens: int | None = None
+    session: aiohttp.ClientSession | None = Field(default=None, exclude=True)
+
+    @property
+    def _llm_type(self) -> str:
+        return "openai-compatible-aiohttp"
+
+    @property
+    def _identifying_params(self) -> dict[str, Any]:
+        return {"model": self.model, "base_url": self.base_url, "temperature": self.temperature}
+
+    def _generate(self, messages: list[BaseMessage], stop: list[str] | None = None,
+                  run_manager: Any = None, **kwargs: Any) -> ChatResult:
+        raise NotImplementedError("OpenAICompatChat is async only: use `await model.ainvoke(...)`")
+
+    async def _agenerate(self, messages: list[BaseMessage], stop: list[str] | None = None,
+                         run_manager: Any = None, **kwargs: Any) -> ChatResult:
+        payload: dict[str, Any] = {
+            "model": self.model,
+            "messages": [{"role": _ROLES.get(m.type, m.type), "content": m.content} for m in messages],
+            "temperature": kwargs.get("temperature", self.temperature),
+            "stream": False,
+        }
+        if max_tokens := kwargs.get("max_tokens", self.max_tokens):
+            payload["max_tokens"] = max_tokens
+        if stop:
+            payload["stop"] = stop
+        if self.session is None:
+            async with aiohttp.ClientSession() as session:
+                body = await self._post(session, payload)
+        else:
+            body = await self._post(self.session, payload)
+        return self._parse(body)
+
+    async def _post(self, session: aiohttp.ClientSession, payload: dict[str, Any]) -> bytes:
+        url = self.base_url.rstrip("/") + "/chat/completions"
+        headers = {"Authorization": f"Bearer {self.api_key.get_secret_value()}"} if self.api_key else {}
+        try:
+            async with session.post(url, json=payload, headers=headers) as resp:
+                body = await resp.read()
+                status = resp.status
+                if status == 200:
+                    return body
+                detail = _error_detail(body)
+                if status in (401, 403):
+                    raise AuthError(f"the endpoint rejected the API key (HTTP {status}): {detail}")
+                if status == 404:
+                    raise EndpointError(f"{url} answered 404 ({detail}); check the base URL "
+                                        f"(it usually ends in /v1) and the model name {self.model!r}")
+                if status == 429:
+                    raise RateLimitedError(f"rate limited (HTTP 429): {detail}", _retry_after(resp.headers))
+                if status in _RETRYABLE_STATUS or status >= 500:
+                    raise RetryableLLMError(f"server error (HTTP {status}): {detail}", _retry_after(resp.headers))
+                raise LLMError(f"request refused (HTTP {status}): {detail}")
+        except (aiohttp.ClientConnectorError, aiohttp.InvalidURL) as exc:
+            raise ConnectError(f"cannot connect to {url}: {exc.__class__.__name__}") from exc
+        except TimeoutError as exc:
+            raise RetryableLLMError("no answer before the timeout") from exc
+        except aiohttp.ClientError as exc:
+            raise RetryableLLMError(f"connection failed: {exc.__class__.__name__}: {exc}") from exc
+
+    def _parse(self, body: bytes) -> ChatResult:
+        try:
+            data = json.loads(body)
+            choice = data["choices"][0]
+            content = choice["message"]["content"]
+        except (ValueError, KeyError, IndexError, TypeError) as exc:
+            raise MalformedResponseError(f"malformed response: {body[:80]!r}") from exc
+        if not isinstance(content, str):
+            raise MalformedResponseError("malformed response: the message has no text content")
+        usage = data.get("usage") or {}
+        message = AIMessage(content=content, response_metadata={
+            "model_name": data.get("model", self.model), "finish_reason": choice.get("finish_reason")})
+        if usage:
+            message.usage_metadata = {
+                "input_tokens": int(usage.get("prompt_tokens") or 0),
+                "output_tokens": int(usage.get("completion_tokens") or 0),
+                "total_tokens": int(usage.get("total_tokens") or 0),
+            }
+        return ChatResult(generations=[ChatGeneration(message=message)],
+                          llm_output={"token_usage": usage, "model_name": data.get("model", self.model)})

@@ -1,0 +1,115 @@
+"""Find the input files, and plan each document: hash, decode, chunk, guess its language.
+
+Planning keeps only references (path, hash, encoding, chunk spans); the text is read
+again when a summarizer gets to the document, so memory follows concurrency rather
+than corpus size.
+"""
+
+from __future__ import annotations
+
+import glob
+import hashlib
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import TypedDict
+
+from pipeline.decoding import decode_bytes
+from pipeline.errors import InputError
+from pipeline.language import detect_language
+from pipeline.tokens import Chunker
+
+DIRECTORY_SUFFIXES = (".txt", ".md")
+MAX_FILE_BYTES = 64 * 1024 * 1024
+_GLOB_CHARS = frozenset("*?[")
+
+
+class DocRef(TypedDict):
+    """A planned document: everything a summarizer needs except the text itself."""
+
+    id: int
+    source: str
+    path: str | None
+    text: str | None  # only for documents handed over in memory
+    sha256: str
+    encoding: str | None
+    spans: list[tuple[int, int]]
+    tokens: int
+    language: str | None
+    skip_reason: str | None
+
+
+def expand_inputs(patterns: Sequence[str]) -> list[Path]:
+    """Resolve files, globs and directories (recursing into *.txt, *.md) to a file list."""
+    if not patterns:
+        raise InputError("no input files given")
+    seen: dict[Path, None] = {}
+    for pattern in patterns:
+        for path in _expand_one(pattern):
+            seen.setdefault(path, None)
+    return list(seen)
+
+
+def _expand_one(pattern: str) -> Iterable[Path]:
+    path = Path(pattern).expanduser()
+    if path.is_dir():
+        found = sorted(p for p in path.rglob("*") if p.suffix.lower() in DIRECTORY_SUFFIXES and p.is_file())
+        if not found:
+            raise InputError(f"no .txt or .md files under directory {pattern}")
+        return found
+    if path.is_file():
+        return [path]
+    if _GLOB_CHARS & set(pattern):
+        matches = sorted(Path(m) for m in glob.glob(str(path), recursive=True) if Path(m).is_file())
+        if not matches:
+            raise InputError(f"no files match {pattern!r}")
+        return matches
+    raise InputError(f"no such file or directory: {pattern}")
+
+
+def _read_bytes(path: Path) -> bytes:
+    size = path.stat().st_size
+    if size > MAX_FILE_BYTES:
+        raise InputError(f"file is {size // 2**20} MiB, over the {MAX_FILE_BYTES // 2**20} MiB limit")
+    return path.read_bytes()
+
+
+def plan_document(doc_id: int, source: str, chunker: Chunker, *, path: str | None = None,
+                  text: str | None = None) -> DocRef:
+    """Plan one document given either its path or its text."""
+    ref = DocRef(id=doc_id, source=source, path=path, text=None, sha256="", encoding=None,
+                 spans=[], tokens=0, language=None, skip_reason=None)
+    if text is None:
+        assert path is not None
+        try:
+            data = _read_bytes(Path(path))
+        except (OSError, InputError) as exc:
+            ref["skip_reason"] = f"unreadable: {getattr(exc, 'strerror', None) or exc}"
+            return ref
+        ref["sha256"] = hashlib.sha256(data).hexdigest()
+        decoded = decode_bytes(data)
+        ref["encoding"], ref["skip_reason"] = decoded.encoding, decoded.skip_reason
+        body = decoded.text
+    else:
+        ref["text"] = text
+        ref["sha256"] = hashlib.sha256(text.encode("utf-8")).hexdigest()
+        body = text
+        if not text.strip():
+            ref["skip_reason"] = "empty document"
+    if ref["skip_reason"] is None:
+        ref["spans"], ref["tokens"] = chunker.spans(body)
+        ref["language"] = detect_language(body)
+    return ref
+
+
+def load_text(ref: DocRef) -> str:
+    """Read a planned document's text again, checking it has not changed since planning."""
+    if ref["text"] is not None:
+        return ref["text"]
+    assert ref["path"] is not None
+    try:
+        data = _read_bytes(Path(ref["path"]))
+    except OSError as exc:
+        raise InputError(f"unreadable: {exc.strerror or exc}") from exc
+    if hashlib.sha256(data).hexdigest() != ref["sha256"]:
+        raise InputError("file changed while the run was in progress")
+    return decode_bytes(data, ref["encoding"]).text

@@ -1,0 +1,59 @@
+"""Write a run's outputs atomically: summary.md, summaries.jsonl and report.json."""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+from pipeline.summarize import DocResult
+
+JSONL_FIELDS = ("source", "sha256", "status", "summary", "error", "chunks", "tokens_in", "tokens_out")
+
+
+def atomic_write(path: Path, text: str) -> None:
+    """Write `text` to `path` so that readers see the old file or the new one, never half of one."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as fh:
+            fh.write(text)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def redact_url(url: str | None) -> str | None:
+    """Drop any user:password part of a URL, so that a report never carries credentials."""
+    if not url:
+        return url
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    netloc = f"{host}:{parts.port}" if parts.port else host
+    return urlunsplit((parts.scheme, netloc, parts.path, "", ""))
+
+
+def document_counts(results: Iterable[DocResult], total: int) -> dict[str, int]:
+    """Count documents by status; those never reached count as not done."""
+    counts = {"total": total, "ok": 0, "failed": 0, "skipped": 0}
+    for r in results:
+        counts[r["status"]] += 1
+    counts["not_done"] = total - counts["ok"] - counts["failed"] - counts["skipped"]
+    return counts
+
+
+def write_outputs(out_dir: Path, summary: str, results: Iterable[DocResult], report: Mapping[str, Any]) -> None:
+    """Write the three output files into `out_dir`."""
+    lines = [json.dumps({k: r[k] for k in JSONL_FIELDS}, ensure_ascii=False)
+             for r in sorted(results, key=lambda r: r["id"])]
+    atomic_write(out_dir / "summaries.jsonl", "".join(line + "\n" for line in lines))
+    atomic_write(out_dir / "report.json", json.dumps(report, indent=2, ensure_ascii=False) + "\n")
+    if summary:
+        atomic_write(out_dir / "summary.md", summary)
