@@ -46,6 +46,8 @@ def parse_args(argv: Sequence[str] | None, env: dict[str, str]) -> argparse.Name
                    help="API key (default: $OPENAI_API_KEY; never logged or written to reports)")
     g.add_argument("--concurrency", type=int, default=16, help="most LLM requests in flight (default 16)")
     g.add_argument("--timeout", type=float, default=120.0, help="seconds one LLM call may take (default 120)")
+    g.add_argument("--max-retries", type=int, default=4,
+                   help="retries of a call after 429, 5xx, timeouts or malformed answers (default 4)")
     s = p.add_argument_group("summarizing")
     s.add_argument("--chunk-tokens", type=int, default=2000,
                    help="split documents longer than this many tokens into chunks (default 2000)")
@@ -125,7 +127,8 @@ async def _run(args: argparse.Namespace, paths: list[Path], collector: _Collecto
     progress = NoProgress() if args.quiet else BarProgress() if sys.stderr.isatty() else LogProgress()
     context = Context(model=model, base_url=base_url, api_key=api_key, concurrency=args.concurrency,
                       chunk_tokens=args.chunk_tokens, token_max=args.token_max, language=args.language,
-                      timeout=args.timeout, memory_limit_mb=args.memory_limit_mb, progress=progress,
+                      timeout=args.timeout, max_retries=args.max_retries,
+                      memory_limit_mb=args.memory_limit_mb, progress=progress,
                       on_result=collector.on_result, on_stats=collector.on_stats)
     log.info("summarizing %d files with %s at %s, %d calls at a time", len(paths), model,
              base_url, args.concurrency)

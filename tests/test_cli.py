@@ -1,0 +1,129 @@
+"""The command line as a user runs it: summary on stdout, files written, exit codes, one-line errors."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from tests.fake_openai import FakeOpenAI
+
+
+def test_summarizes_documents_and_writes_outputs(cli, fake: FakeOpenAI, docs: Path) -> None:
+    result = cli(str(docs / "*.txt"), base_url=fake.base_url)
+
+    assert result.code == 0, result.err
+    assert result.out.startswith("SUMMARY[")
+    assert "**Sources**" in result.out and "ferry.txt" in result.out and "citrus.txt" in result.out
+    assert (result.out_dir / "summary.md").read_text(encoding="utf-8") == result.out
+    lines = result.lines()
+    assert [Path(r["source"]).name for r in lines] == ["citrus.txt", "ferry.txt"]
+    assert all(r["status"] == "ok" and r["summary"] and r["chunks"] == 1 for r in lines)
+    assert set(lines[0]) == {"source", "sha256", "status", "summary", "error", "chunks", "tokens_in", "tokens_out"}
+    report = result.report()
+    assert report["documents"] == {"total": 2, "ok": 2, "failed": 0, "skipped": 0, "not_done": 0}
+    assert report["llm_calls"] == {"map": 2, "collapse": 0, "final": 1}
+    assert report["exit_code"] == 0 and report["model"] == "fake-model"
+    assert report["prompt_tokens"] > 0 and report["peak_rss_mb"] > 0
+
+
+def test_directory_input_recurses_into_txt_and_md(cli, fake: FakeOpenAI, tmp_path: Path) -> None:
+    (tmp_path / "a" / "b").mkdir(parents=True)
+    (tmp_path / "a" / "one.md").write_text("First note about apples and pears.", encoding="utf-8")
+    (tmp_path / "a" / "b" / "two.txt").write_text("Second note about plums.", encoding="utf-8")
+    (tmp_path / "a" / "b" / "skip.csv").write_text("x,y", encoding="utf-8")
+
+    result = cli(str(tmp_path / "a"), base_url=fake.base_url)
+
+    assert result.code == 0
+    assert sorted(Path(r["source"]).name for r in result.lines()) == ["one.md", "two.txt"]
+
+
+def test_one_failing_document_gives_exit_3_and_a_recorded_reason(cli, fake: FakeOpenAI, docs: Path) -> None:
+    (docs / "poison.txt").write_text("This document contains POISON and always fails.", encoding="utf-8")
+    fake.fail_marker = "POISON"
+
+    result = cli(str(docs), "--max-retries", "1", base_url=fake.base_url)
+
+    assert result.code == 3
+    by_name = {Path(r["source"]).name: r for r in result.lines()}
+    assert by_name["poison.txt"]["status"] == "failed"
+    assert "HTTP 500" in by_name["poison.txt"]["error"]
+    assert by_name["ferry.txt"]["status"] == "ok"
+    assert result.report()["documents"]["failed"] == 1
+    assert "poison.txt" not in result.out  # the reduce ran on the rest only
+    assert "Traceback" not in result.err
+
+
+def test_binary_and_empty_files_are_skipped_with_a_reason(cli, fake: FakeOpenAI, docs: Path) -> None:
+    (docs / "blob.txt").write_bytes(bytes(range(256)) * 8)
+    (docs / "empty.txt").write_bytes(b"")
+
+    result = cli(str(docs), base_url=fake.base_url)
+
+    assert result.code == 3
+    by_name = {Path(r["source"]).name: r for r in result.lines()}
+    assert by_name["blob.txt"]["status"] == "skipped" and "binary" in by_name["blob.txt"]["error"]
+    assert by_name["empty.txt"]["status"] == "skipped" and "empty" in by_name["empty.txt"]["error"]
+    assert fake.chat_calls == 3  # two maps and the final: nothing was sent for the skipped files
+
+
+@pytest.mark.parametrize(("argv", "message"), [
+    (["no/such/file.txt"], "no such file or directory"),
+    (["nothing-here-*.txt"], "no files match"),
+])
+def test_bad_inputs_give_one_line_and_exit_1(cli, fake: FakeOpenAI, argv: list[str], message: str) -> None:
+    result = cli(*argv, base_url=fake.base_url)
+
+    assert result.code == 1
+    assert result.err.strip().startswith("error:") and message in result.err
+    assert len(result.err.strip().splitlines()) == 1
+    assert fake.chat_calls == 0
+
+
+def test_unreachable_endpoint_gives_one_line_and_exit_1(cli, docs: Path) -> None:
+    result = cli(str(docs), base_url="http://127.0.0.1:9/v1")
+
+    assert result.code == 1
+    assert "cannot reach the LLM endpoint" in result.err and "Traceback" not in result.err
+
+
+def test_wrong_key_gives_one_line_exit_1_and_never_shows_the_key(cli, fake: FakeOpenAI, docs: Path) -> None:
+    fake.api_key = "sk-right"
+
+    result = cli(str(docs), "--api-key", "sk-wrong-secret-123", base_url=fake.base_url)
+
+    assert result.code == 1
+    assert "rejected the API key" in result.err
+    assert "sk-wrong-secret-123" not in result.err + result.out
+    assert "sk-wrong-secret-123" not in (result.out_dir / "report.json").read_text(encoding="utf-8")
+
+
+def test_key_from_environment_is_sent_and_not_reported(cli, fake: FakeOpenAI, docs: Path,
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    fake.api_key = "sk-env-secret"
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-env-secret")
+
+    result = cli(str(docs), base_url=fake.base_url)
+
+    assert result.code == 0
+    assert "sk-env-secret" not in (result.out_dir / "report.json").read_text(encoding="utf-8")
+
+
+def test_no_endpoint_configured_is_a_clear_error(cli, docs: Path) -> None:
+    result = cli(str(docs))
+
+    assert result.code == 1
+    assert "no LLM endpoint configured" in result.err
+
+
+def test_help_explains_every_option(capsys: pytest.CaptureFixture[str]) -> None:
+    import run
+
+    with pytest.raises(SystemExit) as exit_info:
+        run.main(["--help"])
+    assert exit_info.value.code == 0
+    text = capsys.readouterr().out
+    for option in ("--model", "--base-url", "--api-key", "--concurrency", "--chunk-tokens", "--token-max",
+                   "--language", "--out", "--memory-limit-mb", "--timeout", "--quiet"):
+        assert option in text
