@@ -2,17 +2,17 @@
 
 The only module that reads argv and the environment, prints, or exits. Exit codes:
 0 every input summarized; 3 some inputs failed or were skipped (the rest summarized);
-1 bad usage, or nothing could be summarized; 130 interrupted.
+1 bad usage, or nothing could be summarized; 130 interrupted (143 on SIGTERM).
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import json
 import logging
 import os
+import signal
 import sys
 import time
 from collections.abc import Sequence
@@ -20,56 +20,92 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-EXIT_OK, EXIT_ERROR, EXIT_PARTIAL, EXIT_INTERRUPTED = 0, 1, 3, 130
+EXIT_OK, EXIT_ERROR, EXIT_PARTIAL, EXIT_INTERRUPTED, EXIT_TERMINATED = 0, 1, 3, 130, 143
 OPENAI_BASE_URL = "https://api.openai.com/v1"  # used only when an API key and no base URL are set
 DEFAULT_MODEL = "gpt-4o-mini"
 
 log = logging.getLogger("run")
 
 
-def parse_args(argv: Sequence[str] | None, env: dict[str, str]) -> argparse.Namespace:
-    """Parse the command line; environment variables supply the endpoint defaults."""
-    p = argparse.ArgumentParser(
+class _Parser(argparse.ArgumentParser):
+    """Usage errors exit 1 with one line, like every other error of this tool."""
+
+    def error(self, message: str) -> Any:
+        self.exit(EXIT_ERROR, f"error: {message} (see --help)\n")
+
+
+def build_parser(env: dict[str, str]) -> argparse.ArgumentParser:
+    """The command line; environment variables supply the endpoint defaults."""
+    p = _Parser(
         prog="run.py",
         description="Summarize documents with a map-reduce over any OpenAI-compatible chat endpoint.",
         epilog="Exit codes: 0 all inputs summarized, 3 some failed or were skipped, "
-               "1 bad usage or nothing summarized, 130 interrupted.")
-    p.add_argument("inputs", nargs="+", metavar="PATH_OR_GLOB",
+               "1 bad usage or nothing summarized, 130 interrupted, 143 terminated.")
+    p.add_argument("inputs", nargs="*", metavar="PATH_OR_GLOB",
                    help="files, globs (quote them to recurse with **) or directories (*.txt, *.md inside)")
+    p.add_argument("--config", type=Path, help="TOML file with any of these options; the command line wins")
     g = p.add_argument_group("endpoint")
     g.add_argument("--model", default=env.get("OPENAI_MODEL"),
-                   help="model name (default: $OPENAI_MODEL, else the endpoint's first model, else "
-                        f"{DEFAULT_MODEL})")
+                   help=f"model name (default: $OPENAI_MODEL, else the endpoint's first model, else {DEFAULT_MODEL})")
     g.add_argument("--base-url", default=env.get("OPENAI_BASE_URL"),
                    help="OpenAI-compatible base URL ending in /v1 (default: $OPENAI_BASE_URL)")
     g.add_argument("--api-key", default=env.get("OPENAI_API_KEY"),
                    help="API key (default: $OPENAI_API_KEY; never logged or written to reports)")
-    g.add_argument("--concurrency", type=int, default=16, help="most LLM requests in flight (default 16)")
+    g.add_argument("--concurrency", type=int, default=16,
+                   help="most LLM requests in flight (default 16); lowered for a while after 429s")
     g.add_argument("--timeout", type=float, default=120.0, help="seconds one LLM call may take (default 120)")
     g.add_argument("--max-retries", type=int, default=4,
-                   help="retries of a call after 429, 5xx, timeouts or malformed answers (default 4)")
+                   help="retries of a call after 408/409/429/5xx, timeouts, resets or malformed answers (default 4)")
+    g.add_argument("--rpm", type=float, help="most requests per minute")
+    g.add_argument("--tpm", type=float, help="most tokens per minute (prompt estimate plus max answer)")
     s = p.add_argument_group("summarizing")
     s.add_argument("--chunk-tokens", type=int, default=2000,
                    help="split documents longer than this many tokens into chunks (default 2000)")
     s.add_argument("--token-max", type=int, default=8000,
-                   help="most tokens one reduce call may take in; summaries are collapsed until "
-                        "they fit (default 8000)")
+                   help="most tokens one reduce call may take in; summaries are collapsed until they fit "
+                        "(default 8000)")
     s.add_argument("--language", default="auto",
                    help="language of the summaries: 'auto' answers in the documents' own language, "
                         "or give a code such as en, ko (default auto)")
-    o = p.add_argument_group("output and limits")
-    o.add_argument("--out", type=Path, help="write summary.md, summaries.jsonl and report.json here")
-    o.add_argument("--memory-limit-mb", type=float,
+    b = p.add_argument_group("batch runs")
+    b.add_argument("--out", type=Path, help="write summary.md, summaries.jsonl and report.json here")
+    b.add_argument("--store", type=Path,
+                   help="SQLite result store; finished calls are never paid for twice (default: OUT/store.sqlite)")
+    b.add_argument("--no-store", action="store_true", help="keep no result store")
+    b.add_argument("--retry-failed", action="store_true",
+                   help="send again the unchanged documents that failed in an earlier run")
+    b.add_argument("--dry-run", action="store_true",
+                   help="read and chunk everything, print the calls, tokens and cost it would take; call nothing")
+    b.add_argument("--price-in", type=float, help="USD per million prompt tokens (known for some OpenAI models)")
+    b.add_argument("--price-out", type=float, help="USD per million completion tokens")
+    b.add_argument("--max-cost", type=float, help="stop cleanly before spending more than this many USD")
+    b.add_argument("--memory-limit-mb", type=float,
                    help="stop cleanly above this RSS; new calls pause above 85%% of it")
-    o.add_argument("-q", "--quiet", action="store_true", help="no progress bar, warnings and errors only")
-    return p.parse_args(argv)
+    b.add_argument("--log-json", action="store_true", help="log JSON lines to stderr, for machines")
+    b.add_argument("-q", "--quiet", action="store_true", help="no progress, warnings and errors only")
+    return p
 
 
-def _setup_logging(quiet: bool) -> None:
-    logging.basicConfig(level=logging.WARNING if quiet else logging.INFO, stream=sys.stderr,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
-    for noisy in ("httpx", "aiohttp", "langchain", "langgraph"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
+def parse_args(argv: Sequence[str] | None, env: dict[str, str]) -> argparse.Namespace:
+    """Parse the command line over the config file's settings over the environment."""
+    from pipeline.config import load_settings
+
+    parser = build_parser(env)
+    first, _ = parser.parse_known_args(argv)
+    if first.config:
+        known = {a.dest for a in parser._actions if a.dest not in ("help", "config")}
+        try:
+            parser.set_defaults(**load_settings(first.config, known))
+        except Exception as exc:  # noqa: BLE001 - shown to the user as a usage error
+            parser.error(str(exc))
+    args = parser.parse_args(argv)
+    if not args.inputs:
+        parser.error("give at least one PATH_OR_GLOB (or `inputs` in the config file)")
+    if args.store is None and args.out is not None and not args.no_store:
+        args.store = args.out / "store.sqlite"
+    if args.no_store:
+        args.store = None
+    return args
 
 
 async def _preflight(base_url: str, api_key: str | None, model: str | None) -> str:
@@ -104,6 +140,7 @@ class _Collector:
     def __init__(self) -> None:
         self.results: list[Any] = []
         self.stats: dict[str, Any] = {}
+        self.model: str | None = None
 
     def on_result(self, result: Any) -> None:
         self.results.append(result)
@@ -112,26 +149,35 @@ class _Collector:
         self.stats = stats
 
 
-async def _run(args: argparse.Namespace, paths: list[Path], collector: _Collector) -> str:
-    from graphs import Context, graph, recursion_limit
+def _context(args: argparse.Namespace, collector: _Collector, **overrides: Any) -> Any:
+    from graphs import Context
+
+    return Context(**{
+        "model": args.model or DEFAULT_MODEL, "base_url": args.base_url, "api_key": args.api_key,
+        "concurrency": args.concurrency, "chunk_tokens": args.chunk_tokens, "token_max": args.token_max,
+        "language": args.language, "timeout": args.timeout, "max_retries": args.max_retries,
+        "memory_limit_mb": args.memory_limit_mb, "store_path": str(args.store) if args.store else None,
+        "retry_failed": args.retry_failed, "rpm": args.rpm, "tpm": args.tpm, "price_in": args.price_in,
+        "price_out": args.price_out, "max_cost": args.max_cost,
+        "on_result": collector.on_result, "on_stats": collector.on_stats, **overrides})
+
+
+async def _summarize(args: argparse.Namespace, paths: list[Path], collector: _Collector) -> str:
+    from graphs import graph, recursion_limit
+    from pipeline.errors import InputError
     from pipeline.progress import BarProgress, LogProgress, NoProgress
 
-    base_url, api_key = args.base_url, args.api_key
-    if not base_url and not api_key:
-        from pipeline.errors import InputError
-
+    if not args.base_url and not args.api_key:
         raise InputError("no LLM endpoint configured: pass --base-url (or set OPENAI_BASE_URL) for a "
                          "local server such as llama.cpp, vLLM or Ollama, or set OPENAI_API_KEY for OpenAI")
-    base_url = base_url or OPENAI_BASE_URL
-    model = await _preflight(base_url, api_key, args.model)
-    progress = NoProgress() if args.quiet else BarProgress() if sys.stderr.isatty() else LogProgress()
-    context = Context(model=model, base_url=base_url, api_key=api_key, concurrency=args.concurrency,
-                      chunk_tokens=args.chunk_tokens, token_max=args.token_max, language=args.language,
-                      timeout=args.timeout, max_retries=args.max_retries,
-                      memory_limit_mb=args.memory_limit_mb, progress=progress,
-                      on_result=collector.on_result, on_stats=collector.on_stats)
-    log.info("summarizing %d files with %s at %s, %d calls at a time", len(paths), model,
-             base_url, args.concurrency)
+    args.base_url = args.base_url or OPENAI_BASE_URL
+    args.model = collector.model = await _preflight(args.base_url, args.api_key, args.model)
+    tty = sys.stderr.isatty() and not args.log_json
+    progress = NoProgress() if args.quiet else BarProgress() if tty else LogProgress()
+    context = _context(args, collector, progress=progress)
+    context.validate()
+    log.info("summarizing %d files with %s at %s, up to %d calls at a time", len(paths), args.model,
+             args.base_url, args.concurrency)
     try:
         out = await graph.ainvoke({"paths": [str(p) for p in paths]}, context=context,
                                   config={"recursion_limit": recursion_limit(len(paths))})
@@ -140,8 +186,55 @@ async def _run(args: argparse.Namespace, paths: list[Path], collector: _Collecto
     return out.get("summary", "")
 
 
+def _dry_run(args: argparse.Namespace, paths: list[Path]) -> int:
+    from graphs.graph import reduce_budget
+    from pipeline.language import dominant_language, language_name
+    from pipeline.loading import plan_inputs
+    from pipeline.preview import preview
+    from pipeline.report import atomic_write
+    from pipeline.store import ResultStore
+    from pipeline.tokens import Chunker, token_counter
+
+    context = _context(args, _Collector(), base_url=args.base_url or "http://127.0.0.1/v1")
+    context.validate()
+    count = token_counter(context.model)
+    docs = plan_inputs([str(p) for p in paths], [], Chunker(context.chunk_tokens, count))
+    language = language_name(args.language) if args.language != "auto" else None
+    store = ResultStore(args.store) if args.store and args.store.exists() else None
+    try:
+        estimate = preview(docs, count=count, map_max_tokens=context.map_max_tokens,
+                           collapse_max_tokens=context.collapse_max_tokens,
+                           final_max_tokens=context.final_max_tokens, budget=reduce_budget(context),
+                           language=language, identity=context.identity, store=store, price=context.price)
+    finally:
+        if store is not None:
+            store.close()
+    estimate["reduce_language"] = language or dominant_language(d["language"] for d in docs)
+    estimate["model"] = context.model
+    text = json.dumps(estimate, indent=2, ensure_ascii=False)
+    print(text)
+    if args.out:
+        atomic_write(args.out / "preview.json", text + "\n")
+    if "estimated_cost_usd" not in estimate:
+        print(f"no price known for {context.model!r}: pass --price-in and --price-out for a cost",
+              file=sys.stderr)
+    return EXIT_OK
+
+
+def _run_async(coro: Any) -> Any:
+    """Run `coro`, turning SIGTERM into the same clean stop as Ctrl-C."""
+    async def wrapper() -> Any:
+        task = asyncio.current_task()
+        loop = asyncio.get_running_loop()
+        if task is not None and sys.platform != "win32":
+            loop.add_signal_handler(signal.SIGTERM, task.cancel)
+        return await coro
+
+    return asyncio.run(wrapper())
+
+
 def _report(args: argparse.Namespace, total: int, collector: _Collector, status: str,
-            error: str | None, exit_code: int, started: datetime) -> dict[str, Any]:
+            error: str | None, exit_code: int, started: datetime, wall: float) -> dict[str, Any]:
     from pipeline.report import document_counts, redact_url
 
     return {
@@ -151,50 +244,61 @@ def _report(args: argparse.Namespace, total: int, collector: _Collector, status:
         "started_at": started.isoformat(timespec="seconds"),
         "finished_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "documents": document_counts(collector.results, total),
-        "base_url": redact_url(args.base_url or (OPENAI_BASE_URL if args.api_key else None)),
+        "base_url": redact_url(args.base_url),
+        "model": collector.model,
         **collector.stats,
+        "wall_seconds": round(wall, 3),
     }
+
+
+def _exit_code(status: str, summary: str, results: list[Any], total: int) -> int:
+    if status == "interrupted":
+        return EXIT_INTERRUPTED
+    if status == "terminated":
+        return EXIT_TERMINATED
+    ok = sum(r["status"] == "ok" for r in results)
+    if status == "error" or not summary or ok == 0:
+        return EXIT_ERROR
+    return EXIT_PARTIAL if ok < total else EXIT_OK
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the CLI and return its exit code."""
     args = parse_args(argv, dict(os.environ))
-    _setup_logging(args.quiet)
     from pipeline.errors import InputError, SummarizerError
     from pipeline.loading import expand_inputs
+    from pipeline.logs import setup_logging
     from pipeline.report import write_outputs
 
-    started = datetime.now(timezone.utc)
-    t0 = time.monotonic()
+    setup_logging(quiet=args.quiet, as_json=args.log_json)
+    started, t0 = datetime.now(timezone.utc), time.monotonic()
     try:
         paths = expand_inputs(args.inputs)
+        if args.dry_run:
+            return _dry_run(args, paths)
     except InputError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_ERROR
     collector = _Collector()
     summary, error, status = "", None, "ok"
     try:
-        summary = asyncio.run(_run(args, paths, collector))
+        summary = _run_async(_summarize(args, paths, collector))
     except KeyboardInterrupt:
         error, status = "interrupted", "interrupted"
+    except asyncio.CancelledError:
+        error, status = "terminated by SIGTERM", "terminated"
     except SummarizerError as exc:
         error, status = str(exc), "error"
-    counts = {s: sum(r["status"] == s for r in collector.results) for s in ("ok", "failed", "skipped")}
-    if status == "interrupted":
-        code = EXIT_INTERRUPTED
-    elif status == "error" or not summary or counts["ok"] == 0:
-        code = EXIT_ERROR
-        if status == "ok":
-            status, error = "error", "nothing could be summarized: every input failed or was skipped"
-    elif counts["ok"] < len(paths):
-        code = EXIT_PARTIAL
-    else:
-        code = EXIT_OK
+    code = _exit_code(status, summary, collector.results, len(paths))
+    if code == EXIT_ERROR and error is None:
+        status, error = "error", "nothing could be summarized: every input failed or was skipped"
     if args.out:
-        report = _report(args, len(paths), collector, status, error, code, started)
-        report["wall_seconds"] = round(time.monotonic() - t0, 3)
-        with contextlib.suppress(OSError):
+        report = _report(args, len(paths), collector, status, error, code, started, time.monotonic() - t0)
+        try:
             write_outputs(args.out, summary, collector.results, report)
+        except OSError as exc:
+            print(f"error: cannot write to {args.out}: {exc.strerror or exc}", file=sys.stderr)
+            code = code or EXIT_ERROR
     for r in sorted(collector.results, key=lambda r: r["id"]):
         if r["status"] != "ok":
             log.warning("%s %s: %s", r["status"], r["source"], r["error"])
@@ -203,8 +307,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     if summary:
         sys.stdout.write(summary if summary.endswith("\n") else summary + "\n")
     if code == EXIT_PARTIAL:
-        print(f"warning: {counts['failed']} failed and {counts['skipped']} skipped of {len(paths)} inputs"
-              + (f"; see {args.out / 'summaries.jsonl'}" if args.out else ""), file=sys.stderr)
+        failed = sum(r["status"] == "failed" for r in collector.results)
+        skipped = sum(r["status"] == "skipped" for r in collector.results)
+        where = f"; see {args.out / 'summaries.jsonl'}" if args.out else ""
+        print(f"warning: {failed} failed and {skipped} skipped of {len(paths)} inputs{where}", file=sys.stderr)
     return code
 
 

@@ -6,6 +6,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from pipeline.budget import Price, price_for
 from pipeline.errors import InputError
 
 if TYPE_CHECKING:
@@ -37,6 +38,13 @@ class Context:
     map_max_tokens: int = 400
     final_max_tokens: int = 1200
     memory_limit_mb: float | None = None
+    store_path: str | None = None
+    retry_failed: bool = False
+    rpm: float | None = None
+    tpm: float | None = None
+    price_in: float | None = None
+    price_out: float | None = None
+    max_cost: float | None = None
     progress: Progress | None = field(default=None, repr=False, compare=False)
     on_result: Callable[[DocResult], None] | None = field(default=None, repr=False, compare=False)
     on_stats: Callable[[dict[str, Any]], None] | None = field(default=None, repr=False, compare=False)
@@ -52,8 +60,22 @@ class Context:
         if self.token_max < 4 * self.map_max_tokens:
             raise InputError(f"token max ({self.token_max}) must be at least 4x the per-summary "
                              f"budget ({self.map_max_tokens}) so that collapsing can converge")
+        if self.max_cost is not None and self.price is None:
+            raise InputError(f"a spending cap needs prices: no known price for model {self.model!r}; "
+                             "give price_in and price_out (USD per million tokens)")
         if self.timeout <= 0:
             raise InputError(f"timeout must be positive, got {self.timeout}")
+
+    @property
+    def price(self) -> Price | None:
+        """Prices per million tokens, given or known for the model."""
+        return price_for(self.model, self.price_in, self.price_out)
+
+    @property
+    def identity(self) -> str:
+        """What, besides content and prompt, makes a stored result reusable."""
+        model = self.model if self.chat_model is None else repr(self.chat_model._identifying_params)
+        return f"{model}|temperature={self.temperature}"
 
     @property
     def collapse_max_tokens(self) -> int:

@@ -9,7 +9,6 @@ from __future__ import annotations
 import logging
 import math
 import time
-from pathlib import Path
 from typing import Any, Literal
 
 from langgraph.graph import END, START, StateGraph
@@ -22,8 +21,11 @@ from graphs.runs import close_run, closes_run_on_failure, get_run, open_run
 from graphs.state import InputState, OutputState, ShardState, State
 from pipeline.errors import CollapseError, InputError
 from pipeline.language import dominant_language, language_name
-from pipeline.loading import DocRef, plan_document
+from pipeline.loading import DocRef, plan_inputs
+from pipeline.store import compare_with_prior
+from pipeline.tokens import token_counter
 from pipeline.summarize import (
+    DocResult,
     collapse_level,
     final_summary,
     max_collapse_levels,
@@ -60,10 +62,12 @@ async def plan(state: State, runtime: Runtime[Context]) -> dict[str, Any]:
     run_id = open_run(runtime.context)
     try:
         run = get_run(run_id)
-        docs: list[DocRef] = [plan_document(i, str(p), run.chunker, path=str(Path(p)))
-                              for i, p in enumerate(paths, start=1)]
-        docs += [plan_document(len(docs) + i, t["id"], run.chunker, text=t["text"])
-                 for i, t in enumerate(texts, start=1)]
+        docs = plan_inputs([str(p) for p in paths], texts, run.chunker)
+        if run.store is not None:
+            run.files, removed = compare_with_prior(docs, run.store.prior_documents(), runtime.context.retry_failed)
+            run.store.forget_documents(removed)
+            log.info("files: %(new)d new, %(changed)d changed, %(unchanged)d unchanged, %(removed)d removed",
+                     run.files)
     except BaseException:
         await close_run(run_id)
         raise
@@ -89,9 +93,17 @@ async def map_shard(state: ShardState, runtime: Runtime[Context]) -> dict[str, A
     run = get_run(state["run_id"])
     context = runtime.context
     language = None if context.language == "auto" else language_name(context.language)
+    not_retried = {d["id"] for d in state["docs"] if d["prior_error"]}
+
+    def on_result(result: DocResult) -> None:
+        if run.store is not None and result["id"] not in not_retried:
+            run.store.record_document(result)
+        if context.on_result is not None:
+            context.on_result(result)
+
     async with run.shard_slots:
         results = await summarize_shard(run.runner, state["docs"], language=language,
-                                        max_tokens=context.map_max_tokens, on_result=context.on_result)
+                                        max_tokens=context.map_max_tokens, on_result=on_result)
     return {"results": results}
 
 
@@ -107,23 +119,16 @@ async def collect(state: State, runtime: Runtime[Context]) -> dict[str, Any]:
     return {"results": [], "pieces": pieces, "level": 0, "max_levels": max_collapse_levels(len(pieces))}
 
 
-def _budget(context: Context) -> int:
-    overhead = get_run_overhead(context)
-    return context.token_max - overhead
-
-
-def get_run_overhead(context: Context) -> int:
-    """Tokens the reduce prompt itself takes, besides the summaries."""
-    from pipeline.tokens import token_counter
-
+def reduce_budget(context: Context) -> int:
+    """Tokens of summaries one reduce call may take: --token-max less the prompt's own."""
     template = max(prompts.COLLAPSE, prompts.FINAL, key=len)
-    return token_counter(context.model)(template) + 64
+    return context.token_max - token_counter(context.model)(template) - 64
 
 
 def should_collapse(state: State, runtime: Runtime[Context]) -> Literal["collapse", "final"]:
     """Collapse again while the summaries together exceed the reduce budget."""
     total = sum(p["tokens"] for p in state["pieces"])
-    return "collapse" if total > _budget(runtime.context) else "final"
+    return "collapse" if total > reduce_budget(runtime.context) else "final"
 
 
 @closes_run_on_failure
@@ -133,7 +138,7 @@ async def collapse(state: State, runtime: Runtime[Context]) -> dict[str, Any]:
     level = state["level"] + 1
     if level > state["max_levels"]:
         raise CollapseError(f"summaries still exceed --token-max after {state['max_levels']} collapse levels")
-    pieces = await collapse_level(run.runner, state["pieces"], budget=_budget(context),
+    pieces = await collapse_level(run.runner, state["pieces"], budget=reduce_budget(context),
                                   language=_language(context, state["docs"]),
                                   max_tokens=context.collapse_max_tokens, count=run.count)
     run.collapse_levels = level

@@ -20,8 +20,11 @@ from pydantic import SecretStr
 
 from graphs.context import Context
 from pipeline.client import OpenAICompatChat, open_session
-from pipeline.llm import LLMRunner
+from pipeline.budget import Budget
+from pipeline.limits import RateLimit
+from pipeline.llm import CallLimits, LLMRunner
 from pipeline.memory import MemoryGuard
+from pipeline.store import ResultStore
 from pipeline.progress import NoProgress
 from pipeline.tokens import Chunker, TokenCounter, token_counter
 
@@ -41,10 +44,14 @@ class RunResources:
     chunker: Chunker
     session: aiohttp.ClientSession | None
     shard_slots: asyncio.Semaphore = field(default_factory=lambda: asyncio.Semaphore(SHARD_SLOTS))
+    store: ResultStore | None = None
     marks: dict[str, float] = field(default_factory=lambda: {"start": time.monotonic()})
     collapse_levels: int = 0
+    files: dict[str, int] = field(default_factory=dict)
 
     async def aclose(self) -> None:
+        if self.store is not None:
+            self.store.close()
         if self.session is not None and not self.session.closed:
             await self.session.close()
 
@@ -56,9 +63,13 @@ class RunResources:
         return {
             "llm_calls": {step: s.calls[step] for step in ("map", "collapse", "final")},
             "failed_calls": dict(s.failed_calls),
+            "from_store": {step: s.from_store[step] for step in ("map", "collapse", "final")},
+            "files": self.files,
             "prompt_tokens": s.prompt_tokens,
             "completion_tokens": s.completion_tokens,
             "retries": s.retries,
+            "rate_limited": s.rate_limited,
+            "concurrency_lowest": self.runner.concurrency.lowest,
             "peak_in_flight": s.peak_in_flight,
             "peak_rss_mb": round(self.runner.memory.peak_mb, 1),
             "memory_pauses": self.runner.memory.pauses,
@@ -68,6 +79,7 @@ class RunResources:
             "model": self.context.model if self.context.chat_model is None else type(self.context.chat_model).__name__,
             "concurrency": self.context.concurrency,
             "collapse_levels": self.collapse_levels,
+            **({"cost_usd": round(self.runner.limits.budget.spent, 6)} if self.runner.limits.budget else {}),
         }
 
 
@@ -85,11 +97,19 @@ def open_run(context: Context) -> str:
         model = OpenAICompatChat(model=context.model, base_url=context.base_url or "",
                                  api_key=SecretStr(context.api_key) if context.api_key else None,
                                  temperature=context.temperature, session=session)
+    price = context.price
+    limits = CallLimits(
+        rpm=RateLimit(context.rpm) if context.rpm else None,
+        tpm=RateLimit(context.tpm) if context.tpm else None,
+        budget=Budget(price, context.max_cost) if price else None,
+        memory=MemoryGuard(context.memory_limit_mb))
+    store = ResultStore(context.store_path) if context.store_path else None
     runner = LLMRunner(model, concurrency=context.concurrency, timeout=context.timeout,
-                       max_retries=context.max_retries, count_tokens=count,
-                       memory=MemoryGuard(context.memory_limit_mb), progress=context.progress or NoProgress())
+                       max_retries=context.max_retries, count_tokens=count, limits=limits, store=store,
+                       progress=context.progress or NoProgress(), identity=context.identity)
     run_id = uuid.uuid4().hex
-    _RUNS[run_id] = RunResources(context, runner, count, Chunker(context.chunk_tokens, count), session)
+    _RUNS[run_id] = RunResources(context, runner, count, Chunker(context.chunk_tokens, count),
+                                 session=session, store=store)
     return run_id
 
 

@@ -11,6 +11,7 @@
     │       ├── AuthError           401/403: wrong or missing API key
     │       └── EndpointError       unreachable endpoint, unknown model, bad base URL
     ├── CollapseError               the reduce step stopped shrinking the summaries
+    ├── BudgetExceededError         the next call could pass --max-cost
     └── MemoryLimitError            RSS passed --memory-limit-mb
 """
 
@@ -63,6 +64,10 @@ class EndpointError(FatalLLMError):
 
 class CollapseError(SummarizerError):
     """Collapsing the summaries stopped making them shorter."""
+
+
+class BudgetExceededError(SummarizerError):
+    """The run stopped before spending more than its cap."""
 
 
 class MemoryLimitError(SummarizerError):

@@ -1,6 +1,6 @@
 """Make LLM calls for the pipeline: bounded concurrency, retries, timeouts and accounting.
 
-Works with any LangChain chat model; the semaphore here, not the model, bounds how many
+Works with any LangChain chat model; the limit here, not the model, bounds how many
 calls are in flight, so a model brought by the caller is held to the same limit.
 """
 
@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from langchain_core.language_models.chat_models import BaseChatModel
 from langchain_core.messages import HumanMessage
 
+import prompts
 from pipeline.errors import (
     AuthError,
     ConnectError,
@@ -25,8 +26,11 @@ from pipeline.errors import (
     RateLimitedError,
     RetryableLLMError,
 )
+from pipeline.budget import Budget
+from pipeline.limits import AdaptiveLimit, RateLimit
 from pipeline.memory import MemoryGuard
 from pipeline.progress import NoProgress, Progress
+from pipeline.store import ResultStore, result_key
 from pipeline.tokens import TokenCounter
 
 log = logging.getLogger(__name__)
@@ -51,12 +55,29 @@ class CallStats:
 
     calls: Counter[str] = field(default_factory=Counter)
     failed_calls: Counter[str] = field(default_factory=Counter)
+    from_store: Counter[str] = field(default_factory=Counter)
     prompt_tokens: int = 0
     completion_tokens: int = 0
     retries: int = 0
+    rate_limited: int = 0
     in_flight: int = 0
     peak_in_flight: int = 0
     succeeded: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class CallLimits:
+    """Optional limits on a run's calls beyond the concurrency: rates, spending, memory."""
+
+    rpm: RateLimit | None = None
+    tpm: RateLimit | None = None
+    budget: Budget | None = None
+    memory: MemoryGuard | None = None
+
+
+def call_key(step: str, identity: str, max_tokens: int, *material: str) -> str:
+    """The store key of a call: step, prompt version, model and parameters, and its content."""
+    return result_key(step, prompts.PROMPT_VERSION, identity, max_tokens, *material)
 
 
 def _classify(exc: Exception) -> LLMError:
@@ -74,43 +95,75 @@ def _classify(exc: Exception) -> LLMError:
         return RateLimitedError(text)
     if "Connection" in name:
         return ConnectError(text)
-    if isinstance(exc, TimeoutError) or "Timeout" in name or (isinstance(status, int) and status >= 500):
+    if isinstance(exc, TimeoutError):
+        return RetryableLLMError("no answer before the timeout")
+    if "Timeout" in name or (isinstance(status, int) and status >= 500):
         return RetryableLLMError(text)
     return LLMError(text)
 
 
 class LLMRunner:
-    """Run prompts through one chat model with a semaphore, retries and counters."""
+    """Run prompts through one chat model with bounded concurrency, retries, a store and counters."""
 
     def __init__(self, model: BaseChatModel, *, concurrency: int, timeout: float, max_retries: int,
-                 count_tokens: TokenCounter, memory: MemoryGuard | None = None,
-                 progress: Progress | None = None) -> None:
+                 count_tokens: TokenCounter, limits: CallLimits | None = None,
+                 store: ResultStore | None = None, progress: Progress | None = None,
+                 identity: str = "") -> None:
         self.model = model
-        self.concurrency = concurrency
+        self.identity = identity
         self.timeout = timeout
         self.max_retries = max_retries
         self.count_tokens = count_tokens
-        self.memory = memory or MemoryGuard(None)
+        self.limits = limits or CallLimits()
+        self.memory = self.limits.memory or MemoryGuard(None)
+        self.store = store
         self.progress = progress or NoProgress()
         self.stats = CallStats()
-        self._semaphore = asyncio.Semaphore(concurrency)
+        self.concurrency = AdaptiveLimit(concurrency)
 
-    async def complete(self, step: str, prompt: str, max_tokens: int, phase: str) -> Completion:
-        """Answer one prompt, retrying what is worth retrying; count the call under `step`."""
+    async def complete(self, step: str, prompt: str, max_tokens: int, phase: str,
+                       key: str | None = None) -> Completion:
+        """Answer one prompt, retrying what is worth retrying; count the call under `step`.
+
+        With a `key` and a store, a stored answer is returned without a call, and a
+        new answer is stored the moment it arrives.
+        """
         try:
-            return await self._complete(step, prompt, max_tokens)
+            if key is not None and self.store is not None and (hit := self.store.get(key)):
+                self.stats.from_store[step] += 1
+                return Completion(hit.text, hit.tokens_in, hit.tokens_out)
+            done = await self._complete(step, prompt, max_tokens)
+            if key is not None and self.store is not None:
+                self.store.put(key, step, done.text, done.tokens_in, done.tokens_out)
+            return done
         except LLMError:
             self.stats.failed_calls[step] += 1
             raise
         finally:
             self.progress.advance(phase)
 
+    def key(self, step: str, max_tokens: int, *material: str) -> str | None:
+        """The store key of a call, or None when there is no store."""
+        return None if self.store is None else call_key(step, self.identity, max_tokens, *material)
+
+    async def _admit(self, prompt: str, max_tokens: int) -> float:
+        """Wait for memory and rate limits; reserve the call's worst-case cost."""
+        limits = self.limits
+        await self.memory.admit()
+        estimate = self.count_tokens(prompt) if limits.tpm or limits.budget else 0
+        reserved = await limits.budget.reserve(estimate, max_tokens) if limits.budget else 0.0
+        if limits.rpm:
+            await limits.rpm.take(1)
+        if limits.tpm:
+            await limits.tpm.take(estimate + max_tokens)
+        return reserved
+
     async def _complete(self, step: str, prompt: str, max_tokens: int) -> Completion:
-        stats = self.stats
+        stats, budget = self.stats, self.limits.budget
         for attempt in range(self.max_retries + 1):
-            await self.memory.admit()
+            reserved = await self._admit(prompt, max_tokens)
             try:
-                async with self._semaphore:
+                async with self.concurrency:
                     stats.in_flight += 1
                     stats.peak_in_flight = max(stats.peak_in_flight, stats.in_flight)
                     stats.calls[step] += 1
@@ -124,24 +177,30 @@ class LLMRunner:
                 if not text.strip():
                     raise MalformedResponseError("the model returned an empty answer")
             except Exception as raw:  # noqa: BLE001 - classified just below
+                if budget:
+                    await budget.settle(reserved)
                 exc = _classify(raw)
-                if isinstance(exc, FatalLLMError):
-                    raise exc from raw
-                if not isinstance(exc, RetryableLLMError) and not isinstance(raw, TimeoutError):
+                if isinstance(exc, RateLimitedError):
+                    stats.rate_limited += 1
+                    self.concurrency.on_rate_limited()
+                if isinstance(exc, FatalLLMError) or not isinstance(exc, RetryableLLMError):
                     raise exc from raw
                 if attempt == self.max_retries:
                     if isinstance(exc, ConnectError) and not stats.succeeded:
                         raise EndpointError(f"{exc} (is the server running? check --base-url)") from raw
                     raise exc from raw
                 stats.retries += 1
-                delay = self._backoff(attempt, getattr(exc, "retry_after", None))
+                delay = self._backoff(attempt, exc.retry_after)
                 log.debug("%s call failed (%s); retry %d in %.2fs", step, exc, attempt + 1, delay)
                 await asyncio.sleep(delay)
                 continue
             stats.succeeded += 1
+            self.concurrency.on_success()
             usage = getattr(message, "usage_metadata", None) or {}
             tokens_in = usage.get("input_tokens") or self.count_tokens(prompt)
             tokens_out = usage.get("output_tokens") or self.count_tokens(text)
+            if budget:
+                await budget.settle(reserved, tokens_in, tokens_out)
             stats.prompt_tokens += tokens_in
             stats.completion_tokens += tokens_out
             return Completion(text.strip(), tokens_in, tokens_out)

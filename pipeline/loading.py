@@ -36,6 +36,7 @@ class DocRef(TypedDict):
     tokens: int
     language: str | None
     skip_reason: str | None
+    prior_error: str | None  # failed in an earlier run and not to be retried
 
 
 def expand_inputs(patterns: Sequence[str]) -> list[Path]:
@@ -77,7 +78,7 @@ def plan_document(doc_id: int, source: str, chunker: Chunker, *, path: str | Non
                   text: str | None = None) -> DocRef:
     """Plan one document given either its path or its text."""
     ref = DocRef(id=doc_id, source=source, path=path, text=None, sha256="", encoding=None,
-                 spans=[], tokens=0, language=None, skip_reason=None)
+                 spans=[], tokens=0, language=None, skip_reason=None, prior_error=None)
     if text is None:
         assert path is not None
         try:
@@ -99,6 +100,13 @@ def plan_document(doc_id: int, source: str, chunker: Chunker, *, path: str | Non
         ref["spans"], ref["tokens"] = chunker.spans(body)
         ref["language"] = detect_language(body)
     return ref
+
+
+def plan_inputs(paths: Sequence[str], texts: Sequence[dict[str, str]], chunker: Chunker) -> list[DocRef]:
+    """Plan files and in-memory texts, numbering documents from 1 in that order."""
+    docs = [plan_document(i, str(p), chunker, path=str(p)) for i, p in enumerate(paths, start=1)]
+    docs += [plan_document(len(paths) + i, t["id"], chunker, text=t["text"]) for i, t in enumerate(texts, start=1)]
+    return docs
 
 
 def load_text(ref: DocRef) -> str:

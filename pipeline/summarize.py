@@ -63,6 +63,8 @@ async def summarize_document(runner: LLMRunner, ref: DocRef, *, language: str | 
     """
     if ref["skip_reason"]:
         return _result(ref, "skipped", error=ref["skip_reason"])
+    if ref["prior_error"]:
+        return _result(ref, "failed", error=f"{ref['prior_error']} (from an earlier run; --retry-failed retries it)")
     try:
         text = load_text(ref)
     except InputError as exc:
@@ -73,7 +75,8 @@ async def summarize_document(runner: LLMRunner, ref: DocRef, *, language: str | 
         runner.complete("map", prompts.MAP.format(
             language_instruction=instruction, source=ref["source"].replace('"', "'"),
             part=f' part="{i + 1} of {len(spans)}"' if len(spans) > 1 else "",
-            document=_fence(text[start:end])), max_tokens, phase="map")
+            document=_fence(text[start:end])), max_tokens, phase="map",
+            key=runner.key("map", max_tokens, instruction, text[start:end]))
         for i, (start, end) in enumerate(spans)
     ]
     del text
@@ -158,8 +161,10 @@ async def collapse_level(runner: LLMRunner, pieces: Sequence[Piece], *, budget: 
     async def merge(group: list[Piece]) -> Piece:
         if len(group) == 1:
             return _truncate(group[0], budget) if group[0]["tokens"] > budget else group[0]
-        prompt = prompts.COLLAPSE.format(language_instruction=instruction, summaries=_joined(group))
-        done = await runner.complete("collapse", prompt, max_tokens, phase="reduce")
+        joined = _joined(group)
+        prompt = prompts.COLLAPSE.format(language_instruction=instruction, summaries=joined)
+        done = await runner.complete("collapse", prompt, max_tokens, phase="reduce",
+                                     key=runner.key("collapse", max_tokens, instruction, joined))
         docs = sorted({d for p in group for d in p["docs"]})
         return Piece(text=done.text, tokens=count(done.text), docs=docs)
 
@@ -175,6 +180,7 @@ async def final_summary(runner: LLMRunner, pieces: Sequence[Piece], *, language:
                         max_tokens: int) -> str:
     """Write the final summary from pieces that fit one call."""
     runner.progress.add_total("reduce", 1)
-    prompt = prompts.FINAL.format(language_instruction=language_instruction(language, "the summaries"),
-                                  summaries=_joined(pieces))
-    return (await runner.complete("final", prompt, max_tokens, phase="reduce")).text
+    instruction, joined = language_instruction(language, "the summaries"), _joined(pieces)
+    prompt = prompts.FINAL.format(language_instruction=instruction, summaries=joined)
+    key = runner.key("final", max_tokens, instruction, joined)
+    return (await runner.complete("final", prompt, max_tokens, phase="reduce", key=key)).text

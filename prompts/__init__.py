@@ -6,6 +6,7 @@ listed in PLACEHOLDERS, and the tests check the files against it.
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 
 _DIR = Path(__file__).parent
@@ -24,6 +25,5 @@ def _load(name: str) -> str:
 MAP = _load("map")
 COLLAPSE = _load("collapse")
 FINAL = _load("final")
-# Bumped whenever a template's wording changes, so stored results made with an
-# older prompt are not mistaken for current ones.
-PROMPT_VERSION = "1"
+# Part of every stored result's key: editing a template invalidates what it produced.
+PROMPT_VERSION = hashlib.sha256("\0".join((MAP, COLLAPSE, FINAL)).encode("utf-8")).hexdigest()[:16]

@@ -1,0 +1,128 @@
+"""The result store: a SQLite file that keeps every finished LLM result and each document's outcome.
+
+Each result is committed the moment its call returns, so a run killed at any point
+and started again pays for no call that had finished. All access goes through one
+connection used from the event loop's thread, one short statement at a time, so the
+many tasks of a run never write concurrently; WAL mode and a busy timeout let
+separate processes share the file.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import sqlite3
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS results (
+    key TEXT PRIMARY KEY, step TEXT NOT NULL, text TEXT NOT NULL,
+    tokens_in INTEGER NOT NULL, tokens_out INTEGER NOT NULL, created REAL NOT NULL);
+CREATE TABLE IF NOT EXISTS documents (
+    source TEXT PRIMARY KEY, sha256 TEXT NOT NULL, status TEXT NOT NULL, summary TEXT,
+    error TEXT, chunks INTEGER, tokens_in INTEGER, tokens_out INTEGER, updated REAL NOT NULL);
+"""
+
+
+def result_key(*parts: object) -> str:
+    """Hash what makes a result reusable: step, content, prompt version, model, parameters."""
+    digest = hashlib.sha256()
+    for part in parts:
+        digest.update(str(part).encode("utf-8", "surrogatepass"))
+        digest.update(b"\x00")
+    return digest.hexdigest()
+
+
+@dataclass(frozen=True, slots=True)
+class StoredResult:
+    """One stored LLM answer."""
+
+    text: str
+    tokens_in: int
+    tokens_out: int
+
+
+@dataclass(frozen=True, slots=True)
+class PriorDocument:
+    """What the previous run recorded for a document."""
+
+    sha256: str
+    status: str
+    error: str | None
+
+
+def compare_with_prior(docs: list[dict[str, Any]], prior: dict[str, PriorDocument],
+                       retry_failed: bool) -> tuple[dict[str, int], list[str]]:
+    """Count new, changed, unchanged and removed documents against the previous run.
+
+    An unchanged document that failed before is marked with its earlier error (and not
+    sent again) unless `retry_failed`; returns the counts and the removed sources.
+    """
+    files = {"new": 0, "changed": 0, "unchanged": 0, "removed": 0}
+    seen = set()
+    for doc in docs:
+        seen.add(doc["source"])
+        before = prior.get(doc["source"])
+        if before is None:
+            files["new"] += 1
+        elif before.sha256 != doc["sha256"]:
+            files["changed"] += 1
+        else:
+            files["unchanged"] += 1
+            if before.status == "failed" and not retry_failed:
+                doc["prior_error"] = before.error or "failed"
+    removed = [source for source in prior if source not in seen]
+    files["removed"] = len(removed)
+    return files, removed
+
+
+class ResultStore:
+    """Read and write finished results and document outcomes."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._db = sqlite3.connect(self.path, timeout=30.0, isolation_level=None, check_same_thread=False)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=NORMAL")
+        self._db.executescript(_SCHEMA)
+
+    def close(self) -> None:
+        self._db.close()
+
+    def get(self, key: str) -> StoredResult | None:
+        row = self._db.execute("SELECT text, tokens_in, tokens_out FROM results WHERE key = ?", (key,)).fetchone()
+        return StoredResult(*row) if row else None
+
+    def put(self, key: str, step: str, text: str, tokens_in: int, tokens_out: int) -> None:
+        """Commit one result now (autocommit: each statement is its own transaction)."""
+        self._db.execute("INSERT OR REPLACE INTO results VALUES (?, ?, ?, ?, ?, ?)",
+                         (key, step, text, tokens_in, tokens_out, time.time()))
+
+    def count(self, step: str | None = None) -> int:
+        sql, args = ("SELECT COUNT(*) FROM results", ()) if step is None else (
+            "SELECT COUNT(*) FROM results WHERE step = ?", (step,))
+        return int(self._db.execute(sql, args).fetchone()[0])
+
+    def prior_documents(self) -> dict[str, PriorDocument]:
+        """Every document the store has an outcome for, by source."""
+        rows = self._db.execute("SELECT source, sha256, status, error FROM documents")
+        return {source: PriorDocument(sha, status, error) for source, sha, status, error in rows}
+
+    def record_document(self, result: dict[str, Any]) -> None:
+        self._db.execute(
+            "INSERT OR REPLACE INTO documents VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (result["source"], result["sha256"], result["status"], result["summary"], result["error"],
+             result["chunks"], result["tokens_in"], result["tokens_out"], time.time()))
+
+    def forget_documents(self, sources: Iterable[str]) -> None:
+        self._db.executemany("DELETE FROM documents WHERE source = ?", ((s,) for s in sources))
+
+    def integrity_ok(self) -> bool:
+        return self._db.execute("PRAGMA integrity_check").fetchone()[0] == "ok"

@@ -1,0 +1,246 @@
+"""Nightly batch runs: the result store, incremental reruns, failure isolation, limits, budgets, config."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from pipeline.store import ResultStore
+from tests.fake_openai import FakeOpenAI
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _write_docs(folder: Path, n: int) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    for i in range(n):
+        (folder / f"doc{i:03d}.txt").write_text(
+            f"Report {i}. " + " ".join(f"measurement{i}x{j}" for j in range(40)), encoding="utf-8")
+    return folder
+
+
+def test_unchanged_rerun_makes_no_calls(cli, fake: FakeOpenAI, tmp_path: Path) -> None:
+    docs = _write_docs(tmp_path / "in", 6)
+    first = cli(str(docs), base_url=fake.base_url)
+    calls_after_first = fake.chat_calls
+
+    second = cli(str(docs), base_url=fake.base_url)
+
+    assert first.code == second.code == 0
+    assert calls_after_first == 7 and fake.chat_calls == 7
+    report = second.report()
+    assert report["llm_calls"] == {"map": 0, "collapse": 0, "final": 0}
+    assert report["from_store"] == {"map": 6, "collapse": 0, "final": 1}
+    assert report["files"] == {"new": 0, "changed": 0, "unchanged": 6, "removed": 0}
+    assert second.out == first.out
+
+
+def test_incremental_rerun_summarizes_only_new_and_changed_files(cli, fake: FakeOpenAI, tmp_path: Path) -> None:
+    docs = _write_docs(tmp_path / "in", 5)
+    cli(str(docs), base_url=fake.base_url)
+    (docs / "doc000.txt").write_text("A rewritten report about tides.", encoding="utf-8")
+    (docs / "doc004.txt").unlink()
+    (docs / "new.txt").write_text("A brand new report about ferries.", encoding="utf-8")
+    fake.reset_stats()
+
+    result = cli(str(docs), base_url=fake.base_url)
+
+    report = result.report()
+    assert report["files"] == {"new": 1, "changed": 1, "unchanged": 3, "removed": 1}
+    assert report["llm_calls"]["map"] == 2 and report["from_store"]["map"] == 3
+    assert "doc004" not in result.out and "new.txt" in result.out
+
+
+def test_failed_document_is_not_retried_unless_asked(cli, fake: FakeOpenAI, tmp_path: Path) -> None:
+    docs = _write_docs(tmp_path / "in", 3)
+    (docs / "bad.txt").write_text("POISON in this one.", encoding="utf-8")
+    fake.fail_marker = "POISON"
+    assert cli(str(docs), "--max-retries", "0", base_url=fake.base_url).code == 3
+    fake.reset_stats()
+
+    again = cli(str(docs), "--max-retries", "0", base_url=fake.base_url)
+    assert again.code == 3 and fake.chat_calls == 0
+    bad = next(r for r in again.lines() if r["source"].endswith("bad.txt"))
+    assert bad["status"] == "failed" and "HTTP 500" in bad["error"] and "--retry-failed" in bad["error"]
+
+    fake.fail_marker = None
+    retried = cli(str(docs), "--retry-failed", base_url=fake.base_url)
+    assert retried.code == 0
+    assert retried.report()["llm_calls"]["map"] == 1  # only the failed document was sent again
+
+
+def test_every_document_ends_summarized_or_failed_under_heavy_faults(cli, fake: FakeOpenAI,
+                                                                      tmp_path: Path) -> None:
+    docs = _write_docs(tmp_path / "in", 60)
+    fake.faults = {"429": 0.20, "500": 0.05, "hang": 0.01, "malformed": 0.02}
+    fake.hang_seconds = 5.0
+
+    result = cli(str(docs), "--concurrency", "8", "--timeout", "1", "--max-retries", "8",
+                 base_url=fake.base_url)
+
+    lines = result.lines()
+    assert len(lines) == 60
+    assert all(r["status"] == "ok" or (r["status"] == "failed" and r["error"]) for r in lines)
+    assert result.code in (0, 3) and result.out
+    report = result.report()
+    assert report["retries"] >= 10 and report["rate_limited"] >= 5
+    assert report["peak_in_flight"] <= 8 and fake.peak_in_flight <= 8
+    with sqlite3.connect(result.out_dir / "store.sqlite") as db:
+        stored = db.execute("SELECT text FROM results").fetchall()
+    assert all(text.startswith("SUMMARY[") for (text,) in stored)  # nothing malformed was stored
+
+
+def test_rate_limits_lower_concurrency_and_it_recovers(cli, fake: FakeOpenAI, tmp_path: Path) -> None:
+    docs = _write_docs(tmp_path / "in", 40)
+    fake.latency = 0.01
+    fake.script.extend(["429"] * 8)
+
+    result = cli(str(docs), "--concurrency", "8", base_url=fake.base_url)
+
+    report = result.report()
+    assert result.code == 0
+    assert report["concurrency_lowest"] < 8
+    assert report["peak_in_flight"] <= 8
+
+
+def test_kill_9_mid_run_repays_no_finished_call(cli, fake: FakeOpenAI, tmp_path: Path) -> None:
+    docs = _write_docs(tmp_path / "in", 40)
+    out = tmp_path / "out"
+    fake.latency = 0.05
+    proc = subprocess.Popen(
+        [sys.executable, str(ROOT / "run.py"), str(docs), "--base-url", fake.base_url, "--out", str(out),
+         "--concurrency", "2", "-q"],
+        cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        env={k: v for k, v in os.environ.items() if not k.startswith("OPENAI_")})
+    store_file = out / "store.sqlite"
+    stored = 0
+    deadline = time.monotonic() + 30
+    try:
+        while time.monotonic() < deadline and proc.poll() is None:
+            try:
+                with sqlite3.connect(f"file:{store_file}?mode=ro", uri=True, timeout=5) as db:
+                    stored = db.execute("SELECT COUNT(*) FROM results WHERE step='map'").fetchone()[0]
+            except sqlite3.OperationalError:
+                pass  # not created yet
+            if stored >= 10:
+                break
+            time.sleep(0.02)
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=10)
+    assert 10 <= stored < 40, "the run should have been killed part-way"
+    with sqlite3.connect(store_file) as db:
+        stored = db.execute("SELECT COUNT(*) FROM results WHERE step='map'").fetchone()[0]
+    fake.reset_stats()
+
+    result = cli(str(docs), base_url=fake.base_url)
+
+    assert result.code == 0
+    report = result.report()
+    assert report["from_store"]["map"] == stored
+    assert report["llm_calls"]["map"] == 40 - stored
+
+
+async def test_store_survives_many_concurrent_writers(tmp_path: Path) -> None:
+    import asyncio
+
+    path = tmp_path / "store.sqlite"
+    writer = (f"import sys; sys.path.insert(0, {str(ROOT)!r})\n"
+              "from pipeline.store import ResultStore\n"
+              f"s = ResultStore({str(path)!r})\n"
+              "for i in range(300): s.put(f'{sys.argv[1]}-{i}', 'map', 'x' * 200, 1, 1)\n")
+    store = ResultStore(path)
+    procs = [subprocess.Popen([sys.executable, "-c", writer, f"p{n}"]) for n in range(3)]
+
+    async def put(i: int) -> None:
+        await asyncio.sleep(0)
+        store.put(f"task-{i}", "map", "y" * 200, 1, 1)
+
+    await asyncio.gather(*(put(i) for i in range(500)))
+    assert all(p.wait(timeout=60) == 0 for p in procs)
+
+    assert store.count() == 500 + 3 * 300
+    assert store.integrity_ok()
+    store.close()
+
+
+def test_dry_run_counts_calls_and_cost_without_calling(cli, fake: FakeOpenAI, tmp_path: Path) -> None:
+    docs = _write_docs(tmp_path / "in", 4)
+    (docs / "long.txt").write_text("\n\n".join("A paragraph about harbors and ferries. " * 20
+                                               for _ in range(12)), encoding="utf-8")
+
+    result = cli(str(docs), "--dry-run", "--chunk-tokens", "300", "--model", "gpt-4o-mini",
+                 base_url=fake.base_url)
+
+    assert result.code == 0 and fake.total_requests == 0
+    preview = json.loads(result.out)
+    assert preview["llm_calls"]["map"] > 5 and preview["llm_calls"]["final"] == 1
+    assert preview["estimated_cost_usd"] > 0
+    assert json.loads((result.out_dir / "preview.json").read_text(encoding="utf-8")) == preview
+
+
+def test_dry_run_after_a_run_counts_stored_results(cli, fake: FakeOpenAI, tmp_path: Path) -> None:
+    docs = _write_docs(tmp_path / "in", 4)
+    cli(str(docs), base_url=fake.base_url, )
+
+    preview = json.loads(cli(str(docs), "--dry-run", "--model", "fake-model", base_url=fake.base_url).out)
+
+    assert preview["llm_calls"]["map"] == 0 and preview["from_store"]["map"] == 4
+
+
+def test_max_cost_stops_cleanly_before_the_cap(cli, fake: FakeOpenAI, tmp_path: Path) -> None:
+    docs = _write_docs(tmp_path / "in", 30)
+
+    result = cli(str(docs), "--concurrency", "2", "--price-in", "1000", "--price-out", "1000",
+                 "--max-cost", "1.0", base_url=fake.base_url)
+
+    assert result.code == 1
+    assert "--max-cost" in result.err and "Traceback" not in result.err
+    report = result.report()
+    assert 0 < report["cost_usd"] <= 1.0
+    assert 0 < fake.chat_calls < 30
+    assert sum(r["status"] == "ok" for r in result.lines()) == fake.chat_calls  # nothing paid for is lost
+
+
+def test_config_file_holds_options_and_the_command_line_wins(cli, fake: FakeOpenAI, tmp_path: Path) -> None:
+    _write_docs(tmp_path / "in", 3)
+    config = tmp_path / "nightly.toml"
+    config.write_text(f'inputs = ["in"]\nbase-url = "{fake.base_url}"\nconcurrency = 1\nlanguage = "ko"\n',
+                      encoding="utf-8")
+
+    result = cli("--config", str(config), "--language", "en")
+
+    assert result.code == 0
+    assert result.report()["concurrency"] == 1
+    assert all("in English" in b["messages"][-1]["content"] for b in fake.bodies)
+
+
+def test_unknown_config_setting_is_a_usage_error(cli, tmp_path: Path) -> None:
+    config = tmp_path / "bad.toml"
+    config.write_text('concurency = 3\n', encoding="utf-8")
+
+    with pytest.raises(SystemExit) as exit_info:
+        cli("x.txt", "--config", str(config))
+
+    assert exit_info.value.code == 1
+
+
+def test_log_json_writes_machine_readable_lines(tmp_path: Path, fake: FakeOpenAI) -> None:
+    docs = _write_docs(tmp_path / "in", 2)
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "run.py"), str(docs), "--base-url", fake.base_url, "--log-json"],
+        cwd=ROOT, capture_output=True, text=True, timeout=60,
+        env={k: v for k, v in os.environ.items() if not k.startswith("OPENAI_")})
+
+    assert proc.returncode == 0
+    entries = [json.loads(line) for line in proc.stderr.splitlines()]
+    assert entries and all({"ts", "level", "logger", "message"} <= set(e) for e in entries)
+    assert any("map:" in e["message"] for e in entries)
