@@ -15,8 +15,8 @@ class AdaptiveLimit:
     Additive increase, multiplicative decrease: a 429 halves the limit (at most once per
     `cooldown` seconds, so one burst of 429s counts once); each success adds 1/limit,
     so the limit grows by one per limit's worth of successes, never above `maximum`.
-    A lowered limit is enforced by keeping permits back as calls finish, and a raised
-    one by handing them out again.
+    A lowered limit is enforced by keeping permits back as they are freed or taken, and
+    a raised one by handing them out again.
     """
 
     def __init__(self, maximum: int, *, cooldown: float = 1.0) -> None:
@@ -34,12 +34,20 @@ class AdaptiveLimit:
         return int(self._limit)
 
     async def __aenter__(self) -> None:
-        await self._semaphore.acquire()
+        while True:  # at most `maximum` turns: each one withholds a permit
+            await self._semaphore.acquire()
+            if not self._withhold():
+                return
+
+    def _withhold(self) -> bool:
+        """Keep a just-freed permit back if the limit was lowered below the permits in use."""
+        if self._held < self.maximum - self.limit:
+            self._held += 1
+            return True
+        return False
 
     async def __aexit__(self, *exc: object) -> None:
-        if self._held < self.maximum - self.limit:
-            self._held += 1  # keep this permit back: the limit was lowered
-        else:
+        if not self._withhold():
             self._semaphore.release()
 
     def on_success(self) -> None:

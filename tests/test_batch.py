@@ -244,3 +244,28 @@ def test_log_json_writes_machine_readable_lines(tmp_path: Path, fake: FakeOpenAI
     entries = [json.loads(line) for line in proc.stderr.splitlines()]
     assert entries and all({"ts", "level", "logger", "message"} <= set(e) for e in entries)
     assert any("map:" in e["message"] for e in entries)
+
+
+@pytest.mark.parametrize(("sig", "code"), [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+def test_interrupt_stops_cleanly_and_keeps_what_was_done(fake: FakeOpenAI, tmp_path: Path,
+                                                         sig: signal.Signals, code: int) -> None:
+    docs = _write_docs(tmp_path / "in", 60)
+    out = tmp_path / "out"
+    fake.latency = 0.05
+    proc = subprocess.Popen(
+        [sys.executable, str(ROOT / "run.py"), str(docs), "--base-url", fake.base_url, "--out", str(out),
+         "--concurrency", "2", "-q"],
+        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        env={k: v for k, v in os.environ.items() if not k.startswith("OPENAI_")})
+    deadline = time.monotonic() + 30
+    while fake.chat_calls < 6 and time.monotonic() < deadline and proc.poll() is None:
+        time.sleep(0.02)
+    proc.send_signal(sig)
+    _, err = proc.communicate(timeout=30)
+
+    assert proc.returncode == code
+    assert "Traceback" not in err and err.strip().splitlines()[-1].startswith("error:")
+    report = json.loads((out / "report.json").read_text(encoding="utf-8"))
+    assert report["exit_code"] == code and report["documents"]["ok"] >= 4
+    lines = (out / "summaries.jsonl").read_text(encoding="utf-8").splitlines()
+    assert len(lines) == report["documents"]["ok"]
