@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import logging
 import os
@@ -165,6 +166,8 @@ def _context(args: argparse.Namespace, collector: _Collector, **overrides: Any) 
 async def _summarize(args: argparse.Namespace, paths: list[Path], collector: _Collector) -> str:
     from graphs import graph, recursion_limit
     from pipeline.errors import InputError
+    from tqdm.contrib.logging import logging_redirect_tqdm
+
     from pipeline.progress import BarProgress, LogProgress, NoProgress
 
     if not args.base_url and not args.api_key:
@@ -178,9 +181,12 @@ async def _summarize(args: argparse.Namespace, paths: list[Path], collector: _Co
     context.validate()
     log.info("summarizing %d files with %s at %s, up to %d calls at a time", len(paths), args.model,
              args.base_url, args.concurrency)
+    # With a bar on screen, log lines go above it rather than through it.
+    quiet_logs = logging_redirect_tqdm() if isinstance(progress, BarProgress) else contextlib.nullcontext()
     try:
-        out = await graph.ainvoke({"paths": [str(p) for p in paths]}, context=context,
-                                  config={"recursion_limit": recursion_limit(len(paths))})
+        with quiet_logs:
+            out = await graph.ainvoke({"paths": [str(p) for p in paths]}, context=context,
+                                      config={"recursion_limit": recursion_limit(len(paths))})
     finally:
         progress.close()
     return out.get("summary", "")

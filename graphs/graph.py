@@ -116,7 +116,7 @@ async def collect(state: State, runtime: Runtime[Context]) -> dict[str, Any]:
     pieces = [to_piece(r, run.count) for r in results if r["status"] == "ok"]
     counts = {s: sum(r["status"] == s for r in results) for s in ("ok", "failed", "skipped")}
     log.info("map done: %(ok)d summarized, %(failed)d failed, %(skipped)d skipped", counts)
-    return {"results": [], "pieces": pieces, "level": 0, "max_levels": max_collapse_levels(len(pieces))}
+    return {"pieces": pieces, "level": 0, "max_levels": max_collapse_levels(len(pieces))}
 
 
 def reduce_budget(context: Context) -> int:

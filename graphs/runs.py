@@ -90,6 +90,7 @@ def open_run(context: Context) -> str:
     """Open a run's resources in the running loop and return the run's id."""
     context.validate()
     count = token_counter(context.model)
+    store = ResultStore(context.store_path) if context.store_path else None
     session = None
     model = context.chat_model
     if model is None:
@@ -103,7 +104,6 @@ def open_run(context: Context) -> str:
         tpm=RateLimit(context.tpm) if context.tpm else None,
         budget=Budget(price, context.max_cost) if price else None,
         memory=MemoryGuard(context.memory_limit_mb))
-    store = ResultStore(context.store_path) if context.store_path else None
     runner = LLMRunner(model, concurrency=context.concurrency, timeout=context.timeout,
                        max_retries=context.max_retries, count_tokens=count, limits=limits, store=store,
                        progress=context.progress or NoProgress(), identity=context.identity)

@@ -269,3 +269,14 @@ def test_interrupt_stops_cleanly_and_keeps_what_was_done(fake: FakeOpenAI, tmp_p
     assert report["exit_code"] == code and report["documents"]["ok"] >= 4
     lines = (out / "summaries.jsonl").read_text(encoding="utf-8").splitlines()
     assert len(lines) == report["documents"]["ok"]
+
+
+def test_an_unusable_store_is_a_one_line_error(cli, fake: FakeOpenAI, tmp_path: Path) -> None:
+    docs = _write_docs(tmp_path / "in", 2)
+    bad = tmp_path / "not-a-db.sqlite"
+    bad.write_bytes(b"this is not a database" * 100)
+
+    result = cli(str(docs), "--store", str(bad), base_url=fake.base_url)
+
+    assert result.code == 1
+    assert "cannot open the result store" in result.err and "Traceback" not in result.err
