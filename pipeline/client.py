@@ -92,11 +92,28 @@ class OpenAICompatChat(BaseChatModel):
                   run_manager: Any = None, **kwargs: Any) -> ChatResult:
         raise NotImplementedError("OpenAICompatChat is async only: use `await model.ainvoke(...)`")
 
+    async def acomplete(self, prompt: str, max_tokens: int | None = None) -> tuple[str, dict[str, Any]]:
+        """Answer one user prompt with its text and usage, skipping LangChain's machinery.
+
+        The pipeline's runner calls this directly: it does its own accounting, so
+        `BaseChatModel.ainvoke` (callback managers, run ids, a task per call) and the
+        message objects are pure overhead on its hot path.
+        """
+        body = await self._send([{"role": "user", "content": prompt}], max_tokens=max_tokens)
+        data, choice, content = self._decode(body)
+        usage = data.get("usage") or {}
+        return content, {"input_tokens": int(usage.get("prompt_tokens") or 0),
+                         "output_tokens": int(usage.get("completion_tokens") or 0)}
+
     async def _agenerate(self, messages: list[BaseMessage], stop: list[str] | None = None,
                          run_manager: Any = None, **kwargs: Any) -> ChatResult:
+        wire = [{"role": _ROLES.get(m.type, m.type), "content": m.content} for m in messages]
+        return self._parse(await self._send(wire, stop=stop, **kwargs))
+
+    async def _send(self, messages: list[dict[str, Any]], stop: list[str] | None = None, **kwargs: Any) -> bytes:
         payload: dict[str, Any] = {
             "model": self.model,
-            "messages": [{"role": _ROLES.get(m.type, m.type), "content": m.content} for m in messages],
+            "messages": messages,
             "temperature": kwargs.get("temperature", self.temperature),
             "stream": False,
         }
@@ -106,10 +123,8 @@ class OpenAICompatChat(BaseChatModel):
             payload["stop"] = stop
         if self.session is None:
             async with aiohttp.ClientSession() as session:
-                body = await self._post(session, payload)
-        else:
-            body = await self._post(self.session, payload)
-        return self._parse(body)
+                return await self._post(session, payload)
+        return await self._post(self.session, payload)
 
     async def _post(self, session: aiohttp.ClientSession, payload: dict[str, Any]) -> bytes:
         url = self.base_url.rstrip("/") + "/chat/completions"
@@ -138,7 +153,8 @@ class OpenAICompatChat(BaseChatModel):
         except aiohttp.ClientError as exc:
             raise RetryableLLMError(f"connection failed: {exc.__class__.__name__}: {exc}") from exc
 
-    def _parse(self, body: bytes) -> ChatResult:
+    @staticmethod
+    def _decode(body: bytes) -> tuple[dict[str, Any], dict[str, Any], str]:
         try:
             data = json.loads(body)
             choice = data["choices"][0]
@@ -147,6 +163,10 @@ class OpenAICompatChat(BaseChatModel):
             raise MalformedResponseError(f"malformed response: {body[:80]!r}") from exc
         if not isinstance(content, str):
             raise MalformedResponseError("malformed response: the message has no text content")
+        return data, choice, content
+
+    def _parse(self, body: bytes) -> ChatResult:
+        data, choice, content = self._decode(body)
         usage = data.get("usage") or {}
         message = AIMessage(content=content, response_metadata={
             "model_name": data.get("model", self.model), "finish_reason": choice.get("finish_reason")})

@@ -27,6 +27,10 @@ def language_name(code_or_name: str) -> str:
 def detect_language(text: str) -> str | None:
     """Return the language's English name when the script makes it clear, else None."""
     sample = text[:_SAMPLE_CHARS]
+    if sample.isascii():  # no Hangul, Kana or Han possible: only the English test applies
+        if not any(c.isalpha() for c in sample):
+            return None
+        return _english(sample)
     letters = len(_LETTER.findall(sample))
     if not letters:
         return None
@@ -36,6 +40,10 @@ def detect_language(text: str) -> str | None:
         return "Japanese"
     if len(_HAN.findall(sample)) > letters * 0.3:
         return "Chinese"
+    return _english(sample)
+
+
+def _english(sample: str) -> str | None:
     words = re.findall(r"[a-z]+", sample.lower())
     if words and sum(w in _ENGLISH_WORDS for w in words) > len(words) * 0.08:
         return "English"

@@ -14,8 +14,10 @@ from dataclasses import dataclass, field
 
 from langchain_core.language_models.chat_models import BaseChatModel
 from langchain_core.messages import HumanMessage
+from langsmith.utils import tracing_is_enabled
 
 import prompts
+from pipeline.client import OpenAICompatChat
 from pipeline.errors import (
     AuthError,
     ConnectError,
@@ -120,6 +122,11 @@ class LLMRunner:
         self.progress = progress or NoProgress()
         self.stats = CallStats()
         self.concurrency = AdaptiveLimit(concurrency)
+        # Our own client skips BaseChatModel.ainvoke (callback managers, run ids, message
+        # objects: most of a call's client CPU) unless LangSmith tracing wants to see the
+        # calls; its session's ClientTimeout(total=timeout) already bounds each call.
+        own = isinstance(model, OpenAICompatChat) and model.session is not None
+        self._fast = model.acomplete if own and not tracing_is_enabled() else None
 
     async def complete(self, step: str, prompt: str, max_tokens: int, phase: str,
                        key: str | None = None) -> Completion:
@@ -168,12 +175,16 @@ class LLMRunner:
                     stats.peak_in_flight = max(stats.peak_in_flight, stats.in_flight)
                     stats.calls[step] += 1
                     try:
-                        async with asyncio.timeout(self.timeout):
-                            message = await self.model.ainvoke([HumanMessage(content=prompt)],
-                                                               max_tokens=max_tokens)
+                        if self._fast is not None:
+                            text, usage = await self._fast(prompt, max_tokens)
+                        else:
+                            async with asyncio.timeout(self.timeout):
+                                message = await self.model.ainvoke([HumanMessage(content=prompt)],
+                                                                   max_tokens=max_tokens)
+                            text = message.content if isinstance(message.content, str) else message.text
+                            usage = getattr(message, "usage_metadata", None) or {}
                     finally:
                         stats.in_flight -= 1
-                text = message.content if isinstance(message.content, str) else message.text
                 if not text.strip():
                     raise MalformedResponseError("the model returned an empty answer")
             except Exception as raw:  # noqa: BLE001 - classified just below
@@ -196,7 +207,6 @@ class LLMRunner:
                 continue
             stats.succeeded += 1
             self.concurrency.on_success()
-            usage = getattr(message, "usage_metadata", None) or {}
             tokens_in = usage.get("input_tokens") or self.count_tokens(prompt)
             tokens_out = usage.get("output_tokens") or self.count_tokens(text)
             if budget:

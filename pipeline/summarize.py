@@ -80,7 +80,13 @@ async def summarize_document(runner: LLMRunner, ref: DocRef, *, language: str | 
         for i, (start, end) in enumerate(spans)
     ]
     del text
-    outcomes = await asyncio.gather(*calls, return_exceptions=True)
+    if len(calls) == 1:  # the common small document: no gather, no extra task
+        try:
+            outcomes: list[object] = [await calls[0]]
+        except LLMError as exc:
+            outcomes = [exc]
+    else:
+        outcomes = await asyncio.gather(*calls, return_exceptions=True)
     for outcome in outcomes:
         if isinstance(outcome, FatalLLMError):
             raise outcome

@@ -160,3 +160,16 @@ async def test_http_session_is_closed_after_a_failed_run(fake_in_loop: FakeOpenA
 
 def test_recursion_limit_grows_with_the_input() -> None:
     assert recursion_limit(10) < recursion_limit(100_000) < 40
+
+
+async def test_the_builtin_client_is_a_working_langchain_chat_model(fake_in_loop: FakeOpenAI) -> None:
+    import aiohttp
+
+    from pipeline.client import OpenAICompatChat
+
+    async with aiohttp.ClientSession() as session:
+        model = OpenAICompatChat(model="fake-model", base_url=fake_in_loop.base_url, session=session)
+        message = await model.ainvoke('<document source="x">\nalpha beta gamma\n</document>')
+
+    assert message.content == "SUMMARY[3 words]: alpha beta gamma"
+    assert message.usage_metadata["input_tokens"] > 0

@@ -1,0 +1,1 @@
+"""Benchmarks: how close the map-reduce pipeline runs to the physical limit (see bench/README.md)."""
