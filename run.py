@@ -215,7 +215,7 @@ def _dry_run(args: argparse.Namespace, paths: list[Path]) -> int:
     finally:
         if store is not None:
             store.close()
-    estimate["reduce_language"] = language or dominant_language(d["language"] for d in docs)
+    estimate["reduce_language"] = language or dominant_language(d.language for d in docs)
     estimate["model"] = context.model
     text = json.dumps(estimate, indent=2, ensure_ascii=False)
     print(text)

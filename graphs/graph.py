@@ -51,7 +51,7 @@ def recursion_limit(n_documents: int) -> int:
 def _language(context: Context, docs: list[DocRef] | list[Any]) -> str | None:
     if context.language != "auto":
         return language_name(context.language)
-    return dominant_language(d["language"] for d in docs)
+    return dominant_language(d.language for d in docs)
 
 
 async def plan(state: State, runtime: Runtime[Context]) -> dict[str, Any]:
@@ -71,10 +71,10 @@ async def plan(state: State, runtime: Runtime[Context]) -> dict[str, Any]:
     except BaseException:
         await close_run(run_id)
         raise
-    run.runner.progress.add_total("map", sum(len(d["spans"]) for d in docs))
+    run.runner.progress.add_total("map", sum(len(d.spans) for d in docs))
     run.marks["map_start"] = time.monotonic()
     log.info("planned %d documents, %d chunks, %d tokens", len(docs),
-             sum(len(d["spans"]) for d in docs), sum(d["tokens"] for d in docs))
+             sum(len(d.spans) for d in docs), sum(d.tokens for d in docs))
     return {"run_id": run_id, "docs": docs}
 
 
@@ -93,7 +93,7 @@ async def map_shard(state: ShardState, runtime: Runtime[Context]) -> dict[str, A
     run = get_run(state["run_id"])
     context = runtime.context
     language = None if context.language == "auto" else language_name(context.language)
-    not_retried = {d["id"] for d in state["docs"] if d["prior_error"]}
+    not_retried = {d.id for d in state["docs"] if d.prior_error}
 
     def on_result(result: DocResult) -> None:
         if run.store is not None and result["id"] not in not_retried:
@@ -147,10 +147,10 @@ async def collapse(state: State, runtime: Runtime[Context]) -> dict[str, Any]:
 
 
 def _sources_legend(summary: str, state: State) -> str:
-    cited = [d for d in state["docs"] if f"D{d['id']}" in summary]
+    cited = [d for d in state["docs"] if f"D{d.id}" in summary]
     if not cited:
         return ""
-    lines = [f"- [D{d['id']}] {d['source']}" for d in cited]
+    lines = [f"- [D{d.id}] {d.source}" for d in cited]
     return "\n\n**Sources**\n\n" + "\n".join(lines) + "\n"
 
 

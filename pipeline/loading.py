@@ -10,8 +10,8 @@ from __future__ import annotations
 import glob
 import hashlib
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TypedDict
 
 from pipeline.decoding import decode_bytes
 from pipeline.errors import InputError
@@ -23,20 +23,24 @@ MAX_FILE_BYTES = 64 * 1024 * 1024
 _GLOB_CHARS = frozenset("*?[")
 
 
-class DocRef(TypedDict):
-    """A planned document: everything a summarizer needs except the text itself."""
+@dataclass(slots=True)
+class DocRef:
+    """A planned document: everything a summarizer needs except the text itself.
+
+    Slotted rather than a dict: a run holds one per document for its whole length.
+    """
 
     id: int
     source: str
-    path: str | None
-    text: str | None  # only for documents handed over in memory
-    sha256: str
-    encoding: str | None
-    spans: list[tuple[int, int]]
-    tokens: int
-    language: str | None
-    skip_reason: str | None
-    prior_error: str | None  # failed in an earlier run and not to be retried
+    path: str | None = None
+    text: str | None = None  # only for documents handed over in memory
+    sha256: str = ""
+    encoding: str | None = None
+    spans: list[tuple[int, int]] = field(default_factory=list)
+    tokens: int = 0
+    language: str | None = None
+    skip_reason: str | None = None
+    prior_error: str | None = None  # failed in an earlier run and not to be retried
 
 
 def expand_inputs(patterns: Sequence[str]) -> list[Path]:
@@ -77,28 +81,27 @@ def _read_bytes(path: Path) -> bytes:
 def plan_document(doc_id: int, source: str, chunker: Chunker, *, path: str | None = None,
                   text: str | None = None) -> DocRef:
     """Plan one document given either its path or its text."""
-    ref = DocRef(id=doc_id, source=source, path=path, text=None, sha256="", encoding=None,
-                 spans=[], tokens=0, language=None, skip_reason=None, prior_error=None)
+    ref = DocRef(doc_id, source, path)
     if text is None:
         assert path is not None
         try:
             data = _read_bytes(Path(path))
         except (OSError, InputError) as exc:
-            ref["skip_reason"] = f"unreadable: {getattr(exc, 'strerror', None) or exc}"
+            ref.skip_reason = f"unreadable: {getattr(exc, 'strerror', None) or exc}"
             return ref
-        ref["sha256"] = hashlib.sha256(data).hexdigest()
+        ref.sha256 = hashlib.sha256(data).hexdigest()
         decoded = decode_bytes(data)
-        ref["encoding"], ref["skip_reason"] = decoded.encoding, decoded.skip_reason
+        ref.encoding, ref.skip_reason = decoded.encoding, decoded.skip_reason
         body = decoded.text
     else:
-        ref["text"] = text
-        ref["sha256"] = hashlib.sha256(text.encode("utf-8")).hexdigest()
+        ref.text = text
+        ref.sha256 = hashlib.sha256(text.encode("utf-8")).hexdigest()
         body = text
         if not text.strip():
-            ref["skip_reason"] = "empty document"
-    if ref["skip_reason"] is None:
-        ref["spans"], ref["tokens"] = chunker.spans(body)
-        ref["language"] = detect_language(body)
+            ref.skip_reason = "empty document"
+    if ref.skip_reason is None:
+        ref.spans, ref.tokens = chunker.spans(body)
+        ref.language = detect_language(body)
     return ref
 
 
@@ -111,13 +114,13 @@ def plan_inputs(paths: Sequence[str], texts: Sequence[dict[str, str]], chunker: 
 
 def load_text(ref: DocRef) -> str:
     """Read a planned document's text again, checking it has not changed since planning."""
-    if ref["text"] is not None:
-        return ref["text"]
-    assert ref["path"] is not None
+    if ref.text is not None:
+        return ref.text
+    assert ref.path is not None
     try:
-        data = _read_bytes(Path(ref["path"]))
+        data = _read_bytes(Path(ref.path))
     except OSError as exc:
         raise InputError(f"unreadable: {exc.strerror or exc}") from exc
-    if hashlib.sha256(data).hexdigest() != ref["sha256"]:
+    if hashlib.sha256(data).hexdigest() != ref.sha256:
         raise InputError("file changed while the run was in progress")
-    return decode_bytes(data, ref["encoding"]).text
+    return decode_bytes(data, ref.encoding).text

@@ -34,13 +34,13 @@ def preview(docs: Sequence[DocRef], *, count: TokenCounter, map_max_tokens: int,
     tokens_in = tokens_out = 0
     pieces: list[dict[str, Any]] = []
     for ref in docs:
-        if ref["skip_reason"] or ref["prior_error"]:
+        if ref.skip_reason or ref.prior_error:
             continue
         text = load_text(ref) if store is not None else ""
-        instruction = language_instruction(language or ref["language"])
+        instruction = language_instruction(language or ref.language)
         doc_out = 0
-        for start, end in ref["spans"]:
-            chunk_tokens = count(text[start:end]) if text else ref["tokens"] // len(ref["spans"])
+        for start, end in ref.spans:
+            chunk_tokens = count(text[start:end]) if text else ref.tokens // len(ref.spans)
             out = _map_output(chunk_tokens, map_max_tokens)
             doc_out += out
             key = call_key("map", identity, map_max_tokens, instruction, text[start:end]) if text else None
@@ -71,7 +71,7 @@ def preview(docs: Sequence[DocRef], *, count: TokenCounter, map_max_tokens: int,
         tokens_out += final_max_tokens // 2
     result: dict[str, Any] = {
         "documents": len(docs),
-        "skipped": sum(1 for d in docs if d["skip_reason"]),
+        "skipped": sum(1 for d in docs if d.skip_reason),
         "llm_calls": calls,
         "from_store": stored,
         "collapse_levels": levels,

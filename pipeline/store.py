@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.errors import InputError
+from pipeline.loading import DocRef
 
 log = logging.getLogger(__name__)
 
@@ -59,7 +60,7 @@ class PriorDocument:
     error: str | None
 
 
-def compare_with_prior(docs: list[dict[str, Any]], prior: dict[str, PriorDocument],
+def compare_with_prior(docs: list[DocRef], prior: dict[str, PriorDocument],
                        retry_failed: bool) -> tuple[dict[str, int], list[str]]:
     """Count new, changed, unchanged and removed documents against the previous run.
 
@@ -69,16 +70,16 @@ def compare_with_prior(docs: list[dict[str, Any]], prior: dict[str, PriorDocumen
     files = {"new": 0, "changed": 0, "unchanged": 0, "removed": 0}
     seen = set()
     for doc in docs:
-        seen.add(doc["source"])
-        before = prior.get(doc["source"])
+        seen.add(doc.source)
+        before = prior.get(doc.source)
         if before is None:
             files["new"] += 1
-        elif before.sha256 != doc["sha256"]:
+        elif before.sha256 != doc.sha256:
             files["changed"] += 1
         else:
             files["unchanged"] += 1
             if before.status == "failed" and not retry_failed:
-                doc["prior_error"] = before.error or "failed"
+                doc.prior_error = before.error or "failed"
     removed = [source for source in prior if source not in seen]
     files["removed"] = len(removed)
     return files, removed

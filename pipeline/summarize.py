@@ -34,8 +34,13 @@ class DocResult(TypedDict):
 
 
 class Piece(TypedDict):
-    """A summary on its way through the reduce: its text, size and the documents behind it."""
+    """A summary on its way through the reduce: its text, size and the documents behind it.
 
+    A document's own summary keeps its "[Dn] source" label apart, so that the text
+    is the very string in the document's result rather than a copy of it.
+    """
+
+    label: str
     text: str
     tokens: int
     docs: list[int]
@@ -47,9 +52,9 @@ def _fence(text: str) -> str:
 
 
 def _result(ref: DocRef, status: Literal["ok", "failed", "skipped"], **fields: object) -> DocResult:
-    result = DocResult(id=ref["id"], source=ref["source"], sha256=ref["sha256"], status=status,
-                       summary=None, error=None, chunks=len(ref["spans"]), tokens_in=0,
-                       tokens_out=0, language=ref["language"])
+    result = DocResult(id=ref.id, source=ref.source, sha256=ref.sha256, status=status,
+                       summary=None, error=None, chunks=len(ref.spans), tokens_in=0,
+                       tokens_out=0, language=ref.language)
     result.update(fields)  # type: ignore[typeddict-item]
     return result
 
@@ -61,19 +66,19 @@ async def summarize_document(runner: LLMRunner, ref: DocRef, *, language: str | 
     Only a FatalLLMError (bad key, unreachable endpoint) escapes, since it dooms every
     other document too.
     """
-    if ref["skip_reason"]:
-        return _result(ref, "skipped", error=ref["skip_reason"])
-    if ref["prior_error"]:
-        return _result(ref, "failed", error=f"{ref['prior_error']} (from an earlier run; --retry-failed retries it)")
+    if ref.skip_reason:
+        return _result(ref, "skipped", error=ref.skip_reason)
+    if ref.prior_error:
+        return _result(ref, "failed", error=f"{ref.prior_error} (from an earlier run; --retry-failed retries it)")
     try:
         text = load_text(ref)
     except InputError as exc:
         return _result(ref, "failed", error=f"InputError: {exc}")
-    instruction = language_instruction(language or ref["language"])
-    spans = ref["spans"]
+    instruction = language_instruction(language or ref.language)
+    spans = ref.spans
     calls = [
         runner.complete("map", prompts.MAP.format(
-            language_instruction=instruction, source=ref["source"].replace('"', "'"),
+            language_instruction=instruction, source=ref.source.replace('"', "'"),
             part=f' part="{i + 1} of {len(spans)}"' if len(spans) > 1 else "",
             document=_fence(text[start:end])), max_tokens, phase="map",
             key=runner.key("map", max_tokens, instruction, text[start:end]))
@@ -121,8 +126,8 @@ async def summarize_shard(runner: LLMRunner, refs: Sequence[DocRef], *, language
 
 def to_piece(result: DocResult, count: TokenCounter) -> Piece:
     """Turn a document's summary into a reduce input tagged with its document."""
-    text = f"[D{result['id']}] {result['source']}\n{result['summary']}"
-    return Piece(text=text, tokens=count(text), docs=[result["id"]])
+    label, text = f"[D{result['id']}] {result['source']}", result["summary"] or ""
+    return Piece(label=label, text=text, tokens=count(label) + 1 + count(text), docs=[result["id"]])
 
 
 def pack(pieces: Sequence[Piece], budget: int) -> list[list[Piece]]:
@@ -147,13 +152,13 @@ def max_collapse_levels(n_pieces: int) -> int:
 
 
 def _joined(group: Sequence[Piece]) -> str:
-    return _fence("\n\n".join(p["text"] for p in group))
+    return _fence("\n\n".join(f"{p['label']}\n{p['text']}" if p["label"] else p["text"] for p in group))
 
 
 def _truncate(piece: Piece, budget: int) -> Piece:
     log.warning("a summary of %d tokens exceeds the reduce budget of %d; truncating it", piece["tokens"], budget)
     keep = int(len(piece["text"]) * budget / piece["tokens"] * 0.95)
-    return Piece(text=piece["text"][:keep], tokens=budget, docs=piece["docs"])
+    return Piece(label=piece["label"], text=piece["text"][:keep], tokens=budget, docs=piece["docs"])
 
 
 async def collapse_level(runner: LLMRunner, pieces: Sequence[Piece], *, budget: int, language: str | None,
@@ -172,7 +177,7 @@ async def collapse_level(runner: LLMRunner, pieces: Sequence[Piece], *, budget: 
         done = await runner.complete("collapse", prompt, max_tokens, phase="reduce",
                                      key=runner.key("collapse", max_tokens, instruction, joined))
         docs = sorted({d for p in group for d in p["docs"]})
-        return Piece(text=done.text, tokens=count(done.text), docs=docs)
+        return Piece(label="", text=done.text, tokens=count(done.text), docs=docs)
 
     merged = await asyncio.gather(*(merge(g) for g in groups))
     before, after = sum(p["tokens"] for p in pieces), sum(p["tokens"] for p in merged)
