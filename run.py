@@ -24,6 +24,12 @@ from typing import Any
 EXIT_OK, EXIT_ERROR, EXIT_PARTIAL, EXIT_INTERRUPTED, EXIT_TERMINATED = 0, 1, 3, 130, 143
 OPENAI_BASE_URL = "https://api.openai.com/v1"  # used only when an API key and no base URL are set
 DEFAULT_MODEL = "gpt-4o-mini"
+DEFAULTS = {"concurrency": 16, "chunk_tokens": 2000, "token_max": 8000}
+# The embedded model is small: short chunks, short answers, greedy decoding with a
+# repetition penalty (it loops at higher temperatures), one request per server slot.
+LOCAL_DEFAULTS = {"concurrency": 4, "chunk_tokens": 800, "token_max": 2000}
+LOCAL_SETTINGS = {"temperature": 0.0, "extra_body": {"repeat_penalty": 1.1},
+                  "map_max_tokens": 100, "final_max_tokens": 500}
 
 log = logging.getLogger("run")
 
@@ -47,27 +53,33 @@ def build_parser(env: dict[str, str]) -> argparse.ArgumentParser:
     p.add_argument("--config", type=Path, help="TOML file with any of these options; the command line wins")
     g = p.add_argument_group("endpoint")
     g.add_argument("--model", default=env.get("OPENAI_MODEL"),
-                   help=f"model name (default: $OPENAI_MODEL, else the endpoint's first model, else {DEFAULT_MODEL})")
+                   help=f"model name (default: $OPENAI_MODEL, else the endpoint's first model, else {DEFAULT_MODEL}); "
+                        "'local' runs the embedded model, as happens when no endpoint or key is set")
     g.add_argument("--base-url", default=env.get("OPENAI_BASE_URL"),
                    help="OpenAI-compatible base URL ending in /v1 (default: $OPENAI_BASE_URL)")
     g.add_argument("--api-key", default=env.get("OPENAI_API_KEY"),
                    help="API key (default: $OPENAI_API_KEY; never logged or written to reports)")
-    g.add_argument("--concurrency", type=int, default=16,
-                   help="most LLM requests in flight (default 16); lowered for a while after 429s")
+    g.add_argument("--concurrency", type=int,
+                   help=f"most LLM requests in flight (default {DEFAULTS['concurrency']}, "
+                        f"{LOCAL_DEFAULTS['concurrency']} for the embedded model); lowered for a while after 429s")
     g.add_argument("--timeout", type=float, default=120.0, help="seconds one LLM call may take (default 120)")
     g.add_argument("--max-retries", type=int, default=4,
                    help="retries of a call after 408/409/429/5xx, timeouts, resets or malformed answers (default 4)")
     g.add_argument("--rpm", type=float, help="most requests per minute")
     g.add_argument("--tpm", type=float, help="most tokens per minute (prompt estimate plus max answer)")
     s = p.add_argument_group("summarizing")
-    s.add_argument("--chunk-tokens", type=int, default=2000,
-                   help="split documents longer than this many tokens into chunks (default 2000)")
-    s.add_argument("--token-max", type=int, default=8000,
-                   help="most tokens one reduce call may take in; summaries are collapsed until they fit "
-                        "(default 8000)")
+    s.add_argument("--chunk-tokens", type=int,
+                   help=f"split documents longer than this many tokens into chunks (default "
+                        f"{DEFAULTS['chunk_tokens']}, {LOCAL_DEFAULTS['chunk_tokens']} for the embedded model)")
+    s.add_argument("--token-max", type=int,
+                   help=f"most tokens one reduce call may take in; summaries are collapsed until they fit "
+                        f"(default {DEFAULTS['token_max']}, {LOCAL_DEFAULTS['token_max']} for the embedded model)")
     s.add_argument("--language", default="auto",
                    help="language of the summaries: 'auto' answers in the documents' own language, "
                         "or give a code such as en, ko (default auto)")
+    g.add_argument("--local-threads", type=int,
+                   help="CPU threads for the embedded model (default: cores - 1; on 2 cores, 2 threads are "
+                        "faster when idle but stall when anything else runs)")
     b = p.add_argument_group("batch runs")
     b.add_argument("--out", type=Path, help="write summary.md, summaries.jsonl and report.json here")
     b.add_argument("--store", type=Path,
@@ -150,12 +162,14 @@ class _Collector:
         self.stats = stats
 
 
-def _context(args: argparse.Namespace, collector: _Collector, **overrides: Any) -> Any:
+def _context(args: argparse.Namespace, collector: _Collector, local: bool = False, **overrides: Any) -> Any:
     from graphs import Context
 
+    defaults = LOCAL_DEFAULTS if local else DEFAULTS
+    sized = {k: getattr(args, k) if getattr(args, k) is not None else v for k, v in defaults.items()}
     return Context(**{
-        "model": args.model or DEFAULT_MODEL, "base_url": args.base_url, "api_key": args.api_key,
-        "concurrency": args.concurrency, "chunk_tokens": args.chunk_tokens, "token_max": args.token_max,
+        "model": args.model or DEFAULT_MODEL, "base_url": args.base_url, "api_key": args.api_key, **sized,
+        **(LOCAL_SETTINGS if local else {}),
         "language": args.language, "timeout": args.timeout, "max_retries": args.max_retries,
         "memory_limit_mb": args.memory_limit_mb, "store_path": str(args.store) if args.store else None,
         "retry_failed": args.retry_failed, "rpm": args.rpm, "tpm": args.tpm, "price_in": args.price_in,
@@ -163,24 +177,38 @@ def _context(args: argparse.Namespace, collector: _Collector, **overrides: Any) 
         "on_result": collector.on_result, "on_stats": collector.on_stats, **overrides})
 
 
+def _wants_local(args: argparse.Namespace) -> bool:
+    return args.model == "local" or (not args.base_url and not args.api_key)
+
+
 async def _summarize(args: argparse.Namespace, paths: list[Path], collector: _Collector) -> str:
-    from graphs import graph, recursion_limit
-    from pipeline.errors import InputError
+    if not _wants_local(args):
+        args.base_url = args.base_url or OPENAI_BASE_URL
+        args.model = collector.model = await _preflight(args.base_url, args.api_key, args.model)
+        return await _invoke(args, paths, collector, local=False)
+    from pipeline.embedded import EmbeddedServer, default_settings
+
+    log.info("no endpoint configured: starting the embedded local model, a small demo-grade model "
+             "(set OPENAI_BASE_URL or OPENAI_API_KEY to use a real one)")
+    concurrency = args.concurrency or LOCAL_DEFAULTS["concurrency"]
+    async with EmbeddedServer(default_settings(concurrency, threads=args.local_threads)) as server:
+        args.base_url, args.model = server.base_url, server.model
+        collector.model = server.model
+        return await _invoke(args, paths, collector, local=True)
+
+
+async def _invoke(args: argparse.Namespace, paths: list[Path], collector: _Collector, local: bool) -> str:
     from tqdm.contrib.logging import logging_redirect_tqdm
 
+    from graphs import graph, recursion_limit
     from pipeline.progress import BarProgress, LogProgress, NoProgress
 
-    if not args.base_url and not args.api_key:
-        raise InputError("no LLM endpoint configured: pass --base-url (or set OPENAI_BASE_URL) for a "
-                         "local server such as llama.cpp, vLLM or Ollama, or set OPENAI_API_KEY for OpenAI")
-    args.base_url = args.base_url or OPENAI_BASE_URL
-    args.model = collector.model = await _preflight(args.base_url, args.api_key, args.model)
     tty = sys.stderr.isatty() and not args.log_json
     progress = NoProgress() if args.quiet else BarProgress() if tty else LogProgress()
-    context = _context(args, collector, progress=progress)
+    context = _context(args, collector, local=local, progress=progress)
     context.validate()
     log.info("summarizing %d files with %s at %s, up to %d calls at a time", len(paths), args.model,
-             args.base_url, args.concurrency)
+             args.base_url, context.concurrency)
     # With a bar on screen, log lines go above it rather than through it.
     quiet_logs = logging_redirect_tqdm() if isinstance(progress, BarProgress) else contextlib.nullcontext()
     try:
@@ -201,7 +229,9 @@ def _dry_run(args: argparse.Namespace, paths: list[Path]) -> int:
     from pipeline.store import ResultStore
     from pipeline.tokens import Chunker, token_counter
 
-    context = _context(args, _Collector(), base_url=args.base_url or "http://127.0.0.1/v1")
+    local = _wants_local(args)
+    context = _context(args, _Collector(), local=local, base_url=args.base_url or "http://127.0.0.1/v1",
+                       **({"model": "local"} if local else {}))
     context.validate()
     count = token_counter(context.model)
     docs = plan_inputs([str(p) for p in paths], [], Chunker(context.chunk_tokens, count))

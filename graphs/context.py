@@ -35,6 +35,7 @@ class Context:
     timeout: float = 120.0
     max_retries: int = 4
     temperature: float = 0.2
+    extra_body: dict[str, Any] = field(default_factory=dict)  # e.g. llama.cpp's repeat_penalty
     map_max_tokens: int = 400
     final_max_tokens: int = 1200
     memory_limit_mb: float | None = None
@@ -75,7 +76,8 @@ class Context:
     def identity(self) -> str:
         """What, besides content and prompt, makes a stored result reusable."""
         model = self.model if self.chat_model is None else repr(self.chat_model._identifying_params)
-        return f"{model}|temperature={self.temperature}"
+        extra = ",".join(f"{k}={v}" for k, v in sorted(self.extra_body.items()))
+        return f"{model}|temperature={self.temperature}|{extra}"
 
     @property
     def collapse_max_tokens(self) -> int:

@@ -97,7 +97,8 @@ def open_run(context: Context) -> str:
         session = open_session(context.concurrency, context.timeout)
         model = OpenAICompatChat(model=context.model, base_url=context.base_url or "",
                                  api_key=SecretStr(context.api_key) if context.api_key else None,
-                                 temperature=context.temperature, session=session)
+                                 temperature=context.temperature, extra_body=context.extra_body,
+                                 session=session)
     price = context.price
     limits = CallLimits(
         rpm=RateLimit(context.rpm) if context.rpm else None,

@@ -78,6 +78,7 @@ class OpenAICompatChat(BaseChatModel):
     api_key: SecretStr | None = None
     temperature: float = 0.2
     max_tokens: int | None = None
+    extra_body: dict[str, Any] = Field(default_factory=dict)  # server-specific fields, e.g. repeat_penalty
     session: aiohttp.ClientSession | None = Field(default=None, exclude=True)
 
     @property
@@ -93,7 +94,7 @@ class OpenAICompatChat(BaseChatModel):
         raise NotImplementedError("OpenAICompatChat is async only: use `await model.ainvoke(...)`")
 
     async def acomplete(self, prompt: str, max_tokens: int | None = None) -> tuple[str, dict[str, Any]]:
-        """Answer one user prompt with its text and usage, skipping LangChain's machinery.
+        """Answer one user prompt with its text and usage (and finish_reason), skipping LangChain's machinery.
 
         The pipeline's runner calls this directly: it does its own accounting, so
         `BaseChatModel.ainvoke` (callback managers, run ids, a task per call) and the
@@ -103,7 +104,8 @@ class OpenAICompatChat(BaseChatModel):
         data, choice, content = self._decode(body)
         usage = data.get("usage") or {}
         return content, {"input_tokens": int(usage.get("prompt_tokens") or 0),
-                         "output_tokens": int(usage.get("completion_tokens") or 0)}
+                         "output_tokens": int(usage.get("completion_tokens") or 0),
+                         "finish_reason": choice.get("finish_reason")}
 
     async def _agenerate(self, messages: list[BaseMessage], stop: list[str] | None = None,
                          run_manager: Any = None, **kwargs: Any) -> ChatResult:
@@ -112,6 +114,7 @@ class OpenAICompatChat(BaseChatModel):
 
     async def _send(self, messages: list[dict[str, Any]], stop: list[str] | None = None, **kwargs: Any) -> bytes:
         payload: dict[str, Any] = {
+            **self.extra_body,
             "model": self.model,
             "messages": messages,
             "temperature": kwargs.get("temperature", self.temperature),

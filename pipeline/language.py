@@ -56,8 +56,17 @@ def dominant_language(languages: Iterable[str | None]) -> str | None:
     return counts.most_common(1)[0][0] if counts else None
 
 
+# Small models follow an instruction in the answer's own language far more reliably.
+_NATIVE = {
+    "Korean": "반드시 한국어로 답하세요.",
+    "Japanese": "必ず日本語で答えてください。",
+    "Chinese": "请务必用中文回答。",
+}
+
+
 def language_instruction(language: str | None, scope: str = "the document") -> str:
     """Phrase which language the answer must be written in."""
     if language:
-        return f"Write your answer in {language}."
+        native = _NATIVE.get(language)
+        return f"Write your answer in {language}." + (f" {native}" if native else "")
     return f"Write your answer in the same language as {scope}."

@@ -77,6 +77,12 @@ class CallLimits:
     memory: MemoryGuard | None = None
 
 
+def _drop_cut_line(text: str) -> str:
+    """Drop the last line of an answer cut off by max_tokens, unless it is the only one."""
+    lines = text.rstrip().splitlines()
+    return "\n".join(lines[:-1]) if len(lines) > 1 else text
+
+
 def call_key(step: str, identity: str, max_tokens: int, *material: str) -> str:
     """The store key of a call: step, prompt version, model and parameters, and its content."""
     return result_key(step, prompts.PROMPT_VERSION, identity, max_tokens, *material)
@@ -182,7 +188,8 @@ class LLMRunner:
                                 message = await self.model.ainvoke([HumanMessage(content=prompt)],
                                                                    max_tokens=max_tokens)
                             text = message.content if isinstance(message.content, str) else message.text
-                            usage = getattr(message, "usage_metadata", None) or {}
+                            usage = {**(getattr(message, "usage_metadata", None) or {}),
+                                     "finish_reason": message.response_metadata.get("finish_reason")}
                     finally:
                         stats.in_flight -= 1
                 if not text.strip():
@@ -213,6 +220,8 @@ class LLMRunner:
                 await budget.settle(reserved, tokens_in, tokens_out)
             stats.prompt_tokens += tokens_in
             stats.completion_tokens += tokens_out
+            if usage.get("finish_reason") == "length":
+                text = _drop_cut_line(text)
             return Completion(text.strip(), tokens_in, tokens_out)
         raise AssertionError("unreachable: the retry loop returns or raises")
 

@@ -110,11 +110,60 @@ def test_key_from_environment_is_sent_and_not_reported(cli, fake: FakeOpenAI, do
     assert "sk-env-secret" not in (result.out_dir / "report.json").read_text(encoding="utf-8")
 
 
-def test_no_endpoint_configured_is_a_clear_error(cli, docs: Path) -> None:
+@pytest.fixture
+def fake_embedded(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """Make the embedded model a stand-in server; collect the pids it ran under."""
+    import sys
+
+    import psutil
+
+    from pipeline import embedded
+
+    pids: list[int] = []
+    script = Path(__file__).with_name("embedded_fake_server.py")
+    monkeypatch.setattr(embedded, "ensure_model", lambda cache_dir=None: Path("model.gguf"))
+    monkeypatch.setattr(embedded, "server_command",
+                        lambda path, settings, alias="": [sys.executable, str(script), "--mode", "ok"])
+    started = embedded.EmbeddedServer._start
+
+    async def record(self, command):  # type: ignore[no-untyped-def]
+        await started(self, command)
+        pids.append(self.pid)
+
+    monkeypatch.setattr(embedded.EmbeddedServer, "_start", record)
+    yield pids
+    for pid in pids:
+        assert not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+
+
+def test_no_endpoint_configured_runs_the_embedded_model_and_stops_it(cli, docs: Path,
+                                                                     fake_embedded: list[int]) -> None:
     result = cli(str(docs))
 
+    assert result.code == 0, result.err
+    assert result.out.startswith("FAKE SUMMARY")
+    assert len(fake_embedded) == 1  # started once, and (checked by the fixture) stopped
+    assert result.report()["base_url"].startswith("http://127.0.0.1:")
+
+
+def test_a_configured_endpoint_wins_over_the_embedded_model(cli, fake: FakeOpenAI, docs: Path,
+                                                             fake_embedded: list[int]) -> None:
+    result = cli(str(docs), base_url=fake.base_url)
+
+    assert result.code == 0 and fake.chat_calls == 3 and fake_embedded == []
+
+
+def test_missing_embedded_model_is_a_one_line_error(cli, docs: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from pipeline import embedded
+
+    original = embedded.locate_model_parts
+    monkeypatch.setattr(embedded, "locate_model_parts", lambda: original(["no_such_model_package_xyz"]))
+
+    result = cli(str(docs), "--model", "local")
+
     assert result.code == 1
-    assert "no LLM endpoint configured" in result.err
+    assert "embedded model is not installed" in result.err and "pip install" in result.err
+    assert "Traceback" not in result.err
 
 
 def test_help_explains_every_option(capsys: pytest.CaptureFixture[str]) -> None:
