@@ -7,7 +7,7 @@
 from __future__ import annotations
 
 import logging
-import math
+import re
 import time
 from typing import Any, Literal
 
@@ -146,8 +146,13 @@ async def collapse(state: State, runtime: Runtime[Context]) -> dict[str, Any]:
     return {"pieces": pieces, "level": level}
 
 
+_CITATION = re.compile(r"\bD(\d+)\b")
+
+
 def _sources_legend(summary: str, state: State) -> str:
-    cited = [d for d in state["docs"] if f"D{d.id}" in summary]
+    """List the documents the summary cites by tag, in input order."""
+    ids = {int(n) for n in _CITATION.findall(summary)}
+    cited = [d for d in state["docs"] if d.id in ids]
     if not cited:
         return ""
     lines = [f"- [D{d.id}] {d.source}" for d in cited]

@@ -173,3 +173,12 @@ async def test_the_builtin_client_is_a_working_langchain_chat_model(fake_in_loop
 
     assert message.content == "SUMMARY[3 words]: alpha beta gamma"
     assert message.usage_metadata["input_tokens"] > 0
+
+
+async def test_sources_list_only_the_documents_cited(fake_in_loop: FakeOpenAI) -> None:
+    fake_in_loop.reply = lambda messages: "- A point from two documents. [D2, D11]"
+
+    out = await graph.ainvoke({"texts": _texts(12)}, context=Context(base_url=fake_in_loop.base_url))
+
+    legend = out["summary"].split("**Sources**")[1]
+    assert legend.split() == ["-", "[D2]", "doc-001", "-", "[D11]", "doc-010"]
