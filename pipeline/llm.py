@@ -105,7 +105,7 @@ def _classify(exc: Exception) -> LLMError:
         return ConnectError(text)
     if isinstance(exc, TimeoutError):
         return RetryableLLMError("no answer before the timeout")
-    if "Timeout" in name or (isinstance(status, int) and status >= 500):
+    if "Timeout" in name or status in (408, 409, 425) or (isinstance(status, int) and status >= 500):
         return RetryableLLMError(text)
     return LLMError(text)
 
