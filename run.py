@@ -125,18 +125,20 @@ async def _preflight(base_url: str, api_key: str | None, model: str | None) -> s
     """Check the endpoint answers and accepts the key; return the model to use."""
     import aiohttp
 
+    from pipeline.client import redact_url
     from pipeline.errors import AuthError, EndpointError
 
+    shown = redact_url(base_url)
     headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
     url = base_url.rstrip("/") + "/models"
     try:
         async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=15)) as session:
             async with session.get(url, headers=headers) as resp:
                 if resp.status in (401, 403):
-                    raise AuthError(f"the endpoint at {base_url} rejected the API key (HTTP {resp.status})")
+                    raise AuthError(f"the endpoint at {shown} rejected the API key (HTTP {resp.status})")
                 listed = (await resp.json(content_type=None)).get("data") if resp.status == 200 else None
     except (aiohttp.ClientConnectorError, aiohttp.InvalidURL, TimeoutError) as exc:
-        raise EndpointError(f"cannot reach the LLM endpoint at {base_url} ({exc.__class__.__name__}); "
+        raise EndpointError(f"cannot reach the LLM endpoint at {shown} ({exc.__class__.__name__}); "
                             "is the server running?") from exc
     except (aiohttp.ClientError, ValueError, AttributeError):
         listed = None  # some servers have no /models; the first real call will tell
@@ -201,6 +203,7 @@ async def _invoke(args: argparse.Namespace, paths: list[Path], collector: _Colle
     from tqdm.contrib.logging import logging_redirect_tqdm
 
     from graphs import graph, recursion_limit
+    from pipeline.client import redact_url
     from pipeline.progress import BarProgress, LogProgress, NoProgress
 
     tty = sys.stderr.isatty() and not args.log_json
@@ -208,7 +211,7 @@ async def _invoke(args: argparse.Namespace, paths: list[Path], collector: _Colle
     context = _context(args, collector, local=local, progress=progress)
     context.validate()
     log.info("summarizing %d files with %s at %s, up to %d calls at a time", len(paths), args.model,
-             args.base_url, context.concurrency)
+             redact_url(args.base_url), context.concurrency)
     # With a bar on screen, log lines go above it rather than through it.
     quiet_logs = logging_redirect_tqdm() if isinstance(progress, BarProgress) else contextlib.nullcontext()
     try:
@@ -271,7 +274,8 @@ def _run_async(coro: Any) -> Any:
 
 def _report(args: argparse.Namespace, total: int, collector: _Collector, status: str,
             error: str | None, exit_code: int, started: datetime, wall: float) -> dict[str, Any]:
-    from pipeline.report import document_counts, redact_url
+    from pipeline.client import redact_url
+    from pipeline.report import document_counts
 
     return {
         "status": status,

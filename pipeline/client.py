@@ -12,6 +12,7 @@ import email.utils
 import json
 import time
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 import aiohttp
 from langchain_core.language_models.chat_models import BaseChatModel
@@ -41,6 +42,16 @@ def open_session(connections: int, timeout: float) -> aiohttp.ClientSession:
         connector=connector,
         timeout=aiohttp.ClientTimeout(total=timeout, sock_connect=min(timeout, 10.0)),
     )
+
+
+def redact_url(url: str | None) -> str | None:
+    """Drop any user:password part of a URL, so that a report never carries credentials."""
+    if not url:
+        return url
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    netloc = f"{host}:{parts.port}" if parts.port else host
+    return urlunsplit((parts.scheme, netloc, parts.path, "", ""))
 
 
 def _retry_after(headers: Any) -> float | None:
@@ -142,7 +153,7 @@ class OpenAICompatChat(BaseChatModel):
                 if status in (401, 403):
                     raise AuthError(f"the endpoint rejected the API key (HTTP {status}): {detail}")
                 if status == 404:
-                    raise EndpointError(f"{url} answered 404 ({detail}); check the base URL "
+                    raise EndpointError(f"{redact_url(url)} answered 404 ({detail}); check the base URL "
                                         f"(it usually ends in /v1) and the model name {self.model!r}")
                 if status == 429:
                     raise RateLimitedError(f"rate limited (HTTP 429): {detail}", _retry_after(resp.headers))
@@ -150,7 +161,7 @@ class OpenAICompatChat(BaseChatModel):
                     raise RetryableLLMError(f"server error (HTTP {status}): {detail}", _retry_after(resp.headers))
                 raise LLMError(f"request refused (HTTP {status}): {detail}")
         except (aiohttp.ClientConnectorError, aiohttp.InvalidURL) as exc:
-            raise ConnectError(f"cannot connect to {url}: {exc.__class__.__name__}") from exc
+            raise ConnectError(f"cannot connect to {redact_url(url)}: {exc.__class__.__name__}") from exc
         except TimeoutError as exc:
             raise RetryableLLMError("no answer before the timeout") from exc
         except aiohttp.ClientError as exc:

@@ -87,9 +87,9 @@ def cli(tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.
     for var in ("OPENAI_API_KEY", "OPENAI_BASE_URL", "OPENAI_MODEL"):
         monkeypatch.delenv(var, raising=False)
 
-    def invoke(*argv: str, base_url: str | None = None) -> CliResult:
+    def invoke(*argv: str, base_url: str | None = None, quiet: bool = True) -> CliResult:
         out_dir = tmp_path / "out"
-        args = [*argv, "--out", str(out_dir), "-q"]
+        args = [*argv, "--out", str(out_dir), *(["-q"] if quiet else [])]
         if base_url:
             args += ["--base-url", base_url]
         code = run.main(args)

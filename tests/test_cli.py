@@ -176,3 +176,14 @@ def test_help_explains_every_option(capsys: pytest.CaptureFixture[str]) -> None:
     for option in ("--model", "--base-url", "--api-key", "--concurrency", "--chunk-tokens", "--token-max",
                    "--language", "--out", "--memory-limit-mb", "--timeout", "--quiet"):
         assert option in text
+
+
+def test_credentials_in_the_base_url_never_reach_logs_or_reports(cli, fake: FakeOpenAI, docs: Path) -> None:
+    secret_url = fake.base_url.replace("http://", "http://user:url-secret-42@")
+
+    result = cli(str(docs), base_url=secret_url, quiet=False)
+
+    assert result.code == 0
+    assert "summarizing 2 files" in result.err  # the info logs were on
+    assert "url-secret-42" not in result.err + result.out
+    assert "url-secret-42" not in (result.out_dir / "report.json").read_text(encoding="utf-8")
