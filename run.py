@@ -22,7 +22,6 @@ from pathlib import Path
 from typing import Any
 
 EXIT_OK, EXIT_ERROR, EXIT_PARTIAL, EXIT_INTERRUPTED, EXIT_TERMINATED = 0, 1, 3, 130, 143
-OPENAI_BASE_URL = "https://api.openai.com/v1"  # used only when an API key and no base URL are set
 DEFAULT_MODEL = "gpt-4o-mini"
 DEFAULTS = {"concurrency": 16, "chunk_tokens": 2000, "token_max": 8000}
 # The embedded model is small: short chunks, short answers, greedy decoding with a
@@ -183,9 +182,19 @@ def _wants_local(args: argparse.Namespace) -> bool:
     return args.model == "local" or (not args.base_url and not args.api_key)
 
 
+def _openai_chat(args: argparse.Namespace) -> Any:
+    """OpenAI itself, for a key without a base URL: langchain-openai's ChatOpenAI and its endpoint."""
+    from langchain_openai import ChatOpenAI
+
+    return ChatOpenAI(model=args.model, api_key=args.api_key, temperature=0.2, timeout=args.timeout,
+                      max_retries=0)  # the pipeline retries, with backoff and adaptive concurrency
+
+
 async def _summarize(args: argparse.Namespace, paths: list[Path], collector: _Collector) -> str:
+    if not _wants_local(args) and not args.base_url:
+        args.model = collector.model = args.model or DEFAULT_MODEL
+        return await _invoke(args, paths, collector, local=False, chat_model=_openai_chat(args))
     if not _wants_local(args):
-        args.base_url = args.base_url or OPENAI_BASE_URL
         args.model = collector.model = await _preflight(args.base_url, args.api_key, args.model)
         return await _invoke(args, paths, collector, local=False)
     from pipeline.embedded import EmbeddedServer, default_settings
@@ -199,7 +208,8 @@ async def _summarize(args: argparse.Namespace, paths: list[Path], collector: _Co
         return await _invoke(args, paths, collector, local=True)
 
 
-async def _invoke(args: argparse.Namespace, paths: list[Path], collector: _Collector, local: bool) -> str:
+async def _invoke(args: argparse.Namespace, paths: list[Path], collector: _Collector, local: bool,
+                  **overrides: Any) -> str:
     from tqdm.contrib.logging import logging_redirect_tqdm
 
     from graphs import graph, recursion_limit
@@ -208,10 +218,10 @@ async def _invoke(args: argparse.Namespace, paths: list[Path], collector: _Colle
 
     tty = sys.stderr.isatty() and not args.log_json
     progress = NoProgress() if args.quiet else BarProgress() if tty else LogProgress()
-    context = _context(args, collector, local=local, progress=progress)
+    context = _context(args, collector, local=local, progress=progress, **overrides)
     context.validate()
     log.info("summarizing %d files with %s at %s, up to %d calls at a time", len(paths), args.model,
-             redact_url(args.base_url), context.concurrency)
+             redact_url(args.base_url) or "OpenAI", context.concurrency)
     # With a bar on screen, log lines go above it rather than through it.
     quiet_logs = logging_redirect_tqdm() if isinstance(progress, BarProgress) else contextlib.nullcontext()
     try:

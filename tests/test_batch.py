@@ -27,6 +27,13 @@ def _write_docs(folder: Path, n: int) -> Path:
     return folder
 
 
+def _start_cli(*args: str) -> subprocess.Popen[str]:
+    """Start run.py as its own process (so that it can be killed), without OPENAI_* settings."""
+    return subprocess.Popen([sys.executable, str(ROOT / "run.py"), *args, "-q"], cwd=ROOT,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env={k: v for k, v in os.environ.items() if not k.startswith("OPENAI_")})
+
+
 def test_unchanged_rerun_makes_no_calls(cli, fake: FakeOpenAI, tmp_path: Path) -> None:
     docs = _write_docs(tmp_path / "in", 6)
     first = cli(str(docs), base_url=fake.base_url)
@@ -115,11 +122,7 @@ def test_kill_9_mid_run_repays_no_finished_call(cli, fake: FakeOpenAI, tmp_path:
     docs = _write_docs(tmp_path / "in", 40)
     out = tmp_path / "out"
     fake.latency = 0.05
-    proc = subprocess.Popen(
-        [sys.executable, str(ROOT / "run.py"), str(docs), "--base-url", fake.base_url, "--out", str(out),
-         "--concurrency", "2", "-q"],
-        cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-        env={k: v for k, v in os.environ.items() if not k.startswith("OPENAI_")})
+    proc = _start_cli(str(docs), "--base-url", fake.base_url, "--out", str(out), "--concurrency", "2")
     store_file = out / "store.sqlite"
     stored = 0
     deadline = time.monotonic() + 30
@@ -135,7 +138,7 @@ def test_kill_9_mid_run_repays_no_finished_call(cli, fake: FakeOpenAI, tmp_path:
             time.sleep(0.02)
     finally:
         proc.send_signal(signal.SIGKILL)
-        proc.wait(timeout=10)
+        proc.communicate(timeout=10)
     assert 10 <= stored < 40, "the run should have been killed part-way"
     with sqlite3.connect(store_file) as db:
         stored = db.execute("SELECT COUNT(*) FROM results WHERE step='map'").fetchone()[0]
@@ -252,11 +255,7 @@ def test_interrupt_stops_cleanly_and_keeps_what_was_done(fake: FakeOpenAI, tmp_p
     docs = _write_docs(tmp_path / "in", 60)
     out = tmp_path / "out"
     fake.latency = 0.05
-    proc = subprocess.Popen(
-        [sys.executable, str(ROOT / "run.py"), str(docs), "--base-url", fake.base_url, "--out", str(out),
-         "--concurrency", "2", "-q"],
-        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-        env={k: v for k, v in os.environ.items() if not k.startswith("OPENAI_")})
+    proc = _start_cli(str(docs), "--base-url", fake.base_url, "--out", str(out), "--concurrency", "2")
     deadline = time.monotonic() + 30
     while fake.chat_calls < 6 and time.monotonic() < deadline and proc.poll() is None:
         time.sleep(0.02)

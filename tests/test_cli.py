@@ -187,3 +187,23 @@ def test_credentials_in_the_base_url_never_reach_logs_or_reports(cli, fake: Fake
     assert "summarizing 2 files" in result.err  # the info logs were on
     assert "url-secret-42" not in result.err + result.out
     assert "url-secret-42" not in (result.out_dir / "report.json").read_text(encoding="utf-8")
+
+
+def test_a_key_without_a_base_url_goes_to_openai_through_langchain_openai(
+        cli, fake: FakeOpenAI, docs: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import langchain_openai
+
+    made: list[dict[str, object]] = []
+    original = langchain_openai.ChatOpenAI
+
+    def pointed_at_the_fake(**kwargs: object) -> object:  # OpenAI itself is never contacted
+        made.append(kwargs)
+        return original(base_url=fake.base_url, **kwargs)
+
+    monkeypatch.setattr(langchain_openai, "ChatOpenAI", pointed_at_the_fake)
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-test")
+
+    result = cli(str(docs))
+
+    assert result.code == 0 and fake.chat_calls == 3
+    assert made[0]["model"] == "gpt-4o-mini" and made[0]["max_retries"] == 0 and "base_url" not in made[0]
