@@ -154,6 +154,7 @@ class _Collector:
     def __init__(self) -> None:
         self.results: list[Any] = []
         self.stats: dict[str, Any] = {}
+        self.extra: dict[str, Any] = {}
         self.model: str | None = None
 
     def on_result(self, result: Any) -> None:
@@ -205,7 +206,11 @@ async def _summarize(args: argparse.Namespace, paths: list[Path], collector: _Co
     async with EmbeddedServer(default_settings(concurrency, threads=args.local_threads)) as server:
         args.base_url, args.model = server.base_url, server.model
         collector.model = server.model
-        return await _invoke(args, paths, collector, local=True)
+        try:
+            return await _invoke(args, paths, collector, local=True)
+        finally:
+            if (peak := server.peak_rss_mb()) is not None:
+                collector.extra["embedded_server_peak_rss_mb"] = round(peak, 1)
 
 
 async def _invoke(args: argparse.Namespace, paths: list[Path], collector: _Collector, local: bool,
@@ -297,6 +302,7 @@ def _report(args: argparse.Namespace, total: int, collector: _Collector, status:
         "base_url": redact_url(args.base_url),
         "model": collector.model,
         **collector.stats,
+        **collector.extra,
         "wall_seconds": round(wall, 3),
     }
 

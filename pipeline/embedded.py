@@ -171,6 +171,20 @@ class EmbeddedServer:
         """Return the child's process id while it runs."""
         return self._proc.pid if self._proc else None
 
+    def peak_rss_mb(self) -> float | None:
+        """Return the child's peak resident memory so far (its current RSS where no peak is kept)."""
+        if self._proc is None:
+            return None
+        try:
+            status = Path(f"/proc/{self._proc.pid}/status").read_text()
+            return next(int(line.split()[1]) / 1024 for line in status.splitlines() if line.startswith("VmHWM:"))
+        except (OSError, StopIteration, ValueError, IndexError):
+            import psutil
+
+            with contextlib.suppress(psutil.Error):
+                return psutil.Process(self._proc.pid).memory_info().rss / 2**20
+        return None
+
     async def __aenter__(self) -> EmbeddedServer:
         """Start the child, wait until it answers /health, and return self."""
         command = self._command

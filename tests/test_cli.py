@@ -143,7 +143,9 @@ def test_no_endpoint_configured_runs_the_embedded_model_and_stops_it(cli, docs: 
     assert result.code == 0, result.err
     assert result.out.startswith("FAKE SUMMARY")
     assert len(fake_embedded) == 1  # started once, and (checked by the fixture) stopped
-    assert result.report()["base_url"].startswith("http://127.0.0.1:")
+    report = result.report()
+    assert report["base_url"].startswith("http://127.0.0.1:")
+    assert report["embedded_server_peak_rss_mb"] > 1
 
 
 def test_a_configured_endpoint_wins_over_the_embedded_model(cli, fake: FakeOpenAI, docs: Path,
