@@ -62,7 +62,8 @@ async def plan(state: State, runtime: Runtime[Context]) -> dict[str, Any]:
     run_id = open_run(runtime.context)
     try:
         run = get_run(run_id)
-        docs = plan_inputs([str(p) for p in paths], texts, run.chunker)
+        docs = plan_inputs([str(p) for p in paths], texts, run.chunker,
+                           guess_language=runtime.context.language == "auto")
         if run.store is not None:
             run.files, removed = compare_with_prior(docs, run.store.prior_documents(), runtime.context.retry_failed)
             run.store.forget_documents(removed)

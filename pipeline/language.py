@@ -16,7 +16,9 @@ _KANA = re.compile(r"[\u3040-\u30ff]")
 _HAN = re.compile(r"[\u4e00-\u9fff]")
 _LETTER = re.compile(r"[^\W\d_]", re.UNICODE)
 _ENGLISH_WORDS = frozenset("the and of to is in that it for with are as on be this".split())
+_WORD = re.compile(r"[a-z]+")
 _SAMPLE_CHARS = 4000
+_ENGLISH_SAMPLE_CHARS = 1500  # plenty of words to see whether the commonest English ones are there
 
 
 def language_name(code_or_name: str) -> str:
@@ -28,8 +30,6 @@ def detect_language(text: str) -> str | None:
     """Return the language's English name when the script makes it clear, else None."""
     sample = text[:_SAMPLE_CHARS]
     if sample.isascii():  # no Hangul, Kana or Han possible: only the English test applies
-        if not any(c.isalpha() for c in sample):
-            return None
         return _english(sample)
     letters = len(_LETTER.findall(sample))
     if not letters:
@@ -44,8 +44,8 @@ def detect_language(text: str) -> str | None:
 
 
 def _english(sample: str) -> str | None:
-    words = re.findall(r"[a-z]+", sample.lower())
-    if words and sum(w in _ENGLISH_WORDS for w in words) > len(words) * 0.08:
+    words = _WORD.findall(sample[:_ENGLISH_SAMPLE_CHARS].lower())
+    if words and sum(map(_ENGLISH_WORDS.__contains__, words)) > len(words) * 0.08:
         return "English"
     return None
 

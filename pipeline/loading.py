@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import glob
 import hashlib
+import os
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -71,21 +72,22 @@ def _expand_one(pattern: str) -> Iterable[Path]:
     raise InputError(f"no such file or directory: {pattern}")
 
 
-def _read_bytes(path: Path) -> bytes:
-    size = path.stat().st_size
-    if size > MAX_FILE_BYTES:
-        raise InputError(f"file is {size // 2**20} MiB, over the {MAX_FILE_BYTES // 2**20} MiB limit")
-    return path.read_bytes()
+def _read_bytes(path: str) -> bytes:
+    with open(path, "rb") as fh:
+        size = os.fstat(fh.fileno()).st_size
+        if size > MAX_FILE_BYTES:
+            raise InputError(f"file is {size // 2**20} MiB, over the {MAX_FILE_BYTES // 2**20} MiB limit")
+        return fh.read()
 
 
 def plan_document(doc_id: int, source: str, chunker: Chunker, *, path: str | None = None,
-                  text: str | None = None) -> DocRef:
+                  text: str | None = None, guess_language: bool = True) -> DocRef:
     """Plan one document given either its path or its text."""
     ref = DocRef(doc_id, source, path)
     if text is None:
         assert path is not None
         try:
-            data = _read_bytes(Path(path))
+            data = _read_bytes(path)
         except (OSError, InputError) as exc:
             ref.skip_reason = f"unreadable: {getattr(exc, 'strerror', None) or exc}"
             return ref
@@ -101,14 +103,20 @@ def plan_document(doc_id: int, source: str, chunker: Chunker, *, path: str | Non
             ref.skip_reason = "empty document"
     if ref.skip_reason is None:
         ref.spans, ref.tokens = chunker.spans(body)
-        ref.language = detect_language(body)
+        ref.language = detect_language(body) if guess_language else None
     return ref
 
 
-def plan_inputs(paths: Sequence[str], texts: Sequence[dict[str, str]], chunker: Chunker) -> list[DocRef]:
-    """Plan files and in-memory texts, numbering documents from 1 in that order."""
-    docs = [plan_document(i, str(p), chunker, path=str(p)) for i, p in enumerate(paths, start=1)]
-    docs += [plan_document(len(paths) + i, t["id"], chunker, text=t["text"]) for i, t in enumerate(texts, start=1)]
+def plan_inputs(paths: Sequence[str], texts: Sequence[dict[str, str]], chunker: Chunker,
+                guess_language: bool = True) -> list[DocRef]:
+    """Plan files and in-memory texts, numbering documents from 1 in that order.
+
+    `guess_language=False` skips detection when the answer language is fixed anyway.
+    """
+    docs = [plan_document(i, str(p), chunker, path=str(p), guess_language=guess_language)
+            for i, p in enumerate(paths, start=1)]
+    docs += [plan_document(len(paths) + i, t["id"], chunker, text=t["text"], guess_language=guess_language)
+             for i, t in enumerate(texts, start=1)]
     return docs
 
 
@@ -118,7 +126,7 @@ def load_text(ref: DocRef) -> str:
         return ref.text
     assert ref.path is not None
     try:
-        data = _read_bytes(Path(ref.path))
+        data = _read_bytes(ref.path)
     except OSError as exc:
         raise InputError(f"unreadable: {exc.strerror or exc}") from exc
     if hashlib.sha256(data).hexdigest() != ref.sha256:
