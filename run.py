@@ -120,34 +120,6 @@ def parse_args(argv: Sequence[str] | None, env: dict[str, str]) -> argparse.Name
     return args
 
 
-async def _preflight(base_url: str, api_key: str | None, model: str | None) -> str:
-    """Check the endpoint answers and accepts the key; return the model to use."""
-    import aiohttp
-
-    from pipeline.client import redact_url
-    from pipeline.errors import AuthError, EndpointError
-
-    shown = redact_url(base_url)
-    headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
-    url = base_url.rstrip("/") + "/models"
-    try:
-        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=15)) as session:
-            async with session.get(url, headers=headers) as resp:
-                if resp.status in (401, 403):
-                    raise AuthError(f"the endpoint at {shown} rejected the API key (HTTP {resp.status})")
-                listed = (await resp.json(content_type=None)).get("data") if resp.status == 200 else None
-    except (aiohttp.ClientConnectorError, aiohttp.InvalidURL, TimeoutError) as exc:
-        raise EndpointError(f"cannot reach the LLM endpoint at {shown} ({exc.__class__.__name__}); "
-                            "is the server running?") from exc
-    except (aiohttp.ClientError, ValueError, AttributeError):
-        listed = None  # some servers have no /models; the first real call will tell
-    if model:
-        return model
-    if listed and isinstance(listed, list) and isinstance(listed[0], dict) and listed[0].get("id"):
-        return str(listed[0]["id"])
-    return DEFAULT_MODEL
-
-
 class _Collector:
     """Keep what the run reports as it goes, so that an interrupted run still writes it."""
 
@@ -196,7 +168,10 @@ async def _summarize(args: argparse.Namespace, paths: list[Path], collector: _Co
         args.model = collector.model = args.model or DEFAULT_MODEL
         return await _invoke(args, paths, collector, local=False, chat_model=_openai_chat(args))
     if not _wants_local(args):
-        args.model = collector.model = await _preflight(args.base_url, args.api_key, args.model)
+        from pipeline.client import probe_endpoint
+
+        listed = await probe_endpoint(args.base_url, args.api_key)
+        args.model = collector.model = args.model or (listed[0] if listed else DEFAULT_MODEL)
         return await _invoke(args, paths, collector, local=False)
     from pipeline.embedded import EmbeddedServer, default_settings
 

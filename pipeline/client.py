@@ -79,6 +79,30 @@ def _error_detail(body: bytes) -> str:
     return " ".join(str(message or "").split())[:200]
 
 
+async def probe_endpoint(base_url: str, api_key: str | None, timeout: float = 15.0) -> list[str]:
+    """Check that the endpoint answers and accepts the key before any work; return its model ids.
+
+    Raises EndpointError when nothing answers and AuthError for a refused key; a server
+    without a usable /models list yields an empty list (the first real call will tell).
+    """
+    shown = redact_url(base_url)
+    headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+    try:
+        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=timeout)) as session:
+            async with session.get(base_url.rstrip("/") + "/models", headers=headers) as resp:
+                if resp.status in (401, 403):
+                    raise AuthError(f"the endpoint at {shown} rejected the API key (HTTP {resp.status})")
+                listed = (await resp.json(content_type=None)).get("data") if resp.status == 200 else None
+    except (aiohttp.ClientConnectorError, aiohttp.InvalidURL, TimeoutError) as exc:
+        raise EndpointError(f"cannot reach the LLM endpoint at {shown} ({exc.__class__.__name__}); "
+                            "is the server running?") from exc
+    except (aiohttp.ClientError, ValueError, AttributeError):
+        return []
+    if not isinstance(listed, list):
+        return []
+    return [str(m["id"]) for m in listed if isinstance(m, dict) and m.get("id")]
+
+
 class OpenAICompatChat(BaseChatModel):
     """Chat completions over aiohttp against OpenAI, vLLM, llama.cpp, Ollama and the like."""
 
