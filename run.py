@@ -95,6 +95,7 @@ def build_parser(env: dict[str, str]) -> argparse.ArgumentParser:
                    help="stop cleanly above this RSS; new calls pause above 85%% of it")
     b.add_argument("--log-json", action="store_true", help="log JSON lines to stderr, for machines")
     b.add_argument("-q", "--quiet", action="store_true", help="no progress, warnings and errors only")
+    b.add_argument("-v", "--verbose", action="store_true", help="debug logs, with tracebacks of unexpected errors")
     return p
 
 
@@ -164,15 +165,20 @@ def _openai_chat(args: argparse.Namespace) -> Any:
 
 
 async def _summarize(args: argparse.Namespace, paths: list[Path], collector: _Collector) -> str:
-    if not _wants_local(args) and not args.base_url:
-        args.model = collector.model = args.model or DEFAULT_MODEL
-        return await _invoke(args, paths, collector, local=False, chat_model=_openai_chat(args))
-    if not _wants_local(args):
+    """Run the graph against the embedded model, a configured endpoint, or OpenAI itself."""
+    if _wants_local(args):
+        return await _summarize_locally(args, paths, collector)
+    if args.base_url:
         from pipeline.client import probe_endpoint
 
         listed = await probe_endpoint(args.base_url, args.api_key)
         args.model = collector.model = args.model or (listed[0] if listed else DEFAULT_MODEL)
         return await _invoke(args, paths, collector, local=False)
+    args.model = collector.model = args.model or DEFAULT_MODEL
+    return await _invoke(args, paths, collector, local=False, chat_model=_openai_chat(args))
+
+
+async def _summarize_locally(args: argparse.Namespace, paths: list[Path], collector: _Collector) -> str:
     from pipeline.embedded import EmbeddedServer, default_settings
 
     log.info("no endpoint configured: starting the embedded local model, a small demo-grade model "
@@ -301,7 +307,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from pipeline.logs import setup_logging
     from pipeline.report import write_outputs
 
-    setup_logging(quiet=args.quiet, as_json=args.log_json)
+    setup_logging(quiet=args.quiet, verbose=args.verbose, as_json=args.log_json)
     started, t0 = datetime.now(timezone.utc), time.monotonic()
     try:
         paths = expand_inputs(args.inputs)
@@ -320,6 +326,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         error, status = "terminated by SIGTERM", "terminated"
     except SummarizerError as exc:
         error, status = str(exc), "error"
+    except Exception as exc:  # noqa: BLE001 - a bug: one line for the user, the traceback in the log
+        log.debug("unexpected error", exc_info=True)
+        error, status = f"unexpected {type(exc).__name__}: {exc} (rerun with --verbose for the traceback)", "error"
     code = _exit_code(status, summary, collector.results, len(paths))
     if code == EXIT_ERROR and error is None:
         status, error = "error", "nothing could be summarized: every input failed or was skipped"

@@ -12,6 +12,7 @@
     │       └── EndpointError       unreachable endpoint, unknown model, bad base URL
     ├── CollapseError               the reduce step stopped shrinking the summaries
     ├── BudgetExceededError         the next call could pass --max-cost
+    ├── StoreError                  the result store cannot be written
     └── MemoryLimitError            RSS passed --memory-limit-mb
 """
 
@@ -68,6 +69,10 @@ class CollapseError(SummarizerError):
 
 class BudgetExceededError(SummarizerError):
     """The run stopped before spending more than its cap."""
+
+
+class StoreError(SummarizerError):
+    """Writing to the result store failed."""
 
 
 class MemoryLimitError(SummarizerError):

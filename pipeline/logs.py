@@ -22,13 +22,13 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(entry, ensure_ascii=False)
 
 
-def setup_logging(*, quiet: bool, as_json: bool) -> None:
+def setup_logging(*, quiet: bool, as_json: bool, verbose: bool = False) -> None:
     """Send logs to stderr, as text or JSON lines; keep the libraries' chatter down."""
     handler = logging.StreamHandler()
     handler.setFormatter(JsonFormatter() if as_json else logging.Formatter(
         "%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S"))
     root = logging.getLogger()
     root.handlers[:] = [handler]
-    root.setLevel(logging.WARNING if quiet else logging.INFO)
+    root.setLevel(logging.DEBUG if verbose else logging.WARNING if quiet else logging.INFO)
     for noisy in ("httpx", "aiohttp", "langchain", "langgraph", "openai"):
         logging.getLogger(noisy).setLevel(logging.WARNING)

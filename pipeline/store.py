@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from pipeline.errors import InputError
+from pipeline.errors import InputError, StoreError
 from pipeline.loading import DocRef
 
 log = logging.getLogger(__name__)
@@ -108,8 +108,14 @@ class ResultStore:
 
     def put(self, key: str, step: str, text: str, tokens_in: int, tokens_out: int) -> None:
         """Commit one result now (autocommit: each statement is its own transaction)."""
-        self._db.execute("INSERT OR REPLACE INTO results VALUES (?, ?, ?, ?, ?, ?)",
-                         (key, step, text, tokens_in, tokens_out, time.time()))
+        self._write("INSERT OR REPLACE INTO results VALUES (?, ?, ?, ?, ?, ?)",
+                    (key, step, text, tokens_in, tokens_out, time.time()))
+
+    def _write(self, sql: str, args: tuple[Any, ...]) -> None:
+        try:
+            self._db.execute(sql, args)
+        except sqlite3.Error as exc:  # a full disk, a store deleted under us
+            raise StoreError(f"cannot write to the result store {self.path}: {exc}") from exc
 
     def count(self, step: str | None = None) -> int:
         sql, args = ("SELECT COUNT(*) FROM results", ()) if step is None else (
@@ -122,7 +128,7 @@ class ResultStore:
         return {source: PriorDocument(sha, status, error) for source, sha, status, error in rows}
 
     def record_document(self, result: dict[str, Any]) -> None:
-        self._db.execute(
+        self._write(
             "INSERT OR REPLACE INTO documents VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (result["source"], result["sha256"], result["status"], result["summary"], result["error"],
              result["chunks"], result["tokens_in"], result["tokens_out"], time.time()))

@@ -279,3 +279,13 @@ def test_an_unusable_store_is_a_one_line_error(cli, fake: FakeOpenAI, tmp_path: 
 
     assert result.code == 1
     assert "cannot open the result store" in result.err and "Traceback" not in result.err
+
+
+def test_a_store_that_cannot_be_written_raises_a_clear_error(tmp_path: Path) -> None:
+    from pipeline.errors import StoreError
+
+    store = ResultStore(tmp_path / "store.sqlite")
+    store.close()  # as good as a store that vanished under the run
+
+    with pytest.raises(StoreError, match="cannot write to the result store"):
+        store.put("k", "map", "text", 1, 1)
