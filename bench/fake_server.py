@@ -12,12 +12,10 @@ reduce call and so how many collapse levels a run needs. Map replies are unchang
 
 from __future__ import annotations
 
-import argparse
 import asyncio
-import sys
 from typing import Any
 
-from tests.fake_openai import FakeOpenAI, FakeOpenAIProcess, default_reply
+from tests.fake_openai import FakeOpenAIProcess, build_parser, default_reply, serve
 
 _FILLER = " The merged points repeat the figures and names given in the summaries above."
 
@@ -50,22 +48,12 @@ class BenchServer(FakeOpenAIProcess):
                 "--reduce-reply-chars", str(self.reduce_reply_chars)]
 
 
-async def _serve(args: argparse.Namespace) -> None:
-    fake = FakeOpenAI(latency=args.latency, port=args.port, record_bodies=args.record_bodies,
-                      reply=fixed_reduce_reply(args.reduce_reply_chars))
-    async with fake:
-        print(fake.port, flush=True)
-        await asyncio.get_running_loop().run_in_executor(None, sys.stdin.buffer.read)
-
-
 def main(argv: list[str] | None = None) -> None:
     """Serve on 127.0.0.1 until stdin closes; print the port first."""
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--port", type=int, default=0)
-    p.add_argument("--latency", type=float, default=0.0)
-    p.add_argument("--record-bodies", action="store_true")
+    p = build_parser()
     p.add_argument("--reduce-reply-chars", type=int, default=600)
-    asyncio.run(_serve(p.parse_args(argv)))
+    args = p.parse_args(argv)
+    asyncio.run(serve(args, reply=fixed_reduce_reply(args.reduce_reply_chars)))
 
 
 if __name__ == "__main__":

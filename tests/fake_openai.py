@@ -402,9 +402,10 @@ class FakeOpenAIProcess:
         await asyncio.to_thread(self.stop)
 
 
-async def _serve(args: argparse.Namespace) -> None:
+async def serve(args: argparse.Namespace, reply: ReplyFn | None = None) -> None:
+    """Serve with the CLI's settings until stdin closes, printing the port first."""
     fake = FakeOpenAI(
-        latency=args.latency, jitter=args.jitter, seed=args.seed, port=args.port,
+        reply=reply, latency=args.latency, jitter=args.jitter, seed=args.seed, port=args.port,
         faults=json.loads(args.faults) if args.faults else None,
         script=[s for s in args.script.split(",") if s], fail_marker=args.fail_marker,
         api_key=args.api_key, retry_after=args.retry_after, hang_seconds=args.hang_seconds,
@@ -414,8 +415,8 @@ async def _serve(args: argparse.Namespace) -> None:
         await asyncio.get_running_loop().run_in_executor(None, sys.stdin.buffer.read)
 
 
-def main(argv: list[str] | None = None) -> None:
-    """CLI entry point; see module docstring."""
+def build_parser() -> argparse.ArgumentParser:
+    """The CLI's options, one per FakeOpenAI setting."""
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--port", type=int, default=0)
     p.add_argument("--latency", type=float, default=0.0)
@@ -428,7 +429,12 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--retry-after", type=float, default=0.0)
     p.add_argument("--hang-seconds", type=float, default=30.0)
     p.add_argument("--record-bodies", action="store_true")
-    asyncio.run(_serve(p.parse_args(argv)))
+    return p
+
+
+def main(argv: list[str] | None = None) -> None:
+    """CLI entry point; see module docstring."""
+    asyncio.run(serve(build_parser().parse_args(argv)))
 
 
 if __name__ == "__main__":
