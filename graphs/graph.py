@@ -7,7 +7,6 @@
 from __future__ import annotations
 
 import logging
-import re
 import time
 from typing import Any, Literal
 
@@ -19,6 +18,7 @@ import prompts
 from graphs.context import Context
 from graphs.runs import close_run, closes_run_on_failure, get_run, open_run
 from graphs.state import InputState, OutputState, ShardState, State
+from pipeline.citations import cited
 from pipeline.errors import CollapseError, InputError
 from pipeline.language import dominant_language, language_name
 from pipeline.loading import DocRef, plan_inputs
@@ -30,7 +30,7 @@ from pipeline.summarize import (
     final_summary,
     max_collapse_levels,
     summarize_shard,
-    to_piece,
+    to_pieces,
 )
 
 log = logging.getLogger(__name__)
@@ -110,11 +110,17 @@ async def map_shard(state: ShardState, runtime: Runtime[Context]) -> dict[str, A
 
 @closes_run_on_failure
 async def collect(state: State, runtime: Runtime[Context]) -> dict[str, Any]:
-    """Gather the documents' summaries, in input order, as the first reduce level."""
+    """Gather the documents' summaries as the first reduce level, ordered by source.
+
+    Ordered by source rather than by input position, so that listing the same files in
+    another order makes the same reduce calls.
+    """
     run = get_run(state["run_id"])
     run.marks["map_end"] = time.monotonic()
-    results = sorted(state.get("results", []), key=lambda r: r["id"])
-    pieces = [to_piece(r, run.count) for r in results if r["status"] == "ok"]
+    results = state.get("results", [])
+    cap = runtime.context.collapse_max_tokens
+    pieces = [piece for r in sorted(results, key=lambda r: (r["source"], r["id"])) if r["status"] == "ok"
+              for piece in to_pieces(r, run.count, cap)]
     counts = {s: sum(r["status"] == s for r in results) for s in ("ok", "failed", "skipped")}
     log.info("map done: %(ok)d summarized, %(failed)d failed, %(skipped)d skipped", counts)
     return {"pieces": pieces, "level": 0, "max_levels": max_collapse_levels(len(pieces))}
@@ -147,16 +153,13 @@ async def collapse(state: State, runtime: Runtime[Context]) -> dict[str, Any]:
     return {"pieces": pieces, "level": level}
 
 
-_CITATION = re.compile(r"\bD(\d+)\b")
-
-
 def _sources_legend(summary: str, state: State) -> str:
     """List the documents the summary cites by tag, in input order."""
-    ids = {int(n) for n in _CITATION.findall(summary)}
-    cited = [d for d in state["docs"] if d.id in ids]
-    if not cited:
+    ids = set(cited(summary))
+    named = [d for d in state["docs"] if d.id in ids]
+    if not named:
         return ""
-    lines = [f"- [D{d.id}] {d.source}" for d in cited]
+    lines = [f"- [D{d.id}] {d.source}" for d in named]
     return "\n\n**Sources**\n\n" + "\n".join(lines) + "\n"
 
 

@@ -11,6 +11,7 @@ from pipeline.budget import Price
 from pipeline.language import language_instruction
 from pipeline.llm import call_key
 from pipeline.loading import DocRef, load_text
+from pipeline.prompting import map_prompt
 from pipeline.store import ResultStore
 from pipeline.summarize import max_collapse_levels, pack
 from pipeline.tokens import TokenCounter
@@ -34,23 +35,28 @@ def preview(docs: Sequence[DocRef], *, count: TokenCounter, map_max_tokens: int,
     tokens_in = tokens_out = 0
     pieces: list[dict[str, Any]] = []
     for ref in docs:
-        if ref.skip_reason or ref.prior_error:
+        if ref.skip_reason or ref.plan_error or ref.prior_error:
             continue
         text = load_text(ref) if store is not None else ""
         instruction = language_instruction(language or ref.language)
         doc_out = 0
-        for start, end in ref.spans:
+        for part, (start, end) in enumerate(ref.spans, start=1):
             chunk_tokens = count(text[start:end]) if text else ref.tokens // len(ref.spans)
             out = _map_output(chunk_tokens, map_max_tokens)
             doc_out += out
-            key = call_key("map", identity, map_max_tokens, instruction, text[start:end]) if text else None
-            if store is not None and key and store.get(key):
-                stored["map"] += 1
-                continue
+            if text and store is not None:
+                prompt = map_prompt(ref.source, text[start:end], part, len(ref.spans), instruction)
+                if store.get(call_key("map", identity, map_max_tokens, prompt)):
+                    stored["map"] += 1
+                    continue
             calls["map"] += 1
             tokens_in += chunk_tokens + map_overhead
             tokens_out += out
-        pieces.append({"tokens": doc_out + 12})
+        # A long document's summary goes to the reduce in parts, as summarize.to_pieces does;
+        # the source stands in for the summary's text, which decides where groups end.
+        parts = max(1, math.ceil((doc_out + 12) / collapse_max_tokens))
+        pieces += [{"label": "", "text": f"{ref.source}#{i}", "tokens": math.ceil((doc_out + 12) / parts), "docs": []}
+                   for i in range(parts)]
     levels = 0
     while sum(p["tokens"] for p in pieces) > budget and levels < max_collapse_levels(len(pieces)):
         levels += 1
@@ -63,7 +69,7 @@ def preview(docs: Sequence[DocRef], *, count: TokenCounter, map_max_tokens: int,
                 out = min(collapse_max_tokens, math.ceil(size / 2))
                 tokens_out += out
                 size = out
-            merged.append({"tokens": size})
+            merged.append({"label": "", "text": str(group[0]["text"]), "tokens": size, "docs": []})
         pieces = merged
     if pieces:
         calls["final"] = 1
@@ -72,6 +78,7 @@ def preview(docs: Sequence[DocRef], *, count: TokenCounter, map_max_tokens: int,
     result: dict[str, Any] = {
         "documents": len(docs),
         "skipped": sum(1 for d in docs if d.skip_reason),
+        "failed": sum(1 for d in docs if d.plan_error),
         "llm_calls": calls,
         "from_store": stored,
         "collapse_levels": levels,

@@ -5,17 +5,23 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
+import zlib
 from collections.abc import Callable, Sequence
 from typing import Literal, TypedDict
 
 import prompts
+from pipeline.citations import retag
 from pipeline.errors import CollapseError, FatalLLMError, InputError, LLMError
 from pipeline.language import language_instruction
 from pipeline.llm import LLMRunner
 from pipeline.loading import DocRef, load_text
+from pipeline.prompting import Piece, escape_label, map_prompt, reduce_prompt, render_group
 from pipeline.tokens import TokenCounter
 
 log = logging.getLogger(__name__)
+
+__all__ = ["DocResult", "Piece", "collapse_level", "final_summary", "max_collapse_levels", "pack",
+           "summarize_document", "summarize_shard", "to_pieces"]
 
 
 class DocResult(TypedDict):
@@ -31,30 +37,16 @@ class DocResult(TypedDict):
     tokens_in: int
     tokens_out: int
     language: str | None
-
-
-class Piece(TypedDict):
-    """A summary on its way through the reduce: its text, size and the documents behind it.
-
-    A document's own summary keeps its "[Dn] source" label apart, so that the text
-    is the very string in the document's result rather than a copy of it.
-    """
-
-    label: str
-    text: str
-    tokens: int
-    docs: list[int]
-
-
-def _fence(text: str) -> str:
-    # A document must not be able to close the fence it sits in.
-    return text.replace("</document", "</ document").replace("</summaries", "</ summaries")
+    encoding: str | None
+    repaired: bool
+    replaced: int
 
 
 def _result(ref: DocRef, status: Literal["ok", "failed", "skipped"], **fields: object) -> DocResult:
     result = DocResult(id=ref.id, source=ref.source, sha256=ref.sha256, status=status,
                        summary=None, error=None, chunks=len(ref.spans), tokens_in=0,
-                       tokens_out=0, language=ref.language)
+                       tokens_out=0, language=ref.language, encoding=ref.encoding,
+                       repaired=ref.repaired, replaced=ref.replaced)
     result.update(fields)  # type: ignore[typeddict-item]
     return result
 
@@ -68,6 +60,8 @@ async def summarize_document(runner: LLMRunner, ref: DocRef, *, language: str | 
     """
     if ref.skip_reason:
         return _result(ref, "skipped", error=ref.skip_reason)
+    if ref.plan_error:
+        return _result(ref, "failed", error=ref.plan_error)
     if ref.prior_error:
         return _result(ref, "failed", error=f"{ref.prior_error} (from an earlier run; --retry-failed retries it)")
     try:
@@ -75,16 +69,16 @@ async def summarize_document(runner: LLMRunner, ref: DocRef, *, language: str | 
     except InputError as exc:
         return _result(ref, "failed", error=f"InputError: {exc}")
     instruction = language_instruction(language or ref.language)
-    spans = ref.spans
-    calls = [
-        runner.complete("map", prompts.MAP.format(
-            language_instruction=instruction, source=ref.source.replace('"', "'"),
-            part=f' part="{i + 1} of {len(spans)}"' if len(spans) > 1 else "",
-            document=_fence(text[start:end])), max_tokens, phase="map",
-            key=runner.key("map", max_tokens, instruction, text[start:end]))
-        for i, (start, end) in enumerate(spans)
-    ]
-    del text
+    parts = len(ref.spans)
+
+    async def summarize_chunk(part: int, start: int, end: int) -> object:
+        # The prompt is made when the chunk's turn comes, so a document of thousands of
+        # chunks holds its text once rather than every prompt at once.
+        prompt = map_prompt(ref.source, text[start:end], part, parts, instruction)
+        return await runner.complete("map", prompt, max_tokens, phase="map",
+                                     key=runner.key("map", max_tokens, prompt))
+
+    calls = [summarize_chunk(i, start, end) for i, (start, end) in enumerate(ref.spans, start=1)]
     if len(calls) == 1:  # the common small document: no gather, no extra task
         try:
             outcomes: list[object] = [await calls[0]]
@@ -124,14 +118,42 @@ async def summarize_shard(runner: LLMRunner, refs: Sequence[DocRef], *, language
     return results
 
 
-def to_piece(result: DocResult, count: TokenCounter) -> Piece:
-    """Turn a document's summary into a reduce input tagged with its document."""
-    label, text = f"[D{result['id']}] {result['source']}", result["summary"] or ""
-    return Piece(label=label, text=text, tokens=count(label) + 1 + count(text), docs=[result["id"]])
+def to_pieces(result: DocResult, count: TokenCounter, cap: int) -> list[Piece]:
+    """Turn a document's summary into reduce inputs of at most `cap` tokens each.
+
+    A long document's summary (one per chunk, joined) is split on line breaks into
+    parts, so the reduce merges all of it rather than cutting it to fit one call.
+    Tags the model wrote into a map summary name nothing yet, so they are dropped.
+    """
+    source, text = escape_label(result["source"]), retag(result["summary"] or "", lambda k: None)
+    doc = [result["id"]]
+    tokens = count(source) + 8 + count(text)
+    if tokens <= cap:
+        return [Piece(label=source, text=text, tokens=tokens, docs=doc)]
+    parts: list[list[str]] = [[]]
+    size = 0
+    for line in text.splitlines():
+        line_tokens = count(line) + 1
+        if parts[-1] and size + line_tokens > cap:
+            parts.append([])
+            size = 0
+        parts[-1].append(line)
+        size += line_tokens
+    n = len(parts)
+    return [Piece(label=f"{source} (part {i} of {n})", text=body, tokens=count(source) + 16 + count(body), docs=doc)
+            for i, body in enumerate(("\n".join(lines) for lines in parts), start=1)]
+
+
+# A group may end once it is half full, at a piece whose content hash says so (one in
+# four). Boundaries chosen by content rather than position mean that adding or
+# removing one document changes the group it falls in and seldom any other, so the
+# reduce calls of an incremental rerun are found in the store.
+_MIN_FILL = 0.5
+_BOUNDARY_ONE_IN = 4
 
 
 def pack(pieces: Sequence[Piece], budget: int) -> list[list[Piece]]:
-    """Pack pieces, in order, into groups of at most `budget` tokens."""
+    """Pack pieces, in order, into groups of at most `budget` tokens, cut at content-defined points."""
     groups: list[list[Piece]] = []
     current: list[Piece] = []
     size = 0
@@ -141,6 +163,10 @@ def pack(pieces: Sequence[Piece], budget: int) -> list[list[Piece]]:
             current, size = [], 0
         current.append(piece)
         size += piece["tokens"]
+        if (len(current) > 1 and size >= budget * _MIN_FILL
+                and zlib.crc32(piece["text"].encode("utf-8", "surrogatepass")) % _BOUNDARY_ONE_IN == 0):
+            groups.append(current)
+            current, size = [], 0
     if current:
         groups.append(current)
     return groups
@@ -151,14 +177,15 @@ def max_collapse_levels(n_pieces: int) -> int:
     return math.ceil(math.log2(max(n_pieces, 2))) + 2
 
 
-def _joined(group: Sequence[Piece]) -> str:
-    return _fence("\n\n".join(f"{p['label']}\n{p['text']}" if p["label"] else p["text"] for p in group))
-
-
 def _truncate(piece: Piece, budget: int) -> Piece:
     log.warning("a summary of %d tokens exceeds the reduce budget of %d; truncating it", piece["tokens"], budget)
     keep = int(len(piece["text"]) * budget / piece["tokens"] * 0.95)
     return Piece(label=piece["label"], text=piece["text"][:keep], tokens=budget, docs=piece["docs"])
+
+
+def _valid_tags(call_docs: Sequence[int]) -> Callable[[int], int | None]:
+    """Keep the tags a call was shown; drop the ones it invented."""
+    return lambda k: k if 0 < k <= len(call_docs) else None
 
 
 async def collapse_level(runner: LLMRunner, pieces: Sequence[Piece], *, budget: int, language: str | None,
@@ -172,12 +199,12 @@ async def collapse_level(runner: LLMRunner, pieces: Sequence[Piece], *, budget: 
     async def merge(group: list[Piece]) -> Piece:
         if len(group) == 1:
             return _truncate(group[0], budget) if group[0]["tokens"] > budget else group[0]
-        joined = _joined(group)
-        prompt = prompts.COLLAPSE.format(language_instruction=instruction, summaries=joined)
+        joined, call_docs = render_group(group)
+        prompt = reduce_prompt(prompts.COLLAPSE, joined, instruction)
         done = await runner.complete("collapse", prompt, max_tokens, phase="reduce",
-                                     key=runner.key("collapse", max_tokens, instruction, joined))
-        docs = sorted({d for p in group for d in p["docs"]})
-        return Piece(label="", text=done.text, tokens=count(done.text), docs=docs)
+                                     key=runner.key("collapse", max_tokens, prompt))
+        text = retag(done.text, _valid_tags(call_docs))
+        return Piece(label="", text=text, tokens=count(text), docs=call_docs)
 
     merged = await asyncio.gather(*(merge(g) for g in groups))
     before, after = sum(p["tokens"] for p in pieces), sum(p["tokens"] for p in merged)
@@ -189,9 +216,11 @@ async def collapse_level(runner: LLMRunner, pieces: Sequence[Piece], *, budget: 
 
 async def final_summary(runner: LLMRunner, pieces: Sequence[Piece], *, language: str | None,
                         max_tokens: int) -> str:
-    """Write the final summary from pieces that fit one call."""
+    """Write the final summary from pieces that fit one call; its tags name the run's document ids."""
     runner.progress.add_total("reduce", 1)
-    instruction, joined = language_instruction(language, "the summaries"), _joined(pieces)
-    prompt = prompts.FINAL.format(language_instruction=instruction, summaries=joined)
-    key = runner.key("final", max_tokens, instruction, joined)
-    return (await runner.complete("final", prompt, max_tokens, phase="reduce", key=key)).text
+    instruction = language_instruction(language, "the summaries")
+    joined, call_docs = render_group(pieces)
+    prompt = reduce_prompt(prompts.FINAL, joined, instruction)
+    done = await runner.complete("final", prompt, max_tokens, phase="reduce",
+                                 key=runner.key("final", max_tokens, prompt))
+    return retag(done.text, lambda k: call_docs[k - 1] if 0 < k <= len(call_docs) else None)
