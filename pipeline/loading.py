@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import glob
 import hashlib
+import logging
 import os
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -18,6 +19,8 @@ from pipeline.decoding import decode_bytes
 from pipeline.errors import InputError
 from pipeline.language import detect_language
 from pipeline.tokens import Chunker
+
+log = logging.getLogger(__name__)
 
 DIRECTORY_SUFFIXES = (".txt", ".md")
 MAX_FILE_BYTES = 64 * 1024 * 1024
@@ -40,7 +43,10 @@ class DocRef:
     spans: list[tuple[int, int]] = field(default_factory=list)
     tokens: int = 0
     language: str | None = None
-    skip_reason: str | None = None
+    repaired: bool = False  # mis-decoded text (mojibake) was put right
+    replaced: int = 0  # undecodable bytes that became U+FFFD
+    skip_reason: str | None = None  # nothing to summarize: empty, binary, unreadable
+    plan_error: str | None = None  # reading, decoding or chunking it failed
     prior_error: str | None = None  # failed in an earlier run and not to be retried
 
 
@@ -58,18 +64,25 @@ def expand_inputs(patterns: Sequence[str]) -> list[Path]:
 def _expand_one(pattern: str) -> Iterable[Path]:
     path = Path(pattern).expanduser()
     if path.is_dir():
-        found = sorted(p for p in path.rglob("*") if p.suffix.lower() in DIRECTORY_SUFFIXES and p.is_file())
+        found = sorted(p for p in path.rglob("*") if p.suffix.lower() in DIRECTORY_SUFFIXES and _is_input(p))
         if not found:
             raise InputError(f"no .txt or .md files under directory {pattern}")
         return found
     if path.is_file():
         return [path]
     if _GLOB_CHARS & set(pattern):
-        matches = sorted(Path(m) for m in glob.glob(str(path), recursive=True) if Path(m).is_file())
+        matches = sorted(Path(m) for m in glob.glob(str(path), recursive=True) if _is_input(Path(m)))
         if not matches:
             raise InputError(f"no files match {pattern!r}")
         return matches
+    if path.is_symlink():
+        raise InputError(f"broken symbolic link: {pattern} points to {os.readlink(path)}, which does not exist")
     raise InputError(f"no such file or directory: {pattern}")
+
+
+def _is_input(path: Path) -> bool:
+    """A file, or a link to nothing: found by a glob or in a folder, it is reported, not dropped."""
+    return path.is_file() or (path.is_symlink() and not path.exists())
 
 
 def _read_bytes(path: str) -> bytes:
@@ -82,29 +95,55 @@ def _read_bytes(path: str) -> bytes:
 
 def plan_document(doc_id: int, source: str, chunker: Chunker, *, path: str | None = None,
                   text: str | None = None, guess_language: bool = True) -> DocRef:
-    """Plan one document given either its path or its text."""
+    """Plan one document given either its path or its text; whatever goes wrong is its own failure.
+
+    A file that cannot be read or holds nothing to summarize is marked skipped; any
+    other error while decoding or chunking it marks it failed, and planning goes on.
+    """
     ref = DocRef(doc_id, source, path)
+    try:
+        _plan(ref, chunker, text, guess_language)
+    except MemoryError:
+        ref.plan_error = "out of memory while reading and chunking it"
+    except Exception as exc:  # noqa: BLE001 - one file's failure, never the batch's
+        log.debug("planning %s failed", source, exc_info=True)
+        ref.plan_error = f"cannot be planned: {type(exc).__name__}: {exc}"
+    if ref.plan_error:
+        ref.spans, ref.tokens = [], 0
+    return ref
+
+
+def _plan(ref: DocRef, chunker: Chunker, text: str | None, guess_language: bool) -> None:
     if text is None:
-        assert path is not None
+        assert ref.path is not None
         try:
-            data = _read_bytes(path)
+            data = _read_bytes(ref.path)
         except (OSError, InputError) as exc:
-            ref.skip_reason = f"unreadable: {getattr(exc, 'strerror', None) or exc}"
-            return ref
+            ref.skip_reason = f"unreadable: {_read_error(ref.path, exc)}"
+            return
         ref.sha256 = hashlib.sha256(data).hexdigest()
         decoded = decode_bytes(data)
+        del data
         ref.encoding, ref.skip_reason = decoded.encoding, decoded.skip_reason
+        ref.repaired, ref.replaced = getattr(decoded, "repaired", False), getattr(decoded, "replaced", 0)  # TEMP
         body = decoded.text
     else:
         ref.text = text
-        ref.sha256 = hashlib.sha256(text.encode("utf-8")).hexdigest()
+        ref.sha256 = hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()
         body = text
         if not text.strip():
             ref.skip_reason = "empty document"
     if ref.skip_reason is None:
         ref.spans, ref.tokens = chunker.spans(body)
+        if not ref.spans:
+            ref.skip_reason = "nothing to summarize (whitespace only)"
         ref.language = detect_language(body) if guess_language else None
-    return ref
+
+
+def _read_error(path: str, exc: Exception) -> str:
+    if os.path.islink(path) and not os.path.exists(path):
+        return f"broken symbolic link to {os.readlink(path)}"
+    return str(getattr(exc, "strerror", None) or exc)
 
 
 def plan_inputs(paths: Sequence[str], texts: Sequence[dict[str, str]], chunker: Chunker,

@@ -11,7 +11,8 @@ from typing import Any
 
 from pipeline.summarize import DocResult
 
-JSONL_FIELDS = ("source", "sha256", "status", "summary", "error", "chunks", "tokens_in", "tokens_out")
+JSONL_FIELDS = ("source", "sha256", "status", "summary", "error", "chunks", "tokens_in", "tokens_out",
+                "encoding", "repaired", "replaced")
 
 
 def atomic_write(path: Path, text: str) -> None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import os
 import sqlite3
 import time
 from collections.abc import Iterable
@@ -66,6 +67,8 @@ def compare_with_prior(docs: list[DocRef], prior: dict[str, PriorDocument],
 
     An unchanged document that failed before is marked with its earlier error (and not
     sent again) unless `retry_failed`; returns the counts and the removed sources.
+    Removed means gone from disk: a document this run was not given but that still
+    exists may belong to another job sharing the store, and its record is kept.
     """
     files = {"new": 0, "changed": 0, "unchanged": 0, "removed": 0}
     seen = set()
@@ -80,7 +83,7 @@ def compare_with_prior(docs: list[DocRef], prior: dict[str, PriorDocument],
             files["unchanged"] += 1
             if before.status == "failed" and not retry_failed:
                 doc.prior_error = before.error or "failed"
-    removed = [source for source in prior if source not in seen]
+    removed = [source for source in prior if source not in seen and not os.path.lexists(source)]
     files["removed"] = len(removed)
     return files, removed
 
