@@ -2,18 +2,53 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from pipeline.budget import Price, price_for
+from pipeline.client import check_base_url
 from pipeline.errors import InputError
+from pipeline.secrets import url_credentials
 
 if TYPE_CHECKING:
     from langchain_core.language_models.chat_models import BaseChatModel
 
     from pipeline.progress import Progress
     from pipeline.summarize import DocResult
+
+# The numeric settings: (name, whole number?, lowest value, is the lowest allowed?). Checked
+# here, not only by the command line: a config file or a notebook passes values unchecked.
+_RANGES = (
+    ("concurrency", True, 1, True),
+    ("chunk_tokens", True, 64, True),
+    ("token_max", True, 1, True),
+    ("map_max_tokens", True, 1, True),
+    ("final_max_tokens", True, 1, True),
+    ("max_retries", True, 0, True),
+    ("timeout", False, 0, False),
+    ("temperature", False, 0, True),
+    ("rpm", False, 0, False),
+    ("tpm", False, 0, False),
+    ("price_in", False, 0, True),
+    ("price_out", False, 0, True),
+    ("max_cost", False, 0, True),
+    ("memory_limit_mb", False, 0, False),
+)
+
+
+def check_number(name: str, value: object, *, whole: bool, lowest: float, inclusive: bool) -> None:
+    """Raise InputError unless `value` is a finite number (whole if asked) at or above `lowest`."""
+    shown = name.replace("_", "-")
+    kind = "a whole number" if whole else "a number"
+    if isinstance(value, bool) or not isinstance(value, int if whole else (int, float)):
+        raise InputError(f"{shown} must be {kind}, got {value!r}")
+    if not math.isfinite(value):
+        raise InputError(f"{shown} must be a finite number, got {value!r}")
+    if value < lowest or (value == lowest and not inclusive):
+        bound = f"at least {lowest:g}" if inclusive else f"more than {lowest:g}"
+        raise InputError(f"{shown} must be {bound}, got {value!r}")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -54,18 +89,21 @@ class Context:
         """Raise InputError for settings that cannot work together."""
         if self.chat_model is None and not self.base_url:
             raise InputError("no LLM endpoint: set base_url (an OpenAI-compatible /v1 URL) or chat_model")
-        if self.concurrency < 1:
-            raise InputError(f"concurrency must be at least 1, got {self.concurrency}")
-        if self.chunk_tokens < 64:
-            raise InputError(f"chunk tokens must be at least 64, got {self.chunk_tokens}")
+        if self.chat_model is None and self.base_url:
+            check_base_url(self.base_url)
+            if self.api_key and url_credentials(self.base_url):
+                raise InputError("the base URL carries a user:password and an API key is set as well; "
+                                 "give one of them (the URL's credentials go as HTTP Basic auth)")
+        for name, whole, lowest, inclusive in _RANGES:
+            value = getattr(self, name)
+            if value is not None:
+                check_number(name, value, whole=whole, lowest=lowest, inclusive=inclusive)
         if self.token_max < 4 * self.map_max_tokens:
             raise InputError(f"token max ({self.token_max}) must be at least 4x the per-summary "
                              f"budget ({self.map_max_tokens}) so that collapsing can converge")
         if self.max_cost is not None and self.price is None:
             raise InputError(f"a spending cap needs prices: no known price for model {self.model!r}; "
                              "give price_in and price_out (USD per million tokens)")
-        if self.timeout <= 0:
-            raise InputError(f"timeout must be positive, got {self.timeout}")
 
     @property
     def price(self) -> Price | None:

@@ -8,8 +8,10 @@ model can stand in for it through the run context.
 
 from __future__ import annotations
 
+import base64
 import email.utils
 import json
+import re
 import time
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
@@ -18,20 +20,25 @@ import aiohttp
 from langchain_core.language_models.chat_models import BaseChatModel
 from langchain_core.messages import AIMessage, BaseMessage
 from langchain_core.outputs import ChatGeneration, ChatResult
-from pydantic import ConfigDict, Field, SecretStr
+from pydantic import ConfigDict, Field, PrivateAttr, SecretStr
 
 from pipeline.errors import (
     AuthError,
     ConnectError,
+    EmptyAnswerError,
     EndpointError,
+    InputError,
     LLMError,
     MalformedResponseError,
     RateLimitedError,
     RetryableLLMError,
 )
+from pipeline.secrets import Redactor, credential_secrets, url_credentials
 
 _ROLES = {"human": "user", "ai": "assistant", "system": "system", "tool": "tool"}
 _RETRYABLE_STATUS = frozenset({408, 409, 425, 500, 502, 503, 504})
+_USERINFO = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*://)?[^/@]*@")
+HTML_HINT = "check the base URL: the API's usually ends in /v1"
 
 
 def open_session(connections: int, timeout: float) -> aiohttp.ClientSession:
@@ -54,6 +61,48 @@ def redact_url(url: str | None) -> str | None:
     return urlunsplit((parts.scheme, netloc, parts.path, "", ""))
 
 
+def check_base_url(url: str) -> None:
+    """Raise InputError unless `url` is an http(s) URL that names a host."""
+    shown = _USERINFO.sub(r"\1", url)
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 - raises ValueError for a port that is not a number in range
+    except ValueError as exc:
+        raise InputError(f"base URL {shown!r} is not a valid URL: {exc}") from exc
+    if parts.scheme.lower() not in ("http", "https"):
+        hint = f", e.g. 'http://{shown}'" if "://" not in url else ""
+        raise InputError(f"base URL {shown!r} must start with http:// or https://{hint}")
+    if not parts.hostname:
+        raise InputError(f"base URL {shown!r} names no host, e.g. 'http://localhost:8000/v1'")
+
+
+def endpoint(base_url: str, api_key: str | None) -> tuple[str, dict[str, str]]:
+    """The base URL without credentials, and the headers that authenticate to it.
+
+    A key goes as a bearer token. A `user:password@` written into the URL goes as HTTP
+    Basic auth instead, taken out of the URL: aiohttp refuses a URL's credentials beside
+    an Authorization header, and the bare URL is what error messages may show.
+    """
+    creds = url_credentials(base_url)
+    if creds is not None:
+        parts = urlsplit(base_url)
+        base_url = urlunsplit(parts._replace(netloc=parts.netloc.rpartition("@")[2]))
+    if api_key:
+        return base_url, {"Authorization": f"Bearer {api_key}"}
+    if creds is not None:
+        token = base64.b64encode(":".join(creds).encode("utf-8")).decode("ascii")
+        return base_url, {"Authorization": f"Basic {token}"}
+    return base_url, {}
+
+
+def _looks_html(body: bytes, content_type: str = "") -> bool:
+    """Whether an answer is a web page (a web UI, a proxy's login page) rather than JSON."""
+    if "html" in content_type.lower():
+        return True
+    head = body[:512].lstrip().lower()
+    return head.startswith((b"<!doctype html", b"<html", b"<head", b"<body"))
+
+
 def _retry_after(headers: Any) -> float | None:
     if ms := headers.get("retry-after-ms"):
         try:
@@ -70,29 +119,37 @@ def _retry_after(headers: Any) -> float | None:
         return max(0.0, when.timestamp() - time.time()) if when else None
 
 
-def _error_detail(body: bytes) -> str:
+def _error_detail(body: bytes, redact: Redactor) -> str:
+    if _looks_html(body):
+        return f"an HTML page, not the OpenAI API; {HTML_HINT}"
     try:
         err = json.loads(body).get("error")
         message = err.get("message") if isinstance(err, dict) else err
     except (ValueError, AttributeError):
-        message = body[:200].decode("utf-8", "replace")
-    return " ".join(str(message or "").split())[:200]
+        message = body[:1000].decode("utf-8", "replace")
+    # Redacted before it is cut short, so that no head of an echoed key survives the cut.
+    return redact.text(" ".join(str(message or "").split()))[:200]
 
 
 async def probe_endpoint(base_url: str, api_key: str | None, timeout: float = 15.0) -> list[str]:
     """Check that the endpoint answers and accepts the key before any work; return its model ids.
 
-    Raises EndpointError when nothing answers and AuthError for a refused key; a server
-    without a usable /models list yields an empty list (the first real call will tell).
+    Raises EndpointError when nothing answers or a web page answers, and AuthError for a
+    refused key; a server without a usable /models list yields an empty list (the first
+    real call will tell).
     """
     shown = redact_url(base_url)
-    headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+    url, headers = endpoint(base_url, api_key)
     try:
         async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=timeout)) as session:
-            async with session.get(base_url.rstrip("/") + "/models", headers=headers) as resp:
+            async with session.get(url.rstrip("/") + "/models", headers=headers) as resp:
                 if resp.status in (401, 403):
                     raise AuthError(f"the endpoint at {shown} rejected the API key (HTTP {resp.status})")
-                listed = (await resp.json(content_type=None)).get("data") if resp.status == 200 else None
+                body = await resp.read()
+                if resp.status == 200 and _looks_html(body, resp.content_type):
+                    raise EndpointError(f"the base URL {shown} answers with an HTML page, not the OpenAI "
+                                        f"API (a web UI or a login page?); {HTML_HINT}")
+                listed = json.loads(body).get("data") if resp.status == 200 else None
     except (aiohttp.ClientConnectorError, aiohttp.InvalidURL, TimeoutError) as exc:
         raise EndpointError(f"cannot reach the LLM endpoint at {shown} ({exc.__class__.__name__}); "
                             "is the server running?") from exc
@@ -115,6 +172,7 @@ class OpenAICompatChat(BaseChatModel):
     max_tokens: int | None = None
     extra_body: dict[str, Any] = Field(default_factory=dict)  # server-specific fields, e.g. repeat_penalty
     session: aiohttp.ClientSession | None = Field(default=None, exclude=True)
+    _wire: tuple[str, dict[str, str], Redactor] | None = PrivateAttr(default=None)
 
     @property
     def _llm_type(self) -> str:
@@ -136,7 +194,7 @@ class OpenAICompatChat(BaseChatModel):
         message objects are pure overhead on its hot path.
         """
         body = await self._send([{"role": "user", "content": prompt}], max_tokens=max_tokens)
-        data, choice, content = self._decode(body)
+        data, choice, content = self._decode(body, self._endpoint()[2])
         usage = data.get("usage") or {}
         return content, {"input_tokens": int(usage.get("prompt_tokens") or 0),
                          "output_tokens": int(usage.get("completion_tokens") or 0),
@@ -164,16 +222,24 @@ class OpenAICompatChat(BaseChatModel):
                 return await self._post(session, payload)
         return await self._post(self.session, payload)
 
+    def _endpoint(self) -> tuple[str, dict[str, str], Redactor]:
+        """The chat URL, its auth headers and what hides the credentials: worked out once."""
+        if self._wire is None:
+            key = self.api_key.get_secret_value() if self.api_key else None
+            base, headers = endpoint(self.base_url, key)
+            self._wire = (base.rstrip("/") + "/chat/completions", headers,
+                          Redactor(credential_secrets(key, self.base_url)))
+        return self._wire
+
     async def _post(self, session: aiohttp.ClientSession, payload: dict[str, Any]) -> bytes:
-        url = self.base_url.rstrip("/") + "/chat/completions"
-        headers = {"Authorization": f"Bearer {self.api_key.get_secret_value()}"} if self.api_key else {}
+        url, headers, redact = self._endpoint()
         try:
             async with session.post(url, json=payload, headers=headers) as resp:
                 body = await resp.read()
                 status = resp.status
                 if status == 200:
                     return body
-                detail = _error_detail(body)
+                detail = _error_detail(body, redact)
                 if status in (401, 403):
                     raise AuthError(f"the endpoint rejected the API key (HTTP {status}): {detail}")
                 if status == 404:
@@ -189,22 +255,26 @@ class OpenAICompatChat(BaseChatModel):
         except TimeoutError as exc:
             raise RetryableLLMError("no answer before the timeout") from exc
         except aiohttp.ClientError as exc:
-            raise RetryableLLMError(f"connection failed: {exc.__class__.__name__}: {exc}") from exc
+            raise RetryableLLMError(redact.text(f"connection failed: {exc.__class__.__name__}: {exc}")) from exc
 
     @staticmethod
-    def _decode(body: bytes) -> tuple[dict[str, Any], dict[str, Any], str]:
+    def _decode(body: bytes, redact: Redactor) -> tuple[dict[str, Any], dict[str, Any], str]:
         try:
             data = json.loads(body)
             choice = data["choices"][0]
             content = choice["message"]["content"]
         except (ValueError, KeyError, IndexError, TypeError) as exc:
-            raise MalformedResponseError(f"malformed response: {body[:80]!r}") from exc
+            if _looks_html(body):
+                raise MalformedResponseError(f"the endpoint answered with an HTML page, not a chat "
+                                             f"completion; {HTML_HINT}") from exc
+            shown = redact.text(body[:1000].decode("utf-8", "replace"))[:80]
+            raise MalformedResponseError(f"malformed response: {shown!r}") from exc
         if not isinstance(content, str):
-            raise MalformedResponseError("malformed response: the message has no text content")
+            raise EmptyAnswerError("malformed response: the message has no text content")
         return data, choice, content
 
     def _parse(self, body: bytes) -> ChatResult:
-        data, choice, content = self._decode(body)
+        data, choice, content = self._decode(body, self._endpoint()[2])
         usage = data.get("usage") or {}
         message = AIMessage(content=content, response_metadata={
             "model_name": data.get("model", self.model), "finish_reason": choice.get("finish_reason")})

@@ -1,15 +1,18 @@
 """Errors the summarizer raises, each with a message meant for the person running it.
 
     SummarizerError                 anything the CLI turns into one line and an exit code
-    ├── InputError                  no inputs, a glob that matches nothing, a missing file
+    ├── InputError                  no inputs, a glob that matches nothing, a missing file,
+    │                               a setting out of range, an unwritable output folder
     ├── LLMError                    one LLM call failed (after retries, where retryable)
     │   ├── RetryableLLMError       worth another try: 408/409/429/5xx, timeouts, resets
     │   │   ├── RateLimitedError    429, with the server's Retry-After when it gave one
     │   │   ├── ConnectError        the endpoint refused or dropped the connection
     │   │   └── MalformedResponseError  200 with a body that is not a chat completion
+    │   │       └── EmptyAnswerError    a chat completion without any text
     │   └── FatalLLMError           retrying cannot help, so the whole run stops
     │       ├── AuthError           401/403: wrong or missing API key
-    │       └── EndpointError       unreachable endpoint, unknown model, bad base URL
+    │       └── EndpointError       unreachable endpoint, unknown model, bad base URL,
+    │                               a web page or other non-API answers before any call worked
     ├── CollapseError               the reduce step stopped shrinking the summaries
     ├── BudgetExceededError         the next call could pass --max-cost
     ├── StoreError                  the result store cannot be written
@@ -49,6 +52,10 @@ class ConnectError(RetryableLLMError):
 
 class MalformedResponseError(RetryableLLMError):
     """The endpoint answered 200 with something that is not a chat completion."""
+
+
+class EmptyAnswerError(MalformedResponseError):
+    """The endpoint answered a chat completion, but with no text in it."""
 
 
 class FatalLLMError(LLMError):

@@ -21,6 +21,7 @@ from pipeline.client import OpenAICompatChat
 from pipeline.errors import (
     AuthError,
     ConnectError,
+    EmptyAnswerError,
     EndpointError,
     FatalLLMError,
     LLMError,
@@ -32,6 +33,7 @@ from pipeline.budget import Budget
 from pipeline.limits import AdaptiveLimit, RateLimit
 from pipeline.memory import MemoryGuard
 from pipeline.progress import NoProgress, Progress
+from pipeline.secrets import Redactor, credential_secrets
 from pipeline.store import ResultStore, result_key
 from pipeline.tokens import TokenCounter
 
@@ -65,6 +67,7 @@ class CallStats:
     in_flight: int = 0
     peak_in_flight: int = 0
     succeeded: int = 0
+    malformed: int = 0  # answers that were not chat completions at all
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,13 +91,25 @@ def call_key(step: str, identity: str, max_tokens: int, *material: str) -> str:
     return result_key(step, prompts.PROMPT_VERSION, identity, max_tokens, *material)
 
 
-def _classify(exc: Exception) -> LLMError:
+def _model_secrets(model: BaseChatModel) -> list[str]:
+    """The key and URL credentials a chat model holds (ours or ChatOpenAI's), to hide from messages."""
+    found: list[str] = []
+    for key_field, url_field in (("api_key", "base_url"), ("openai_api_key", "openai_api_base")):
+        key, url = getattr(model, key_field, None), getattr(model, url_field, None)
+        key = key.get_secret_value() if hasattr(key, "get_secret_value") else key
+        found += credential_secrets(key if isinstance(key, str) else None, url if isinstance(url, str) else None)
+    return found
+
+
+def _classify(exc: Exception, redact: Redactor | None = None) -> LLMError:
     """Map a foreign model's exception (openai SDK and the like) onto our error tree."""
     if isinstance(exc, LLMError):
         return exc
     status = getattr(exc, "status_code", None) or getattr(getattr(exc, "response", None), "status_code", None)
     name = type(exc).__name__
     text = f"{name}: {exc}"
+    if redact:  # the SDK's messages carry what the server said, an echoed key included
+        text = redact.text(text)
     if status in (401, 403) or "Authentication" in name or "PermissionDenied" in name:
         return AuthError(f"the endpoint rejected the API key ({text})")
     if status == 404 or "NotFound" in name:
@@ -133,6 +148,8 @@ class LLMRunner:
         # calls; its session's ClientTimeout(total=timeout) already bounds each call.
         own = isinstance(model, OpenAICompatChat) and model.session is not None
         self._fast = model.acomplete if own and not tracing_is_enabled() else None
+        self._redact = Redactor(_model_secrets(model))
+        self._fatal: FatalLLMError | None = None  # once one call has stopped the run, no other is sent
 
     async def complete(self, step: str, prompt: str, max_tokens: int, phase: str,
                        key: str | None = None) -> Completion:
@@ -177,6 +194,8 @@ class LLMRunner:
             reserved = await self._admit(prompt, max_tokens)
             try:
                 async with self.concurrency:
+                    if self._fatal is not None:
+                        raise type(self._fatal)(str(self._fatal))
                     stats.in_flight += 1
                     stats.peak_in_flight = max(stats.peak_in_flight, stats.in_flight)
                     stats.calls[step] += 1
@@ -193,19 +212,30 @@ class LLMRunner:
                     finally:
                         stats.in_flight -= 1
                 if not text.strip():
-                    raise MalformedResponseError("the model returned an empty answer")
+                    raise EmptyAnswerError("the model returned an empty answer")
             except Exception as raw:  # noqa: BLE001 - classified just below
                 if budget:
                     await budget.settle(reserved)
-                exc = _classify(raw)
+                exc = _classify(raw, self._redact)
                 if isinstance(exc, RateLimitedError):
                     stats.rate_limited += 1
                     self.concurrency.on_rate_limited()
-                if isinstance(exc, FatalLLMError) or not isinstance(exc, RetryableLLMError):
+                if isinstance(exc, FatalLLMError):
+                    raise self._stop(exc) from raw
+                if not isinstance(exc, RetryableLLMError):
                     raise exc from raw
-                if attempt == self.max_retries:
+                # Before any call has worked, a dead endpoint, or one that answers something other
+                # than chat completions (a web page), would fail every document alike. Malformed
+                # answers count over the whole run, so that the calls in flight beside this one
+                # do not each spend their own retries on it.
+                if not isinstance(exc, EmptyAnswerError) and isinstance(exc, MalformedResponseError):
+                    stats.malformed += 1
+                    if not stats.succeeded and stats.malformed > self.max_retries:
+                        raise self._stop(EndpointError(
+                            f"{exc} ({stats.malformed} answers and none usable, so the run stops here)")) from raw
+                if attempt >= self.max_retries:
                     if isinstance(exc, ConnectError) and not stats.succeeded:
-                        raise EndpointError(f"{exc} (is the server running? check --base-url)") from raw
+                        raise self._stop(EndpointError(f"{exc} (is the server running? check --base-url)")) from raw
                     raise exc from raw
                 stats.retries += 1
                 delay = self._backoff(attempt, exc.retry_after)
@@ -224,6 +254,11 @@ class LLMRunner:
                 text = _drop_cut_line(text)
             return Completion(text.strip(), tokens_in, tokens_out)
         raise AssertionError("unreachable: the retry loop returns or raises")
+
+    def _stop(self, exc: FatalLLMError) -> FatalLLMError:
+        """Remember the first error that stops the run, so that no further call is sent; return `exc`."""
+        self._fatal = self._fatal or exc
+        return exc
 
     @staticmethod
     def _backoff(attempt: int, retry_after: float | None) -> float:

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import base64
 import collections
 import http.client
 import json
@@ -34,7 +35,11 @@ from typing import Any, Callable, Iterable, Mapping
 from aiohttp import web
 
 HOST = "127.0.0.1"
-SPECIAL_FAULTS = ("hang", "malformed", "no_choices")
+SPECIAL_FAULTS = ("hang", "malformed", "no_choices", "html")
+# What a web UI or a proxy's login page answers: a page, status 200, text/html.
+HTML_PAGE = ("<!DOCTYPE html>\n<html><head><title>Sign in</title></head>"
+             "<body><form method=\"post\"><input name=\"password\"></form></body></html>\n")
+CONTROL_PATHS = ("/health", "/stats", "/stats/reset")
 ReplyFn = Callable[[list[dict[str, Any]]], str]
 
 
@@ -98,7 +103,14 @@ class FakeOpenAI:
     "malformed": 0.01, "no_choices": 0.01}`` (drawn from ``random.Random(seed)``).
     script: fault names consumed one per chat request before random faults
     ("ok" = no fault). fail_marker: any request whose messages contain it gets 500.
-    Precedence: 401 auth -> fail_marker -> script -> random faults.
+    Precedence: html_everywhere -> 401 auth -> fail_marker -> script -> random faults.
+
+    html_everywhere: answer every request (but the fake's own /health and /stats) with
+    an HTML page, status 200, as a web UI or a proxy's login page does; chat requests
+    are still counted. The "html" fault does the same for one chat request.
+    basic_auth: "user:password" that chat requests must present as HTTP Basic auth.
+    echo_key: 401 and 500 messages repeat the credential the request carried (the key,
+    or the Basic user:password), in full and masked the way OpenAI masks keys.
     """
 
     def __init__(self, *, latency: float = 0.0, jitter: float = 0.0,
@@ -106,7 +118,8 @@ class FakeOpenAI:
                  seed: int = 0, script: Iterable[str] = (), fail_marker: str | None = None,
                  api_key: str | None = None, retry_after: float = 0.0,
                  hang_seconds: float = 30.0, record_bodies: bool = True,
-                 port: int = 0, shutdown_timeout: float = 1.0) -> None:
+                 port: int = 0, shutdown_timeout: float = 1.0, html_everywhere: bool = False,
+                 basic_auth: str | None = None, echo_key: bool = False) -> None:
         self.latency, self.jitter = latency, jitter
         self.reply: ReplyFn = reply or default_reply
         self.faults: dict[str, float] = {_check_fault(k): float(v) for k, v in (faults or {}).items()}
@@ -120,6 +133,7 @@ class FakeOpenAI:
         self.retry_after = retry_after
         self.hang_seconds = min(hang_seconds, 300.0)
         self.record_bodies = record_bodies
+        self.html_everywhere, self.basic_auth, self.echo_key = html_everywhere, basic_auth, echo_key
         self.port = port
         self._shutdown_timeout = shutdown_timeout
         self._runner: web.AppRunner | None = None
@@ -172,6 +186,11 @@ class FakeOpenAI:
     # -------------------------------------------------------------- handlers
     @web.middleware
     async def _count(self, request: web.Request, handler: Callable[..., Any]) -> web.StreamResponse:
+        if self.html_everywhere and request.path not in CONTROL_PATHS:
+            self.total_requests += 1
+            self.chat_calls += request.path.endswith("/chat/completions")
+            self.status_counts[200] += 1
+            return web.Response(text=HTML_PAGE, content_type="text/html")
         if not request.path.startswith("/v1/"):
             return await handler(request)
         self.total_requests += 1
@@ -209,9 +228,24 @@ class FakeOpenAI:
         finally:
             self.in_flight -= 1
 
+    def _echo(self, request: web.Request) -> str:
+        """The credential a request carried, as a careless server repeats it (empty unless echo_key)."""
+        if not self.echo_key:
+            return ""
+        scheme, _, value = request.headers.get("Authorization", "").partition(" ")
+        if scheme.lower() == "basic":
+            value = base64.b64decode(value).decode("utf-8", "replace")
+        masked = f"{value[:6]}{'*' * 8}{value[-4:]}" if len(value) > 10 else "***"
+        return f" You passed {value} (shown as {masked})."
+
     async def _chat_inner(self, request: web.Request) -> web.StreamResponse:
         if self.api_key is not None and request.headers.get("Authorization") != f"Bearer {self.api_key}":
-            return _error(401, "Incorrect API key provided.", "invalid_request_error", "invalid_api_key")
+            return _error(401, "Incorrect API key provided." + self._echo(request),
+                          "invalid_request_error", "invalid_api_key")
+        if self.basic_auth is not None:
+            expected = "Basic " + base64.b64encode(self.basic_auth.encode()).decode()
+            if request.headers.get("Authorization") != expected:
+                return _error(401, "Wrong user or password." + self._echo(request), "invalid_request_error")
         try:
             body = await request.json()
             messages = body["messages"]
@@ -237,12 +271,14 @@ class FakeOpenAI:
                                 content_type="application/json")
         elif fault == "no_choices":
             return web.json_response({"id": "chatcmpl-broken", "object": "chat.completion"})
+        elif fault == "html":
+            return web.Response(text=HTML_PAGE, content_type="text/html")
         elif fault == "429":
             ra = self.retry_after
             return _error(429, "Rate limit reached (fake).", "requests", "rate_limit_exceeded",
                           headers={"Retry-After": f"{ra:g}", "retry-after-ms": str(int(ra * 1000))})
         elif fault:
-            return _error(int(fault), f"Injected fault {fault}.", "server_error")
+            return _error(int(fault), f"Injected fault {fault}." + self._echo(request), "server_error")
         content = self.reply(messages)
         prompt_tokens = sum(_tokens(_text(m.get("content"))) for m in messages)
         completion_tokens = _tokens(content)
@@ -310,7 +346,8 @@ class FakeOpenAIProcess:
     """Runs the fake server in a child Python process (sync or async context
     manager). Keyword options mirror the CLI flags: latency, jitter, seed,
     faults (dict), script (list), fail_marker, api_key, retry_after,
-    hang_seconds, record_bodies (default False here)."""
+    hang_seconds, record_bodies (default False here), html_everywhere, basic_auth,
+    echo_key."""
 
     def __init__(self, *, startup_timeout: float = 10.0, **options: Any) -> None:
         self.options = options
@@ -326,8 +363,8 @@ class FakeOpenAIProcess:
         argv = [sys.executable, "-u", __file__, "--port", "0"]
         for key, value in self.options.items():
             flag = "--" + key.replace("_", "-")
-            if key == "record_bodies":
-                argv += ["--record-bodies"] if value else []
+            if isinstance(value, bool):  # record_bodies, html_everywhere, echo_key: on/off flags
+                argv += [flag] if value else []
             elif key == "faults":
                 argv += [flag, json.dumps(value)]
             elif key == "script":
@@ -409,7 +446,8 @@ async def serve(args: argparse.Namespace, reply: ReplyFn | None = None) -> None:
         faults=json.loads(args.faults) if args.faults else None,
         script=[s for s in args.script.split(",") if s], fail_marker=args.fail_marker,
         api_key=args.api_key, retry_after=args.retry_after, hang_seconds=args.hang_seconds,
-        record_bodies=args.record_bodies)
+        record_bodies=args.record_bodies, html_everywhere=args.html_everywhere,
+        basic_auth=args.basic_auth, echo_key=args.echo_key)
     async with fake:
         print(fake.port, flush=True)
         await asyncio.get_running_loop().run_in_executor(None, sys.stdin.buffer.read)
@@ -429,6 +467,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--retry-after", type=float, default=0.0)
     p.add_argument("--hang-seconds", type=float, default=30.0)
     p.add_argument("--record-bodies", action="store_true")
+    p.add_argument("--html-everywhere", action="store_true")
+    p.add_argument("--basic-auth", help="user:password that chat requests must carry")
+    p.add_argument("--echo-key", action="store_true")
     return p
 
 
