@@ -15,6 +15,7 @@ import logging
 import os
 import signal
 import sys
+import tempfile
 import time
 from collections.abc import Sequence
 from datetime import datetime, timezone
@@ -40,6 +41,29 @@ class _Parser(argparse.ArgumentParser):
         self.exit(EXIT_ERROR, f"error: {message} (see --help)\n")
 
 
+def _number(convert: type, lowest: float, inclusive: bool) -> Any:
+    """An argparse type: a `convert` number at or above `lowest` (Context.validate checks again)."""
+    def parse(text: str) -> Any:
+        try:
+            value = convert(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {'a whole number' if convert is int else 'a number'}, "
+                                             f"got {text!r}") from None
+        if value != value or value in (float("inf"), float("-inf")):
+            raise argparse.ArgumentTypeError(f"expected a finite number, got {text!r}")
+        if value < lowest or (value == lowest and not inclusive):
+            raise argparse.ArgumentTypeError(f"must be {'at least' if inclusive else 'more than'} {lowest:g}, "
+                                             f"got {text!r}")
+        return value
+
+    parse.__name__ = convert.__name__
+    return parse
+
+
+COUNT, RETRIES, POSITIVE, AMOUNT = _number(int, 1, True), _number(int, 0, True), _number(float, 0, False), \
+    _number(float, 0, True)
+
+
 def build_parser(env: dict[str, str]) -> argparse.ArgumentParser:
     """The command line; environment variables supply the endpoint defaults."""
     p = _Parser(
@@ -58,25 +82,25 @@ def build_parser(env: dict[str, str]) -> argparse.ArgumentParser:
                    help="OpenAI-compatible base URL ending in /v1 (default: $OPENAI_BASE_URL)")
     g.add_argument("--api-key", default=env.get("OPENAI_API_KEY"),
                    help="API key (default: $OPENAI_API_KEY; never logged or written to reports)")
-    g.add_argument("--concurrency", type=int,
+    g.add_argument("--concurrency", type=COUNT,
                    help=f"most LLM requests in flight (default {DEFAULTS['concurrency']}, "
                         f"{LOCAL_DEFAULTS['concurrency']} for the embedded model); lowered for a while after 429s")
-    g.add_argument("--timeout", type=float, default=120.0, help="seconds one LLM call may take (default 120)")
-    g.add_argument("--max-retries", type=int, default=4,
+    g.add_argument("--timeout", type=POSITIVE, default=120.0, help="seconds one LLM call may take (default 120)")
+    g.add_argument("--max-retries", type=RETRIES, default=4,
                    help="retries of a call after 408/409/429/5xx, timeouts, resets or malformed answers (default 4)")
-    g.add_argument("--rpm", type=float, help="most requests per minute")
-    g.add_argument("--tpm", type=float, help="most tokens per minute (prompt estimate plus max answer)")
+    g.add_argument("--rpm", type=POSITIVE, help="most requests per minute")
+    g.add_argument("--tpm", type=POSITIVE, help="most tokens per minute (prompt estimate plus max answer)")
     s = p.add_argument_group("summarizing")
-    s.add_argument("--chunk-tokens", type=int,
+    s.add_argument("--chunk-tokens", type=COUNT,
                    help=f"split documents longer than this many tokens into chunks (default "
                         f"{DEFAULTS['chunk_tokens']}, {LOCAL_DEFAULTS['chunk_tokens']} for the embedded model)")
-    s.add_argument("--token-max", type=int,
+    s.add_argument("--token-max", type=COUNT,
                    help=f"most tokens one reduce call may take in; summaries are collapsed until they fit "
                         f"(default {DEFAULTS['token_max']}, {LOCAL_DEFAULTS['token_max']} for the embedded model)")
     s.add_argument("--language", default="auto",
                    help="language of the summaries: 'auto' answers in the documents' own language, "
                         "or give a code such as en, ko (default auto)")
-    g.add_argument("--local-threads", type=int,
+    g.add_argument("--local-threads", type=COUNT,
                    help="CPU threads for the embedded model (default: cores - 1; on 2 cores, 2 threads are "
                         "faster when idle but stall when anything else runs)")
     b = p.add_argument_group("batch runs")
@@ -88,10 +112,10 @@ def build_parser(env: dict[str, str]) -> argparse.ArgumentParser:
                    help="send again the unchanged documents that failed in an earlier run")
     b.add_argument("--dry-run", action="store_true",
                    help="read and chunk everything, print the calls, tokens and cost it would take; call nothing")
-    b.add_argument("--price-in", type=float, help="USD per million prompt tokens (known for some OpenAI models)")
-    b.add_argument("--price-out", type=float, help="USD per million completion tokens")
-    b.add_argument("--max-cost", type=float, help="stop cleanly before spending more than this many USD")
-    b.add_argument("--memory-limit-mb", type=float,
+    b.add_argument("--price-in", type=AMOUNT, help="USD per million prompt tokens (known for some OpenAI models)")
+    b.add_argument("--price-out", type=AMOUNT, help="USD per million completion tokens")
+    b.add_argument("--max-cost", type=AMOUNT, help="stop cleanly before spending more than this many USD")
+    b.add_argument("--memory-limit-mb", type=POSITIVE,
                    help="stop cleanly above this RSS; new calls pause above 85%% of it")
     b.add_argument("--log-json", action="store_true", help="log JSON lines to stderr, for machines")
     b.add_argument("-q", "--quiet", action="store_true", help="no progress, warnings and errors only")
@@ -150,6 +174,49 @@ def _context(args: argparse.Namespace, collector: _Collector, local: bool = Fals
         "retry_failed": args.retry_failed, "rpm": args.rpm, "tpm": args.tpm, "price_in": args.price_in,
         "price_out": args.price_out, "max_cost": args.max_cost,
         "on_result": collector.on_result, "on_stats": collector.on_stats, **overrides})
+
+
+def _writable(folder: Path, what: str) -> None:
+    """Make `folder` and prove that files can be created in it, or raise InputError."""
+    from pipeline.errors import InputError
+
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(dir=folder, prefix=".write-check-")
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as exc:
+        raise InputError(f"cannot write to {what} {folder}: {exc.strerror or exc}") from exc
+
+
+def _preflight(args: argparse.Namespace) -> None:
+    """Check every setting and every place the run will write, before anything is read or called."""
+    from graphs.context import check_number
+    from pipeline.errors import InputError
+
+    local = _wants_local(args)
+    _context(args, _Collector(), local=local, base_url=args.base_url or "http://127.0.0.1/v1").validate()
+    if args.local_threads is not None:
+        check_number("local_threads", args.local_threads, whole=True, lowest=1, inclusive=True)
+    if args.out is not None:
+        _writable(args.out, "--out")
+    if args.store is not None and not args.dry_run:
+        if args.store.is_dir():
+            raise InputError(f"the store {args.store} is a folder; give a file such as {args.store / 'store.sqlite'}")
+        _writable(args.store.parent, "the store's folder")
+        if args.store.exists() and not os.access(args.store, os.R_OK | os.W_OK):
+            raise InputError(f"cannot write to the store {args.store}: permission denied")
+
+
+def _expand(patterns: list[str]) -> list[Path]:
+    """The input files; a path the system refuses to look at (too long, no permission) is a usage error."""
+    from pipeline.errors import InputError
+    from pipeline.loading import expand_inputs
+
+    try:
+        return expand_inputs(patterns)
+    except OSError as exc:
+        raise InputError(f"cannot look at input {exc.filename}: {exc.strerror or exc}") from exc
 
 
 def _wants_local(args: argparse.Namespace) -> bool:
@@ -303,18 +370,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run the CLI and return its exit code."""
     args = parse_args(argv, dict(os.environ))
     from pipeline.errors import InputError, SummarizerError
-    from pipeline.loading import expand_inputs
     from pipeline.logs import setup_logging
     from pipeline.report import write_outputs
+    from pipeline.secrets import Redactor, credential_secrets
 
-    setup_logging(quiet=args.quiet, verbose=args.verbose, as_json=args.log_json)
+    # Whatever a server echoes, the key and the URL's credentials leave this process in no text.
+    redact = Redactor(credential_secrets(args.api_key, args.base_url))
+    setup_logging(quiet=args.quiet, verbose=args.verbose, as_json=args.log_json,
+                  redact=redact.text if redact else None)
     started, t0 = datetime.now(timezone.utc), time.monotonic()
     try:
-        paths = expand_inputs(args.inputs)
+        _preflight(args)
+        paths = _expand(args.inputs)
         if args.dry_run:
             return _dry_run(args, paths)
     except InputError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        print(f"error: {redact.text(str(exc))}", file=sys.stderr)
         return EXIT_ERROR
     collector = _Collector()
     summary, error, status = "", None, "ok"
@@ -335,7 +406,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.out:
         report = _report(args, len(paths), collector, status, error, code, started, time.monotonic() - t0)
         try:
-            write_outputs(args.out, summary, collector.results, report)
+            write_outputs(args.out, redact.text(summary), redact.data(collector.results), redact.data(report))
         except OSError as exc:
             print(f"error: cannot write to {args.out}: {exc.strerror or exc}", file=sys.stderr)
             code = code or EXIT_ERROR
@@ -343,8 +414,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         if r["status"] != "ok":
             log.warning("%s %s: %s", r["status"], r["source"], r["error"])
     if error:
-        print(f"error: {error}", file=sys.stderr)
+        print(f"error: {redact.text(error)}", file=sys.stderr)
     if summary:
+        summary = redact.text(summary)
         sys.stdout.write(summary if summary.endswith("\n") else summary + "\n")
     if code == EXIT_PARTIAL:
         failed = sum(r["status"] == "failed" for r in collector.results)
