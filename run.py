@@ -265,7 +265,7 @@ async def _invoke(args: argparse.Namespace, paths: list[Path], collector: _Colle
                   **overrides: Any) -> str:
     from tqdm.contrib.logging import logging_redirect_tqdm
 
-    from graphs import graph, recursion_limit
+    from graphs import graph
     from pipeline.client import redact_url
     from pipeline.progress import BarProgress, LogProgress, NoProgress
 
@@ -279,8 +279,7 @@ async def _invoke(args: argparse.Namespace, paths: list[Path], collector: _Colle
     quiet_logs = logging_redirect_tqdm() if isinstance(progress, BarProgress) else contextlib.nullcontext()
     try:
         with quiet_logs:
-            out = await graph.ainvoke({"paths": [str(p) for p in paths]}, context=context,
-                                      config={"recursion_limit": recursion_limit(len(paths))})
+            out = await graph.ainvoke({"paths": [str(p) for p in paths]}, context=context)
     finally:
         progress.close()
     return out.get("summary", "")

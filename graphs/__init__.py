@@ -1,7 +1,7 @@
 """The summarization graph: `await graph.ainvoke({"paths": [...]}, context=Context(...))`."""
 
 from graphs.context import Context
-from graphs.graph import builder, graph, recursion_limit
+from graphs.graph import builder, graph
 from graphs.state import InputState, OutputState
 
-__all__ = ["Context", "InputState", "OutputState", "builder", "graph", "recursion_limit"]
+__all__ = ["Context", "InputState", "OutputState", "builder", "graph"]

@@ -43,9 +43,11 @@ def shard_size(concurrency: int) -> int:
     return max(MIN_SHARD, 2 * concurrency)
 
 
-def recursion_limit(n_documents: int) -> int:
-    """The graph's step budget for `n_documents`: plan, map, collect, every collapse level, final."""
-    return 4 + max_collapse_levels(n_documents) + 2
+# The graph's step budget: plan, map, collect, every collapse level, final. The collapse
+# bounds its own levels by the pieces it finds (a single document may give thousands),
+# so this only stops a runaway graph, and it is bound to the graph so that a notebook
+# calling `graph.ainvoke` needs no config of its own.
+RECURSION_LIMIT = 4 + max_collapse_levels(2**62) + 2
 
 
 def _language(context: Context, docs: list[DocRef] | list[Any]) -> str | None:
@@ -191,4 +193,4 @@ builder.add_conditional_edges("collect", should_collapse, ["collapse", "final"])
 builder.add_conditional_edges("collapse", should_collapse, ["collapse", "final"])
 builder.add_edge("final", END)
 
-graph = builder.compile(name="map-reduce-summarizer")
+graph = builder.compile(name="map-reduce-summarizer").with_config(recursion_limit=RECURSION_LIMIT)

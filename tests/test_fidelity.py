@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 import pipeline.tokens
-from tests.fake_openai import FakeOpenAI
+from tests.fake_openai import FakeOpenAI, default_reply
 
 _DOCUMENT = re.compile(r"<document[^>]*>\n(.*?)\n</document>", re.DOTALL)
 _TAGS = {name: re.compile(rf"<\s*/?\s*{name}\b", re.IGNORECASE) for name in ("document", "summaries")}
@@ -44,7 +44,8 @@ def test_every_sentence_of_a_long_document_reaches_the_model(cli, fake: FakeOpen
     text, sentences = _speech(1500)
     (tmp_path / "speech.txt").write_text(text, encoding="utf-8")
 
-    result = cli(str(tmp_path / "speech.txt"), "--chunk-tokens", "1000", base_url=fake.base_url)
+    result = cli(str(tmp_path / "speech.txt"), "--chunk-tokens", "1000", "--token-max", "1600",
+                 base_url=fake.base_url)
 
     assert result.code == 0, result.err
     sent = _map_documents(fake)
@@ -53,6 +54,12 @@ def test_every_sentence_of_a_long_document_reaches_the_model(cli, fake: FakeOpen
     received = "\n".join(sent)
     missing = [s for s in sentences if s not in received]
     assert not missing, f"{len(missing)} of {len(sentences)} sentences never reached the model: {missing[:3]}"
+    # Its chunk summaries are more than one reduce call takes: they reach the reduce in
+    # parts, every one of them, rather than cut to fit.
+    answers = [default_reply(body["messages"]) for body in fake.bodies if "<document" in body["messages"][-1]["content"]]
+    reduced = "\n".join(p for p in _prompts(fake) if "<summaries>" in p)
+    assert result.report()["llm_calls"]["collapse"] >= 2
+    assert all(answer in reduced for answer in answers)
 
 
 def test_huge_files_are_chunked_beside_good_ones(cli, fake: FakeOpenAI, tmp_path: Path) -> None:

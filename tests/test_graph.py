@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from langchain_openai import ChatOpenAI
 
-from graphs import Context, graph, recursion_limit
+from graphs import Context, graph
 from pipeline.errors import CollapseError
 from tests.conftest import ENGLISH, KOREAN
 from tests.fake_openai import FakeOpenAI
@@ -64,8 +64,7 @@ async def test_collapse_runs_when_summaries_exceed_token_max(fake_in_loop: FakeO
     fake_in_loop.reply = lambda messages: long_reply
     context = Context(base_url=fake_in_loop.base_url, token_max=1600, map_max_tokens=400)
 
-    out = await graph.ainvoke({"texts": _texts(40)}, context=context,
-                              config={"recursion_limit": recursion_limit(40)})
+    out = await graph.ainvoke({"texts": _texts(40)}, context=context)
 
     calls = out["stats"]["llm_calls"]
     assert calls["map"] == 40 and calls["final"] == 1
@@ -158,8 +157,15 @@ async def test_http_session_is_closed_after_a_failed_run(fake_in_loop: FakeOpenA
     assert runs._RUNS == {}
 
 
-def test_recursion_limit_grows_with_the_input() -> None:
-    assert recursion_limit(10) < recursion_limit(100_000) < 40
+async def test_one_long_document_collapses_through_many_levels(fake_in_loop: FakeOpenAI) -> None:
+    # Its chunk summaries reach the reduce in parts, far more parts than documents.
+    fake_in_loop.reply = lambda messages: " ".join(f"point{i}" for i in range(120))
+    text = " ".join(f"Sentence {i} of the long record." for i in range(6000))
+    context = Context(base_url=fake_in_loop.base_url, token_max=1600, map_max_tokens=400, chunk_tokens=64)
+
+    out = await graph.ainvoke({"texts": [{"id": "record", "text": text}]}, context=context)
+
+    assert out["results"][0]["status"] == "ok" and out["stats"]["collapse_levels"] >= 4
 
 
 async def test_the_builtin_client_is_a_working_langchain_chat_model(fake_in_loop: FakeOpenAI) -> None:
