@@ -115,6 +115,13 @@ def _joins(text: str, i: int) -> bool:
     return unicodedata.category(text[i])[0] == "M" or "\u200d" in text[i - 1:i + 1]
 
 
+def _next_solid(text: str, pos: int, end: int | None = None) -> int:
+    """Return the offset of the first non-whitespace character in `text[pos:end]`, else `end`."""
+    end = len(text) if end is None else end
+    found = _NON_SPACE.search(text, pos, end)
+    return found.start() if found else end
+
+
 def _last_non_space_end(text: str) -> int:
     """Return the offset just after the last non-whitespace character (0 if none)."""
     end = len(text)
@@ -141,6 +148,11 @@ class Chunker:
       most half of the previous span, in characters;
     - every span's text counts at most `chunk_tokens` tokens with `count`.
     So every non-whitespace character lies in at least one span.
+
+    A span ends at the last blank line in reach, else the last newline, sentence end,
+    whitespace, and only then anywhere (never before a combining mark); "in reach" is the
+    second half of what `chunk_tokens` tokens cover. An overlap starts on the same kinds
+    of break, best first, within the previous span's last `overlap` tokens.
     """
 
     def __init__(self, chunk_tokens: int, count: TokenCounter, overlap: int | None = None) -> None:
@@ -172,10 +184,9 @@ class _Split:
 
     def run(self) -> list[Span]:
         """Return the spans, one chunk at a time from the first non-whitespace character."""
-        first = _NON_SPACE.search(self.text)
-        if first is None:
+        start = floor = _next_solid(self.text, 0)
+        if start == len(self.text):
             return []
-        start = floor = first.start()
         spans: list[Span] = []
         for _ in range(self.stop):  # every pass ends a span further on, so this bound is never hit
             got = self._end(start, floor)
@@ -188,7 +199,7 @@ class _Split:
             spans.append((start, end))
             if end >= self.stop:
                 return spans
-            floor = _NON_SPACE.search(self.text, end).start()  # type: ignore[union-attr]  # end < stop
+            floor = _next_solid(self.text, end)
             start = self._overlap_start(start, end, tokens, floor)
         raise AssertionError("chunking made no progress")
 
@@ -299,8 +310,7 @@ class _Split:
                         if p >= end or not _joins(text, p):
                             break
                         p += 1
-                    found = _NON_SPACE.search(text, p, end)
-                    p = found.start() if found else end
+                    p = _next_solid(text, p, end)
                 else:
                     m = pattern.search(text, lo, end)
                     p = m.end() if m else end
