@@ -208,17 +208,6 @@ def _preflight(args: argparse.Namespace) -> None:
             raise InputError(f"cannot write to the store {args.store}: permission denied")
 
 
-def _expand(patterns: list[str]) -> list[Path]:
-    """The input files; a path the system refuses to look at (too long, no permission) is a usage error."""
-    from pipeline.errors import InputError
-    from pipeline.loading import expand_inputs
-
-    try:
-        return expand_inputs(patterns)
-    except OSError as exc:
-        raise InputError(f"cannot look at input {exc.filename}: {exc.strerror or exc}") from exc
-
-
 def _wants_local(args: argparse.Namespace) -> bool:
     return args.model == "local" or (not args.base_url and not args.api_key)
 
@@ -369,6 +358,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run the CLI and return its exit code."""
     args = parse_args(argv, dict(os.environ))
     from pipeline.errors import InputError, SummarizerError
+    from pipeline.loading import expand_inputs
     from pipeline.logs import setup_logging
     from pipeline.report import write_outputs
     from pipeline.secrets import Redactor, credential_secrets
@@ -380,7 +370,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     started, t0 = datetime.now(timezone.utc), time.monotonic()
     try:
         _preflight(args)
-        paths = _expand(args.inputs)
+        paths = expand_inputs(args.inputs)
         if args.dry_run:
             return _dry_run(args, paths)
     except InputError as exc:

@@ -51,12 +51,19 @@ class DocRef:
 
 
 def expand_inputs(patterns: Sequence[str]) -> list[Path]:
-    """Resolve files, globs and directories (recursing into *.txt, *.md) to a file list."""
+    """Resolve files, globs and directories (recursing into *.txt, *.md) to a file list.
+
+    A path the system refuses to look at (too long, no permission) is an InputError.
+    """
     if not patterns:
         raise InputError("no input files given")
     seen: dict[Path, None] = {}
     for pattern in patterns:
-        for path in _expand_one(pattern):
+        try:
+            found = _expand_one(pattern)
+        except OSError as exc:
+            raise InputError(f"cannot look at input {exc.filename or pattern}: {exc.strerror or exc}") from exc
+        for path in found:
             seen.setdefault(path, None)
     return list(seen)
 
