@@ -53,14 +53,10 @@ def _no_trace_of(secret: str, *texts: str) -> None:
 
 @pytest.fixture(autouse=True)
 def _clean_env(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    """No endpoint from the environment; the root logger reset (the CLI points it at a test's captured stderr)."""
+    """No endpoint from the environment."""
     for var in ("OPENAI_API_KEY", "OPENAI_BASE_URL", "OPENAI_MODEL"):
         monkeypatch.delenv(var, raising=False)
-    root = logging.getLogger()
-    handlers, level = root.handlers[:], root.level
-    root.handlers[:], root.level = [], logging.WARNING  # not a handler left on an earlier test's stderr
     yield
-    root.handlers[:], root.level = handlers, level
 
 
 # --- numeric settings -------------------------------------------------------------------
