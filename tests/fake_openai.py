@@ -133,6 +133,7 @@ class FakeOpenAI:
         self.retry_after = retry_after
         self.hang_seconds = min(hang_seconds, 300.0)
         self.record_bodies = record_bodies
+        self.ignore_max_tokens = False  # True: answers run past max_tokens, as some servers' do
         self.html_everywhere, self.basic_auth, self.echo_key = html_everywhere, basic_auth, echo_key
         self.port = port
         self._shutdown_timeout = shutdown_timeout
@@ -279,14 +280,17 @@ class FakeOpenAI:
                           headers={"Retry-After": f"{ra:g}", "retry-after-ms": str(int(ra * 1000))})
         elif fault:
             return _error(int(fault), f"Injected fault {fault}." + self._echo(request), "server_error")
-        content = self.reply(messages)
+        content, finish = self.reply(messages), "stop"
+        cap = body.get("max_tokens")
+        if isinstance(cap, int) and cap > 0 and _tokens(content) > cap and not self.ignore_max_tokens:
+            content, finish = content[:cap * 4], "length"
         prompt_tokens = sum(_tokens(_text(m.get("content"))) for m in messages)
         completion_tokens = _tokens(content)
         return web.json_response({
             "id": f"chatcmpl-fake-{self.chat_calls}", "object": "chat.completion",
             "created": int(time.time()), "model": body.get("model", "fake-model"),
             "choices": [{"index": 0, "message": {"role": "assistant", "content": content},
-                         "finish_reason": "stop"}],
+                         "finish_reason": finish}],
             "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
                       "total_tokens": prompt_tokens + completion_tokens},
         })

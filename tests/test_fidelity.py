@@ -36,13 +36,18 @@ def _speech(sentences: int, seed: int = 0) -> tuple[str, list[str]]:
     said = [f"Point {i:04d} concerns the {rng.choice(words)} and the {rng.choice(words)}, "
             f"which the minister said must come before the {rng.choice(words)} plan of {2000 + i % 30}."
             for i in range(sentences)]
-    paragraphs = [" ".join(said[i:i + rng.randint(3, 9)]) for i in range(0, sentences, 6)]
+    paragraphs, i = [], 0
+    while i < sentences:
+        size = rng.randint(3, 9)
+        paragraphs.append(" ".join(said[i:i + size]))
+        i += size
     return "\n\n".join(paragraphs) + "\n", said
 
 
 def test_every_sentence_of_a_long_document_reaches_the_model(cli, fake: FakeOpenAI, tmp_path: Path) -> None:
     text, sentences = _speech(1500)
     (tmp_path / "speech.txt").write_text(text, encoding="utf-8")
+    fake.reply = lambda messages: default_reply(messages) + " and" * 60  # ~70 tokens a chunk
 
     result = cli(str(tmp_path / "speech.txt"), "--chunk-tokens", "1000", "--token-max", "1600",
                  base_url=fake.base_url)
@@ -56,7 +61,7 @@ def test_every_sentence_of_a_long_document_reaches_the_model(cli, fake: FakeOpen
     assert not missing, f"{len(missing)} of {len(sentences)} sentences never reached the model: {missing[:3]}"
     # Its chunk summaries are more than one reduce call takes: they reach the reduce in
     # parts, every one of them, rather than cut to fit.
-    answers = [default_reply(body["messages"]) for body in fake.bodies if "<document" in body["messages"][-1]["content"]]
+    answers = [fake.reply(body["messages"]) for body in fake.bodies if "<document" in body["messages"][-1]["content"]]
     reduced = "\n".join(p for p in _prompts(fake) if "<summaries>" in p)
     assert result.report()["llm_calls"]["collapse"] >= 2
     assert all(answer in reduced for answer in answers)

@@ -75,6 +75,7 @@ async def test_collapse_runs_when_summaries_exceed_token_max(fake_in_loop: FakeO
 async def test_collapse_that_stops_shrinking_fails_clearly(fake_in_loop: FakeOpenAI) -> None:
     # A model that ignores max_tokens and answers ever longer cannot be collapsed.
     fake_in_loop.reply = lambda messages: "word " * (len(str(messages[-1]["content"]).split()) + 50)
+    fake_in_loop.ignore_max_tokens = True
     context = Context(base_url=fake_in_loop.base_url, token_max=1600, map_max_tokens=400)
 
     with pytest.raises(CollapseError, match="did not shorten"):
