@@ -1,13 +1,24 @@
-"""Turn a file's bytes into text, or into a reason why it cannot be summarized."""
+"""Turn a file's bytes into text, or into a reason why it cannot be summarized.
+
+The encoding found on the first read is a string that a second read replays exactly:
+
+- a Python codec name ("utf-8", "cp949", "utf-16-le", "iso2022_jp", ...): the whole file;
+- "utf-8+<codec>": lines in two encodings (a file edited with two tools); each line that
+  reads as UTF-8 is UTF-8, the others are <codec>;
+- "utf-8><codec>": <codec> text that was once read as cp1252/Latin-1 and saved as UTF-8;
+  the UTF-8 text is turned back into those bytes and read as <codec>.
+"""
 
 from __future__ import annotations
 
 import codecs
+import functools
 import re
 from dataclasses import dataclass
 
 import ftfy
 from charset_normalizer import from_bytes
+from charset_normalizer.constant import FREQUENCIES
 
 # Checked longest first: the UTF-32 LE mark begins with the UTF-16 LE one.
 _BOMS = (
@@ -18,29 +29,69 @@ _BOMS = (
     (codecs.BOM_UTF16_BE, "utf-16"),
 )
 _SNIFF_BYTES = 8192
-# In ASCII text ftfy only acts on HTML entities, CR line breaks and control characters.
-_FTFY_ASCII_WORK = re.compile(r"[^\t\n\x20-\x25\x27-\x7e]")
+_SCORE_BYTES = 4096
+# In ASCII text ftfy only acts on HTML entities (&), CR line breaks and control characters.
+_FTFY_IDLE_ASCII = bytes([9, 10, *range(0x20, 0x26), *range(0x27, 0x7F)])
+_UTF8_FFFD = "\ufffd".encode()
+_HIGH_BYTES = bytes(range(0x80, 0x100))
+# Fewer undecodable bytes than this beside UTF-8 text are stray bytes, not a second encoding.
+_MIN_FOREIGN_BYTES = 4
+_STRONG = 0.9
 
 
-@dataclass(frozen=True, slots=True)
+# Not frozen: a frozen dataclass's __init__ costs ~0.4 us more at six fields, on every file planned.
+@dataclass(slots=True)
 class Decoded:
     """Text decoded from bytes, or the reason it was not."""
 
     text: str
     encoding: str | None
     skip_reason: str | None = None
+    repaired: bool = False  # mis-decoded text was put right (mojibake)
+    replaced: int = 0  # characters that could not be decoded and became U+FFFD
+    warning: str | None = None
 
 
-def _looks_binary(data: bytes) -> bool:
-    head = data[:_SNIFF_BYTES]
-    if b"\x00" in head:
-        return True
-    controls = sum(1 for b in head if b < 32 and b not in (9, 10, 12, 13, 27))
-    return controls > len(head) * 0.05
+def decode_bytes(data: bytes, encoding: str | None = None) -> Decoded:
+    """Decode a document, detecting its encoding unless one is given.
+
+    Passing the encoding found on a first read makes a second read cheap and
+    guaranteed to give the same text.
+    """
+    if not data:
+        return Decoded("", None, "empty file")
+    text = None
+    if encoding is None:
+        encoding, text = _detect(data)
+        if encoding is None:
+            return Decoded("", None, "binary or undecodable file")
+    replaced = 0
+    if text is None:
+        text, replaced = _decode_as(data, encoding)
+    fixed = _repair(text)
+    if not fixed.strip():
+        return Decoded("", encoding, "empty file (whitespace only)")
+    repaired = fixed != text or ">" in encoding
+    if not (repaired or replaced or "+" in encoding):
+        return Decoded(fixed, encoding)
+    return Decoded(fixed, encoding, None, repaired, replaced, _warning(encoding, repaired, replaced))
+
+
+def _warning(encoding: str, repaired: bool, replaced: int) -> str | None:
+    notes = []
+    if replaced:
+        notes.append(f"{replaced} undecodable character(s) replaced with U+FFFD")
+    if "+" in encoding:
+        notes.append(f"lines in two encodings ({encoding.replace('+', ' and ')})")
+    if ">" in encoding:
+        notes.append(f"{encoding.split('>')[1]} text that had been saved as mojibake was restored")
+    elif repaired:
+        notes.append("mis-decoded characters were repaired")
+    return "; ".join(notes) or None
 
 
 def _repair(text: str) -> str:
-    if text.isascii() and not _FTFY_ASCII_WORK.search(text):
+    if text.isascii() and not text.encode("ascii").translate(None, _FTFY_IDLE_ASCII):
         return text  # nothing ftfy would change (no mojibake, entities, CR or controls): skip its ~40 us scan
     # Only undo mis-decoding (UTF-8 read as cp1252 and the like); leave quotes,
     # widths and ligatures as the author wrote them.
@@ -53,35 +104,331 @@ def _repair(text: str) -> str:
     )
 
 
-def decode_bytes(data: bytes, encoding: str | None = None) -> Decoded:
-    """Decode a document, detecting its encoding unless one is given.
-
-    Passing the encoding found on a first read makes a second read cheap and
-    guaranteed to give the same text.
-    """
-    if not data:
-        return Decoded("", None, "empty file")
-    if encoding is None:
-        encoding = _detect(data)
-        if encoding is None:
-            return Decoded("", None, "binary or undecodable file")
-    text = _repair(data.decode(encoding, errors="replace"))
-    if not text.strip():
-        return Decoded("", encoding, "empty file (whitespace only)")
-    return Decoded(text, encoding)
+# --- reading with a known encoding ---------------------------------------------------
 
 
-def _detect(data: bytes) -> str | None:
+def _decode_as(data: bytes, encoding: str) -> tuple[str, int]:
+    """Decode with an encoding string from `_detect`; return the text and the replacements."""
+    if ">" in encoding:
+        outer, inner = encoding.split(">", 1)
+        text, replaced = _decode_as(data, outer)
+        text, more = _decode_as(_misread_bytes(text), inner)
+        return text, replaced + more
+    if encoding.startswith("utf-8+"):
+        fallback = encoding.split("+", 1)[1]
+        parts = [_decode_as(line, _line_codec(line, fallback)) for line in data.splitlines(keepends=True)]
+        return "".join(text for text, _ in parts), sum(n for _, n in parts)
+    text = data.decode(encoding, errors="replace")
+    if "\ufffd" not in text:
+        return text, 0
+    # U+FFFD that the file itself spells out survives an "ignore" decode; replacements do not.
+    return text, text.count("\ufffd") - data.decode(encoding, errors="ignore").count("\ufffd")
+
+
+def _reads_as_utf8(line: bytes) -> bool:
+    """Say whether a line is UTF-8, counting one with a few stray bytes as UTF-8."""
+    try:
+        line.decode("utf-8")
+        return True
+    except UnicodeDecodeError:
+        pass
+    text = line.decode("utf-8", errors="replace")
+    bad = text.count("\ufffd") - line.count(_UTF8_FFFD)
+    non_ascii = len(text) - len(line.translate(None, _HIGH_BYTES))
+    # Legacy multi-byte text fails on nearly every character; UTF-8 with stray bytes on few.
+    return non_ascii - bad >= bad
+
+
+def _line_codec(line: bytes, fallback: str) -> str:
+    if _reads_as_utf8(line):
+        return "utf-8"
+    try:
+        line.decode(fallback)
+        return fallback
+    except UnicodeDecodeError:
+        return "utf-8"
+
+
+# --- detection -------------------------------------------------------------------------
+
+
+def _detect(data: bytes) -> tuple[str | None, str | None]:
+    """Find the encoding string for `data`, with the text when finding it decoded it anyway."""
     for bom, name in _BOMS:
         if data.startswith(bom):
-            return name
+            return name, None
+    if data.find(b"\x00", 0, _SNIFF_BYTES) >= 0:
+        # No text encoding but UTF-16/32 puts NUL bytes in text.
+        return _wide_unicode(data, has_nul=True), None
     try:
-        data.decode("utf-8")
+        text = data.decode("utf-8")
     except UnicodeDecodeError:
         pass
     else:
-        return "utf-8"
+        if text.isascii():
+            if b"\x1b" in data:
+                return _iso2022(data) or "utf-8", None
+        elif (b"\xc2" in data or b"\xc3" in data) and (legacy := _mojibake_codec(text)):
+            return f"utf-8>{legacy}", None  # U+0080..U+00FF, which a cp1252 misreading is made of
+        return "utf-8", text
+    if len(data) % 2 == 0 and (wide := _wide_unicode(data, has_nul=False)):
+        guess = _best_guess(data, _CJK)
+        if guess is None or guess.fit < _STRONG:  # CJK code pages read as UTF-16 too, as nonsense
+            return wide, None
     if _looks_binary(data):
+        return None, None
+    return _utf8_with_others(data), None
+
+
+def _looks_binary(data: bytes) -> bool:
+    head = data[:_SNIFF_BYTES]
+    controls = sum(1 for b in head if b < 32 and b not in (9, 10, 12, 13, 27))
+    return controls > len(head) * 0.05
+
+
+def _utf8_with_others(data: bytes) -> str | None:
+    """Choose between UTF-8 with replacements, UTF-8 mixed with a legacy encoding, and legacy."""
+    lines = data.splitlines(keepends=True)
+    utf8 = [_reads_as_utf8(line) for line in lines]
+    if not any(ok and not line.isascii() for line, ok in zip(lines, utf8)):
+        return _legacy(data)
+    foreign = b"".join(line for line, ok in zip(lines, utf8) if not ok)
+    if len(foreign) - len(foreign.translate(None, _HIGH_BYTES)) < _MIN_FOREIGN_BYTES:
+        return "utf-8"
+    fallback = _legacy(foreign)
+    if fallback is None or "\n A".encode(fallback, errors="replace") != b"\n A":
+        return "utf-8"  # lines are split on ASCII line breaks, so only ASCII-based encodings mix
+    return f"utf-8+{fallback}"
+
+
+# ISO-2022 text is 7-bit, so it passes as UTF-8; its escapes into double-byte sets give it away.
+_ISO2022_JP = re.compile(rb"\x1b\$(?:[@AB]|\([CDOPQ])")
+
+
+def _iso2022(data: bytes) -> str | None:
+    if b"\x1b$)C" in data:
+        names: tuple[str, ...] = ("iso2022_kr",)
+    elif _ISO2022_JP.search(data):
+        names = ("iso2022_jp", "iso2022_jp_2", "iso2022_jp_ext", "iso2022_jp_2004")
+    else:
         return None
+    for name in names:
+        try:
+            data.decode(name)
+            return name
+        except UnicodeDecodeError:
+            pass
+    return names[0]
+
+
+# Not in real text: controls, private use, noncharacters, and planes 4-13 where nothing is assigned.
+_NOT_TEXT = re.compile("[\x00-\x08\x0b\x0e-\x1f\x7f-\x9f\ue000-\uf8ff\ufdd0-\ufdef\ufffe\uffff"
+                       "\U00040000-\U000dffff\U000f0000-\U0010ffff]")
+
+
+def _wide_unicode(data: bytes, *, has_nul: bool) -> str | None:
+    """Name the BOM-less UTF-16/32 that `data` is written in, if it is."""
+    head = data[:_SNIFF_BYTES]
+    # ASCII characters put their NUL byte second in little-endian text, first in big-endian.
+    odd, even = head[1::2].count(0), head[0::2].count(0)
+    little = odd >= even
+    names = ["utf-16-le", "utf-16-be"] if little else ["utf-16-be", "utf-16-le"]
+    if has_nul and len(data) % 4 == 0:
+        names[:0] = ["utf-32-le", "utf-32-be"] if little else ["utf-32-be", "utf-32-le"]
+    if not has_nul and len(head.translate(None, _HIGH_BYTES)) > 0.85 * len(head):
+        return None  # CJK in UTF-16 sets the high bit in a fifth of its bytes or more; ASCII text does not
+    readings = []
+    for rank, name in enumerate(names):
+        if len(data) % (4 if "32" in name else 2):
+            continue
+        try:
+            text = codecs.getincrementaldecoder(name)().decode(head, final=False)
+        except UnicodeDecodeError:
+            continue
+        if not text.strip() or len(_NOT_TEXT.findall(text)) * 50 > len(text):
+            continue
+        share, fit = _east_asian_fit(text)
+        # Without NUL bytes there is no ASCII at all; only CJK text in one clear script is likely then.
+        if has_nul or (len(text) >= 8 and fit >= _STRONG):
+            # Where the NUL bytes do not say the byte order, the right one has fewer characters out of place.
+            readings.append((-rank if odd != even else 0, 1 - share * (1 - fit), -rank, name))
+    return max(readings)[-1] if readings else None
+
+
+def _east_asian_fit(text: str) -> tuple[float, float]:
+    """Return the share of characters to judge and how well the best CJK script explains them."""
+    judged = len(_JUDGED.findall(text))
+    fit = max(_scripts()[script].judge(text)[0] for script in _CJK) if judged else 1.0
+    return judged / len(text), fit
+
+
+# --- legacy encodings ------------------------------------------------------------------
+
+
+def _legacy(data: bytes) -> str | None:
+    """Name the legacy (non-Unicode) encoding of `data`: ours when clear, else charset-normalizer's."""
+    guess = _best_guess(data)
+    if guess is not None and guess.fit >= _STRONG and guess.script in _CJK:
+        return guess.codec  # a strict multi-byte decode into one coherent script is not chance
     best = from_bytes(data).best()
-    return best.encoding if best is not None else None
+    if best is None or best.encoding.startswith(("utf_16", "utf_32")):  # we have ruled those out
+        return guess.codec if guess is not None else None
+    if guess is not None and guess.fit >= _STRONG and not _in_other_script(str(best)[:_SCORE_BYTES]):
+        return guess.codec  # it reads short texts as Big5, cp1250 or cp1006 (Urdu) that we read better
+    return best.encoding
+
+
+def _in_other_script(text: str) -> bool:
+    """Say whether `text` reads as a script not modelled here (Hebrew, Arabic, Thai, ...)."""
+    judged = len(_JUDGED.findall(text))
+    return judged > 0 and len(_OTHER_SCRIPTS.findall(text)) >= _STRONG * judged
+
+
+@dataclass(frozen=True, slots=True)
+class _Guess:
+    codec: str
+    script: str
+    fit: float  # share of the non-ASCII characters that belong in the script, 0..1
+
+
+def _best_guess(data: bytes, scripts: frozenset[str] | None = None) -> _Guess | None:
+    final = len(data) <= _SCORE_BYTES
+    sample = data[:_SCORE_BYTES]
+    # Among mostly-ASCII words a lone high byte is likelier an accent than a Cyrillic or CJK letter.
+    high = len(sample) - len(sample.translate(None, _HIGH_BYTES))
+    latin_first = len(_ASCII_LETTERS.findall(sample)) > 8 * high
+    guesses = []
+    for rank, (codec, script) in enumerate(_CANDIDATES):
+        if scripts is not None and script not in scripts:
+            continue
+        try:
+            text = codecs.getincrementaldecoder(codec)().decode(sample, final=final)
+        except UnicodeDecodeError:
+            continue
+        fit, frequent = _scripts()[script].judge(text)
+        rank = -1 if latin_first and script == "latin" else rank
+        guesses.append((fit + frequent, -rank, _Guess(codec, script, fit)))
+    return max(guesses)[2] if guesses else None
+
+
+# Tried in this order of preference when two read equally well: short Korean texts are
+# the ones most often misread, and a multi-byte decode is stronger evidence than a single-byte one.
+_CANDIDATES = (
+    ("cp949", "ko"), ("cp932", "ja"), ("euc_jp", "ja"), ("gb18030", "zh-hans"), ("cp950", "zh-hant"),
+    ("koi8_r", "ru"), ("cp1251", "ru"), ("cp866", "ru"), ("iso8859_5", "ru"),
+    ("cp1253", "el"), ("cp1252", "latin"),
+)
+_ASCII_LETTERS = re.compile(rb"[A-Za-z]")
+_CJK = frozenset({"ko", "ja", "zh-hans", "zh-hant"})
+# Letters of scripts not modelled here (Greek, Hebrew, Arabic, Thai, ...): charset-normalizer knows them.
+_OTHER_SCRIPTS = re.compile("[\u0530-\u10ff\u1200-\u1dff]")
+_NEUTRAL = "\u00a0-\u00bf\u00d7\u00f7\u2010-\u205e\u20ac\u2122\u3000-\u303f\u30fb\uff01-\uff5e\ufffd"
+_JUDGED = re.compile(f"[^\x00-\x7f{_NEUTRAL}]")
+_SANDWICHED = re.compile("(?<=[A-Za-z])[^\x00-\x7f](?=[A-Za-z])")
+
+
+@dataclass(frozen=True, slots=True)
+class _Script:
+    """What text in one script looks like, to tell a right decode from a wrong one."""
+
+    good: re.Pattern[str]
+    frequent: re.Pattern[str]
+    odd: tuple[re.Pattern[str], ...]  # contexts that real text in the script seldom has
+    half: re.Pattern[str] | None = None  # characters that belong, but rarely dominate
+    needs: re.Pattern[str] | None = None  # without any of these the fit is halved
+
+    def judge(self, text: str) -> tuple[float, float]:
+        judged = len(_JUDGED.findall(text))
+        if not judged:
+            return 0.0, 0.0
+        good = len(self.good.findall(text)) + (len(self.half.findall(text)) / 2 if self.half else 0)
+        good -= sum(len(odd.findall(text)) for odd in self.odd)
+        fit = max(good, 0) / judged
+        if self.needs is not None and not self.needs.search(text):
+            fit /= 2
+        return fit, len(self.frequent.findall(text)) / judged
+
+
+def _class(chars: str) -> str:
+    """Write a set of characters as a regex character class of ranges."""
+    ranges: list[list[int]] = []
+    for point in sorted({ord(c) for c in chars}):
+        if ranges and point == ranges[-1][1] + 1:
+            ranges[-1][1] = point
+        else:
+            ranges.append([point, point])
+    return "[" + "".join(re.escape(chr(a)) + (f"-{re.escape(chr(b))}" if b > a else "") for a, b in ranges) + "]"
+
+
+def _double_byte(codec: str, leads: range, trails: range, keep: str = "") -> str:
+    """Decode every lead/trail pair of a double-byte code page, keeping characters in `keep`."""
+    raw = bytes(b for lead in leads for trail in trails for b in (lead, trail))
+    return "".join(c for c in raw.decode(codec, errors="ignore") if not keep or re.match(keep, c))
+
+
+def _ideographic(chars: str, frequent: str, **options: re.Pattern[str]) -> _Script:
+    """Model a CJK script by the characters of a code page's common rows."""
+    return _Script(re.compile(_class(chars)), re.compile(_class(frequent)), (_SANDWICHED,), **options)
+
+
+def _alphabet(lower: str, upper: str, frequent: str, *odd: re.Pattern[str]) -> _Script:
+    """Model a cased alphabet: text is mostly lower case and does not mix letters with ASCII in a word."""
+    letters = lower + upper
+    mixed = re.compile(f"[A-Za-z][{letters}]|[{letters}][A-Za-z]")
+    return _Script(re.compile(f"[{lower}]"), re.compile(_class(frequent)),
+                   (mixed, re.compile(f"(?<=[{lower}])[{upper}]"), *odd), half=re.compile(f"[{upper}]"))
+
+
+@functools.cache
+def _scripts() -> dict[str, _Script]:
+    """Build the script models on first use (~30 ms): most runs never meet a legacy encoding."""
+    rows = range(0xA1, 0xFF)
+    hiragana, katakana = _double_byte("euc_jp", range(0xA4, 0xA5), rows), _double_byte("euc_jp", range(0xA5, 0xA6), rows)
+    return {
+        # KS X 1001's 2,350 syllables are the ones Korean text is written in; hanja are rarer.
+        "ko": _ideographic(_double_byte("euc_kr", range(0xB0, 0xC9), rows), "".join(FREQUENCIES["Korean"]),
+                           half=re.compile("[\u4e00-\u9fff]")),
+        # JIS X 0208's kanji and kana (rows 4 and 5); without kana it is likelier Chinese.
+        "ja": _ideographic(_double_byte("euc_jp", range(0xB0, 0xF5), rows) + hiragana + katakana + "ー",
+                           "".join(FREQUENCIES["Japanese"]) + hiragana, needs=re.compile(f"[{hiragana}{katakana}]")),
+        "zh-hans": _ideographic(_double_byte("gb2312", range(0xB0, 0xF8), rows), "".join(FREQUENCIES["Chinese"])),
+        "zh-hant": _ideographic(_double_byte("cp950", range(0xA4, 0xFA), range(0x40, 0xFF), "[\u4e00-\u9fff]"),
+                                "".join(FREQUENCIES["Chinese"])),
+        # Russian words never begin with a hard or soft sign.
+        "ru": _alphabet("а-яёіїєґў", "А-ЯЁІЇЄҐЎ", "".join(FREQUENCIES["Russian"][:10]),
+                        re.compile("(?<![^\\W\\d_])[ЬЪЫьъы]")),
+        "el": _alphabet("ά-ώΐ", "ΆΈ-ΏΑ-Ϋ", "".join(FREQUENCIES["Greek"][:10])),
+        # Accents sit one or two to a word; runs of them, or symbols inside words, are mojibake.
+        "latin": _Script(re.compile("[À-ÖØ-öø-ÿŒœŠšŽžŸ]"), re.compile("[éèàçêôüöäßñáíóú]"),
+                         (re.compile("(?<=[^\x00-\x7f])[^\x00-\x7f](?=[^\x00-\x7f])"),
+                          re.compile("(?<=[A-Za-z])[\x80-\xbf](?=[A-Za-z])"))),
+    }
+
+
+# --- mojibake: legacy text once read as cp1252 and saved as UTF-8 ---------------------------
+
+_CP1252_BACK = {ord(bytes([b]).decode("cp1252")): b
+                for b in range(0x80, 0xA0) if bytes([b]).decode("cp1252", errors="ignore")}
+_MISREAD_RUN = re.compile("[\x80-\xff" + "".join(map(chr, _CP1252_BACK)) + "]{3}")
+
+
+def _misread_bytes(text: str) -> bytes:
+    """Give back the bytes a cp1252 (or Latin-1) reading turned into `text`."""
+    return text.translate(_CP1252_BACK).encode("latin-1", errors="replace")
+
+
+def _mojibake_codec(text: str) -> str | None:
+    """Name the legacy encoding whose bytes `text` misreads, if it clearly is one."""
+    if not _MISREAD_RUN.search(text):
+        return None
+    try:
+        raw = text.translate(_CP1252_BACK).encode("latin-1")
+    except UnicodeEncodeError:
+        return None  # characters no cp1252 reading makes: this is not such a misreading
+    try:
+        raw.decode("utf-8")
+        return None  # UTF-8 read as cp1252: ftfy repairs that
+    except UnicodeDecodeError:
+        pass
+    guess = _best_guess(raw, _CJK | {"ru"})
+    return guess.codec if guess is not None and guess.fit >= _STRONG else None
