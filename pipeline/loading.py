@@ -132,7 +132,9 @@ def _plan(ref: DocRef, chunker: Chunker, text: str | None, guess_language: bool)
         decoded = decode_bytes(data)
         del data
         ref.encoding, ref.skip_reason = decoded.encoding, decoded.skip_reason
-        ref.repaired, ref.replaced = getattr(decoded, "repaired", False), getattr(decoded, "replaced", 0)  # TEMP
+        ref.repaired, ref.replaced = decoded.repaired, decoded.replaced
+        if decoded.warning:
+            log.warning("%s: %s", ref.source, decoded.warning)
         body = decoded.text
     else:
         ref.text = text
