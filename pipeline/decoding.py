@@ -29,11 +29,14 @@ _BOMS = (
     (codecs.BOM_UTF16_BE, "utf-16"),
 )
 _SNIFF_BYTES = 8192
-_SCORE_BYTES = 4096
+_SCORE_BYTES = 4096  # decoded to rule code pages out
+_JUDGE_CHARS = 512  # of those, judged for how well they read
 # In ASCII text ftfy only acts on HTML entities (&), CR line breaks and control characters.
 _FTFY_IDLE_ASCII = bytes([9, 10, *range(0x20, 0x26), *range(0x27, 0x7F)])
 _UTF8_FFFD = "\ufffd".encode()
 _HIGH_BYTES = bytes(range(0x80, 0x100))
+_BEYOND_TWO_BYTES = re.compile("[\u0800-\ufffc\U00010000-\U0010ffff]")
+_CONTROL_BYTES = bytes(b for b in range(32) if b not in (9, 10, 12, 13, 27))  # not tab, line breaks, ESC
 # Fewer undecodable bytes than this beside UTF-8 text are stray bytes, not a second encoding.
 _MIN_FOREIGN_BYTES = 4
 _STRONG = 0.9
@@ -125,28 +128,42 @@ def _decode_as(data: bytes, encoding: str) -> tuple[str, int]:
     return text, text.count("\ufffd") - data.decode(encoding, errors="ignore").count("\ufffd")
 
 
-def _reads_as_utf8(line: bytes) -> bool:
-    """Say whether a line is UTF-8, counting one with a few stray bytes as UTF-8."""
+def _utf8_reading(line: bytes) -> tuple[str, int, int]:
+    """Read a line as UTF-8: the text, its good non-ASCII characters and its undecodable bytes."""
     try:
-        line.decode("utf-8")
-        return True
+        text, bad = line.decode("utf-8"), 0
     except UnicodeDecodeError:
-        pass
-    text = line.decode("utf-8", errors="replace")
-    bad = text.count("\ufffd") - line.count(_UTF8_FFFD)
-    non_ascii = len(text) - len(line.translate(None, _HIGH_BYTES))
-    # Legacy multi-byte text fails on nearly every character; UTF-8 with stray bytes on few.
-    return non_ascii - bad >= bad
+        text = line.decode("utf-8", errors="replace")
+        bad = text.count("\ufffd") - line.count(_UTF8_FFFD)
+    return text, len(text) - len(line.translate(None, _HIGH_BYTES)) - bad, bad
+
+
+def _utf8_proof(text: str, good: int, bad: int) -> int:
+    """Count the characters that show a line is UTF-8, stray bytes allowed."""
+    if good < bad:
+        return 0  # legacy multi-byte text fails on nearly every character; UTF-8 with stray bytes on few
+    # One cp949 syllable in eleven is also a two-byte UTF-8 character: a few of those prove nothing.
+    return good if good >= 4 or _BEYOND_TWO_BYTES.search(text) else 0
 
 
 def _line_codec(line: bytes, fallback: str) -> str:
-    if _reads_as_utf8(line):
-        return "utf-8"
+    """Choose UTF-8 or the fallback for one line of a file that mixes them."""
+    if line.isascii():
+        return fallback  # the same text either way
     try:
-        line.decode(fallback)
-        return fallback
+        legacy = line.decode(fallback)
     except UnicodeDecodeError:
         return "utf-8"
+    text, good, bad = _utf8_reading(line)
+    if good < bad:
+        return fallback
+    # Valid both ways (short lines can be): take the reading that makes more sense. With UTF-8's
+    # marks on it the line stays UTF-8 unless the other reading is clearly right; without, a tie
+    # goes to the fallback.
+    utf8_fit, legacy_fit = _best_fit(text) * good / (good + bad), _best_fit(legacy)
+    if _utf8_proof(text, good, bad):
+        return fallback if legacy_fit >= _STRONG > utf8_fit else "utf-8"
+    return "utf-8" if utf8_fit > legacy_fit else fallback
 
 
 # --- detection -------------------------------------------------------------------------
@@ -182,22 +199,24 @@ def _detect(data: bytes) -> tuple[str | None, str | None]:
 
 def _looks_binary(data: bytes) -> bool:
     head = data[:_SNIFF_BYTES]
-    controls = sum(1 for b in head if b < 32 and b not in (9, 10, 12, 13, 27))
-    return controls > len(head) * 0.05
+    return len(head) - len(head.translate(None, _CONTROL_BYTES)) > len(head) * 0.05
 
 
 def _utf8_with_others(data: bytes) -> str | None:
     """Choose between UTF-8 with replacements, UTF-8 mixed with a legacy encoding, and legacy."""
     lines = data.splitlines(keepends=True)
-    utf8 = [_reads_as_utf8(line) for line in lines]
-    if not any(ok and not line.isascii() for line, ok in zip(lines, utf8)):
+    readings = [_utf8_reading(line) for line in lines]
+    proofs = [_utf8_proof(*reading) for reading in readings]
+    if not any(proofs):
         return _legacy(data)
-    foreign = b"".join(line for line, ok in zip(lines, utf8) if not ok)
+    foreign = b"".join(line for line, (_, good, bad) in zip(lines, readings) if good < bad)
     if len(foreign) - len(foreign.translate(None, _HIGH_BYTES)) < _MIN_FOREIGN_BYTES:
         return "utf-8"
     fallback = _legacy(foreign)
     if fallback is None or "\n A".encode(fallback, errors="replace") != b"\n A":
         return "utf-8"  # lines are split on ASCII line breaks, so only ASCII-based encodings mix
+    if all(_line_codec(line, fallback) == fallback for line, proof in zip(lines, proofs) if proof):
+        return fallback  # the lines that looked like UTF-8 read better in the fallback: not mixed after all
     return f"utf-8+{fallback}"
 
 
@@ -255,8 +274,14 @@ def _wide_unicode(data: bytes, *, has_nul: bool) -> str | None:
     return max(readings)[-1] if readings else None
 
 
+def _best_fit(text: str) -> float:
+    """Say how well the best of the modelled scripts explains `text`."""
+    return max(script.judge(text[:_JUDGE_CHARS])[0] for script in _scripts().values())
+
+
 def _east_asian_fit(text: str) -> tuple[float, float]:
     """Return the share of characters to judge and how well the best CJK script explains them."""
+    text = text[:_JUDGE_CHARS]
     judged = len(_JUDGED.findall(text))
     fit = max(_scripts()[script].judge(text)[0] for script in _CJK) if judged else 1.0
     return judged / len(text), fit
@@ -289,25 +314,29 @@ class _Guess:
     codec: str
     script: str
     fit: float  # share of the non-ASCII characters that belong in the script, 0..1
+    errors: int  # bytes of the sample the codec could not decode
 
 
 def _best_guess(data: bytes, scripts: frozenset[str] | None = None) -> _Guess | None:
     final = len(data) <= _SCORE_BYTES
     sample = data[:_SCORE_BYTES]
-    # Among mostly-ASCII words a lone high byte is likelier an accent than a Cyrillic or CJK letter.
     high = len(sample) - len(sample.translate(None, _HIGH_BYTES))
+    # Among mostly-ASCII words a lone high byte is likelier an accent than a Cyrillic or CJK letter.
     latin_first = len(_ASCII_LETTERS.findall(sample)) > 8 * high
     guesses = []
     for rank, (codec, script) in enumerate(_CANDIDATES):
         if scripts is not None and script not in scripts:
             continue
-        try:
-            text = codecs.getincrementaldecoder(codec)().decode(sample, final=final)
-        except UnicodeDecodeError:
+        text = codecs.getincrementaldecoder(codec)(errors="replace").decode(sample, final=final)
+        errors = text.count("\ufffd")
+        # A stray byte or a cut-off last character costs little; a wrong code page fails every few characters.
+        clean = 1 - 20 * errors / max(high, 1)
+        if clean <= 0:
             continue
-        fit, frequent = _scripts()[script].judge(text)
+        fit, frequent = _scripts()[script].judge(text[:_JUDGE_CHARS])
+        fit *= clean
         rank = -1 if latin_first and script == "latin" else rank
-        guesses.append((fit + frequent, -rank, _Guess(codec, script, fit)))
+        guesses.append((fit + frequent, -rank, _Guess(codec, script, fit, errors)))
     return max(guesses)[2] if guesses else None
 
 
@@ -431,4 +460,4 @@ def _mojibake_codec(text: str) -> str | None:
     except UnicodeDecodeError:
         pass
     guess = _best_guess(raw, _CJK | {"ru"})
-    return guess.codec if guess is not None and guess.fit >= _STRONG else None
+    return guess.codec if guess is not None and guess.fit >= _STRONG and not guess.errors else None

@@ -107,6 +107,33 @@ def test_a_character_written_as_u_fffd_is_not_counted_as_replaced() -> None:
     assert decoded.replaced == 1 and decoded.text.count("\ufffd") == 2
 
 
+def test_a_legacy_file_cut_off_mid_character_keeps_all_but_that_character() -> None:
+    data = KOREAN.encode("cp949") + "끝".encode("cp949")[:1]
+
+    decoded = decode_twice(data)
+
+    assert decoded.text == KOREAN + "\ufffd" and decoded.replaced == 1
+
+
+def test_short_lines_that_happen_to_be_valid_utf8_stay_in_the_legacy_encoding() -> None:
+    # 책 and 창 are C3 A5 and C3 A2 in cp949: "å" and "â" in UTF-8.
+    text = "1. 책\n" + KOREAN + "2. 창 찾기\n" + KOREAN
+
+    decoded = decode_twice(text.encode("cp949"))
+
+    assert decoded.text == text and decoded.encoding == "cp949"
+
+
+@pytest.mark.parametrize(("language", "legacy"), [("Japanese", "shift_jis"), ("Russian", "cp1251")])
+def test_sentences_alternating_utf8_and_a_legacy_encoding_are_read(language: str, legacy: str) -> None:
+    sentences = [s + "\n" for s in TEXTS[language].replace("。", "。\n").replace(". ", ".\n").split("\n") if s]
+    data = b"".join(s.encode("utf-8" if i % 2 else legacy) for i, s in enumerate(sentences))
+
+    decoded = decode_twice(data)
+
+    assert decoded.text == "".join(sentences) and decoded.encoding.startswith("utf-8+")
+
+
 def test_paragraphs_in_utf8_and_cp949_are_each_read_in_their_own_encoding() -> None:
     paragraphs = [KOREAN, "두 번째 문단은 예전 편집기로 저장되어 인코딩이 다르다.\n\n",
                   "세 번째 문단은 다시 UTF-8로 저장되었다.\n", "마지막 문단도 예전 도구로 고쳤다. 끝.\n"]
