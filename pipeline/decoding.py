@@ -3,8 +3,9 @@
 The encoding found on the first read is a string that a second read replays exactly:
 
 - a Python codec name ("utf-8", "cp949", "utf-16-le", "iso2022_jp", ...): the whole file;
-- "utf-8+<codec>": lines in two encodings (a file edited with two tools); each line that
-  reads as UTF-8 is UTF-8, the others are <codec>;
+- "utf-8+<codec>": lines in two encodings (a file edited with two tools); each line is read
+  as UTF-8 when it is UTF-8 (a few stray bytes allowed), else as <codec>; a short line valid
+  both ways goes to the reading that makes sense;
 - "utf-8><codec>": <codec> text that was once read as cp1252/Latin-1 and saved as UTF-8;
   the UTF-8 text is turned back into those bytes and read as <codec>.
 """
@@ -129,7 +130,7 @@ def _decode_as(data: bytes, encoding: str) -> tuple[str, int]:
 
 
 def _utf8_reading(line: bytes) -> tuple[str, int, int]:
-    """Read a line as UTF-8: the text, its good non-ASCII characters and its undecodable bytes."""
+    """Read a line as UTF-8: the text, its good non-ASCII characters and its undecodable sequences."""
     try:
         text, bad = line.decode("utf-8"), 0
     except UnicodeDecodeError:
@@ -294,7 +295,7 @@ def _legacy(data: bytes) -> str | None:
     """Name the legacy (non-Unicode) encoding of `data`: ours when clear, else charset-normalizer's."""
     guess = _best_guess(data)
     if guess is not None and guess.fit >= _STRONG and guess.script in _CJK:
-        return guess.codec  # a strict multi-byte decode into one coherent script is not chance
+        return guess.codec  # a multi-byte decode into one coherent script is not chance
     best = from_bytes(data).best()
     if best is None or best.encoding.startswith(("utf_16", "utf_32")):  # we have ruled those out
         return guess.codec if guess is not None else None
@@ -314,7 +315,7 @@ class _Guess:
     codec: str
     script: str
     fit: float  # share of the non-ASCII characters that belong in the script, 0..1
-    errors: int  # bytes of the sample the codec could not decode
+    errors: int  # sequences in the sample the codec could not decode
 
 
 def _best_guess(data: bytes, scripts: frozenset[str] | None = None) -> _Guess | None:
@@ -349,7 +350,7 @@ _CANDIDATES = (
 )
 _ASCII_LETTERS = re.compile(rb"[A-Za-z]")
 _CJK = frozenset({"ko", "ja", "zh-hans", "zh-hant"})
-# Letters of scripts not modelled here (Greek, Hebrew, Arabic, Thai, ...): charset-normalizer knows them.
+# Letters of scripts not modelled here (Armenian, Hebrew, Arabic, Indic, Thai, ...): charset-normalizer knows them.
 _OTHER_SCRIPTS = re.compile("[\u0530-\u10ff\u1200-\u1dff]")
 _NEUTRAL = "\u00a0-\u00bf\u00d7\u00f7\u2010-\u205e\u20ac\u2122\u3000-\u303f\u30fb\uff01-\uff5e\ufffd"
 _JUDGED = re.compile(f"[^\x00-\x7f{_NEUTRAL}]")
@@ -367,6 +368,7 @@ class _Script:
     needs: re.Pattern[str] | None = None  # without any of these the fit is halved
 
     def judge(self, text: str) -> tuple[float, float]:
+        """Return how well `text` fits the script (0..1) and the share of its most frequent characters."""
         judged = len(_JUDGED.findall(text))
         if not judged:
             return 0.0, 0.0
@@ -412,7 +414,8 @@ def _alphabet(lower: str, upper: str, frequent: str, *odd: re.Pattern[str]) -> _
 def _scripts() -> dict[str, _Script]:
     """Build the script models on first use (~30 ms): most runs never meet a legacy encoding."""
     rows = range(0xA1, 0xFF)
-    hiragana, katakana = _double_byte("euc_jp", range(0xA4, 0xA5), rows), _double_byte("euc_jp", range(0xA5, 0xA6), rows)
+    hiragana = _double_byte("euc_jp", range(0xA4, 0xA5), rows)
+    katakana = _double_byte("euc_jp", range(0xA5, 0xA6), rows)
     return {
         # KS X 1001's 2,350 syllables are the ones Korean text is written in; hanja are rarer.
         "ko": _ideographic(_double_byte("euc_kr", range(0xB0, 0xC9), rows), "".join(FREQUENCIES["Korean"]),

@@ -92,7 +92,7 @@ def test_a_few_stray_bytes_in_utf8_are_replaced_not_skipped() -> None:
     lines = [KOREAN] * 150  # about 36 KB
     pieces = [line.encode("utf-8") for line in lines]
     for i, stray in ((10, b"\xff"), (70, b"\x80"), (140, b"\xc0")):
-        pieces[i] = pieces[i][:30] + stray + pieces[i][30:]  # byte 30 starts a syllable
+        pieces[i] = pieces[i][:30] + stray + pieces[i][30:]  # between two characters
 
     decoded = decode_twice(b"".join(pieces))
 
@@ -202,7 +202,8 @@ ALPHABET = st.one_of(
 
 
 @settings(max_examples=300, deadline=None)
-@given(text=st.text(ALPHABET, min_size=1, max_size=200), encoding=st.sampled_from(["utf-8", "utf-16-le", "utf-16-be"]))
+@given(text=st.text(ALPHABET, min_size=1, max_size=200),
+       encoding=st.sampled_from(["utf-8", "utf-16-le", "utf-16-be"]))
 def test_unicode_text_round_trips(text: str, encoding: str) -> None:
     # Whitespace-only text is skipped by design. Without a BOM, UTF-16's byte order shows in where
     # ASCII characters put their NUL byte; characters such as U+4E00 put theirs on the other side.
