@@ -144,11 +144,11 @@ def to_pieces(result: DocResult, count: TokenCounter, cap: int) -> list[Piece]:
             for i, body in enumerate(("\n".join(lines) for lines in parts), start=1)]
 
 
-# A group may end once it is half full, at a piece whose content hash says so (one in
-# four). Boundaries chosen by content rather than position mean that adding or
+# A group may end once it is three-quarters full, at a piece whose content hash says so
+# (one in four). Boundaries chosen by content rather than position mean that adding or
 # removing one document changes the group it falls in and seldom any other, so the
 # reduce calls of an incremental rerun are found in the store.
-_MIN_FILL = 0.5
+_MIN_FILL = 0.75
 _BOUNDARY_ONE_IN = 4
 
 
