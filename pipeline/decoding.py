@@ -13,13 +13,22 @@ The encoding found on the first read is a string that a second read replays exac
 from __future__ import annotations
 
 import codecs
-import functools
 import re
 from dataclasses import dataclass
 
 import ftfy
 from charset_normalizer import from_bytes
-from charset_normalizer.constant import FREQUENCIES
+
+from pipeline.codepages import (
+    CJK,
+    HIGH_BYTES,
+    SCORE_BYTES,
+    STRONG,
+    best_fit,
+    best_guess,
+    east_asian_fit,
+    in_other_script,
+)
 
 # Checked longest first: the UTF-32 LE mark begins with the UTF-16 LE one.
 _BOMS = (
@@ -30,17 +39,13 @@ _BOMS = (
     (codecs.BOM_UTF16_BE, "utf-16"),
 )
 _SNIFF_BYTES = 8192
-_SCORE_BYTES = 4096  # decoded to rule code pages out
-_JUDGE_CHARS = 512  # of those, judged for how well they read
 # In ASCII text ftfy only acts on HTML entities (&), CR line breaks and control characters.
 _FTFY_IDLE_ASCII = bytes([9, 10, *range(0x20, 0x26), *range(0x27, 0x7F)])
 _UTF8_FFFD = "\ufffd".encode()
-_HIGH_BYTES = bytes(range(0x80, 0x100))
 _BEYOND_TWO_BYTES = re.compile("[\u0800-\ufffc\U00010000-\U0010ffff]")
 _CONTROL_BYTES = bytes(b for b in range(32) if b not in (9, 10, 12, 13, 27))  # not tab, line breaks, ESC
 # Fewer undecodable bytes than this beside UTF-8 text are stray bytes, not a second encoding.
 _MIN_FOREIGN_BYTES = 4
-_STRONG = 0.9
 
 
 # Not frozen: a frozen dataclass's __init__ costs ~0.4 us more at six fields, on every file planned.
@@ -136,7 +141,7 @@ def _utf8_reading(line: bytes) -> tuple[str, int, int]:
     except UnicodeDecodeError:
         text = line.decode("utf-8", errors="replace")
         bad = text.count("\ufffd") - line.count(_UTF8_FFFD)
-    return text, len(text) - len(line.translate(None, _HIGH_BYTES)) - bad, bad
+    return text, len(text) - len(line.translate(None, HIGH_BYTES)) - bad, bad
 
 
 def _utf8_proof(text: str, good: int, bad: int) -> int:
@@ -161,9 +166,9 @@ def _line_codec(line: bytes, fallback: str) -> str:
     # Valid both ways (short lines can be): take the reading that makes more sense. With UTF-8's
     # marks on it the line stays UTF-8 unless the other reading is clearly right; without, a tie
     # goes to the fallback.
-    utf8_fit, legacy_fit = _best_fit(text) * good / (good + bad), _best_fit(legacy)
+    utf8_fit, legacy_fit = best_fit(text) * good / (good + bad), best_fit(legacy)
     if _utf8_proof(text, good, bad):
-        return fallback if legacy_fit >= _STRONG > utf8_fit else "utf-8"
+        return fallback if legacy_fit >= STRONG > utf8_fit else "utf-8"
     return "utf-8" if utf8_fit > legacy_fit else fallback
 
 
@@ -190,8 +195,8 @@ def _detect(data: bytes) -> tuple[str | None, str | None]:
             return f"utf-8>{legacy}", None  # U+0080..U+00FF, which a cp1252 misreading is made of
         return "utf-8", text
     if len(data) % 2 == 0 and (wide := _wide_unicode(data, has_nul=False)):
-        guess = _best_guess(data, _CJK)
-        if guess is None or guess.fit < _STRONG:  # CJK code pages read as UTF-16 too, as nonsense
+        guess = best_guess(data, CJK)
+        if guess is None or guess.fit < STRONG:  # CJK code pages read as UTF-16 too, as nonsense
             return wide, None
     if _looks_binary(data):
         return None, None
@@ -211,7 +216,7 @@ def _utf8_with_others(data: bytes) -> str | None:
     if not any(proofs):
         return _legacy(data)
     foreign = b"".join(line for line, (_, good, bad) in zip(lines, readings) if good < bad)
-    if len(foreign) - len(foreign.translate(None, _HIGH_BYTES)) < _MIN_FOREIGN_BYTES:
+    if len(foreign) - len(foreign.translate(None, HIGH_BYTES)) < _MIN_FOREIGN_BYTES:
         return "utf-8"
     fallback = _legacy(foreign)
     if fallback is None or "\n A".encode(fallback, errors="replace") != b"\n A":
@@ -255,7 +260,7 @@ def _wide_unicode(data: bytes, *, has_nul: bool) -> str | None:
     names = ["utf-16-le", "utf-16-be"] if little else ["utf-16-be", "utf-16-le"]
     if has_nul and len(data) % 4 == 0:
         names[:0] = ["utf-32-le", "utf-32-be"] if little else ["utf-32-be", "utf-32-le"]
-    if not has_nul and len(head.translate(None, _HIGH_BYTES)) > 0.85 * len(head):
+    if not has_nul and len(head.translate(None, HIGH_BYTES)) > 0.85 * len(head):
         return None  # CJK in UTF-16 sets the high bit in a fifth of its bytes or more; ASCII text does not
     readings = []
     for rank, name in enumerate(names):
@@ -267,25 +272,12 @@ def _wide_unicode(data: bytes, *, has_nul: bool) -> str | None:
             continue
         if not text.strip() or len(_NOT_TEXT.findall(text)) * 50 > len(text):
             continue
-        share, fit = _east_asian_fit(text)
+        share, fit = east_asian_fit(text)
         # Without NUL bytes there is no ASCII at all; only CJK text in one clear script is likely then.
-        if has_nul or (len(text) >= 8 and fit >= _STRONG):
+        if has_nul or (len(text) >= 8 and fit >= STRONG):
             # Where the NUL bytes do not say the byte order, the right one has fewer characters out of place.
             readings.append((-rank if odd != even else 0, 1 - share * (1 - fit), -rank, name))
     return max(readings)[-1] if readings else None
-
-
-def _best_fit(text: str) -> float:
-    """Say how well the best of the modelled scripts explains `text`."""
-    return max(script.judge(text[:_JUDGE_CHARS])[0] for script in _scripts().values())
-
-
-def _east_asian_fit(text: str) -> tuple[float, float]:
-    """Return the share of characters to judge and how well the best CJK script explains them."""
-    text = text[:_JUDGE_CHARS]
-    judged = len(_JUDGED.findall(text))
-    fit = max(_scripts()[script].judge(text)[0] for script in _CJK) if judged else 1.0
-    return judged / len(text), fit
 
 
 # --- legacy encodings ------------------------------------------------------------------
@@ -293,148 +285,15 @@ def _east_asian_fit(text: str) -> tuple[float, float]:
 
 def _legacy(data: bytes) -> str | None:
     """Name the legacy (non-Unicode) encoding of `data`: ours when clear, else charset-normalizer's."""
-    guess = _best_guess(data)
-    if guess is not None and guess.fit >= _STRONG and guess.script in _CJK:
+    guess = best_guess(data)
+    if guess is not None and guess.fit >= STRONG and guess.script in CJK:
         return guess.codec  # a multi-byte decode into one coherent script is not chance
     best = from_bytes(data).best()
     if best is None or best.encoding.startswith(("utf_16", "utf_32")):  # we have ruled those out
         return guess.codec if guess is not None else None
-    if guess is not None and guess.fit >= _STRONG and not _in_other_script(str(best)[:_SCORE_BYTES]):
+    if guess is not None and guess.fit >= STRONG and not in_other_script(str(best)[:SCORE_BYTES]):
         return guess.codec  # it reads short texts as Big5, cp1250 or cp1006 (Urdu) that we read better
     return best.encoding
-
-
-def _in_other_script(text: str) -> bool:
-    """Say whether `text` reads as a script not modelled here (Hebrew, Arabic, Thai, ...)."""
-    judged = len(_JUDGED.findall(text))
-    return judged > 0 and len(_OTHER_SCRIPTS.findall(text)) >= _STRONG * judged
-
-
-@dataclass(frozen=True, slots=True)
-class _Guess:
-    codec: str
-    script: str
-    fit: float  # share of the non-ASCII characters that belong in the script, 0..1
-    errors: int  # sequences in the sample the codec could not decode
-
-
-def _best_guess(data: bytes, scripts: frozenset[str] | None = None) -> _Guess | None:
-    final = len(data) <= _SCORE_BYTES
-    sample = data[:_SCORE_BYTES]
-    high = len(sample) - len(sample.translate(None, _HIGH_BYTES))
-    # Among mostly-ASCII words a lone high byte is likelier an accent than a Cyrillic or CJK letter.
-    latin_first = len(_ASCII_LETTERS.findall(sample)) > 8 * high
-    guesses = []
-    for rank, (codec, script) in enumerate(_CANDIDATES):
-        if scripts is not None and script not in scripts:
-            continue
-        text = codecs.getincrementaldecoder(codec)(errors="replace").decode(sample, final=final)
-        errors = text.count("\ufffd")
-        # A stray byte or a cut-off last character costs little; a wrong code page fails every few characters.
-        clean = 1 - 20 * errors / max(high, 1)
-        if clean <= 0:
-            continue
-        fit, frequent = _scripts()[script].judge(text[:_JUDGE_CHARS])
-        fit *= clean
-        rank = -1 if latin_first and script == "latin" else rank
-        guesses.append((fit + frequent, -rank, _Guess(codec, script, fit, errors)))
-    return max(guesses)[2] if guesses else None
-
-
-# Tried in this order of preference when two read equally well: short Korean texts are
-# the ones most often misread, and a multi-byte decode is stronger evidence than a single-byte one.
-_CANDIDATES = (
-    ("cp949", "ko"), ("cp932", "ja"), ("euc_jp", "ja"), ("gb18030", "zh-hans"), ("cp950", "zh-hant"),
-    ("koi8_r", "ru"), ("cp1251", "ru"), ("cp866", "ru"), ("iso8859_5", "ru"),
-    ("cp1253", "el"), ("cp1252", "latin"),
-)
-_ASCII_LETTERS = re.compile(rb"[A-Za-z]")
-_CJK = frozenset({"ko", "ja", "zh-hans", "zh-hant"})
-# Letters of scripts not modelled here (Armenian, Hebrew, Arabic, Indic, Thai, ...): charset-normalizer knows them.
-_OTHER_SCRIPTS = re.compile("[\u0530-\u10ff\u1200-\u1dff]")
-_NEUTRAL = "\u00a0-\u00bf\u00d7\u00f7\u2010-\u205e\u20ac\u2122\u3000-\u303f\u30fb\uff01-\uff5e\ufffd"
-_JUDGED = re.compile(f"[^\x00-\x7f{_NEUTRAL}]")
-_SANDWICHED = re.compile("(?<=[A-Za-z])[^\x00-\x7f](?=[A-Za-z])")
-
-
-@dataclass(frozen=True, slots=True)
-class _Script:
-    """What text in one script looks like, to tell a right decode from a wrong one."""
-
-    good: re.Pattern[str]
-    frequent: re.Pattern[str]
-    odd: tuple[re.Pattern[str], ...]  # contexts that real text in the script seldom has
-    half: re.Pattern[str] | None = None  # characters that belong, but rarely dominate
-    needs: re.Pattern[str] | None = None  # without any of these the fit is halved
-
-    def judge(self, text: str) -> tuple[float, float]:
-        """Return how well `text` fits the script (0..1) and the share of its most frequent characters."""
-        judged = len(_JUDGED.findall(text))
-        if not judged:
-            return 0.0, 0.0
-        good = len(self.good.findall(text)) + (len(self.half.findall(text)) / 2 if self.half else 0)
-        good -= sum(len(odd.findall(text)) for odd in self.odd)
-        fit = max(good, 0) / judged
-        if self.needs is not None and not self.needs.search(text):
-            fit /= 2
-        return fit, len(self.frequent.findall(text)) / judged
-
-
-def _class(chars: str) -> str:
-    """Write a set of characters as a regex character class of ranges."""
-    ranges: list[list[int]] = []
-    for point in sorted({ord(c) for c in chars}):
-        if ranges and point == ranges[-1][1] + 1:
-            ranges[-1][1] = point
-        else:
-            ranges.append([point, point])
-    return "[" + "".join(re.escape(chr(a)) + (f"-{re.escape(chr(b))}" if b > a else "") for a, b in ranges) + "]"
-
-
-def _double_byte(codec: str, leads: range, trails: range, keep: str = "") -> str:
-    """Decode every lead/trail pair of a double-byte code page, keeping characters in `keep`."""
-    raw = bytes(b for lead in leads for trail in trails for b in (lead, trail))
-    return "".join(c for c in raw.decode(codec, errors="ignore") if not keep or re.match(keep, c))
-
-
-def _ideographic(chars: str, frequent: str, **options: re.Pattern[str]) -> _Script:
-    """Model a CJK script by the characters of a code page's common rows."""
-    return _Script(re.compile(_class(chars)), re.compile(_class(frequent)), (_SANDWICHED,), **options)
-
-
-def _alphabet(lower: str, upper: str, frequent: str, *odd: re.Pattern[str]) -> _Script:
-    """Model a cased alphabet: text is mostly lower case and does not mix letters with ASCII in a word."""
-    letters = lower + upper
-    mixed = re.compile(f"[A-Za-z][{letters}]|[{letters}][A-Za-z]")
-    return _Script(re.compile(f"[{lower}]"), re.compile(_class(frequent)),
-                   (mixed, re.compile(f"(?<=[{lower}])[{upper}]"), *odd), half=re.compile(f"[{upper}]"))
-
-
-@functools.cache
-def _scripts() -> dict[str, _Script]:
-    """Build the script models on first use (~30 ms): most runs never meet a legacy encoding."""
-    rows = range(0xA1, 0xFF)
-    hiragana = _double_byte("euc_jp", range(0xA4, 0xA5), rows)
-    katakana = _double_byte("euc_jp", range(0xA5, 0xA6), rows)
-    return {
-        # KS X 1001's 2,350 syllables are the ones Korean text is written in; hanja are rarer.
-        "ko": _ideographic(_double_byte("euc_kr", range(0xB0, 0xC9), rows), "".join(FREQUENCIES["Korean"]),
-                           half=re.compile("[\u4e00-\u9fff]")),
-        # JIS X 0208's kanji and kana (rows 4 and 5); without kana it is likelier Chinese.
-        "ja": _ideographic(_double_byte("euc_jp", range(0xB0, 0xF5), rows) + hiragana + katakana + "ー",
-                           "".join(FREQUENCIES["Japanese"]) + hiragana, needs=re.compile(f"[{hiragana}{katakana}]")),
-        "zh-hans": _ideographic(_double_byte("gb2312", range(0xB0, 0xF8), rows), "".join(FREQUENCIES["Chinese"])),
-        "zh-hant": _ideographic(_double_byte("cp950", range(0xA4, 0xFA), range(0x40, 0xFF), "[\u4e00-\u9fff]"),
-                                "".join(FREQUENCIES["Chinese"])),
-        # Russian words never begin with a hard or soft sign.
-        "ru": _alphabet("а-яёіїєґў", "А-ЯЁІЇЄҐЎ", "".join(FREQUENCIES["Russian"][:10]),
-                        re.compile("(?<![^\\W\\d_])[ЬЪЫьъы]")),
-        "el": _alphabet("ά-ώΐ", "ΆΈ-ΏΑ-Ϋ", "".join(FREQUENCIES["Greek"][:10])),
-        # Accents sit one or two to a word; runs of them, or symbols inside words, are mojibake.
-        "latin": _Script(re.compile("[À-ÖØ-öø-ÿŒœŠšŽžŸ]"), re.compile("[éèàçêôüöäßñáíóú]"),
-                         (re.compile("(?<=[^\x00-\x7f])[^\x00-\x7f](?=[^\x00-\x7f])"),
-                          re.compile("(?<=[A-Za-z])[\x80-\xbf](?=[A-Za-z])"))),
-    }
 
 
 # --- mojibake: legacy text once read as cp1252 and saved as UTF-8 ---------------------------
@@ -462,5 +321,5 @@ def _mojibake_codec(text: str) -> str | None:
         return None  # UTF-8 read as cp1252: ftfy repairs that
     except UnicodeDecodeError:
         pass
-    guess = _best_guess(raw, _CJK | {"ru"})
-    return guess.codec if guess is not None and guess.fit >= _STRONG and not guess.errors else None
+    guess = best_guess(raw, CJK | {"ru"})
+    return guess.codec if guess is not None and guess.fit >= STRONG and not guess.errors else None
