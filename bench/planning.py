@@ -164,12 +164,14 @@ def main(argv: list[str] | None = None) -> int:
         folder = Path(tmp)
         write_english(folder / "english.txt", int(args.mb * 1e6))
         write_one_line(folder / "one-line.txt", int(args.line_mb * 1e6))
-        small = write_docs(folder / "small", args.small, words=330)  # about 2 KB each
-        cases = {"english": [str(folder / "english.txt")], "one-line": [str(folder / "one-line.txt")],
-                 "small-2kb": small}
+        small = write_docs(folder / "small", args.small, words=330) if args.small else []  # about 2 KB each
+        cases = {"english": [str(folder / "english.txt")] if args.mb else [],
+                 "one-line": [str(folder / "one-line.txt")] if args.line_mb else [], "small-2kb": small}
         print(f"code under test: {args.src.resolve()}", flush=True)
         print(" ".join(f"{n:<{w}}" if i == 0 else f"{n:>{w}}" for i, (n, w, _) in enumerate(COLUMNS)), flush=True)
         for name, paths in cases.items():
+            if not paths:  # --small 0 (or --mb 0) leaves a case out
+                continue
             listing = folder / f"{name}.list"
             listing.write_text("\n".join(paths), encoding="utf-8")
             for chunk_tokens in map(int, args.chunk.split(",")):

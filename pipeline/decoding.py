@@ -42,6 +42,7 @@ _SNIFF_BYTES = 8192
 # In ASCII text ftfy only acts on HTML entities (&), CR line breaks and control characters.
 _FTFY_IDLE_ASCII = bytes([9, 10, *range(0x20, 0x26), *range(0x27, 0x7F)])
 _UTF8_FFFD = "\ufffd".encode()
+_BLOCK = 1 << 20  # a big text is checked a block at a time, so no full-size copy is made
 _BEYOND_TWO_BYTES = re.compile("[\u0800-\ufffc\U00010000-\U0010ffff]")
 _CONTROL_BYTES = bytes(b for b in range(32) if b not in (9, 10, 12, 13, 27))  # not tab, line breaks, ESC
 # Fewer undecodable bytes than this beside UTF-8 text are stray bytes, not a second encoding.
@@ -78,7 +79,7 @@ def decode_bytes(data: bytes, encoding: str | None = None) -> Decoded:
     if text is None:
         text, replaced = _decode_as(data, encoding)
     fixed = _repair(text)
-    if not fixed.strip():
+    if not fixed or fixed.isspace():  # no strip(): it would copy a 50 MB text to learn this
         return Decoded("", encoding, "empty file (whitespace only)")
     repaired = fixed != text or ">" in encoding
     if not (repaired or replaced or "+" in encoding):
@@ -100,7 +101,7 @@ def _warning(encoding: str, repaired: bool, replaced: int) -> str | None:
 
 
 def _repair(text: str) -> str:
-    if text.isascii() and not text.encode("ascii").translate(None, _FTFY_IDLE_ASCII):
+    if text.isascii() and not any(_ftfy_work(text[i:i + _BLOCK]) for i in range(0, len(text), _BLOCK)):
         return text  # nothing ftfy would change (no mojibake, entities, CR or controls): skip its ~40 us scan
     # Only undo mis-decoding (UTF-8 read as cp1252 and the like); leave quotes,
     # widths and ligatures as the author wrote them.
@@ -114,6 +115,11 @@ def _repair(text: str) -> str:
 
 
 # --- reading with a known encoding ---------------------------------------------------
+
+
+def _ftfy_work(ascii_text: str) -> bytes:
+    """The characters of ASCII text that ftfy would act on."""
+    return ascii_text.encode("ascii").translate(None, _FTFY_IDLE_ASCII)
 
 
 def _decode_as(data: bytes, encoding: str) -> tuple[str, int]:

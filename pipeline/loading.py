@@ -140,7 +140,7 @@ def _plan(ref: DocRef, chunker: Chunker, text: str | None, guess_language: bool)
         ref.text = text
         ref.sha256 = hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()
         body = text
-        if not text.strip():
+        if not text or text.isspace():
             ref.skip_reason = "empty document"
     if ref.skip_reason is None:
         ref.spans, ref.tokens = chunker.spans(body)
