@@ -9,11 +9,9 @@ model can stand in for it through the run context.
 from __future__ import annotations
 
 import base64
-import email.utils
 import json
 import re
-import time
-from typing import Any
+from typing import Any, TypedDict
 from urllib.parse import urlsplit, urlunsplit
 
 import aiohttp
@@ -28,17 +26,24 @@ from pipeline.errors import (
     EmptyAnswerError,
     EndpointError,
     InputError,
-    LLMError,
     MalformedResponseError,
-    RateLimitedError,
     RetryableLLMError,
+    error_for_status,
+    retry_after,
 )
 from pipeline.secrets import Redactor, credential_secrets, url_credentials
 
 _ROLES = {"human": "user", "ai": "assistant", "system": "system", "tool": "tool"}
-_RETRYABLE_STATUS = frozenset({408, 409, 425, 500, 502, 503, 504})
 _USERINFO = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*://)?[^/@]*@")
 HTML_HINT = "check the base URL: the API's usually ends in /v1"
+
+
+class Usage(TypedDict):
+    """What one answer cost, and why it ended ("length": cut off by max_tokens)."""
+
+    input_tokens: int
+    output_tokens: int
+    finish_reason: str | None
 
 
 def open_session(connections: int, timeout: float) -> aiohttp.ClientSession:
@@ -101,22 +106,6 @@ def _looks_html(body: bytes, content_type: str = "") -> bool:
         return True
     head = body[:512].lstrip().lower()
     return head.startswith((b"<!doctype html", b"<html", b"<head", b"<body"))
-
-
-def _retry_after(headers: Any) -> float | None:
-    if ms := headers.get("retry-after-ms"):
-        try:
-            return max(0.0, float(ms) / 1000)
-        except ValueError:
-            pass
-    value = headers.get("Retry-After")
-    if not value:
-        return None
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        when = email.utils.parsedate_to_datetime(value)
-        return max(0.0, when.timestamp() - time.time()) if when else None
 
 
 def _error_detail(body: bytes, redact: Redactor) -> str:
@@ -186,12 +175,12 @@ class OpenAICompatChat(BaseChatModel):
                   run_manager: Any = None, **kwargs: Any) -> ChatResult:
         raise NotImplementedError("OpenAICompatChat is async only: use `await model.ainvoke(...)`")
 
-    async def acomplete(self, prompt: str, max_tokens: int | None = None) -> tuple[str, dict[str, Any]]:
-        """Answer one user prompt with its text and usage (and finish_reason), skipping LangChain's machinery.
+    async def acomplete(self, prompt: str, max_tokens: int | None = None) -> tuple[str, Usage]:
+        """Answer one user prompt with its text and usage, skipping LangChain's machinery.
 
-        The pipeline's runner calls this directly: it does its own accounting, so
-        `BaseChatModel.ainvoke` (callback managers, run ids, a task per call) and the
-        message objects are pure overhead on its hot path.
+        The pipeline's runner calls this directly (it is the runner's `ChatCaller`): it
+        does its own accounting, so `BaseChatModel.ainvoke` (callback managers, run ids,
+        a task per call) and the message objects are pure overhead on its hot path.
         """
         body = await self._send([{"role": "user", "content": prompt}], max_tokens=max_tokens)
         data, choice, content = self._decode(body, self._endpoint()[2])
@@ -239,17 +228,8 @@ class OpenAICompatChat(BaseChatModel):
                 status = resp.status
                 if status == 200:
                     return body
-                detail = _error_detail(body, redact)
-                if status in (401, 403):
-                    raise AuthError(f"the endpoint rejected the API key (HTTP {status}): {detail}")
-                if status == 404:
-                    raise EndpointError(f"{redact_url(url)} answered 404 ({detail}); check the base URL "
-                                        f"(it usually ends in /v1) and the model name {self.model!r}")
-                if status == 429:
-                    raise RateLimitedError(f"rate limited (HTTP 429): {detail}", _retry_after(resp.headers))
-                if status in _RETRYABLE_STATUS or status >= 500:
-                    raise RetryableLLMError(f"server error (HTTP {status}): {detail}", _retry_after(resp.headers))
-                raise LLMError(f"request refused (HTTP {status}): {detail}")
+                raise error_for_status(status, _error_detail(body, redact), retry_after(resp.headers),
+                                       where=redact_url(url) or url, model=self.model)
         except (aiohttp.ClientConnectorError, aiohttp.InvalidURL) as exc:
             raise ConnectError(f"cannot connect to {redact_url(url)}: {exc.__class__.__name__}") from exc
         except TimeoutError as exc:

@@ -4,7 +4,7 @@
     ├── InputError                  no inputs, a glob that matches nothing, a missing file,
     │                               a setting out of range, an unwritable output folder
     ├── LLMError                    one LLM call failed (after retries, where retryable)
-    │   ├── RetryableLLMError       worth another try: 408/409/429/5xx, timeouts, resets
+    │   ├── RetryableLLMError       worth another try: 408/409/425/429/5xx, timeouts, resets
     │   │   ├── RateLimitedError    429, with the server's Retry-After when it gave one
     │   │   ├── ConnectError        the endpoint refused or dropped the connection
     │   │   └── MalformedResponseError  200 with a body that is not a chat completion
@@ -17,9 +17,19 @@
     ├── BudgetExceededError         the next call could pass --max-cost
     ├── StoreError                  the result store cannot be written
     └── MemoryLimitError            RSS passed --memory-limit-mb
+
+An HTTP status becomes one of these through one table, `error_for_status`, whether the
+built-in client saw it or a foreign SDK's exception carried it (`error_for_exception`,
+which also knows the SDKs' timeouts and connection failures).
 """
 
 from __future__ import annotations
+
+import email.utils
+import sys
+import time
+from collections.abc import Callable
+from typing import Any
 
 
 class SummarizerError(Exception):
@@ -84,3 +94,101 @@ class StoreError(SummarizerError):
 
 class MemoryLimitError(SummarizerError):
     """The process grew past its memory limit."""
+
+
+# What each HTTP status means for the run; any other 5xx is a server error, anything else a refusal.
+_SERVER_ERROR = (RetryableLLMError, "server error (HTTP {status}): {detail}")
+_REJECTED_KEY = (AuthError, "the endpoint rejected the API key (HTTP {status}): {detail}")
+_BY_STATUS: dict[int, tuple[type[LLMError], str]] = {
+    401: _REJECTED_KEY,
+    403: _REJECTED_KEY,
+    404: (EndpointError, "{where} answered 404 ({detail}); check the base URL (it usually ends in /v1) "
+                         "and the model name{model}"),
+    408: _SERVER_ERROR,
+    409: _SERVER_ERROR,
+    425: _SERVER_ERROR,
+    429: (RateLimitedError, "rate limited (HTTP 429): {detail}"),
+}
+
+
+def error_for_status(status: int, detail: str, retry_after: float | None = None, *,
+                     where: str = "the endpoint", model: str | None = None) -> LLMError:
+    """Return the error for an HTTP status other than 200; any 5xx not listed is worth a retry.
+
+    `detail` is what the server said, already redacted; `where` (the URL) and `model`
+    only name what to check when the answer is 404.
+    """
+    kind, template = _BY_STATUS.get(status) or (
+        _SERVER_ERROR if status >= 500 else (LLMError, "request refused (HTTP {status}): {detail}"))
+    message = template.format(status=status, detail=detail, where=where,
+                              model=f" {model!r}" if model else "")
+    return kind(message, retry_after) if issubclass(kind, RetryableLLMError) else kind(message)
+
+
+def retry_after(headers: Any) -> float | None:
+    """Return the seconds a server asked to wait (Retry-After, or OpenAI's retry-after-ms), if any."""
+    if ms := headers.get("retry-after-ms"):
+        try:
+            return max(0.0, float(ms) / 1000)
+        except ValueError:
+            pass
+    value = headers.get("Retry-After")
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):  # neither seconds nor a date: as if the server had not said
+        return None
+    return max(0.0, when.timestamp() - time.time())
+
+
+def _status(exc: Exception) -> int | None:
+    """The HTTP status an SDK's exception carries (openai's `status_code`, or its response's), if any."""
+    for holder in (exc, getattr(exc, "response", None)):
+        for name in ("status_code", "status"):
+            if isinstance(value := getattr(holder, name, None), int) and value >= 100:
+                return value
+    return None
+
+
+def _transport_errors() -> tuple[tuple[type[BaseException], ...], tuple[type[BaseException], ...]]:
+    """The exception types that mean a timeout, and those that mean no connection.
+
+    An SDK's types count only once it has been imported: an exception cannot come from
+    a library nobody loaded. openai's timeout is a kind of its connection error, so
+    timeouts are tested first.
+    """
+    timeouts: list[type[BaseException]] = [TimeoutError]
+    connects: list[type[BaseException]] = [ConnectionError]
+    if (aiohttp := sys.modules.get("aiohttp")) is not None:
+        connects.append(aiohttp.ClientConnectorError)
+    if (openai := sys.modules.get("openai")) is not None:
+        timeouts.append(openai.APITimeoutError)
+        connects.append(openai.APIConnectionError)
+    if (httpx := sys.modules.get("httpx")) is not None:
+        timeouts.append(httpx.TimeoutException)
+        connects.append(httpx.ConnectError)
+    return tuple(timeouts), tuple(connects)
+
+
+def error_for_exception(exc: Exception, redact: Callable[[str], str] | None = None,
+                        model: str | None = None) -> LLMError:
+    """Map any exception a call raised (the openai SDK's and the like) onto the tree; ours pass as they are."""
+    if isinstance(exc, LLMError):
+        return exc
+    text = f"{type(exc).__name__}: {exc}"
+    if redact:  # the SDK's messages carry what the server said, an echoed key included
+        text = redact(text)
+    if (status := _status(exc)) is not None:
+        headers = getattr(getattr(exc, "response", None), "headers", None)
+        return error_for_status(status, text, retry_after(headers) if headers is not None else None, model=model)
+    timeouts, connects = _transport_errors()
+    if isinstance(exc, timeouts):
+        return RetryableLLMError("no answer before the timeout")
+    if isinstance(exc, connects):
+        return ConnectError(text)
+    return LLMError(text)

@@ -6,11 +6,36 @@ import re
 from collections import Counter
 from collections.abc import Iterable
 
-_NAMES = {
-    "en": "English", "ko": "Korean", "ja": "Japanese", "zh": "Chinese", "de": "German",
-    "fr": "French", "es": "Spanish", "pt": "Portuguese", "it": "Italian", "ru": "Russian",
-    "nl": "Dutch", "pl": "Polish", "tr": "Turkish", "vi": "Vietnamese", "uk": "Ukrainian",
-}
+from pipeline.errors import InputError
+
+# ISO 639-1, each code with one English name.
+_ISO_639_1 = """
+aa Afar|ab Abkhazian|ae Avestan|af Afrikaans|ak Akan|am Amharic|an Aragonese|ar Arabic|as Assamese
+av Avaric|ay Aymara|az Azerbaijani|ba Bashkir|be Belarusian|bg Bulgarian|bi Bislama|bm Bambara
+bn Bengali|bo Tibetan|br Breton|bs Bosnian|ca Catalan|ce Chechen|ch Chamorro|co Corsican|cr Cree
+cs Czech|cu Church Slavic|cv Chuvash|cy Welsh|da Danish|de German|dv Divehi|dz Dzongkha|ee Ewe
+el Greek|en English|eo Esperanto|es Spanish|et Estonian|eu Basque|fa Persian|ff Fulah|fi Finnish
+fj Fijian|fo Faroese|fr French|fy Western Frisian|ga Irish|gd Scottish Gaelic|gl Galician|gn Guarani
+gu Gujarati|gv Manx|ha Hausa|he Hebrew|hi Hindi|ho Hiri Motu|hr Croatian|ht Haitian Creole
+hu Hungarian|hy Armenian|hz Herero|ia Interlingua|id Indonesian|ie Interlingue|ig Igbo|ii Sichuan Yi
+ik Inupiaq|io Ido|is Icelandic|it Italian|iu Inuktitut|ja Japanese|jv Javanese|ka Georgian|kg Kongo
+ki Kikuyu|kj Kuanyama|kk Kazakh|kl Kalaallisut|km Khmer|kn Kannada|ko Korean|kr Kanuri|ks Kashmiri
+ku Kurdish|kv Komi|kw Cornish|ky Kyrgyz|la Latin|lb Luxembourgish|lg Ganda|li Limburgish|ln Lingala
+lo Lao|lt Lithuanian|lu Luba-Katanga|lv Latvian|mg Malagasy|mh Marshallese|mi Maori|mk Macedonian
+ml Malayalam|mn Mongolian|mr Marathi|ms Malay|mt Maltese|my Burmese|na Nauru|nb Norwegian Bokmål
+nd North Ndebele|ne Nepali|ng Ndonga|nl Dutch|nn Norwegian Nynorsk|no Norwegian|nr South Ndebele
+nv Navajo|ny Chichewa|oc Occitan|oj Ojibwa|om Oromo|or Oriya|os Ossetian|pa Punjabi|pi Pali|pl Polish
+ps Pashto|pt Portuguese|qu Quechua|rm Romansh|rn Rundi|ro Romanian|ru Russian|rw Kinyarwanda
+sa Sanskrit|sc Sardinian|sd Sindhi|se Northern Sami|sg Sango|si Sinhala|sk Slovak|sl Slovenian
+sm Samoan|sn Shona|so Somali|sq Albanian|sr Serbian|ss Swati|st Southern Sotho|su Sundanese|sv Swedish
+sw Swahili|ta Tamil|te Telugu|tg Tajik|th Thai|ti Tigrinya|tk Turkmen|tl Tagalog|tn Tswana|to Tonga
+tr Turkish|ts Tsonga|tt Tatar|tw Twi|ty Tahitian|ug Uyghur|uk Ukrainian|ur Urdu|uz Uzbek|ve Venda
+vi Vietnamese|vo Volapük|wa Walloon|wo Wolof|xh Xhosa|yi Yiddish|yo Yoruba|za Zhuang|zh Chinese|zu Zulu
+"""
+_NAMES = dict(entry.split(" ", 1) for entry in _ISO_639_1.replace("\n", "|").split("|") if entry)
+_BY_NAME = {name.lower(): name for name in _NAMES.values()}
+# A code with a region or script after it, e.g. pt-BR, zh_TW, zh-Hant.
+_TAGGED = re.compile(r"([a-z]{2})[-_]([a-z]{2}|[a-z]{4}|[0-9]{3})", re.IGNORECASE)
 _HANGUL = re.compile(r"[\uac00-\ud7a3\u1100-\u11ff\u3130-\u318f]")
 _KANA = re.compile(r"[\u3040-\u30ff]")
 _HAN = re.compile(r"[\u4e00-\u9fff]")
@@ -22,8 +47,24 @@ _ENGLISH_SAMPLE_CHARS = 1500  # plenty of words to see whether the commonest Eng
 
 
 def language_name(code_or_name: str) -> str:
-    """Return the English name for an ISO code ("ko" -> "Korean"); pass names through."""
-    return _NAMES.get(code_or_name.lower(), code_or_name)
+    """Return the English name for an ISO 639-1 code or name ("ko", "korean" -> "Korean").
+
+    A region or script after the code is kept beside the name ("pt-BR" -> "Portuguese
+    (BR)"). Raises InputError for anything else, 'auto' included.
+    """
+    value = code_or_name.strip()
+    if name := _NAMES.get(value.lower()) or _BY_NAME.get(value.lower()):
+        return name
+    if (tagged := _TAGGED.fullmatch(value)) and (name := _NAMES.get(tagged[1].lower())):
+        sub = tagged[2]
+        return f"{name} ({sub.upper() if len(sub) == 2 else sub.title()})"
+    raise InputError(f"unknown language {code_or_name!r}: give an ISO 639-1 code or an English name, "
+                     "e.g. en, ko, ja, zh, de, fr, es, pt-BR, or 'auto' for the documents' own")
+
+
+def check_language(value: str) -> str:
+    """Return 'auto' or the language's English name; raise InputError for an unknown language."""
+    return "auto" if value.strip().lower() == "auto" else language_name(value)
 
 
 def detect_language(text: str) -> str | None:

@@ -1,7 +1,9 @@
 """Make LLM calls for the pipeline: bounded concurrency, retries, timeouts and accounting.
 
 Works with any LangChain chat model; the limit here, not the model, bounds how many
-calls are in flight, so a model brought by the caller is held to the same limit.
+calls are in flight, so a model brought by the caller is held to the same limit. Every
+call goes through one `ChatCaller`: the built-in client is one itself, and
+`ChatModelCaller` makes one of any other chat model.
 """
 
 from __future__ import annotations
@@ -11,15 +13,15 @@ import logging
 import random
 from collections import Counter
 from dataclasses import dataclass, field
+from typing import Protocol
 
 from langchain_core.language_models.chat_models import BaseChatModel
 from langchain_core.messages import HumanMessage
 from langsmith.utils import tracing_is_enabled
 
 import prompts
-from pipeline.client import OpenAICompatChat
+from pipeline.client import OpenAICompatChat, Usage
 from pipeline.errors import (
-    AuthError,
     ConnectError,
     EmptyAnswerError,
     EndpointError,
@@ -28,6 +30,7 @@ from pipeline.errors import (
     MalformedResponseError,
     RateLimitedError,
     RetryableLLMError,
+    error_for_exception,
 )
 from pipeline.budget import Budget
 from pipeline.limits import AdaptiveLimit, RateLimit
@@ -91,7 +94,7 @@ def call_key(step: str, identity: str, max_tokens: int, *material: str) -> str:
     return result_key(step, prompts.PROMPT_VERSION, identity, max_tokens, *material)
 
 
-def _model_secrets(model: BaseChatModel) -> list[str]:
+def _model_secrets(model: object) -> list[str]:
     """The key and URL credentials a chat model holds (ours or ChatOpenAI's), to hide from messages."""
     found: list[str] = []
     for key_field, url_field in (("api_key", "base_url"), ("openai_api_key", "openai_api_base")):
@@ -101,34 +104,49 @@ def _model_secrets(model: BaseChatModel) -> list[str]:
     return found
 
 
-def _classify(exc: Exception, redact: Redactor | None = None) -> LLMError:
-    """Map a foreign model's exception (openai SDK and the like) onto our error tree."""
-    if isinstance(exc, LLMError):
-        return exc
-    status = getattr(exc, "status_code", None) or getattr(getattr(exc, "response", None), "status_code", None)
-    name = type(exc).__name__
-    text = f"{name}: {exc}"
-    if redact:  # the SDK's messages carry what the server said, an echoed key included
-        text = redact.text(text)
-    if status in (401, 403) or "Authentication" in name or "PermissionDenied" in name:
-        return AuthError(f"the endpoint rejected the API key ({text})")
-    if status == 404 or "NotFound" in name:
-        return EndpointError(f"the endpoint or model was not found ({text})")
-    if status == 429 or "RateLimit" in name:
-        return RateLimitedError(text)
-    if "Connection" in name:
-        return ConnectError(text)
-    if isinstance(exc, TimeoutError):
-        return RetryableLLMError("no answer before the timeout")
-    if "Timeout" in name or status in (408, 409, 425) or (isinstance(status, int) and status >= 500):
-        return RetryableLLMError(text)
-    return LLMError(text)
+class ChatCaller(Protocol):
+    """Answer one user prompt with its text and usage: what the runner needs of a model."""
+
+    async def acomplete(self, prompt: str, max_tokens: int) -> tuple[str, Usage]: ...
+
+
+class ChatModelCaller:
+    """Call any LangChain chat model through `ainvoke`, so that callbacks and tracing see each call."""
+
+    def __init__(self, model: BaseChatModel, timeout: float) -> None:
+        self.model = model
+        self.timeout = timeout
+
+    async def acomplete(self, prompt: str, max_tokens: int) -> tuple[str, Usage]:
+        """Answer one user prompt within the timeout; read usage and finish reason off the message."""
+        async with asyncio.timeout(self.timeout):
+            message = await self.model.ainvoke([HumanMessage(content=prompt)], max_tokens=max_tokens)
+        text = message.content if isinstance(message.content, str) else message.text
+        usage = getattr(message, "usage_metadata", None) or {}
+        return text, {"input_tokens": int(usage.get("input_tokens") or 0),
+                      "output_tokens": int(usage.get("output_tokens") or 0),
+                      "finish_reason": message.response_metadata.get("finish_reason")}
+
+
+def chat_caller(model: BaseChatModel | ChatCaller, timeout: float) -> ChatCaller:
+    """Return how the runner calls `model`: the built-in client directly, anything else through `ainvoke`.
+
+    The built-in client skips `BaseChatModel.ainvoke` (callback managers, run ids, message
+    objects: most of a call's client CPU), and its session's ClientTimeout(total=timeout)
+    already bounds each call; with LangSmith tracing on it goes through `ainvoke` too, so
+    that the traces show its calls. A plain ChatCaller (no chat model) is used as it is.
+    """
+    if isinstance(model, OpenAICompatChat) and model.session is not None and not tracing_is_enabled():
+        return model
+    if isinstance(model, BaseChatModel):
+        return ChatModelCaller(model, timeout)
+    return model
 
 
 class LLMRunner:
     """Run prompts through one chat model with bounded concurrency, retries, a store and counters."""
 
-    def __init__(self, model: BaseChatModel, *, concurrency: int, timeout: float, max_retries: int,
+    def __init__(self, model: BaseChatModel | ChatCaller, *, concurrency: int, timeout: float, max_retries: int,
                  count_tokens: TokenCounter, limits: CallLimits | None = None,
                  store: ResultStore | None = None, progress: Progress | None = None,
                  identity: str = "") -> None:
@@ -143,12 +161,10 @@ class LLMRunner:
         self.progress = progress or NoProgress()
         self.stats = CallStats()
         self.concurrency = AdaptiveLimit(concurrency)
-        # Our own client skips BaseChatModel.ainvoke (callback managers, run ids, message
-        # objects: most of a call's client CPU) unless LangSmith tracing wants to see the
-        # calls; its session's ClientTimeout(total=timeout) already bounds each call.
-        own = isinstance(model, OpenAICompatChat) and model.session is not None
-        self._fast = model.acomplete if own and not tracing_is_enabled() else None
+        self.caller = chat_caller(model, timeout)
         self._redact = Redactor(_model_secrets(model))
+        name = getattr(model, "model_name", None) or getattr(model, "model", None)
+        self._model_name = name if isinstance(name, str) else None  # named in a 404's message
         self._fatal: FatalLLMError | None = None  # once one call has stopped the run, no other is sent
 
     async def complete(self, step: str, prompt: str, max_tokens: int, phase: str,
@@ -200,15 +216,7 @@ class LLMRunner:
                     stats.peak_in_flight = max(stats.peak_in_flight, stats.in_flight)
                     stats.calls[step] += 1
                     try:
-                        if self._fast is not None:
-                            text, usage = await self._fast(prompt, max_tokens)
-                        else:
-                            async with asyncio.timeout(self.timeout):
-                                message = await self.model.ainvoke([HumanMessage(content=prompt)],
-                                                                   max_tokens=max_tokens)
-                            text = message.content if isinstance(message.content, str) else message.text
-                            usage = {**(getattr(message, "usage_metadata", None) or {}),
-                                     "finish_reason": message.response_metadata.get("finish_reason")}
+                        text, usage = await self.caller.acomplete(prompt, max_tokens)
                     finally:
                         stats.in_flight -= 1
                 if not text.strip():
@@ -216,7 +224,7 @@ class LLMRunner:
             except Exception as raw:  # noqa: BLE001 - classified just below
                 if budget:
                     await budget.settle(reserved)
-                exc = _classify(raw, self._redact)
+                exc = error_for_exception(raw, self._redact.text, self._model_name)
                 if isinstance(exc, RateLimitedError):
                     stats.rate_limited += 1
                     self.concurrency.on_rate_limited()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 from collections.abc import Callable
 from datetime import datetime, timezone
 
@@ -27,19 +28,26 @@ class RedactFilter(logging.Filter):
         return True
 
 
+def _entry(created: float, level: str, logger: str, message: str) -> dict[str, str]:
+    return {"ts": datetime.fromtimestamp(created, timezone.utc).isoformat(timespec="milliseconds"),
+            "level": level, "logger": logger, "message": message}
+
+
 class JsonFormatter(logging.Formatter):
     """One JSON object per line: time, level, logger, message (and the exception, if any)."""
 
     def format(self, record: logging.LogRecord) -> str:
-        entry = {
-            "ts": datetime.fromtimestamp(record.created, timezone.utc).isoformat(timespec="milliseconds"),
-            "level": record.levelname.lower(),
-            "logger": record.name,
-            "message": record.getMessage(),
-        }
+        entry = _entry(record.created, record.levelname.lower(), record.name, record.getMessage())
         if record.exc_text or record.exc_info:
             entry["exception"] = record.exc_text or self.formatException(record.exc_info)
         return json.dumps(entry, ensure_ascii=False)
+
+
+def error_line(message: str, *, as_json: bool) -> str:
+    """Format the run's fatal error: `error: ...`, or with JSON logs a log line of level error from "run"."""
+    if as_json:
+        return json.dumps(_entry(time.time(), "error", "run", message), ensure_ascii=False)
+    return f"error: {message}"
 
 
 def setup_logging(*, quiet: bool, as_json: bool, verbose: bool = False,
