@@ -91,7 +91,7 @@ def measure(paths: list[str], chunk_tokens: int) -> dict[str, Any]:
     refs = [plan_document(i, p, chunker, path=p) for i, p in enumerate(paths, start=1)]
     plan_s = time.perf_counter() - began
     peak = _peak_rss()
-    failed = [r.skip_reason for r in refs if r.skip_reason]
+    failed = [r.get("skip_reason") or r.get("plan_error") for r in refs if "skip_reason" in r or "plan_error" in r]
 
     texts = [decode_bytes(Path(p).read_bytes()).text for p in paths]
     held = process.memory_info().rss
@@ -108,7 +108,7 @@ def measure(paths: list[str], chunk_tokens: int) -> dict[str, Any]:
     mb = size / 1e6
     return {
         "docs": len(paths), "mb": round(mb, 2), "chunk_tokens": chunk_tokens,
-        "chunks": sum(len(r.spans) for r in refs), "tokens": sum(r.tokens for r in refs),
+        "chunks": sum(len(r["spans"]) for r in refs), "tokens": sum(r["tokens"] for r in refs),
         "skipped": len(failed), "plan_s": round(plan_s, 3), "plan_mb_s": round(mb / plan_s, 2),
         "spans_mb_s": round(mb / spans_s, 2), "count_mb_s": round(mb / count_s, 2),
         "x_count": round(spans_s / count_s, 2),

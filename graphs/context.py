@@ -1,22 +1,30 @@
-"""Run settings, passed to the graph as LangGraph runtime context."""
+"""Run settings, passed to the graph as LangGraph runtime context.
+
+The same frozen dataclass serves the CLI, a notebook and LangGraph Server: its JSON
+schema is Studio's settings form, and a context that arrives as JSON (`{"concurrency":
+"8"}`) is coerced to the declared types, or refused in one line naming the setting.
+"""
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 import math
-from collections.abc import Callable
+import typing
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Annotated, Any
+
+from langchain_core.language_models.chat_models import BaseChatModel
+from pydantic import Field, TypeAdapter, ValidationError
+from pydantic.json_schema import SkipJsonSchema
 
 from pipeline.budget import Price, price_for
 from pipeline.client import check_base_url
 from pipeline.errors import InputError
+from pipeline.language import check_language
 from pipeline.secrets import url_credentials
 
-if TYPE_CHECKING:
-    from langchain_core.language_models.chat_models import BaseChatModel
-
-    from pipeline.progress import Progress
-    from pipeline.summarize import DocResult
+DEFAULT_MODEL = "gpt-4o-mini"
 
 # The numeric settings: (name, whole number?, lowest value, is the lowest allowed?). Checked
 # here, not only by the command line: a config file or a notebook passes values unchecked.
@@ -51,48 +59,73 @@ def check_number(name: str, value: object, *, whole: bool, lowest: float, inclus
         raise InputError(f"{shown} must be {bound}, got {value!r}")
 
 
+def _about(text: str) -> Any:
+    return Field(description=text)
+
+
 @dataclass(frozen=True, kw_only=True)
 class Context:
-    """Everything a run needs to know; the CLI and a notebook build it the same way.
+    """Everything a run needs to know; the CLI, a notebook and the server build it the same way.
 
-    Either `base_url` (any OpenAI-compatible endpoint) or `chat_model` (any LangChain
-    chat model, which then takes precedence) says where summaries come from.
+    `base_url` (any OpenAI-compatible endpoint), `api_key` alone (OpenAI itself) or
+    `chat_model` (any LangChain chat model, which then takes precedence) says where
+    summaries come from.
     """
 
-    model: str = "gpt-4o-mini"
-    base_url: str | None = None
-    api_key: str | None = field(default=None, repr=False)
-    chat_model: BaseChatModel | None = field(default=None, repr=False)
-    concurrency: int = 16
-    chunk_tokens: int = 2000
-    token_max: int = 8000
-    language: str = "auto"
-    timeout: float = 120.0
-    max_retries: int = 4
-    temperature: float = 0.2
-    extra_body: dict[str, Any] = field(default_factory=dict)  # e.g. llama.cpp's repeat_penalty
-    map_max_tokens: int = 400
-    final_max_tokens: int = 1200
-    memory_limit_mb: float | None = None
-    store_path: str | None = None
-    retry_failed: bool = False
-    rpm: float | None = None
-    tpm: float | None = None
-    price_in: float | None = None
-    price_out: float | None = None
-    max_cost: float | None = None
-    progress: Progress | None = field(default=None, repr=False, compare=False)
-    on_result: Callable[[DocResult], None] | None = field(default=None, repr=False, compare=False)
-    on_stats: Callable[[dict[str, Any]], None] | None = field(default=None, repr=False, compare=False)
+    model: Annotated[str | None, _about("Model name; by default the endpoint's first listed model, "
+                                        f"else {DEFAULT_MODEL}")] = None
+    base_url: Annotated[str | None, _about("OpenAI-compatible base URL, ending in /v1")] = None
+    api_key: SkipJsonSchema[str | None] = field(default=None, repr=False)
+    chat_model: SkipJsonSchema[BaseChatModel | None] = field(default=None, repr=False, compare=False)
+    concurrency: Annotated[int, _about("Most LLM calls in flight")] = 16
+    chunk_tokens: Annotated[int, _about("Documents longer than this many tokens are split into chunks")] = 2000
+    token_max: Annotated[int, _about("Most tokens one reduce call takes in; summaries are merged until "
+                                     "they fit")] = 8000
+    language: Annotated[str, _about("Language of the summaries: 'auto' (the documents' own) or a code "
+                                    "such as en, ko")] = "auto"
+    timeout: Annotated[float, _about("Seconds one LLM call may take")] = 120.0
+    max_retries: Annotated[int, _about("Retries of a call after 429/5xx, timeouts and malformed answers")] = 4
+    temperature: Annotated[float, _about("Sampling temperature")] = 0.2
+    extra_body: Annotated[dict[str, Any], _about("Extra request fields for the server, e.g. "
+                                                 "llama.cpp's repeat_penalty")] = field(default_factory=dict)
+    map_max_tokens: Annotated[int, _about("Most tokens of one chunk's summary")] = 400
+    final_max_tokens: Annotated[int, _about("Most tokens of the final summary")] = 1200
+    memory_limit_mb: Annotated[float | None, _about("Stop cleanly above this RSS (MB)")] = None
+    store_path: Annotated[str | None, _about("SQLite result store: finished calls are never paid "
+                                             "for twice")] = None
+    retry_failed: Annotated[bool, _about("Send again the unchanged documents that failed in an "
+                                         "earlier run")] = False
+    rpm: Annotated[float | None, _about("Most requests per minute")] = None
+    tpm: Annotated[float | None, _about("Most tokens per minute")] = None
+    price_in: Annotated[float | None, _about("USD per million prompt tokens")] = None
+    price_out: Annotated[float | None, _about("USD per million completion tokens")] = None
+    max_cost: Annotated[float | None, _about("Stop before spending more than this many USD")] = None
+    dry_run: Annotated[bool, _about("Plan only: count the calls, tokens and cost, call nothing")] = False
+
+    def __post_init__(self) -> None:
+        # Settings that arrive as text (JSON from the server, a form) take their declared
+        # type; anything else is checked as it is by validate().
+        for name, adapter in _adapters().items():
+            value = getattr(self, name)
+            if not isinstance(value, str):
+                continue
+            try:
+                coerced = adapter.validate_python(value)
+            except ValidationError as exc:
+                problem = exc.errors()[0]["msg"].lower()
+                raise InputError(f"{name.replace('_', '-')}: {problem}, got {value!r}") from None
+            object.__setattr__(self, name, coerced)
 
     def validate(self) -> None:
-        """Raise InputError for settings that cannot work together."""
-        if self.chat_model is None and not self.base_url:
-            raise InputError("no LLM endpoint: set base_url (an OpenAI-compatible /v1 URL) or chat_model")
+        """Raise InputError for settings out of range or that cannot work together."""
+        if self.chat_model is None and not self.base_url and not self.api_key and not self.dry_run:
+            raise InputError("no LLM endpoint: set base_url (an OpenAI-compatible /v1 URL, or "
+                             "OPENAI_BASE_URL for the server), api_key, or chat_model")
+        check_language(self.language)
         if self.chat_model is None and self.base_url:
             check_base_url(self.base_url)
             if self.api_key and url_credentials(self.base_url):
-                raise InputError("the base URL carries a user:password and an API key is set as well; "
+                raise InputError("the base URL carries credentials (user and password) and an API key is set as well; "
                                  "give one of them (the URL's credentials go as HTTP Basic auth)")
         for name, whole, lowest, inclusive in _RANGES:
             value = getattr(self, name)
@@ -103,12 +136,18 @@ class Context:
                              f"budget ({self.map_max_tokens}) so that collapsing can converge")
         if self.max_cost is not None and self.price is None:
             raise InputError(f"a spending cap needs prices: no known price for model {self.model!r}; "
-                             "give price_in and price_out (USD per million tokens)")
+                             "give --price-in and --price-out (price-in, price-out in a config file; USD per million "
+                             "tokens)")
+
+    def with_defaults(self, defaults: dict[str, Any]) -> Context:
+        """Fill the settings left unset (None) from `defaults`, such as the server's environment."""
+        unset = {k: v for k, v in defaults.items() if getattr(self, k) is None and v is not None}
+        return dataclasses.replace(self, **unset) if unset else self
 
     @property
     def price(self) -> Price | None:
         """Prices per million tokens, given or known for the model."""
-        return price_for(self.model, self.price_in, self.price_out)
+        return price_for(self.model or DEFAULT_MODEL, self.price_in, self.price_out)
 
     @property
     def identity(self) -> str:
@@ -121,3 +160,11 @@ class Context:
     def collapse_max_tokens(self) -> int:
         """Cap a merged summary at a quarter of the budget, so that two always fit together."""
         return min(self.token_max // 4, self.final_max_tokens)
+
+
+@functools.cache
+def _adapters() -> dict[str, TypeAdapter[Any]]:
+    """A validator for each setting that is not text, to coerce text given for it; built once."""
+    hints = typing.get_type_hints(Context)
+    return {f.name: TypeAdapter(hints[f.name]) for f in dataclasses.fields(Context)
+            if f.name != "chat_model" and hints[f.name] not in (str, str | None)}

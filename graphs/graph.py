@@ -1,29 +1,42 @@
 """The map-reduce summarization graph.
 
-    plan ──Send(shard)──▶ map_shard ──▶ collect ──▶ collapse ⟲ ──▶ final
-                 (one Send per shard of documents)   (while over token_max)
+    summarize: async with open_resources(...) ──▶ the map-reduce subgraph:
+
+        plan ──Send(shard)──▶ map_shard ──▶ collect ──▶ collapse ⟲ ──▶ final
+          └──(dry run)──▶ preview                  (while over token_max)
+
+The outer graph has one node, which opens the run's resources and runs the subgraph
+inside that block (graphs/resources.py says why). Progress and each document's result
+go out as they happen through LangGraph's stream writer (`stream_mode="custom"`).
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextvars
 import logging
 import time
+from collections.abc import Iterable, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Literal
 
+from langchain_core.runnables import RunnableConfig, RunnableLambda
+from langgraph.config import get_stream_writer
 from langgraph.graph import END, START, StateGraph
-from langgraph.runtime import Runtime
+from langgraph.runtime import Runtime, get_runtime
 from langgraph.types import Send
 
 import prompts
 from graphs.context import Context
-from graphs.runs import close_run, closes_run_on_failure, get_run, open_run
-from graphs.state import InputState, OutputState, ShardState, State
+from graphs.resources import Resources, open_resources
+from graphs.state import InputState, OutputState, RunState, ShardState, State
 from pipeline.citations import cited
 from pipeline.errors import CollapseError, InputError
 from pipeline.language import dominant_language, language_name
-from pipeline.loading import DocRef, plan_inputs
+from pipeline.loading import plan_inputs
+from pipeline.preview import preview as preview_calls
+from pipeline.prompting import escape_label
 from pipeline.store import compare_with_prior
-from pipeline.tokens import token_counter
 from pipeline.summarize import (
     DocResult,
     collapse_level,
@@ -36,6 +49,10 @@ from pipeline.summarize import (
 log = logging.getLogger(__name__)
 
 MIN_SHARD = 64
+# The subgraph's step budget: plan, map, collect, every collapse level, final. The collapse
+# bounds its own levels by the pieces it finds (a single document may give thousands),
+# so this only stops a runaway graph.
+RECURSION_LIMIT = 4 + max_collapse_levels(2**62) + 2
 
 
 def shard_size(concurrency: int) -> int:
@@ -43,154 +60,199 @@ def shard_size(concurrency: int) -> int:
     return max(MIN_SHARD, 2 * concurrency)
 
 
-# The graph's step budget: plan, map, collect, every collapse level, final. The collapse
-# bounds its own levels by the pieces it finds (a single document may give thousands),
-# so this only stops a runaway graph, and it is bound to the graph so that a notebook
-# calling `graph.ainvoke` needs no config of its own.
-RECURSION_LIMIT = 4 + max_collapse_levels(2**62) + 2
+def answer_language(setting: str, detected: Iterable[str | None]) -> str | None:
+    """The language answers are written in: the one asked for, else the documents' dominant one."""
+    return language_name(setting) if setting != "auto" else dominant_language(detected)
 
 
-def _language(context: Context, docs: list[DocRef] | list[Any]) -> str | None:
-    if context.language != "auto":
-        return language_name(context.language)
-    return dominant_language(d.language for d in docs)
+def reduce_budget(context: Context, count: Any) -> int:
+    """Tokens of summaries one reduce call may take: token_max less the prompt's own."""
+    template = max(prompts.COLLAPSE, prompts.FINAL, key=len)
+    return context.token_max - count(template) - 64
 
 
-async def plan(state: State, runtime: Runtime[Context]) -> dict[str, Any]:
-    """Open the run, then hash, decode and chunk every document (keeping references only)."""
+# --- the map-reduce subgraph ---------------------------------------------------------
+
+
+async def plan(state: RunState, runtime: Runtime[Resources]) -> dict[str, Any]:
+    """Hash, decode and chunk every document, keeping references only; compare with the store."""
+    res, context = runtime.context, runtime.context.context
     paths, texts = state.get("paths") or [], state.get("texts") or []
     if not paths and not texts:
         raise InputError("nothing to summarize: give `paths` or `texts`")
-    run_id = open_run(runtime.context)
-    try:
-        run = get_run(run_id)
-        docs = plan_inputs([str(p) for p in paths], texts, run.chunker,
-                           guess_language=runtime.context.language == "auto")
-        if run.store is not None:
-            run.files, removed = compare_with_prior(docs, run.store.prior_documents(), runtime.context.retry_failed)
-            run.store.forget_documents(removed)
-            log.info("files: %(new)d new, %(changed)d changed, %(unchanged)d unchanged, %(removed)d removed",
-                     run.files)
-    except BaseException:
-        await close_run(run_id)
-        raise
-    run.runner.progress.add_total("map", sum(len(d.spans) for d in docs))
-    run.marks["map_start"] = time.monotonic()
-    log.info("planned %d documents, %d chunks, %d tokens", len(docs),
-             sum(len(d.spans) for d in docs), sum(d.tokens for d in docs))
-    return {"run_id": run_id, "docs": docs}
+    started = time.time()
+    docs = await asyncio.to_thread(plan_inputs, paths, texts, res.chunker,
+                                   guess_language=context.language == "auto")
+    files: dict[str, int] = {}
+    if res.store is not None:
+        files, removed = compare_with_prior(docs, res.store.prior_documents(), context.retry_failed)
+        res.store.forget_documents(removed)
+        log.info("files: %(new)d new, %(changed)d changed, %(unchanged)d unchanged, %(removed)d removed", files)
+    chunks = sum(len(d["spans"]) for d in docs)
+    log.info("planned %d documents, %d chunks, %d tokens", len(docs), chunks, sum(d["tokens"] for d in docs))
+    if res.runner is not None:
+        res.runner.progress.add_total("map", chunks)
+    return {"docs": docs, "files": files, "started_at": started}
 
 
-def fan_out(state: State) -> list[Send]:
-    """Send each shard of document references to a summarizer."""
-    run = get_run(state["run_id"])
-    docs = state["docs"]
-    size = shard_size(run.context.concurrency)
-    return [Send("map_shard", ShardState(run_id=state["run_id"], docs=docs[i:i + size]))
-            for i in range(0, len(docs), size)]
+def after_plan(state: RunState, runtime: Runtime[Resources]) -> list[Send] | Literal["preview"]:
+    """Send each shard of document references to a summarizer, or only preview a dry run."""
+    if runtime.context.context.dry_run:
+        return "preview"
+    docs, size = state["docs"], shard_size(runtime.context.context.concurrency)
+    return [Send("map_shard", ShardState(docs=docs[i:i + size])) for i in range(0, len(docs), size)]
 
 
-@closes_run_on_failure
-async def map_shard(state: ShardState, runtime: Runtime[Context]) -> dict[str, Any]:
+async def map_shard(state: ShardState, runtime: Runtime[Resources]) -> dict[str, Any]:
     """Summarize one shard's documents, at most the run's concurrency at a time."""
-    run = get_run(state["run_id"])
-    context = runtime.context
-    language = None if context.language == "auto" else language_name(context.language)
-    not_retried = {d.id for d in state["docs"] if d.prior_error}
+    res, context = runtime.context, runtime.context.context
+    not_retried = {d["id"] for d in state["docs"] if "prior_error" in d}
 
     def on_result(result: DocResult) -> None:
-        if run.store is not None and result["id"] not in not_retried:
-            run.store.record_document(result)
-        if context.on_result is not None:
-            context.on_result(result)
+        if res.store is not None and result["id"] not in not_retried:
+            res.store.record_document(result)
+        res.emit({"event": "result", "result": result})
 
-    async with run.shard_slots:
-        results = await summarize_shard(run.runner, state["docs"], language=language,
-                                        max_tokens=context.map_max_tokens, on_result=on_result)
+    async with res.shard_slots:
+        results = await summarize_shard(
+            res.llm(), state["docs"], max_tokens=context.map_max_tokens, on_result=on_result,
+            language_of=lambda ref: answer_language(context.language, [ref.get("language")]))
     return {"results": results}
 
 
-@closes_run_on_failure
-async def collect(state: State, runtime: Runtime[Context]) -> dict[str, Any]:
+async def collect(state: RunState, runtime: Runtime[Resources]) -> dict[str, Any]:
     """Gather the documents' summaries as the first reduce level, ordered by source.
 
     Ordered by source rather than by input position, so that listing the same files in
     another order makes the same reduce calls.
     """
-    run = get_run(state["run_id"])
-    run.marks["map_end"] = time.monotonic()
+    res = runtime.context
     results = state.get("results", [])
-    cap = runtime.context.collapse_max_tokens
+    cap = res.context.collapse_max_tokens
     pieces = [piece for r in sorted(results, key=lambda r: (r["source"], r["id"])) if r["status"] == "ok"
-              for piece in to_pieces(r, run.count, cap)]
+              for piece in to_pieces(r, res.count, cap)]
     counts = {s: sum(r["status"] == s for r in results) for s in ("ok", "failed", "skipped")}
     log.info("map done: %(ok)d summarized, %(failed)d failed, %(skipped)d skipped", counts)
-    return {"pieces": pieces, "level": 0, "max_levels": max_collapse_levels(len(pieces))}
+    return {"pieces": pieces, "level": 0, "max_levels": max_collapse_levels(len(pieces)), "mapped_at": time.time()}
 
 
-def reduce_budget(context: Context) -> int:
-    """Tokens of summaries one reduce call may take: --token-max less the prompt's own."""
-    template = max(prompts.COLLAPSE, prompts.FINAL, key=len)
-    return context.token_max - token_counter(context.model)(template) - 64
-
-
-def should_collapse(state: State, runtime: Runtime[Context]) -> Literal["collapse", "final"]:
+def should_collapse(state: RunState, runtime: Runtime[Resources]) -> Literal["collapse", "final"]:
     """Collapse again while the summaries together exceed the reduce budget."""
     total = sum(p["tokens"] for p in state["pieces"])
-    return "collapse" if total > reduce_budget(runtime.context) else "final"
+    return "collapse" if total > reduce_budget(runtime.context.context, runtime.context.count) else "final"
 
 
-@closes_run_on_failure
-async def collapse(state: State, runtime: Runtime[Context]) -> dict[str, Any]:
+async def collapse(state: RunState, runtime: Runtime[Resources]) -> dict[str, Any]:
     """Merge groups of summaries that fit the budget, all groups concurrently."""
-    run, context = get_run(state["run_id"]), runtime.context
+    res, context = runtime.context, runtime.context.context
     level = state["level"] + 1
     if level > state["max_levels"]:
         raise CollapseError(f"summaries still exceed --token-max after {state['max_levels']} collapse levels")
-    pieces = await collapse_level(run.runner, state["pieces"], budget=reduce_budget(context),
-                                  language=_language(context, state["docs"]),
-                                  max_tokens=context.collapse_max_tokens, count=run.count)
-    run.collapse_levels = level
+    pieces = await collapse_level(
+        res.llm(), state["pieces"], budget=reduce_budget(context, res.count), max_tokens=context.collapse_max_tokens,
+        language=answer_language(context.language, (d.get("language") for d in state["docs"])), count=res.count)
     log.info("collapse level %d: %d summaries -> %d", level, len(state["pieces"]), len(pieces))
     return {"pieces": pieces, "level": level}
 
 
-def _sources_legend(summary: str, state: State) -> str:
+def _sources_legend(summary: str, state: RunState) -> str:
     """List the documents the summary cites by tag, in input order."""
     ids = set(cited(summary))
-    named = [d for d in state["docs"] if d.id in ids]
-    if not named:
-        return ""
-    lines = [f"- [D{d.id}] {d.source}" for d in named]
-    return "\n\n**Sources**\n\n" + "\n".join(lines) + "\n"
+    lines = [f"- [D{d['id']}] {escape_label(d['source'])}" for d in state["docs"] if d["id"] in ids]
+    return "\n\n**Sources**\n\n" + "\n".join(lines) + "\n" if lines else ""
 
 
-@closes_run_on_failure
-async def final(state: State, runtime: Runtime[Context]) -> dict[str, Any]:
-    """Write the final summary, name its sources, and close the run."""
-    run, context = get_run(state["run_id"]), runtime.context
-    pieces = state["pieces"]
+async def final(state: RunState, runtime: Runtime[Resources]) -> dict[str, Any]:
+    """Write the final summary and name its sources."""
+    res, context = runtime.context, runtime.context.context
     summary = ""
-    if pieces:
-        text = await final_summary(run.runner, pieces, language=_language(context, state["docs"]),
-                                   max_tokens=context.final_max_tokens)
+    if pieces := state["pieces"]:
+        text = await final_summary(
+            res.llm(), pieces, max_tokens=context.final_max_tokens,
+            language=answer_language(context.language, (d.get("language") for d in state["docs"])))
         summary = text.rstrip() + "\n" + _sources_legend(text, state)
-    stats = run.stats()
-    await close_run(state["run_id"])
-    return {"summary": summary, "stats": stats}
+    return {"summary": summary, "stats": _stats(state, res)}
 
 
-builder = StateGraph(State, context_schema=Context, input_schema=InputState, output_schema=OutputState)
-builder.add_node("plan", plan)
-builder.add_node("map_shard", map_shard)
-builder.add_node("collect", collect)
-builder.add_node("collapse", collapse)
-builder.add_node("final", final)
-builder.add_edge(START, "plan")
-builder.add_conditional_edges("plan", fan_out, ["map_shard"])
-builder.add_edge("map_shard", "collect")
-builder.add_conditional_edges("collect", should_collapse, ["collapse", "final"])
-builder.add_conditional_edges("collapse", should_collapse, ["collapse", "final"])
-builder.add_edge("final", END)
+def _stats(state: RunState, res: Resources) -> dict[str, Any]:
+    now = time.time()
+    started, mapped = state.get("started_at", now), state.get("mapped_at", now)
+    return {**res.call_stats(), "files": state.get("files", {}), "collapse_levels": state.get("level", 0),
+            "wall_seconds": round(now - started, 3), "map_seconds": round(mapped - started, 3),
+            "reduce_seconds": round(now - mapped, 3)}
 
-graph = builder.compile(name="map-reduce-summarizer").with_config(recursion_limit=RECURSION_LIMIT)
+
+async def preview(state: RunState, runtime: Runtime[Resources]) -> dict[str, Any]:
+    """Count the calls, tokens and cost the run would take, calling nothing."""
+    res, context = runtime.context, runtime.context.context
+    docs = state["docs"]
+    estimate = await asyncio.to_thread(
+        preview_calls, docs, count=res.count, map_max_tokens=context.map_max_tokens,
+        collapse_max_tokens=context.collapse_max_tokens, final_max_tokens=context.final_max_tokens,
+        budget=reduce_budget(context, res.count), identity=context.identity, store=res.store,
+        price=context.price, language_of=lambda ref: answer_language(context.language, [ref.get("language")]))
+    estimate["reduce_language"] = answer_language(context.language, (d.get("language") for d in docs))
+    estimate["model"] = context.model
+    return {"preview": estimate, "stats": {"files": state.get("files", {})}}
+
+
+mapreduce_builder = StateGraph(RunState, context_schema=Resources)
+mapreduce_builder.add_node("plan", plan)
+mapreduce_builder.add_node("map_shard", map_shard)
+mapreduce_builder.add_node("collect", collect)
+mapreduce_builder.add_node("collapse", collapse)
+mapreduce_builder.add_node("final", final)
+mapreduce_builder.add_node("preview", preview)
+mapreduce_builder.add_edge(START, "plan")
+mapreduce_builder.add_conditional_edges("plan", after_plan, ["map_shard", "preview"])
+mapreduce_builder.add_edge("map_shard", "collect")
+mapreduce_builder.add_conditional_edges("collect", should_collapse, ["collapse", "final"])
+mapreduce_builder.add_conditional_edges("collapse", should_collapse, ["collapse", "final"])
+mapreduce_builder.add_edge("final", END)
+mapreduce_builder.add_edge("preview", END)
+mapreduce = mapreduce_builder.compile(name="map-reduce")
+
+
+# --- the outer graph: one run, its resources around the subgraph ------------------------
+
+
+def make_builder(defaults: Mapping[str, Any] | None = None) -> StateGraph:
+    """The summarizer's graph builder; `defaults` fill the context settings a run leaves unset.
+
+    The server entry point (graphs/server.py) passes the endpoint settings it reads from
+    the environment; a notebook or the CLI passes a full context and needs none.
+    Compile it with a checkpointer to keep threads: `builder.compile(checkpointer=...)`.
+    """
+    fill = dict(defaults or {})
+
+    async def summarize(state: State, config: RunnableConfig) -> dict[str, Any]:
+        """Open the run's resources, run the map-reduce inside them, and close them."""
+        context = (get_runtime(Context).context or Context()).with_defaults(fill)
+        context.validate()
+        emit = get_stream_writer()
+        run_input = RunState(paths=[str(p) for p in state.get("paths") or []], texts=state.get("texts") or [])
+        async with open_resources(context, emit) as resources:
+            out = await mapreduce.ainvoke(run_input, config={"recursion_limit": RECURSION_LIMIT},
+                                          context=resources)
+        results = sorted(out.get("results", []), key=lambda r: r["id"])
+        return {"summary": out.get("summary", ""), "results": results, "stats": out.get("stats", {}),
+                **({"preview": out["preview"]} if "preview" in out else {})}
+
+    def summarize_sync(state: State, config: RunnableConfig) -> dict[str, Any]:
+        # `graph.invoke`: the run is async (one HTTP session, many calls in flight), so it
+        # gets a loop of its own in a worker thread, which also works where a loop already
+        # runs in this one (a notebook).
+        run = contextvars.copy_context()
+        with ThreadPoolExecutor(max_workers=1) as pool:
+            return pool.submit(run.run, asyncio.run, summarize(state, config)).result()
+
+    builder = StateGraph(State, context_schema=Context, input_schema=InputState, output_schema=OutputState)
+    builder.add_node("summarize", RunnableLambda(summarize_sync, afunc=summarize, name="summarize"))
+    builder.add_edge(START, "summarize")
+    builder.add_edge("summarize", END)
+    return builder
+
+
+NAME = "map-reduce-summarizer"
+builder = make_builder()
+graph = builder.compile(name=NAME)

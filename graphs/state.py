@@ -1,12 +1,20 @@
-"""Graph state: what goes in, what flows between nodes, what comes out."""
+"""Graph state: what a run takes in, what it gives back, and what the map-reduce steps share.
+
+Plain data only (typed dicts, lists, numbers, strings), so that LangGraph's default
+serializer checkpoints it as it is.
+"""
 
 from __future__ import annotations
 
 import operator
-from typing import Annotated, Any, TypedDict
+from typing import Annotated, Any
+
+from langgraph.channels import EphemeralValue
+from typing_extensions import TypedDict
 
 from pipeline.loading import DocRef
-from pipeline.summarize import DocResult, Piece
+from pipeline.prompting import Piece
+from pipeline.summarize import DocResult
 
 
 class TextInput(TypedDict):
@@ -17,33 +25,48 @@ class TextInput(TypedDict):
 
 
 class InputState(TypedDict, total=False):
-    """Give file paths, in-memory texts, or both."""
+    """Give file paths, in-memory texts, or both.
 
-    paths: list[str]
-    texts: list[TextInput]
+    Each run takes only the inputs it is given: on a reused thread, the previous run's
+    paths and texts are gone (an ephemeral channel holds them for one step).
+    """
+
+    paths: Annotated[list[str], EphemeralValue(list[str])]
+    texts: Annotated[list[TextInput], EphemeralValue(list[TextInput])]
 
 
 class OutputState(TypedDict, total=False):
-    """The final summary, one result per document, and the run's counters."""
+    """The final summary, one result per document, the run's counters, and a dry run's preview."""
 
     summary: str
     results: list[DocResult]
     stats: dict[str, Any]
+    preview: dict[str, Any]
 
 
 class State(InputState, OutputState, total=False):
-    """Everything the nodes share."""
+    """The outer graph's state: one run's input and output."""
 
-    run_id: str
+
+class RunState(TypedDict, total=False):
+    """What the map-reduce steps share within one run."""
+
+    paths: list[str]
+    texts: list[TextInput]
     docs: list[DocRef]
+    files: dict[str, int]
     results: Annotated[list[DocResult], operator.add]
     pieces: list[Piece]
     level: int
     max_levels: int
+    started_at: float
+    mapped_at: float
+    summary: str
+    stats: dict[str, Any]
+    preview: dict[str, Any]
 
 
 class ShardState(TypedDict):
     """The payload of one map `Send`: references to a shard of documents, never their text."""
 
-    run_id: str
     docs: list[DocRef]

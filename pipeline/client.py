@@ -9,6 +9,7 @@ model can stand in for it through the run context.
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import re
 from typing import Any, TypedDict
@@ -120,18 +121,22 @@ def _error_detail(body: bytes, redact: Redactor) -> str:
     return redact.text(" ".join(str(message or "").split()))[:200]
 
 
-async def probe_endpoint(base_url: str, api_key: str | None, timeout: float = 15.0) -> list[str]:
+async def probe_endpoint(base_url: str, api_key: str | None, timeout: float = 15.0,
+                         session: aiohttp.ClientSession | None = None) -> list[str]:
     """Check that the endpoint answers and accepts the key before any work; return its model ids.
 
     Raises EndpointError when nothing answers or a web page answers, and AuthError for a
     refused key; a server without a usable /models list yields an empty list (the first
-    real call will tell).
+    real call will tell). Given the run's `session`, the probe's connection is reused.
     """
     shown = redact_url(base_url)
     url, headers = endpoint(base_url, api_key)
     try:
-        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=timeout)) as session:
-            async with session.get(url.rstrip("/") + "/models", headers=headers) as resp:
+        async with contextlib.AsyncExitStack() as stack:
+            if session is None:
+                session = await stack.enter_async_context(aiohttp.ClientSession())
+            async with session.get(url.rstrip("/") + "/models", headers=headers,
+                                   timeout=aiohttp.ClientTimeout(total=timeout)) as resp:
                 if resp.status in (401, 403):
                     raise AuthError(f"the endpoint at {shown} rejected the API key (HTTP {resp.status})")
                 body = await resp.read()

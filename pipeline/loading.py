@@ -12,8 +12,9 @@ import hashlib
 import logging
 import os
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
+
+from typing_extensions import NotRequired, TypedDict
 
 from pipeline.decoding import decode_bytes
 from pipeline.errors import InputError
@@ -27,27 +28,28 @@ MAX_FILE_BYTES = 64 * 1024 * 1024
 _GLOB_CHARS = frozenset("*?[")
 
 
-@dataclass(slots=True)
-class DocRef:
+class DocRef(TypedDict):
     """A planned document: everything a summarizer needs except the text itself.
 
-    Slotted rather than a dict: a run holds one per document for its whole length.
+    Plain data, so that graph state and checkpoints hold it as they are; the keys that
+    are seldom set are left out rather than held as None, since a run keeps one of
+    these per document for its whole length.
     """
 
     id: int
     source: str
-    path: str | None = None
-    text: str | None = None  # only for documents handed over in memory
-    sha256: str = ""
-    encoding: str | None = None
-    spans: list[tuple[int, int]] = field(default_factory=list)
-    tokens: int = 0
-    language: str | None = None
-    repaired: bool = False  # mis-decoded text (mojibake) was put right
-    replaced: int = 0  # undecodable bytes that became U+FFFD
-    skip_reason: str | None = None  # nothing to summarize: empty, binary, unreadable
-    plan_error: str | None = None  # reading, decoding or chunking it failed
-    prior_error: str | None = None  # failed in an earlier run and not to be retried
+    sha256: str
+    spans: list[tuple[int, int]]
+    tokens: int
+    path: NotRequired[str]  # a file, read again when its turn comes
+    text: NotRequired[str]  # a document handed over in memory
+    encoding: NotRequired[str]
+    language: NotRequired[str]
+    repaired: NotRequired[bool]  # mis-decoded text (mojibake) was put right
+    replaced: NotRequired[int]  # undecodable bytes that became U+FFFD
+    skip_reason: NotRequired[str]  # nothing to summarize: empty, binary, unreadable
+    plan_error: NotRequired[str]  # reading, decoding or chunking it failed
+    prior_error: NotRequired[str]  # failed in an earlier run and not to be retried
 
 
 def expand_inputs(patterns: Sequence[str]) -> list[Path]:
@@ -82,8 +84,8 @@ def _expand_one(pattern: str) -> Iterable[Path]:
         if not matches:
             raise InputError(f"no files match {pattern!r}")
         return matches
-    if path.is_symlink():
-        raise InputError(f"broken symbolic link: {pattern} points to {os.readlink(path)}, which does not exist")
+    if path.is_symlink():  # a link to nothing, named or expanded by the shell: reported, not fatal
+        return [path]
     raise InputError(f"no such file or directory: {pattern}")
 
 
@@ -107,46 +109,55 @@ def plan_document(doc_id: int, source: str, chunker: Chunker, *, path: str | Non
     A file that cannot be read or holds nothing to summarize is marked skipped; any
     other error while decoding or chunking it marks it failed, and planning goes on.
     """
-    ref = DocRef(doc_id, source, path)
+    ref = DocRef(id=doc_id, source=source, sha256="", spans=[], tokens=0)
+    if path is not None:
+        ref["path"] = path
     try:
         _plan(ref, chunker, text, guess_language)
     except MemoryError:
-        ref.plan_error = "out of memory while reading and chunking it"
+        ref["plan_error"] = "out of memory while reading and chunking it"
     except Exception as exc:  # noqa: BLE001 - one file's failure, never the batch's
         log.debug("planning %s failed", source, exc_info=True)
-        ref.plan_error = f"cannot be planned: {type(exc).__name__}: {exc}"
-    if ref.plan_error:
-        ref.spans, ref.tokens = [], 0
+        ref["plan_error"] = f"cannot be planned: {type(exc).__name__}: {exc}"
+    if "plan_error" in ref:
+        ref["spans"], ref["tokens"] = [], 0
     return ref
 
 
 def _plan(ref: DocRef, chunker: Chunker, text: str | None, guess_language: bool) -> None:
     if text is None:
-        assert ref.path is not None
+        path = ref["path"]
         try:
-            data = _read_bytes(ref.path)
+            data = _read_bytes(path)
         except (OSError, InputError) as exc:
-            ref.skip_reason = f"unreadable: {_read_error(ref.path, exc)}"
+            ref["skip_reason"] = f"unreadable: {_read_error(path, exc)}"
             return
-        ref.sha256 = hashlib.sha256(data).hexdigest()
+        ref["sha256"] = hashlib.sha256(data).hexdigest()
         decoded = decode_bytes(data)
         del data
-        ref.encoding, ref.skip_reason = decoded.encoding, decoded.skip_reason
-        ref.repaired, ref.replaced = decoded.repaired, decoded.replaced
+        if decoded.encoding:
+            ref["encoding"] = decoded.encoding
+        if decoded.repaired:
+            ref["repaired"] = True
+        if decoded.replaced:
+            ref["replaced"] = decoded.replaced
         if decoded.warning:
-            log.warning("%s: %s", ref.source, decoded.warning)
+            log.warning("%s: %s", ref["source"], decoded.warning)
+        if decoded.skip_reason:
+            ref["skip_reason"] = decoded.skip_reason
+            return
         body = decoded.text
     else:
-        ref.text = text
-        ref.sha256 = hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()
-        body = text
+        ref["text"] = body = text
+        ref["sha256"] = hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()
         if not text or text.isspace():
-            ref.skip_reason = "empty document"
-    if ref.skip_reason is None:
-        ref.spans, ref.tokens = chunker.spans(body)
-        if not ref.spans:
-            ref.skip_reason = "nothing to summarize (whitespace only)"
-        ref.language = detect_language(body) if guess_language else None
+            ref["skip_reason"] = "empty document"
+            return
+    ref["spans"], ref["tokens"] = chunker.spans(body)
+    if not ref["spans"]:
+        ref["skip_reason"] = "nothing to summarize (whitespace only)"
+    elif guess_language and (language := detect_language(body)):
+        ref["language"] = language
 
 
 def _read_error(path: str, exc: Exception) -> str:
@@ -161,8 +172,8 @@ def plan_inputs(paths: Sequence[str], texts: Sequence[dict[str, str]], chunker: 
 
     `guess_language=False` skips detection when the answer language is fixed anyway.
     """
-    docs = [plan_document(i, str(p), chunker, path=str(p), guess_language=guess_language)
-            for i, p in enumerate(paths, start=1)]
+    docs = [plan_document(i, name, chunker, path=name, guess_language=guess_language)
+            for i, name in enumerate(map(str, paths), start=1)]
     docs += [plan_document(len(paths) + i, t["id"], chunker, text=t["text"], guess_language=guess_language)
              for i, t in enumerate(texts, start=1)]
     return docs
@@ -170,13 +181,12 @@ def plan_inputs(paths: Sequence[str], texts: Sequence[dict[str, str]], chunker: 
 
 def load_text(ref: DocRef) -> str:
     """Read a planned document's text again, checking it has not changed since planning."""
-    if ref.text is not None:
-        return ref.text
-    assert ref.path is not None
+    if "text" in ref:
+        return ref["text"]
     try:
-        data = _read_bytes(ref.path)
+        data = _read_bytes(ref["path"])
     except OSError as exc:
         raise InputError(f"unreadable: {exc.strerror or exc}") from exc
-    if hashlib.sha256(data).hexdigest() != ref.sha256:
+    if hashlib.sha256(data).hexdigest() != ref["sha256"]:
         raise InputError("file changed while the run was in progress")
-    return decode_bytes(data, ref.encoding).text
+    return decode_bytes(data, ref.get("encoding")).text

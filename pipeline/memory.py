@@ -65,6 +65,7 @@ class MemoryGuard:
     async def admit(self) -> None:
         """Return when a new call may start; raise MemoryLimitError over the hard limit."""
         if time.monotonic() - self._last_check < _CHECK_EVERY_S:
+            self._check_hard(self._rss)  # the last reading: once over the limit, no call starts
             return
         rss = self.sample()
         self._check_hard(rss)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import prompts
@@ -25,7 +25,7 @@ def _map_output(chunk_tokens: int, cap: int) -> int:
 
 
 def preview(docs: Sequence[DocRef], *, count: TokenCounter, map_max_tokens: int, collapse_max_tokens: int,
-            final_max_tokens: int, budget: int, language: str | None, identity: str,
+            final_max_tokens: int, budget: int, language_of: Callable[[DocRef], str | None], identity: str,
             store: ResultStore | None, price: Price | None) -> dict[str, Any]:
     """Estimate the calls, tokens and cost of summarizing `docs`; nothing is sent anywhere."""
     map_overhead = count(prompts.MAP) + 20
@@ -35,17 +35,17 @@ def preview(docs: Sequence[DocRef], *, count: TokenCounter, map_max_tokens: int,
     tokens_in = tokens_out = 0
     pieces: list[dict[str, Any]] = []
     for ref in docs:
-        if ref.skip_reason or ref.plan_error or ref.prior_error:
+        if "skip_reason" in ref or "plan_error" in ref or "prior_error" in ref:
             continue
         text = load_text(ref) if store is not None else ""
-        instruction = language_instruction(language or ref.language)
-        doc_out = 0
-        for part, (start, end) in enumerate(ref.spans, start=1):
-            chunk_tokens = count(text[start:end]) if text else ref.tokens // len(ref.spans)
+        instruction = language_instruction(language_of(ref))
+        doc_out, spans = 0, ref["spans"]
+        for part, (start, end) in enumerate(spans, start=1):
+            chunk_tokens = count(text[start:end]) if text else ref["tokens"] // len(spans)
             out = _map_output(chunk_tokens, map_max_tokens)
             doc_out += out
             if text and store is not None:
-                prompt = map_prompt(ref.source, text[start:end], part, len(ref.spans), instruction)
+                prompt = map_prompt(ref["source"], text[start:end], part, len(spans), instruction)
                 if store.get(call_key("map", identity, map_max_tokens, prompt)):
                     stored["map"] += 1
                     continue
@@ -55,7 +55,7 @@ def preview(docs: Sequence[DocRef], *, count: TokenCounter, map_max_tokens: int,
         # A long document's summary goes to the reduce in parts, as summarize.to_pieces does;
         # the source stands in for the summary's text, which decides where groups end.
         parts = max(1, math.ceil((doc_out + 12) / collapse_max_tokens))
-        pieces += [{"label": "", "text": f"{ref.source}#{i}", "tokens": math.ceil((doc_out + 12) / parts), "docs": []}
+        pieces += [{"label": "", "text": f"{ref['source']}#{i}", "tokens": math.ceil((doc_out + 12) / parts), "docs": []}
                    for i in range(parts)]
     levels = 0
     while sum(p["tokens"] for p in pieces) > budget and levels < max_collapse_levels(len(pieces)):
@@ -77,8 +77,8 @@ def preview(docs: Sequence[DocRef], *, count: TokenCounter, map_max_tokens: int,
         tokens_out += final_max_tokens // 2
     result: dict[str, Any] = {
         "documents": len(docs),
-        "skipped": sum(1 for d in docs if d.skip_reason),
-        "failed": sum(1 for d in docs if d.plan_error),
+        "skipped": sum("skip_reason" in d for d in docs),
+        "failed": sum("plan_error" in d for d in docs),
         "llm_calls": calls,
         "from_store": stored,
         "collapse_levels": levels,

@@ -1,17 +1,24 @@
-"""Progress reporting: a tqdm bar on a terminal, periodic log lines otherwise.
+"""Progress: counted where calls complete, sent as stream events, shown where the run is watched.
 
-The pipeline only sees the `Progress` protocol; the CLI chooses the implementation.
+The runner counts calls per phase through the `Progress` protocol; `EventProgress`
+sends those counts as LangGraph custom stream events (`{"event": "progress", ...}`), a
+few times a second rather than once a call. Whoever watches the stream shows them: a
+tqdm bar (`tqdm.auto`, so a notebook gets its widget), log lines for unattended runs,
+or nothing.
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from typing import Protocol
+from collections.abc import Callable
+from typing import Any, Protocol
 
-from tqdm import tqdm
+from tqdm.auto import tqdm
 
 log = logging.getLogger(__name__)
+
+EVERY_S = 0.2  # the most often progress is sent
 
 
 class Progress(Protocol):
@@ -23,66 +30,105 @@ class Progress(Protocol):
 
 
 class NoProgress:
-    """Report nothing."""
+    """Count nothing."""
 
     def add_total(self, phase: str, n: int) -> None: pass
     def advance(self, phase: str, n: int = 1) -> None: pass
     def close(self) -> None: pass
 
 
-class BarProgress:
-    """One tqdm bar per phase, on stderr."""
+class EventProgress:
+    """Count calls per phase and send the counts (and the run's counters) as stream events, at most every EVERY_S s."""
 
-    def __init__(self) -> None:
-        self._bars: dict[str, tqdm] = {}
-
-    def _bar(self, phase: str) -> tqdm:
-        if phase not in self._bars:
-            self._bars[phase] = tqdm(total=0, desc=f"{phase:>6}", unit="call",
-                                     position=len(self._bars), leave=True, dynamic_ncols=True)
-        return self._bars[phase]
+    def __init__(self, emit: Callable[[dict[str, Any]], None], every: float = EVERY_S,
+                 stats: Callable[[], dict[str, Any]] | None = None) -> None:
+        self.emit, self.every, self.stats = emit, every, stats
+        self.totals: dict[str, int] = {}
+        self.done: dict[str, int] = {}
+        self._changed: set[str] = set()
+        self._last = 0.0
 
     def add_total(self, phase: str, n: int) -> None:
-        bar = self._bar(phase)
-        bar.total += n
-        bar.refresh()
+        self.totals[phase] = self.totals.get(phase, 0) + n
+        self.done.setdefault(phase, 0)
+        self._changed.add(phase)
+        self._send(force=True)
 
     def advance(self, phase: str, n: int = 1) -> None:
-        self._bar(phase).update(n)
+        self.done[phase] = self.done.get(phase, 0) + n
+        self._changed.add(phase)
+        self._send()
+
+    def close(self) -> None:
+        self._send(force=True)
+
+    def _send(self, force: bool = False) -> None:
+        now = time.monotonic()
+        if not force and now - self._last < self.every:
+            return
+        self._last = now
+        for phase in sorted(self._changed):
+            self.emit({"event": "progress", "phase": phase, "done": self.done[phase],
+                       "total": self.totals.get(phase, 0)})
+        self._changed.clear()
+        if self.stats is not None:  # so that a run stopped half-way still reports what it spent
+            self.emit({"event": "stats", "stats": self.stats()})
+
+
+class View(Protocol):
+    """Shows the counts that progress events carry."""
+
+    def show(self, phase: str, done: int, total: int) -> None: ...
+    def close(self) -> None: ...
+
+
+class NoView:
+    """Show nothing."""
+
+    def show(self, phase: str, done: int, total: int) -> None: pass
+    def close(self) -> None: pass
+
+
+class BarView:
+    """One tqdm bar per phase: on stderr at a terminal, a widget in a notebook."""
+
+    def __init__(self) -> None:
+        self._bars: dict[str, Any] = {}
+
+    def show(self, phase: str, done: int, total: int) -> None:
+        bar = self._bars.get(phase)
+        if bar is None:
+            bar = self._bars[phase] = tqdm(total=total, desc=f"{phase:>6}", unit="call",
+                                           position=len(self._bars), leave=True, dynamic_ncols=True)
+        bar.total = max(total, done)
+        bar.update(done - bar.n)
 
     def close(self) -> None:
         for bar in self._bars.values():
             bar.close()
 
 
-class LogProgress:
+class LogView:
     """A log line every `every` seconds with done/total, rate and ETA, for unattended runs."""
 
     def __init__(self, every: float = 5.0) -> None:
         self.every = every
-        self._totals: dict[str, int] = {}
-        self._done: dict[str, int] = {}
-        self._start = time.monotonic()
-        self._last = self._start
+        self._counts: dict[str, tuple[int, int]] = {}
+        self._start = self._last = time.monotonic()
 
-    def add_total(self, phase: str, n: int) -> None:
-        self._totals[phase] = self._totals.get(phase, 0) + n
-        self._done.setdefault(phase, 0)
-
-    def advance(self, phase: str, n: int = 1) -> None:
-        self._done[phase] = self._done.get(phase, 0) + n
+    def show(self, phase: str, done: int, total: int) -> None:
+        self._counts[phase] = (done, total)
         now = time.monotonic()
         if now - self._last >= self.every:
             self._last = now
             self._log(now)
 
     def _log(self, now: float) -> None:
-        for phase, done in self._done.items():
-            total = self._totals.get(phase, 0)
+        for phase, (done, total) in self._counts.items():
             rate = done / max(now - self._start, 1e-9)
             eta = (total - done) / rate if rate and total > done else 0.0
             log.info("%s: %d/%d calls, %.1f/s, eta %.0fs", phase, done, total, rate, eta)
 
     def close(self) -> None:
-        if self._done:
+        if self._counts:
             self._log(time.monotonic())

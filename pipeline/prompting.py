@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 import unicodedata
 from collections.abc import Sequence
-from typing import TypedDict
+from typing_extensions import TypedDict
 
 import prompts
 from pipeline.citations import local_numbering, retag

@@ -73,16 +73,16 @@ def compare_with_prior(docs: list[DocRef], prior: dict[str, PriorDocument],
     files = {"new": 0, "changed": 0, "unchanged": 0, "removed": 0}
     seen = set()
     for doc in docs:
-        seen.add(doc.source)
-        before = prior.get(doc.source)
+        seen.add(doc["source"])
+        before = prior.get(doc["source"])
         if before is None:
             files["new"] += 1
-        elif before.sha256 != doc.sha256:
+        elif before.sha256 != doc["sha256"]:
             files["changed"] += 1
         else:
             files["unchanged"] += 1
             if before.status == "failed" and not retry_failed:
-                doc.prior_error = before.error or "failed"
+                doc["prior_error"] = before.error or "failed"
     removed = [source for source in prior if source not in seen and not os.path.lexists(source)]
     files["removed"] = len(removed)
     return files, removed

@@ -7,7 +7,9 @@ import logging
 import math
 import zlib
 from collections.abc import Callable, Sequence
-from typing import Literal, TypedDict
+from typing import Literal
+
+from typing_extensions import TypedDict
 
 import prompts
 from pipeline.citations import retag
@@ -43,10 +45,10 @@ class DocResult(TypedDict):
 
 
 def _result(ref: DocRef, status: Literal["ok", "failed", "skipped"], **fields: object) -> DocResult:
-    result = DocResult(id=ref.id, source=ref.source, sha256=ref.sha256, status=status,
-                       summary=None, error=None, chunks=len(ref.spans), tokens_in=0,
-                       tokens_out=0, language=ref.language, encoding=ref.encoding,
-                       repaired=ref.repaired, replaced=ref.replaced)
+    result = DocResult(id=ref["id"], source=ref["source"], sha256=ref["sha256"], status=status,
+                       summary=None, error=None, chunks=len(ref["spans"]), tokens_in=0,
+                       tokens_out=0, language=ref.get("language"), encoding=ref.get("encoding"),
+                       repaired=ref.get("repaired", False), replaced=ref.get("replaced", 0))
     result.update(fields)  # type: ignore[typeddict-item]
     return result
 
@@ -58,27 +60,28 @@ async def summarize_document(runner: LLMRunner, ref: DocRef, *, language: str | 
     Only a FatalLLMError (bad key, unreachable endpoint) escapes, since it dooms every
     other document too.
     """
-    if ref.skip_reason:
-        return _result(ref, "skipped", error=ref.skip_reason)
-    if ref.plan_error:
-        return _result(ref, "failed", error=ref.plan_error)
-    if ref.prior_error:
-        return _result(ref, "failed", error=f"{ref.prior_error} (from an earlier run; --retry-failed retries it)")
+    if reason := ref.get("skip_reason"):
+        return _result(ref, "skipped", error=reason)
+    if error := ref.get("plan_error"):
+        return _result(ref, "failed", error=error)
+    if error := ref.get("prior_error"):
+        return _result(ref, "failed", error=f"{error} (from an earlier run; --retry-failed retries it)")
     try:
         text = load_text(ref)
     except InputError as exc:
         return _result(ref, "failed", error=f"InputError: {exc}")
-    instruction = language_instruction(language or ref.language)
-    parts = len(ref.spans)
+    instruction = language_instruction(language)
+    source, spans = ref["source"], ref["spans"]
+    parts = len(spans)
 
     async def summarize_chunk(part: int, start: int, end: int) -> object:
         # The prompt is made when the chunk's turn comes, so a document of thousands of
         # chunks holds its text once rather than every prompt at once.
-        prompt = map_prompt(ref.source, text[start:end], part, parts, instruction)
+        prompt = map_prompt(source, text[start:end], part, parts, instruction)
         return await runner.complete("map", prompt, max_tokens, phase="map",
                                      key=runner.key("map", max_tokens, prompt))
 
-    calls = [summarize_chunk(i, start, end) for i, (start, end) in enumerate(ref.spans, start=1)]
+    calls = [summarize_chunk(i, start, end) for i, (start, end) in enumerate(spans, start=1)]
     if len(calls) == 1:  # the common small document: no gather, no extra task
         try:
             outcomes: list[object] = [await calls[0]]
@@ -100,10 +103,11 @@ async def summarize_document(runner: LLMRunner, ref: DocRef, *, language: str | 
     return _result(ref, "ok", summary="\n".join(c.text for c in done), **tokens)
 
 
-async def summarize_shard(runner: LLMRunner, refs: Sequence[DocRef], *, language: str | None,
-                          max_tokens: int, on_result: Callable[[DocResult], None] | None) -> list[DocResult]:
+async def summarize_shard(runner: LLMRunner, refs: Sequence[DocRef], *, max_tokens: int,
+                          language_of: Callable[[DocRef], str | None],
+                          on_result: Callable[[DocResult], None] | None) -> list[DocResult]:
     """Summarize a shard's documents concurrently, reporting each as it completes."""
-    tasks = [asyncio.create_task(summarize_document(runner, ref, language=language, max_tokens=max_tokens))
+    tasks = [asyncio.create_task(summarize_document(runner, ref, language=language_of(ref), max_tokens=max_tokens))
              for ref in refs]
     results: list[DocResult] = []
     try:

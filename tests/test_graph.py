@@ -147,15 +147,59 @@ async def test_memory_limit_stops_the_run_cleanly(fake_in_loop: FakeOpenAI) -> N
     assert fake_in_loop.chat_calls == 0
 
 
-async def test_http_session_is_closed_after_a_failed_run(fake_in_loop: FakeOpenAI) -> None:
-    from graphs import runs
+def _track_sessions(monkeypatch: pytest.MonkeyPatch) -> list:
+    import graphs.resources
 
-    fake_in_loop.fail_marker = "Document"
+    opened: list = []
+    real = graphs.resources.open_session
+
+    def open_session(*args, **kwargs):
+        opened.append(real(*args, **kwargs))
+        return opened[-1]
+
+    monkeypatch.setattr(graphs.resources, "open_session", open_session)
+    return opened
+
+
+async def test_http_session_and_store_are_closed_after_a_failed_run(
+        fake_in_loop: FakeOpenAI, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import sqlite3
+
+    sessions = _track_sessions(monkeypatch)
+    stores: list = []
+    real_connect = sqlite3.connect
+    monkeypatch.setattr(sqlite3, "connect", lambda *a, **k: stores.append(real_connect(*a, **k)) or stores[-1])
     fake_in_loop.api_key = "sk-other"  # every call is refused: a fatal error
+    context = Context(base_url=fake_in_loop.base_url, store_path=str(tmp_path / "store.sqlite"))
     with pytest.raises(Exception, match="rejected the API key"):
-        await graph.ainvoke({"texts": _texts(4)}, context=Context(base_url=fake_in_loop.base_url))
-    await asyncio.sleep(0)
-    assert runs._RUNS == {}
+        await graph.ainvoke({"texts": _texts(4)}, context=context)
+
+    assert sessions and all(s.closed for s in sessions)
+    with pytest.raises(sqlite3.ProgrammingError):  # closed
+        stores[0].execute("SELECT 1")
+
+
+async def test_a_cancelled_stream_closes_the_run(fake_in_loop: FakeOpenAI, monkeypatch: pytest.MonkeyPatch) -> None:
+    sessions = _track_sessions(monkeypatch)
+    fake_in_loop.latency = 0.05
+    events = 0
+
+    async def consume() -> None:
+        nonlocal events
+        async for _ in graph.astream({"texts": _texts(40)}, context=Context(base_url=fake_in_loop.base_url,
+                                                                            concurrency=2), stream_mode="custom"):
+            events += 1
+
+    task = asyncio.create_task(consume())
+    for _ in range(200):  # until the first results are out, 10 s at most
+        if events >= 3:
+            break
+        await asyncio.sleep(0.05)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+
+    assert events >= 3 and sessions and all(s.closed for s in sessions)
 
 
 async def test_one_long_document_collapses_through_many_levels(fake_in_loop: FakeOpenAI) -> None:

@@ -45,7 +45,7 @@ def test_plan_keeps_references_and_load_reads_the_same_text(tmp_path: Path) -> N
 
     ref = plan_document(1, "ko.txt", CHUNKER, path=str(path))
 
-    assert ref.text is None and ref.encoding == "cp949" and ref.language == "Korean"
+    assert "text" not in ref and ref["encoding"] == "cp949" and ref["language"] == "Korean"
     assert load_text(ref) == KOREAN
 
 

@@ -1,0 +1,111 @@
+"""The graph with LangGraph's own tooling: schemas, checkpointer threads, resuming, streaming, invoke."""
+
+from __future__ import annotations
+
+import logging
+import re
+from typing import Any
+
+import pytest
+from langgraph.checkpoint.memory import InMemorySaver
+
+from graphs import Context, builder, graph, make_builder, run_with_progress
+from graphs.graph import NAME
+from pipeline.errors import InputError
+from pipeline.progress import NoView
+from tests.fake_openai import FakeOpenAI
+
+_LEGEND = re.compile(r"^- \[D(\d+)\] (.+)$", re.MULTILINE)
+
+
+def _texts(prefix: str, n: int) -> list[dict[str, str]]:
+    return [{"id": f"{prefix}-{i}", "text": f"Memo {prefix} {i}: the depot moved {i} crates on day {i}."}
+            for i in range(n)]
+
+
+def test_input_output_and_context_schemas_build() -> None:
+    inputs = graph.get_input_jsonschema()
+    assert set(inputs["properties"]) == {"paths", "texts"}
+    assert inputs["properties"]["paths"]["items"] == {"type": "string"}
+    assert set(graph.get_output_jsonschema()["properties"]) == {"summary", "results", "stats", "preview"}
+    settings = graph.get_context_jsonschema()["properties"]
+    assert {"model", "base_url", "concurrency", "chunk_tokens", "token_max", "language"} <= set(settings)
+    assert "api_key" not in settings and "chat_model" not in settings  # no secret or object in a form
+    assert settings["concurrency"]["type"] == "integer" and settings["concurrency"]["description"]
+
+
+def test_context_given_as_json_is_coerced_or_refused_in_one_line() -> None:
+    assert Context(concurrency="8", retry_failed="true", rpm="120").concurrency == 8
+    with pytest.raises(InputError, match=r"^concurrency: .*got 'many'$"):
+        Context(concurrency="many")
+    with pytest.raises(InputError, match=r"^concurrency must be at least 1, got 0$"):
+        Context(concurrency=0, base_url="http://127.0.0.1:9/v1").validate()
+
+
+async def test_a_reused_thread_holds_only_the_new_runs_documents(fake_in_loop: FakeOpenAI,
+                                                                 caplog: pytest.LogCaptureFixture) -> None:
+    threaded = builder.compile(checkpointer=InMemorySaver(), name=NAME)
+    config: Any = {"configurable": {"thread_id": "nightly"}}
+    context = Context(base_url=fake_in_loop.base_url)
+    caplog.set_level(logging.WARNING)
+
+    first = await threaded.ainvoke({"texts": _texts("north", 3)}, config, context=context)
+    second = await threaded.ainvoke({"texts": _texts("south", 2)}, config, context=context)
+
+    assert [r["source"] for r in first["results"]] == ["north-0", "north-1", "north-2"]
+    assert [r["source"] for r in second["results"]] == ["south-0", "south-1"]
+    assert {source for _, source in _LEGEND.findall(second["summary"])} <= {"south-0", "south-1"}
+    state = await threaded.aget_state(config)
+    assert "texts" not in state.values and state.values["results"] == second["results"]
+    assert not [r for r in caplog.records if "Deserializ" in r.getMessage()]
+
+
+async def test_a_failed_run_resumes_from_its_last_checkpoint(fake_in_loop: FakeOpenAI) -> None:
+    saver = InMemorySaver()
+    config: Any = {"configurable": {"thread_id": "t"}}
+    context = Context(base_url=fake_in_loop.base_url, max_retries=0)
+    fake_in_loop.fail_marker = "Write one combined summary"  # the final call fails: the run stops there
+    with pytest.raises(Exception, match="HTTP 500"):
+        await builder.compile(checkpointer=saver, name=NAME).ainvoke({"texts": _texts("r", 12)}, config,
+                                                                     context=context)
+    assert fake_in_loop.chat_calls == 13
+    fake_in_loop.fail_marker = None
+
+    # A graph built afresh over the same checkpoints, as another process would have it.
+    resumed = await make_builder().compile(checkpointer=saver, name=NAME).ainvoke(None, config, context=context)
+
+    assert [r["status"] for r in resumed["results"]] == ["ok"] * 12
+    assert fake_in_loop.chat_calls == 14  # only the final call again: planning and the map are not redone
+
+
+async def test_results_and_progress_stream_as_they_happen(fake_in_loop: FakeOpenAI) -> None:
+    events = [chunk async for chunk in graph.astream({"texts": _texts("s", 5)}, stream_mode="custom",
+                                                     context=Context(base_url=fake_in_loop.base_url))]
+
+    results = [e["result"] for e in events if e["event"] == "result"]
+    assert sorted(r["source"] for r in results) == [f"s-{i}" for i in range(5)]
+    progress = [e for e in events if e["event"] == "progress"]
+    assert progress[-1] == {"event": "progress", "phase": "reduce", "done": 1, "total": 1}
+    assert {"event": "progress", "phase": "map", "done": 5, "total": 5} in progress
+
+
+async def test_run_with_progress_hands_over_each_result(fake_in_loop: FakeOpenAI) -> None:
+    seen: list[str] = []
+
+    out = await run_with_progress({"texts": _texts("n", 4)}, context=Context(base_url=fake_in_loop.base_url),
+                                  view=NoView(), on_result=lambda r: seen.append(r["source"]))
+
+    assert sorted(seen) == ["n-0", "n-1", "n-2", "n-3"] and out["summary"].startswith("SUMMARY[")
+
+
+def test_invoke_works_without_an_event_loop(fake: FakeOpenAI) -> None:
+    out = graph.invoke({"texts": _texts("sync", 2)}, context=Context(base_url=fake.base_url))
+
+    assert [r["status"] for r in out["results"]] == ["ok", "ok"]
+
+
+async def test_a_dry_run_plans_and_calls_nothing(fake_in_loop: FakeOpenAI) -> None:
+    out = await graph.ainvoke({"texts": _texts("d", 3)}, context=Context(dry_run=True))
+
+    assert out["preview"]["llm_calls"] == {"map": 3, "collapse": 0, "final": 1}
+    assert fake_in_loop.total_requests == 0 and not out["results"]
