@@ -10,6 +10,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import dataclasses
+import functools
 import json
 import logging
 import os
@@ -18,12 +20,12 @@ import sys
 import tempfile
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 EXIT_OK, EXIT_ERROR, EXIT_PARTIAL, EXIT_INTERRUPTED, EXIT_TERMINATED = 0, 1, 3, 130, 143
-DEFAULT_MODEL = "gpt-4o-mini"
 DEFAULTS = {"concurrency": 16, "chunk_tokens": 2000, "token_max": 8000}
 # The embedded model is small: short chunks, short answers, greedy decoding with a
 # repetition penalty (it loops at higher temperatures), one request per server slot.
@@ -64,19 +66,30 @@ COUNT, RETRIES, POSITIVE, AMOUNT = _number(int, 1, True), _number(int, 0, True),
     _number(float, 0, True)
 
 
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("mapreduce-summarizer")
+    except PackageNotFoundError:
+        return "unknown (not installed)"
+
+
 def build_parser(env: dict[str, str]) -> argparse.ArgumentParser:
     """The command line; environment variables supply the endpoint defaults."""
     p = _Parser(
-        prog="run.py",
+        prog="summarize" if Path(sys.argv[0]).name == "summarize" else "run.py",
         description="Summarize documents with a map-reduce over any OpenAI-compatible chat endpoint.",
         epilog="Exit codes: 0 all inputs summarized, 3 some failed or were skipped, "
                "1 bad usage or nothing summarized, 130 interrupted, 143 terminated.")
     p.add_argument("inputs", nargs="*", metavar="PATH_OR_GLOB",
-                   help="files, globs (quote them to recurse with **) or directories (*.txt, *.md inside)")
+                   help="files, globs (quote them to recurse with **), directories (*.txt, *.md inside), "
+                        "or - for a document on standard input")
     p.add_argument("--config", type=Path, help="TOML file with any of these options; the command line wins")
+    p.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
     g = p.add_argument_group("endpoint")
     g.add_argument("--model", default=env.get("OPENAI_MODEL"),
-                   help=f"model name (default: $OPENAI_MODEL, else the endpoint's first model, else {DEFAULT_MODEL}); "
+                   help="model name (default: $OPENAI_MODEL, else the endpoint's first model, else gpt-4o-mini); "
                         "'local' runs the embedded model, as happens when no endpoint or key is set")
     g.add_argument("--base-url", default=env.get("OPENAI_BASE_URL"),
                    help="OpenAI-compatible base URL ending in /v1 (default: $OPENAI_BASE_URL)")
@@ -130,50 +143,51 @@ def parse_args(argv: Sequence[str] | None, env: dict[str, str]) -> argparse.Name
     parser = build_parser(env)
     first, _ = parser.parse_known_args(argv)
     if first.config:
-        known = {a.dest for a in parser._actions if a.dest not in ("help", "config")}
+        known = {a.dest for a in parser._actions if a.dest not in ("help", "config", "version")}
         try:
             parser.set_defaults(**load_settings(first.config, known))
         except Exception as exc:  # noqa: BLE001 - shown to the user as a usage error
             parser.error(str(exc))
     args = parser.parse_args(argv)
     if not args.inputs:
-        parser.error("give at least one PATH_OR_GLOB (or `inputs` in the config file)")
-    if args.store is None and args.out is not None and not args.no_store:
-        args.store = args.out / "store.sqlite"
-    if args.no_store:
-        args.store = None
+        parser.error("give at least one PATH_OR_GLOB, '-' for standard input (or `inputs` in the config file)")
     return args
 
 
-class _Collector:
-    """Keep what the run reports as it goes, so that an interrupted run still writes it."""
+@dataclass(frozen=True)
+class Job:
+    """What one invocation does: the run context, and what only the command line knows."""
 
-    def __init__(self) -> None:
-        self.results: list[Any] = []
-        self.stats: dict[str, Any] = {}
-        self.extra: dict[str, Any] = {}
-        self.model: str | None = None
-
-    def on_result(self, result: Any) -> None:
-        self.results.append(result)
-
-    def on_stats(self, stats: dict[str, Any]) -> None:
-        self.stats = stats
+    context: Any  # graphs.Context
+    local: bool  # run the embedded model
+    out: Path | None
+    store: Path | None
+    local_threads: int | None
 
 
-def _context(args: argparse.Namespace, collector: _Collector, local: bool = False, **overrides: Any) -> Any:
+def settings(args: argparse.Namespace) -> Job:
+    """Turn the parsed options into the run's settings; raise InputError for unusable ones."""
     from graphs import Context
+    from pipeline.errors import InputError
 
-    defaults = LOCAL_DEFAULTS if local else DEFAULTS
-    sized = {k: getattr(args, k) if getattr(args, k) is not None else v for k, v in defaults.items()}
-    return Context(**{
-        "model": args.model or DEFAULT_MODEL, "base_url": args.base_url, "api_key": args.api_key, **sized,
-        **(LOCAL_SETTINGS if local else {}),
-        "language": args.language, "timeout": args.timeout, "max_retries": args.max_retries,
-        "memory_limit_mb": args.memory_limit_mb, "store_path": str(args.store) if args.store else None,
-        "retry_failed": args.retry_failed, "rpm": args.rpm, "tpm": args.tpm, "price_in": args.price_in,
-        "price_out": args.price_out, "max_cost": args.max_cost,
-        "on_result": collector.on_result, "on_stats": collector.on_stats, **overrides})
+    local = args.model == "local" or (not args.base_url and not args.api_key)
+    store = None if args.no_store else args.store or (args.out / "store.sqlite" if args.out else None)
+    sized = {k: getattr(args, k) if getattr(args, k) is not None else v
+             for k, v in (LOCAL_DEFAULTS if local else DEFAULTS).items()}
+    context = Context(
+        model="local" if local and args.dry_run else None if local else args.model,
+        base_url=None if local else args.base_url, api_key=None if local else args.api_key,
+        **sized, **(LOCAL_SETTINGS if local else {}), language=args.language, timeout=args.timeout,
+        max_retries=args.max_retries, memory_limit_mb=args.memory_limit_mb,
+        store_path=str(store) if store else None, retry_failed=args.retry_failed, rpm=args.rpm, tpm=args.tpm,
+        price_in=args.price_in, price_out=args.price_out, max_cost=args.max_cost, dry_run=args.dry_run)
+    # The embedded model's address is known only once it runs: check the rest with a stand-in.
+    (dataclasses.replace(context, base_url="http://127.0.0.1/v1") if local else context).validate()
+    if args.local_threads is not None and args.local_threads < 1:
+        raise InputError(f"local-threads must be at least 1, got {args.local_threads}")
+    job = Job(context, local, args.out, store, args.local_threads)
+    _check_writable(job)
+    return job
 
 
 def _writable(folder: Path, what: str) -> None:
@@ -189,126 +203,81 @@ def _writable(folder: Path, what: str) -> None:
         raise InputError(f"cannot write to {what} {folder}: {exc.strerror or exc}") from exc
 
 
-def _preflight(args: argparse.Namespace) -> None:
-    """Check every setting and every place the run will write, before anything is read or called."""
-    from graphs.context import check_number
+def _check_writable(job: Job) -> None:
+    """Check every place the run will write, before anything is read or called."""
     from pipeline.errors import InputError
 
-    local = _wants_local(args)
-    _context(args, _Collector(), local=local, base_url=args.base_url or "http://127.0.0.1/v1").validate()
-    if args.local_threads is not None:
-        check_number("local_threads", args.local_threads, whole=True, lowest=1, inclusive=True)
-    if args.out is not None:
-        _writable(args.out, "--out")
-    if args.store is not None and not args.dry_run:
-        if args.store.is_dir():
-            raise InputError(f"the store {args.store} is a folder; give a file such as {args.store / 'store.sqlite'}")
-        _writable(args.store.parent, "the store's folder")
-        if args.store.exists() and not os.access(args.store, os.R_OK | os.W_OK):
-            raise InputError(f"cannot write to the store {args.store}: permission denied")
+    if job.out is not None:
+        _writable(job.out, "--out")
+    if job.store is not None and not job.context.dry_run:
+        if job.store.is_dir():
+            raise InputError(f"the store {job.store} is a folder; give a file such as {job.store / 'store.sqlite'}")
+        _writable(job.store.parent, "the store's folder")
+        if job.store.exists() and not os.access(job.store, os.R_OK | os.W_OK):
+            raise InputError(f"cannot write to the store {job.store}: permission denied")
 
 
-def _wants_local(args: argparse.Namespace) -> bool:
-    return args.model == "local" or (not args.base_url and not args.api_key)
+def graph_input(patterns: Sequence[str], stdin: Any) -> tuple[dict[str, Any], int]:
+    """The graph's input for the command line's inputs ('-' reads a document from standard input)."""
+    from pipeline.loading import expand_inputs
+
+    paths = [str(p) for p in expand_inputs([p for p in patterns if p != "-"])] if set(patterns) - {"-"} else []
+    texts = [{"id": "<stdin>", "text": stdin.read()}] if "-" in patterns else []
+    return {"paths": paths, "texts": texts}, len(paths) + len(texts)
 
 
-def _openai_chat(args: argparse.Namespace) -> Any:
-    """OpenAI itself, for a key without a base URL: langchain-openai's ChatOpenAI and its endpoint."""
-    from langchain_openai import ChatOpenAI
+@dataclass
+class Outcome:
+    """What the run gave back, kept as it streams in, so that an interrupted run still reports it."""
 
-    return ChatOpenAI(model=args.model, api_key=args.api_key, temperature=0.2, timeout=args.timeout,
-                      max_retries=0)  # the pipeline retries, with backoff and adaptive concurrency
-
-
-async def _summarize(args: argparse.Namespace, paths: list[Path], collector: _Collector) -> str:
-    """Run the graph against the embedded model, a configured endpoint, or OpenAI itself."""
-    if _wants_local(args):
-        return await _summarize_locally(args, paths, collector)
-    if args.base_url:
-        from pipeline.client import probe_endpoint
-
-        listed = await probe_endpoint(args.base_url, args.api_key)
-        args.model = collector.model = args.model or (listed[0] if listed else DEFAULT_MODEL)
-        return await _invoke(args, paths, collector, local=False)
-    args.model = collector.model = args.model or DEFAULT_MODEL
-    return await _invoke(args, paths, collector, local=False, chat_model=_openai_chat(args))
+    results: list[Any] = field(default_factory=list)
+    stats: dict[str, Any] = field(default_factory=dict)
+    extra: dict[str, Any] = field(default_factory=dict)
+    summary: str = ""
+    preview: dict[str, Any] | None = None
+    base_url: str | None = None
 
 
-async def _summarize_locally(args: argparse.Namespace, paths: list[Path], collector: _Collector) -> str:
-    from pipeline.embedded import EmbeddedServer, default_settings
+async def run_job(job: Job, inputs: dict[str, Any], outcome: Outcome, view: Any) -> None:
+    """Run the graph once, against the embedded model when no endpoint is configured."""
+    from graphs import run_with_progress
 
-    log.info("no endpoint configured: starting the embedded local model, a small demo-grade model "
-             "(set OPENAI_BASE_URL or OPENAI_API_KEY to use a real one)")
-    concurrency = args.concurrency or LOCAL_DEFAULTS["concurrency"]
-    async with EmbeddedServer(default_settings(concurrency, threads=args.local_threads)) as server:
-        args.base_url, args.model = server.base_url, server.model
-        collector.model = server.model
-        try:
-            return await _invoke(args, paths, collector, local=True)
-        finally:
-            if (peak := server.peak_rss_mb()) is not None:
-                collector.extra["embedded_server_peak_rss_mb"] = round(peak, 1)
+    async with contextlib.AsyncExitStack() as stack:
+        context = job.context
+        if job.local and not context.dry_run:
+            from pipeline.embedded import EmbeddedServer, default_settings
+
+            log.info("no endpoint configured: starting the embedded local model, a small demo-grade model "
+                     "(set OPENAI_BASE_URL or OPENAI_API_KEY to use a real one)")
+            server = await stack.enter_async_context(
+                EmbeddedServer(default_settings(context.concurrency, threads=job.local_threads)))
+            stack.callback(lambda: outcome.extra.update(_server_peak(server)))
+            context = dataclasses.replace(context, base_url=server.base_url, model=server.model)
+        outcome.base_url = context.base_url
+        log.info("summarizing %d inputs with %s at %s, up to %d calls at a time",
+                 len(inputs["paths"]) + len(inputs["texts"]), context.model or "the endpoint's model",
+                 _shown_endpoint(context), context.concurrency)
+
+        def on_event(event: dict[str, Any]) -> None:
+            if event.get("event") == "stats":
+                outcome.stats = event["stats"]
+
+        out = await run_with_progress(inputs, context=context, view=view, on_result=outcome.results.append,
+                                      on_event=on_event)
+    outcome.summary = out.get("summary", "")
+    outcome.stats = out.get("stats") or outcome.stats
+    outcome.preview = out.get("preview")
 
 
-async def _invoke(args: argparse.Namespace, paths: list[Path], collector: _Collector, local: bool,
-                  **overrides: Any) -> str:
-    from tqdm.contrib.logging import logging_redirect_tqdm
+def _server_peak(server: Any) -> dict[str, Any]:
+    peak = server.peak_rss_mb()
+    return {} if peak is None else {"embedded_server_peak_rss_mb": round(peak, 1)}
 
-    from graphs import graph
+
+def _shown_endpoint(context: Any) -> str:
     from pipeline.client import redact_url
-    from pipeline.progress import BarProgress, LogProgress, NoProgress
 
-    tty = sys.stderr.isatty() and not args.log_json
-    progress = NoProgress() if args.quiet else BarProgress() if tty else LogProgress()
-    context = _context(args, collector, local=local, progress=progress, **overrides)
-    context.validate()
-    log.info("summarizing %d files with %s at %s, up to %d calls at a time", len(paths), args.model,
-             redact_url(args.base_url) or "OpenAI", context.concurrency)
-    # With a bar on screen, log lines go above it rather than through it.
-    quiet_logs = logging_redirect_tqdm() if isinstance(progress, BarProgress) else contextlib.nullcontext()
-    try:
-        with quiet_logs:
-            out = await graph.ainvoke({"paths": [str(p) for p in paths]}, context=context)
-    finally:
-        progress.close()
-    return out.get("summary", "")
-
-
-def _dry_run(args: argparse.Namespace, paths: list[Path]) -> int:
-    from graphs.graph import reduce_budget
-    from pipeline.language import dominant_language, language_name
-    from pipeline.loading import plan_inputs
-    from pipeline.preview import preview
-    from pipeline.report import atomic_write
-    from pipeline.store import ResultStore
-    from pipeline.tokens import Chunker, token_counter
-
-    local = _wants_local(args)
-    context = _context(args, _Collector(), local=local, base_url=args.base_url or "http://127.0.0.1/v1",
-                       **({"model": "local"} if local else {}))
-    context.validate()
-    count = token_counter(context.model)
-    docs = plan_inputs([str(p) for p in paths], [], Chunker(context.chunk_tokens, count))
-    language = language_name(args.language) if args.language != "auto" else None
-    store = ResultStore(args.store) if args.store and args.store.exists() else None
-    try:
-        estimate = preview(docs, count=count, map_max_tokens=context.map_max_tokens,
-                           collapse_max_tokens=context.collapse_max_tokens,
-                           final_max_tokens=context.final_max_tokens, budget=reduce_budget(context),
-                           language=language, identity=context.identity, store=store, price=context.price)
-    finally:
-        if store is not None:
-            store.close()
-    estimate["reduce_language"] = language or dominant_language(d.language for d in docs)
-    estimate["model"] = context.model
-    text = json.dumps(estimate, indent=2, ensure_ascii=False)
-    print(text)
-    if args.out:
-        atomic_write(args.out / "preview.json", text + "\n")
-    if "estimated_cost_usd" not in estimate:
-        print(f"no price known for {context.model!r}: pass --price-in and --price-out for a cost",
-              file=sys.stderr)
-    return EXIT_OK
+    return redact_url(context.base_url) or ("OpenAI" if context.api_key else "no endpoint (dry run)")
 
 
 def _run_async(coro: Any) -> Any:
@@ -323,8 +292,16 @@ def _run_async(coro: Any) -> Any:
     return asyncio.run(wrapper())
 
 
-def _report(args: argparse.Namespace, total: int, collector: _Collector, status: str,
-            error: str | None, exit_code: int, started: datetime, wall: float) -> dict[str, Any]:
+def _view(args: argparse.Namespace) -> Any:
+    from pipeline.progress import BarView, LogView, NoView
+
+    if args.quiet:
+        return NoView()
+    return BarView() if sys.stderr.isatty() and not args.log_json else LogView()
+
+
+def _report(job: Job, total: int, outcome: Outcome, status: str, error: str | None, exit_code: int,
+            started: datetime, wall: float) -> dict[str, Any]:
     from pipeline.client import redact_url
     from pipeline.report import document_counts
 
@@ -334,52 +311,59 @@ def _report(args: argparse.Namespace, total: int, collector: _Collector, status:
         "error": error,
         "started_at": started.isoformat(timespec="seconds"),
         "finished_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "documents": document_counts(collector.results, total),
-        "base_url": redact_url(args.base_url),
-        "model": collector.model,
-        **collector.stats,
-        **collector.extra,
+        "documents": document_counts(outcome.results, total),
+        "base_url": redact_url(outcome.base_url),
+        **outcome.stats,
+        **outcome.extra,
         "wall_seconds": round(wall, 3),
     }
 
 
-def _exit_code(status: str, summary: str, results: list[Any], total: int) -> int:
+def _exit_code(status: str, outcome: Outcome, total: int) -> int:
     if status == "interrupted":
         return EXIT_INTERRUPTED
     if status == "terminated":
         return EXIT_TERMINATED
-    ok = sum(r["status"] == "ok" for r in results)
-    if status == "error" or not summary or ok == 0:
+    if status == "error":
+        return EXIT_ERROR
+    if outcome.preview is not None:
+        return EXIT_OK
+    ok = sum(r["status"] == "ok" for r in outcome.results)
+    if not outcome.summary or ok == 0:
         return EXIT_ERROR
     return EXIT_PARTIAL if ok < total else EXIT_OK
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run the CLI and return its exit code."""
+    """Run the CLI and return its exit code: parse, settle the settings, run the graph once, report."""
     args = parse_args(argv, dict(os.environ))
+    from tqdm.contrib.logging import logging_redirect_tqdm
+
     from pipeline.errors import InputError, SummarizerError
-    from pipeline.loading import expand_inputs
     from pipeline.logs import setup_logging
-    from pipeline.report import write_outputs
+    from pipeline.progress import BarView
+    from pipeline.report import atomic_write, write_outputs
     from pipeline.secrets import Redactor, credential_secrets
 
     # Whatever a server echoes, the key and the URL's credentials leave this process in no text.
     redact = Redactor(credential_secrets(args.api_key, args.base_url))
     setup_logging(quiet=args.quiet, verbose=args.verbose, as_json=args.log_json,
                   redact=redact.text if redact else None)
+    content = redact.long_only()  # for what the model wrote
+    fail = functools.partial(_say, "error", as_json=args.log_json, redact=redact.text)
     started, t0 = datetime.now(timezone.utc), time.monotonic()
     try:
-        _preflight(args)
-        paths = expand_inputs(args.inputs)
-        if args.dry_run:
-            return _dry_run(args, paths)
+        job = settings(args)
+        inputs, total = graph_input(args.inputs, sys.stdin)
     except InputError as exc:
-        print(f"error: {redact.text(str(exc))}", file=sys.stderr)
+        fail(str(exc))
         return EXIT_ERROR
-    collector = _Collector()
-    summary, error, status = "", None, "ok"
+    outcome, view = Outcome(), _view(args)
+    error, status = None, "ok"
     try:
-        summary = _run_async(_summarize(args, paths, collector))
+        # With a bar on screen, log lines go above it rather than through it.
+        with logging_redirect_tqdm() if isinstance(view, BarView) else contextlib.nullcontext():
+            _run_async(run_job(job, inputs, outcome, view))
     except KeyboardInterrupt:
         error, status = "interrupted", "interrupted"
     except asyncio.CancelledError:
@@ -389,30 +373,57 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Exception as exc:  # noqa: BLE001 - a bug: one line for the user, the traceback in the log
         log.debug("unexpected error", exc_info=True)
         error, status = f"unexpected {type(exc).__name__}: {exc} (rerun with --verbose for the traceback)", "error"
-    code = _exit_code(status, summary, collector.results, len(paths))
+    if outcome.preview is not None:
+        return _print_preview(outcome.preview, job, atomic_write, redact)
+    code = _exit_code(status, outcome, total)
     if code == EXIT_ERROR and error is None:
         status, error = "error", "nothing could be summarized: every input failed or was skipped"
-    if args.out:
-        report = _report(args, len(paths), collector, status, error, code, started, time.monotonic() - t0)
+    if job.out:
+        report = _report(job, total, outcome, status, error, code, started, time.monotonic() - t0)
         try:
-            write_outputs(args.out, redact.text(summary), redact.data(collector.results), redact.data(report))
+            write_outputs(job.out, content.text(outcome.summary), [_redacted(r, redact, content) for r in outcome.results],
+                          redact.data(report))
         except OSError as exc:
-            print(f"error: cannot write to {args.out}: {exc.strerror or exc}", file=sys.stderr)
+            fail(f"cannot write to {job.out}: {exc.strerror or exc}")
             code = code or EXIT_ERROR
-    for r in sorted(collector.results, key=lambda r: r["id"]):
+    for r in sorted(outcome.results, key=lambda r: r["id"]):
         if r["status"] != "ok":
             log.warning("%s %s: %s", r["status"], r["source"], r["error"])
     if error:
-        print(f"error: {redact.text(error)}", file=sys.stderr)
-    if summary:
-        summary = redact.text(summary)
+        fail(error)
+    if outcome.summary:
+        summary = content.text(outcome.summary)
         sys.stdout.write(summary if summary.endswith("\n") else summary + "\n")
     if code == EXIT_PARTIAL:
-        failed = sum(r["status"] == "failed" for r in collector.results)
-        skipped = sum(r["status"] == "skipped" for r in collector.results)
-        where = f"; see {args.out / 'summaries.jsonl'}" if args.out else ""
-        print(f"warning: {failed} failed and {skipped} skipped of {len(paths)} inputs{where}", file=sys.stderr)
+        failed = sum(r["status"] == "failed" for r in outcome.results)
+        skipped = sum(r["status"] == "skipped" for r in outcome.results)
+        where = f"; see {job.out / 'summaries.jsonl'}" if job.out else ""
+        _say("warning", f"{failed} failed and {skipped} skipped of {total} inputs{where}", as_json=args.log_json,
+             redact=redact.text)
     return code
+
+
+def _redacted(result: dict[str, Any], redact: Any, content: Any) -> dict[str, Any]:
+    """A result as written: its error (server text) fully redacted, its summary (model text) for long secrets."""
+    return {**content.data(result), "error": redact.text(result["error"]) if result["error"] else None}
+
+
+def _print_preview(estimate: dict[str, Any], job: Job, atomic_write: Any, redact: Any) -> int:
+    text = redact.text(json.dumps(estimate, indent=2, ensure_ascii=False))
+    print(text)
+    if job.out:
+        atomic_write(job.out / "preview.json", text + "\n")
+    if "estimated_cost_usd" not in estimate:
+        print(f"no price known for {estimate.get('model')!r}: pass --price-in and --price-out for a cost",
+              file=sys.stderr)
+    return EXIT_OK
+
+
+def _say(level: str, message: str, *, as_json: bool, redact: Any) -> None:
+    """Print the run's closing error or warning as one line: plain text, or a JSON object with --log-json."""
+    from pipeline.logs import error_line
+
+    print(error_line(redact(message), as_json=as_json, level=level), file=sys.stderr)
 
 
 if __name__ == "__main__":

@@ -43,11 +43,11 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(entry, ensure_ascii=False)
 
 
-def error_line(message: str, *, as_json: bool) -> str:
-    """Format the run's fatal error: `error: ...`, or with JSON logs a log line of level error from "run"."""
+def error_line(message: str, *, as_json: bool, level: str = "error") -> str:
+    """Format the run's closing error (or warning): `error: ...`, or with JSON logs a log line from "run"."""
     if as_json:
-        return json.dumps(_entry(time.time(), "error", "run", message), ensure_ascii=False)
-    return f"error: {message}"
+        return json.dumps(_entry(time.time(), level, "run", message), ensure_ascii=False)
+    return f"{level}: {message}"
 
 
 def setup_logging(*, quiet: bool, as_json: bool, verbose: bool = False,

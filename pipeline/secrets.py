@@ -64,6 +64,11 @@ class Redactor:
     def __bool__(self) -> bool:
         return bool(self.secrets)
 
+    def long_only(self) -> Redactor:
+        """A redactor for the summaries themselves: a short placeholder key such as `none` or
+        `ollama` is a word too, and a model's text is not rewritten for it."""
+        return Redactor(s for s in self.secrets if len(s) >= SHORT)
+
     def text(self, value: str) -> str:
         """`value` with every known secret, masked echo and long fragment of one replaced."""
         if self._exact is None or not value:

@@ -194,9 +194,14 @@ def test_dry_run_after_a_run_counts_stored_results(cli, fake: FakeOpenAI, tmp_pa
     docs = _write_docs(tmp_path / "in", 4)
     cli(str(docs), base_url=fake.base_url, )
 
-    preview = json.loads(cli(str(docs), "--dry-run", "--model", "fake-model", base_url=fake.base_url).out)
+    calls = fake.chat_calls
 
+    # No --model: like the run, the dry run takes the endpoint's model, so it finds the run's results.
+    preview = json.loads(cli(str(docs), "--dry-run", base_url=fake.base_url).out)
+
+    assert preview["model"] == "fake-model"
     assert preview["llm_calls"]["map"] == 0 and preview["from_store"]["map"] == 4
+    assert fake.chat_calls == calls
 
 
 def test_max_cost_stops_cleanly_before_the_cap(cli, fake: FakeOpenAI, tmp_path: Path) -> None:

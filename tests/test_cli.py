@@ -188,7 +188,7 @@ def test_credentials_in_the_base_url_never_reach_logs_or_reports(cli, fake: Fake
     result = cli(str(docs), base_url=secret_url, quiet=False)
 
     assert result.code == 0
-    assert "summarizing 2 files" in result.err  # the info logs were on
+    assert "summarizing 2 inputs" in result.err  # the info logs were on
     assert "url-secret-42" not in result.err + result.out
     assert "url-secret-42" not in (result.out_dir / "report.json").read_text(encoding="utf-8")
 
