@@ -18,6 +18,10 @@
     ├── StoreError                  the result store cannot be written
     └── MemoryLimitError            RSS passed --memory-limit-mb
 
+SummarizerError is a RuntimeError and InputError also a ValueError, so that LangGraph
+Server passes their messages on to a client (Studio, the SDK) instead of hiding them as
+"An internal error occurred".
+
 An HTTP status becomes one of these through one table, `error_for_status`, whether the
 built-in client saw it or a foreign SDK's exception carried it (`error_for_exception`,
 which also knows the SDKs' timeouts and connection failures).
@@ -32,11 +36,11 @@ from collections.abc import Callable
 from typing import Any
 
 
-class SummarizerError(Exception):
+class SummarizerError(RuntimeError):
     """Base class: the message is shown to the user as is."""
 
 
-class InputError(SummarizerError):
+class InputError(SummarizerError, ValueError):
     """The inputs named on the command line or in the graph input are unusable."""
 
 
