@@ -172,21 +172,23 @@ class LLMRunner:
         """Answer one prompt, retrying what is worth retrying; count the call under `step`.
 
         With a `key` and a store, a stored answer is returned without a call, and a
-        new answer is stored the moment it arrives.
+        new answer is stored the moment it arrives. Progress counts the call once it has
+        an answer, from the store or not, or has failed; a cancelled call is not done.
         """
+        if key is not None and self.store is not None and (hit := self.store.get(key)):
+            self.stats.from_store[step] += 1
+            self.progress.advance(phase)
+            return Completion(hit.text, hit.tokens_in, hit.tokens_out)
         try:
-            if key is not None and self.store is not None and (hit := self.store.get(key)):
-                self.stats.from_store[step] += 1
-                return Completion(hit.text, hit.tokens_in, hit.tokens_out)
             done = await self._complete(step, prompt, max_tokens)
-            if key is not None and self.store is not None:
-                self.store.put(key, step, done.text, done.tokens_in, done.tokens_out)
-            return done
         except LLMError:
             self.stats.failed_calls[step] += 1
-            raise
-        finally:
             self.progress.advance(phase)
+            raise
+        if key is not None and self.store is not None:
+            self.store.put(key, step, done.text, done.tokens_in, done.tokens_out)
+        self.progress.advance(phase)
+        return done
 
     def key(self, step: str, max_tokens: int, *material: str) -> str | None:
         """The store key of a call, or None when there is no store."""

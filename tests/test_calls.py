@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import socket
 from collections.abc import AsyncIterator, Callable
@@ -219,3 +220,30 @@ async def test_a_fatal_error_is_one_line_in_the_logs_format(fake_in_loop: FakeOp
         assert entry["message"] == str(caught.value)
     else:
         assert line == f"error: {caught.value}"
+
+
+class _Hanging:
+    """A ChatCaller whose answer never comes."""
+
+    async def acomplete(self, prompt: str, max_tokens: int) -> tuple[str, Usage]:
+        await asyncio.Event().wait()
+        raise AssertionError("unreachable")
+
+
+async def test_progress_counts_answered_and_failed_calls_never_cancelled_ones() -> None:
+    from pipeline.progress import EventProgress
+
+    events: list[dict[str, Any]] = []
+    progress = EventProgress(events.append, every=0.0)
+    answered, hanging = _runner(_Recorder()), _runner(_Hanging())
+    answered.progress = hanging.progress = progress
+
+    await answered.complete("map", "a prompt", 40, "map")
+    task = asyncio.create_task(hanging.complete("map", "another", 40, "map"))
+    await asyncio.sleep(0.05)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    progress.close()
+
+    assert progress.done["map"] == 1
