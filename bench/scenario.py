@@ -45,18 +45,15 @@ def ideal_seconds(phases: list[int], concurrency: int, latency: float) -> float:
 
 
 class _LevelCalls(logging.Handler):
-    """Record the run's cumulative collapse-call count at each 'collapse level' log line."""
+    """Record each collapse level's call count from the graph's 'collapse level' log line."""
 
     def __init__(self) -> None:
         super().__init__(logging.INFO)
-        self.cumulative: list[int] = []
+        self.calls: list[int] = []
 
     def emit(self, record: logging.LogRecord) -> None:
-        if isinstance(record.msg, str) and record.msg.startswith("collapse level"):
-            from graphs.runs import _RUNS  # the one open run of this process
-
-            run = next(iter(_RUNS.values()))
-            self.cumulative.append(run.runner.stats.calls["collapse"])
+        if isinstance(record.msg, str) and record.msg.startswith("collapse level") and record.args:
+            self.calls.append(int(record.args[-1]))  # type: ignore[index]
 
 
 def _context(args: argparse.Namespace, base_url: str, concurrency: int) -> Any:
@@ -84,7 +81,7 @@ async def run_pipeline(args: argparse.Namespace, base_url: str, inputs: dict[str
     logger.propagate = False
     out = await graph.ainvoke(inputs, context=_context(args, base_url, args.c))
     stats = out["stats"]
-    per_level = [b - a for a, b in zip([0, *levels.cumulative], levels.cumulative)]
+    per_level = levels.calls
     if sum(per_level) != stats["llm_calls"]["collapse"]:  # the log line changed: one lump phase
         per_level = [stats["llm_calls"]["collapse"]] if stats["llm_calls"]["collapse"] else []
     summaries = [r["summary"] for r in out["results"] if r["summary"]]

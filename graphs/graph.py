@@ -148,10 +148,12 @@ async def collapse(state: RunState, runtime: Runtime[Resources]) -> dict[str, An
     level = state["level"] + 1
     if level > state["max_levels"]:
         raise CollapseError(f"summaries still exceed --token-max after {state['max_levels']} collapse levels")
+    calls_before = res.llm().stats.calls["collapse"]
     pieces = await collapse_level(
         res.llm(), state["pieces"], budget=reduce_budget(context, res.count), max_tokens=context.collapse_max_tokens,
         language=answer_language(context.language, (d.get("language") for d in state["docs"])), count=res.count)
-    log.info("collapse level %d: %d summaries -> %d", level, len(state["pieces"]), len(pieces))
+    log.info("collapse level %d: %d summaries -> %d in %d calls", level, len(state["pieces"]), len(pieces),
+             res.llm().stats.calls["collapse"] - calls_before)
     return {"pieces": pieces, "level": level}
 
 
