@@ -74,7 +74,9 @@ class Context:
 
     model: Annotated[str | None, _about("Model name; by default the endpoint's first listed model, "
                                         f"else {DEFAULT_MODEL}")] = None
-    base_url: Annotated[str | None, _about("OpenAI-compatible base URL, ending in /v1")] = None
+    # Not in the repr: a URL may carry user:password.
+    base_url: Annotated[str | None, _about("OpenAI-compatible base URL, ending in /v1")] = field(default=None,
+                                                                                                 repr=False)
     api_key: SkipJsonSchema[str | None] = field(default=None, repr=False)
     chat_model: SkipJsonSchema[BaseChatModel | None] = field(default=None, repr=False, compare=False)
     concurrency: Annotated[int, _about("Most LLM calls in flight")] = 16

@@ -160,7 +160,7 @@ class OpenAICompatChat(BaseChatModel):
     model_config = ConfigDict(arbitrary_types_allowed=True)
 
     model: str
-    base_url: str
+    base_url: str = Field(repr=False)  # it may carry user:password
     api_key: SecretStr | None = None
     temperature: float = 0.2
     max_tokens: int | None = None
