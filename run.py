@@ -26,7 +26,6 @@ from pathlib import Path
 from typing import Any
 
 EXIT_OK, EXIT_ERROR, EXIT_PARTIAL, EXIT_INTERRUPTED, EXIT_TERMINATED = 0, 1, 3, 130, 143
-DEFAULTS = {"concurrency": 16, "chunk_tokens": 2000, "token_max": 8000}
 # The embedded model is small: short chunks, short answers, greedy decoding with a
 # repetition penalty (it loops at higher temperatures), one request per server slot.
 LOCAL_DEFAULTS = {"concurrency": 4, "chunk_tokens": 800, "token_max": 2000}
@@ -37,10 +36,14 @@ log = logging.getLogger("run")
 
 
 class _Parser(argparse.ArgumentParser):
-    """Usage errors exit 1 with one line, like every other error of this tool."""
+    """Usage errors exit 1 with one line, like every other error of this tool (JSON with --log-json)."""
+
+    as_json = False
 
     def error(self, message: str) -> Any:
-        self.exit(EXIT_ERROR, f"error: {message} (see --help)\n")
+        from pipeline.logs import error_line
+
+        self.exit(EXIT_ERROR, error_line(f"{message} (see --help)", as_json=self.as_json) + "\n")
 
 
 def _number(convert: type, lowest: float, inclusive: bool) -> Any:
@@ -96,20 +99,20 @@ def build_parser(env: dict[str, str]) -> argparse.ArgumentParser:
     g.add_argument("--api-key", default=env.get("OPENAI_API_KEY"),
                    help="API key (default: $OPENAI_API_KEY; never logged or written to reports)")
     g.add_argument("--concurrency", type=COUNT,
-                   help=f"most LLM requests in flight (default {DEFAULTS['concurrency']}, "
+                   help=f"most LLM requests in flight (default 16, "
                         f"{LOCAL_DEFAULTS['concurrency']} for the embedded model); lowered for a while after 429s")
-    g.add_argument("--timeout", type=POSITIVE, default=120.0, help="seconds one LLM call may take (default 120)")
-    g.add_argument("--max-retries", type=RETRIES, default=4,
+    g.add_argument("--timeout", type=POSITIVE, help="seconds one LLM call may take (default 120)")
+    g.add_argument("--max-retries", type=RETRIES,
                    help="retries of a call after 408/409/429/5xx, timeouts, resets or malformed answers (default 4)")
     g.add_argument("--rpm", type=POSITIVE, help="most requests per minute")
     g.add_argument("--tpm", type=POSITIVE, help="most tokens per minute (prompt estimate plus max answer)")
     s = p.add_argument_group("summarizing")
     s.add_argument("--chunk-tokens", type=COUNT,
                    help=f"split documents longer than this many tokens into chunks (default "
-                        f"{DEFAULTS['chunk_tokens']}, {LOCAL_DEFAULTS['chunk_tokens']} for the embedded model)")
+                        f"2000, {LOCAL_DEFAULTS['chunk_tokens']} for the embedded model)")
     s.add_argument("--token-max", type=COUNT,
                    help=f"most tokens one reduce call may take in; summaries are collapsed until they fit "
-                        f"(default {DEFAULTS['token_max']}, {LOCAL_DEFAULTS['token_max']} for the embedded model)")
+                        f"(default 8000, {LOCAL_DEFAULTS['token_max']} for the embedded model)")
     s.add_argument("--language", default="auto",
                    help="language of the summaries: 'auto' answers in the documents' own language, "
                         "or give a code such as en, ko (default auto)")
@@ -141,17 +144,24 @@ def parse_args(argv: Sequence[str] | None, env: dict[str, str]) -> argparse.Name
     from pipeline.config import load_settings
 
     parser = build_parser(env)
+    parser.as_json = "--log-json" in (sys.argv[1:] if argv is None else argv)
     first, _ = parser.parse_known_args(argv)
     if first.config:
         known = {a.dest for a in parser._actions if a.dest not in ("help", "config", "version")}
         try:
-            parser.set_defaults(**load_settings(first.config, known))
+            settings = load_settings(first.config, known)
         except Exception as exc:  # noqa: BLE001 - shown to the user as a usage error
             parser.error(str(exc))
+        parser.set_defaults(**settings)
+        parser.as_json = parser.as_json or bool(settings.get("log_json"))
     args = parser.parse_args(argv)
     if not args.inputs:
         parser.error("give at least one PATH_OR_GLOB, '-' for standard input (or `inputs` in the config file)")
     return args
+
+
+_TUNING = ("concurrency", "chunk_tokens", "token_max", "timeout", "max_retries", "memory_limit_mb", "rpm", "tpm",
+           "price_in", "price_out", "max_cost")
 
 
 @dataclass(frozen=True)
@@ -172,15 +182,13 @@ def settings(args: argparse.Namespace) -> Job:
 
     local = args.model == "local" or (not args.base_url and not args.api_key)
     store = None if args.no_store else args.store or (args.out / "store.sqlite" if args.out else None)
-    sized = {k: getattr(args, k) if getattr(args, k) is not None else v
-             for k, v in (LOCAL_DEFAULTS if local else DEFAULTS).items()}
+    # Options left unset take Context's defaults (the embedded model's own where it runs).
+    given = {k: v for k in _TUNING if (v := getattr(args, k)) is not None}
     context = Context(
         model="local" if local and args.dry_run else None if local else args.model,
         base_url=None if local else args.base_url, api_key=None if local else args.api_key,
-        **sized, **(LOCAL_SETTINGS if local else {}), language=args.language, timeout=args.timeout,
-        max_retries=args.max_retries, memory_limit_mb=args.memory_limit_mb,
-        store_path=str(store) if store else None, retry_failed=args.retry_failed, rpm=args.rpm, tpm=args.tpm,
-        price_in=args.price_in, price_out=args.price_out, max_cost=args.max_cost, dry_run=args.dry_run)
+        **{**(LOCAL_DEFAULTS | LOCAL_SETTINGS if local else {}), **given}, language=args.language,
+        store_path=str(store) if store else None, retry_failed=args.retry_failed, dry_run=args.dry_run)
     # The embedded model's address is known only once it runs: check the rest with a stand-in.
     (dataclasses.replace(context, base_url="http://127.0.0.1/v1") if local else context).validate()
     if args.local_threads is not None and args.local_threads < 1:
@@ -218,11 +226,20 @@ def _check_writable(job: Job) -> None:
 
 
 def graph_input(patterns: Sequence[str], stdin: Any) -> tuple[dict[str, Any], int]:
-    """The graph's input for the command line's inputs ('-' reads a document from standard input)."""
+    """The graph's input for the command line's inputs ('-' reads a document from standard input).
+
+    Standard input is read as bytes and decoded as a file is, whatever the locale says.
+    """
+    from pipeline.decoding import decode_bytes
     from pipeline.loading import expand_inputs
 
     paths = [str(p) for p in expand_inputs([p for p in patterns if p != "-"])] if set(patterns) - {"-"} else []
-    texts = [{"id": "<stdin>", "text": stdin.read()}] if "-" in patterns else []
+    texts = []
+    if "-" in patterns:
+        decoded = decode_bytes(stdin.buffer.read())
+        if decoded.warning:
+            log.warning("<stdin>: %s", decoded.warning)
+        texts.append({"id": "<stdin>", "text": decoded.text})
     return {"paths": paths, "texts": texts}, len(paths) + len(texts)
 
 

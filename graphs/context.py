@@ -105,18 +105,17 @@ class Context:
     dry_run: Annotated[bool, _about("Plan only: count the calls, tokens and cost, call nothing")] = False
 
     def __post_init__(self) -> None:
-        # Settings that arrive as text (JSON from the server, a form) take their declared
-        # type; anything else is checked as it is by validate().
+        # Every setting must be of its declared type; text (JSON from the server, a form)
+        # is converted to it ("8" for 8), anything else is taken only as it is (no True for 1).
         for name, adapter in _adapters().items():
             value = getattr(self, name)
-            if not isinstance(value, str):
-                continue
             try:
-                coerced = adapter.validate_python(value)
+                coerced = adapter.validate_python(value, strict=not isinstance(value, str))
             except ValidationError as exc:
                 problem = exc.errors()[0]["msg"].lower()
                 raise InputError(f"{name.replace('_', '-')}: {problem}, got {value!r}") from None
-            object.__setattr__(self, name, coerced)
+            if coerced is not value:
+                object.__setattr__(self, name, coerced)
 
     def validate(self) -> None:
         """Raise InputError for settings out of range or that cannot work together."""
@@ -141,10 +140,16 @@ class Context:
                              "give --price-in and --price-out (price-in, price-out in a config file; USD per million "
                              "tokens)")
 
-    def with_defaults(self, defaults: dict[str, Any]) -> Context:
-        """Fill the settings left unset (None) from `defaults`, such as the server's environment."""
-        unset = {k: v for k, v in defaults.items() if getattr(self, k) is None and v is not None}
-        return dataclasses.replace(self, **unset) if unset else self
+    def with_endpoint(self, endpoint: dict[str, Any]) -> Context:
+        """Take `endpoint` (base_url, api_key, model: the server's environment) when the run names none.
+
+        All or nothing: a run that names its own endpoint never gets the server's key,
+        nor its model.
+        """
+        if self.base_url or self.api_key or self.chat_model is not None:
+            return self
+        given = {k: v for k, v in endpoint.items() if v is not None and not (k == "model" and self.model)}
+        return dataclasses.replace(self, **given) if given else self
 
     @property
     def price(self) -> Price | None:
@@ -166,7 +171,6 @@ class Context:
 
 @functools.cache
 def _adapters() -> dict[str, TypeAdapter[Any]]:
-    """A validator for each setting that is not text, to coerce text given for it; built once."""
+    """A validator for each setting (but the chat model, an object), built once."""
     hints = typing.get_type_hints(Context)
-    return {f.name: TypeAdapter(hints[f.name]) for f in dataclasses.fields(Context)
-            if f.name != "chat_model" and hints[f.name] not in (str, str | None)}
+    return {f.name: TypeAdapter(hints[f.name]) for f in dataclasses.fields(Context) if f.name != "chat_model"}

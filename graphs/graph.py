@@ -86,13 +86,15 @@ async def plan(state: RunState, runtime: Runtime[Resources]) -> dict[str, Any]:
     files: dict[str, int] = {}
     if res.store is not None:
         files, removed = compare_with_prior(docs, res.store.prior_documents(), context.retry_failed)
-        res.store.forget_documents(removed)
+        if not context.dry_run:
+            res.store.forget_documents(removed)
         log.info("files: %(new)d new, %(changed)d changed, %(unchanged)d unchanged, %(removed)d removed", files)
     chunks = sum(len(d["spans"]) for d in docs)
     log.info("planned %d documents, %d chunks, %d tokens", len(docs), chunks, sum(d["tokens"] for d in docs))
     if res.runner is not None:
-        res.runner.progress.add_total("map", chunks)
-    return {"docs": docs, "files": files, "started_at": started}
+        res.runner.progress.add_total("map", sum(len(d["spans"]) for d in docs if "prior_error" not in d))
+    reduce_language = answer_language(context.language, (d.get("language") for d in docs))
+    return {"docs": docs, "files": files, "started_at": started, "reduce_language": reduce_language}
 
 
 def after_plan(state: RunState, runtime: Runtime[Resources]) -> list[Send] | Literal["preview"]:
@@ -107,10 +109,11 @@ async def map_shard(state: ShardState, runtime: Runtime[Resources]) -> dict[str,
     """Summarize one shard's documents, at most the run's concurrency at a time."""
     res, context = runtime.context, runtime.context.context
     not_retried = {d["id"] for d in state["docs"] if "prior_error" in d}
+    texts = {d["id"] for d in state["docs"] if "text" in d}
 
     def on_result(result: DocResult) -> None:
         if res.store is not None and result["id"] not in not_retried:
-            res.store.record_document(result)
+            res.store.record_document(result, kind="text" if result["id"] in texts else "file")
         res.emit({"event": "result", "result": result})
 
     async with res.shard_slots:
@@ -151,7 +154,7 @@ async def collapse(state: RunState, runtime: Runtime[Resources]) -> dict[str, An
     calls_before = res.llm().stats.calls["collapse"]
     pieces = await collapse_level(
         res.llm(), state["pieces"], budget=reduce_budget(context, res.count), max_tokens=context.collapse_max_tokens,
-        language=answer_language(context.language, (d.get("language") for d in state["docs"])), count=res.count)
+        language=state["reduce_language"], count=res.count)
     log.info("collapse level %d: %d summaries -> %d in %d calls", level, len(state["pieces"]), len(pieces),
              res.llm().stats.calls["collapse"] - calls_before)
     return {"pieces": pieces, "level": level}
@@ -171,7 +174,7 @@ async def final(state: RunState, runtime: Runtime[Resources]) -> dict[str, Any]:
     if pieces := state["pieces"]:
         text = await final_summary(
             res.llm(), pieces, max_tokens=context.final_max_tokens,
-            language=answer_language(context.language, (d.get("language") for d in state["docs"])))
+            language=state["reduce_language"])
         summary = text.rstrip() + "\n" + _sources_legend(text, state)
     return {"summary": summary, "stats": _stats(state, res)}
 
@@ -193,7 +196,7 @@ async def preview(state: RunState, runtime: Runtime[Resources]) -> dict[str, Any
         collapse_max_tokens=context.collapse_max_tokens, final_max_tokens=context.final_max_tokens,
         budget=reduce_budget(context, res.count), identity=context.identity, store=res.store,
         price=context.price, language_of=lambda ref: answer_language(context.language, [ref.get("language")]))
-    estimate["reduce_language"] = answer_language(context.language, (d.get("language") for d in docs))
+    estimate["reduce_language"] = state["reduce_language"]
     estimate["model"] = context.model
     return {"preview": estimate, "stats": {"files": state.get("files", {})}}
 
@@ -218,18 +221,18 @@ mapreduce = mapreduce_builder.compile(name="map-reduce")
 # --- the outer graph: one run, its resources around the subgraph ------------------------
 
 
-def make_builder(defaults: Mapping[str, Any] | None = None) -> StateGraph:
-    """The summarizer's graph builder; `defaults` fill the context settings a run leaves unset.
+def make_builder(endpoint: Mapping[str, Any] | None = None) -> StateGraph:
+    """The summarizer's graph builder; `endpoint` (base_url, api_key, model) serves runs that name none.
 
-    The server entry point (graphs/server.py) passes the endpoint settings it reads from
-    the environment; a notebook or the CLI passes a full context and needs none.
+    The server entry point (graphs/server.py) passes the endpoint it reads from the
+    environment; a notebook or the CLI names its endpoint in the context.
     Compile it with a checkpointer to keep threads: `builder.compile(checkpointer=...)`.
     """
-    fill = dict(defaults or {})
+    endpoint = dict(endpoint or {})
 
     async def summarize(state: State, config: RunnableConfig) -> dict[str, Any]:
         """Open the run's resources, run the map-reduce inside them, and close them."""
-        context = (get_runtime(Context).context or Context()).with_defaults(fill)
+        context = (get_runtime(Context).context or Context()).with_endpoint(endpoint)
         context.validate()
         emit = get_stream_writer()
         run_input = RunState(paths=[str(p) for p in state.get("paths") or []], texts=state.get("texts") or [])
@@ -237,16 +240,28 @@ def make_builder(defaults: Mapping[str, Any] | None = None) -> StateGraph:
             out = await mapreduce.ainvoke(run_input, config={"recursion_limit": RECURSION_LIMIT},
                                           context=resources)
         results = sorted(out.get("results", []), key=lambda r: r["id"])
+        # Every key, every run: a reused thread must not show the last run's preview.
         return {"summary": out.get("summary", ""), "results": results, "stats": out.get("stats", {}),
-                **({"preview": out["preview"]} if "preview" in out else {})}
+                "preview": out.get("preview")}
 
     def summarize_sync(state: State, config: RunnableConfig) -> dict[str, Any]:
         # `graph.invoke`: the run is async (one HTTP session, many calls in flight), so it
         # gets a loop of its own in a worker thread, which also works where a loop already
-        # runs in this one (a notebook).
-        run = contextvars.copy_context()
-        with ThreadPoolExecutor(max_workers=1) as pool:
-            return pool.submit(run.run, asyncio.run, summarize(state, config)).result()
+        # runs in this one (a notebook). Ctrl-C here cancels the run there.
+        loop = asyncio.new_event_loop()
+        task = loop.create_task(summarize(state, config), context=contextvars.copy_context())
+        pool = ThreadPoolExecutor(max_workers=1)
+        try:
+            return pool.submit(loop.run_until_complete, task).result()
+        except NotImplementedError as exc:
+            raise RuntimeError("this checkpointer has no async methods, and the run is async: use its "
+                               "async variant (e.g. AsyncSqliteSaver) and `await graph.ainvoke(...)`") from exc
+        except BaseException:
+            loop.call_soon_threadsafe(task.cancel)
+            raise
+        finally:
+            pool.shutdown(wait=True)
+            loop.close()
 
     builder = StateGraph(State, context_schema=Context, input_schema=InputState, output_schema=OutputState)
     builder.add_node("summarize", RunnableLambda(summarize_sync, afunc=summarize, name="summarize"))

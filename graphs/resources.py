@@ -18,6 +18,7 @@ import logging
 from collections.abc import AsyncIterator, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from pydantic import SecretStr
@@ -89,8 +90,8 @@ async def open_resources(context: Context, emit: Emit) -> AsyncIterator[Resource
     """Open what a run needs inside the running loop, and close all of it on the way out."""
     async with AsyncExitStack() as stack:
         store = None
-        if context.store_path:
-            store = ResultStore(context.store_path)
+        if context.store_path and (not context.dry_run or Path(context.store_path).exists()):
+            store = ResultStore(context.store_path, read_only=context.dry_run)
             stack.callback(store.close)
         runner = None
         if not context.dry_run:

@@ -11,10 +11,10 @@ import os
 
 from graphs.graph import NAME, make_builder
 
-ENDPOINT_DEFAULTS = {
+ENDPOINT = {
     "base_url": os.environ.get("OPENAI_BASE_URL") or None,
     "api_key": os.environ.get("OPENAI_API_KEY") or None,
     "model": os.environ.get("OPENAI_MODEL") or None,
 }
 
-graph = make_builder(defaults=ENDPOINT_DEFAULTS).compile(name=NAME)
+graph = make_builder(endpoint=ENDPOINT).compile(name=NAME)

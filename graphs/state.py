@@ -41,7 +41,7 @@ class OutputState(TypedDict, total=False):
     summary: str
     results: list[DocResult]
     stats: dict[str, Any]
-    preview: dict[str, Any]
+    preview: dict[str, Any] | None  # None unless the run was a dry run
 
 
 class State(InputState, OutputState, total=False):
@@ -55,6 +55,7 @@ class RunState(TypedDict, total=False):
     texts: list[TextInput]
     docs: list[DocRef]
     files: dict[str, int]
+    reduce_language: str | None  # what the collapse and final calls answer in
     results: Annotated[list[DocResult], operator.add]
     pieces: list[Piece]
     level: int

@@ -22,7 +22,6 @@ from langchain_core.outputs import ChatGeneration, ChatResult
 from pydantic import ConfigDict, Field, PrivateAttr, SecretStr
 
 from pipeline.errors import (
-    AuthError,
     ConnectError,
     EmptyAnswerError,
     EndpointError,
@@ -137,9 +136,10 @@ async def probe_endpoint(base_url: str, api_key: str | None, timeout: float = 15
                 session = await stack.enter_async_context(aiohttp.ClientSession())
             async with session.get(url.rstrip("/") + "/models", headers=headers,
                                    timeout=aiohttp.ClientTimeout(total=timeout)) as resp:
-                if resp.status in (401, 403):
-                    raise AuthError(f"the endpoint at {shown} rejected the API key (HTTP {resp.status})")
                 body = await resp.read()
+                if resp.status in (401, 403):  # other statuses: a server without /models, the calls will tell
+                    raise error_for_status(resp.status, _error_detail(body, Redactor(credential_secrets(
+                        api_key, base_url))))
                 if resp.status == 200 and _looks_html(body, resp.content_type):
                     raise EndpointError(f"the base URL {shown} answers with an HTML page, not the OpenAI "
                                         f"API (a web UI or a login page?); {HTML_HINT}")

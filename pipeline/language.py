@@ -92,9 +92,13 @@ def _english(sample: str) -> str | None:
 
 
 def dominant_language(languages: Iterable[str | None]) -> str | None:
-    """Return the most common known language, or None when none is known."""
+    """Return the most common known language, or None when none is known.
+
+    A tie goes to the name that sorts first, not to the one met first: the answer must
+    not depend on the order the documents were given in.
+    """
     counts = Counter(lang for lang in languages if lang)
-    return counts.most_common(1)[0][0] if counts else None
+    return min(counts, key=lambda lang: (-counts[lang], lang)) if counts else None
 
 
 # Small models follow an instruction in the answer's own language far more reliably.

@@ -30,8 +30,11 @@ CREATE TABLE IF NOT EXISTS results (
     tokens_in INTEGER NOT NULL, tokens_out INTEGER NOT NULL, created REAL NOT NULL);
 CREATE TABLE IF NOT EXISTS documents (
     source TEXT PRIMARY KEY, sha256 TEXT NOT NULL, status TEXT NOT NULL, summary TEXT,
-    error TEXT, chunks INTEGER, tokens_in INTEGER, tokens_out INTEGER, updated REAL NOT NULL);
+    error TEXT, chunks INTEGER, tokens_in INTEGER, tokens_out INTEGER, updated REAL NOT NULL,
+    kind TEXT NOT NULL DEFAULT 'file');
 """
+# Stores made before documents had a kind (a file, or a text handed over in memory).
+_ADD_KIND = "ALTER TABLE documents ADD COLUMN kind TEXT NOT NULL DEFAULT 'file'"
 
 
 def result_key(*parts: object) -> str:
@@ -59,6 +62,7 @@ class PriorDocument:
     sha256: str
     status: str
     error: str | None
+    kind: str = "file"  # or "text": a document handed over in memory, never "removed" from disk
 
 
 def compare_with_prior(docs: list[DocRef], prior: dict[str, PriorDocument],
@@ -67,8 +71,9 @@ def compare_with_prior(docs: list[DocRef], prior: dict[str, PriorDocument],
 
     An unchanged document that failed before is marked with its earlier error (and not
     sent again) unless `retry_failed`; returns the counts and the removed sources.
-    Removed means gone from disk: a document this run was not given but that still
-    exists may belong to another job sharing the store, and its record is kept.
+    Removed means a file gone from disk: a document this run was not given but that
+    still exists, or a text handed over in memory, may belong to another job sharing
+    the store, and its record is kept.
     """
     files = {"new": 0, "changed": 0, "unchanged": 0, "removed": 0}
     seen = set()
@@ -83,7 +88,8 @@ def compare_with_prior(docs: list[DocRef], prior: dict[str, PriorDocument],
             files["unchanged"] += 1
             if before.status == "failed" and not retry_failed:
                 doc["prior_error"] = before.error or "failed"
-    removed = [source for source in prior if source not in seen and not os.path.lexists(source)]
+    removed = [source for source, before in prior.items()
+               if source not in seen and before.kind == "file" and not os.path.lexists(source)]
     files["removed"] = len(removed)
     return files, removed
 
@@ -91,14 +97,20 @@ def compare_with_prior(docs: list[DocRef], prior: dict[str, PriorDocument],
 class ResultStore:
     """Read and write finished results and document outcomes."""
 
-    def __init__(self, path: str | Path) -> None:
+    def __init__(self, path: str | Path, *, read_only: bool = False) -> None:
         self.path = Path(path)
         try:
+            if read_only:  # a dry run looks, and neither creates nor changes anything
+                self._db = sqlite3.connect(f"{self.path.resolve().as_uri()}?mode=ro", uri=True, timeout=30.0,
+                                           isolation_level=None, check_same_thread=False)
+                return
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self._db = sqlite3.connect(self.path, timeout=30.0, isolation_level=None, check_same_thread=False)
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=NORMAL")
             self._db.executescript(_SCHEMA)
+            if not self._has_kind():
+                self._db.execute(_ADD_KIND)
         except (OSError, sqlite3.Error) as exc:
             raise InputError(f"cannot open the result store {self.path}: {exc}") from exc
 
@@ -125,16 +137,21 @@ class ResultStore:
             "SELECT COUNT(*) FROM results WHERE step = ?", (step,))
         return int(self._db.execute(sql, args).fetchone()[0])
 
+    def _has_kind(self) -> bool:
+        return any(row[1] == "kind" for row in self._db.execute("PRAGMA table_info(documents)"))
+
     def prior_documents(self) -> dict[str, PriorDocument]:
         """Every document the store has an outcome for, by source."""
-        rows = self._db.execute("SELECT source, sha256, status, error FROM documents")
-        return {source: PriorDocument(sha, status, error) for source, sha, status, error in rows}
+        kind = "kind" if self._has_kind() else "'file'"
+        rows = self._db.execute(f"SELECT source, sha256, status, error, {kind} FROM documents")
+        return {source: PriorDocument(sha, status, error, k) for source, sha, status, error, k in rows}
 
-    def record_document(self, result: dict[str, Any]) -> None:
+    def record_document(self, result: dict[str, Any], kind: str = "file") -> None:
         self._write(
-            "INSERT OR REPLACE INTO documents VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            "INSERT OR REPLACE INTO documents (source, sha256, status, summary, error, chunks, tokens_in, "
+            "tokens_out, updated, kind) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (result["source"], result["sha256"], result["status"], result["summary"], result["error"],
-             result["chunks"], result["tokens_in"], result["tokens_out"], time.time()))
+             result["chunks"], result["tokens_in"], result["tokens_out"], time.time(), kind))
 
     def forget_documents(self, sources: Iterable[str]) -> None:
         self._db.executemany("DELETE FROM documents WHERE source = ?", ((s,) for s in sources))

@@ -69,6 +69,7 @@ async def summarize_document(runner: LLMRunner, ref: DocRef, *, language: str | 
     try:
         text = load_text(ref)
     except InputError as exc:
+        runner.progress.advance("map", len(ref["spans"]))  # its calls will not be made: done, as progress goes
         return _result(ref, "failed", error=f"InputError: {exc}")
     instruction = language_instruction(language)
     source, spans = ref["source"], ref["spans"]

@@ -154,6 +154,7 @@ class FakeOpenAI:
         self._conns: weakref.WeakSet[Any] = weakref.WeakSet()
         self._peers: set[Any] = set()    # fallback for non-weakrefable transports
         self.bodies: list[dict[str, Any]] = []
+        self.authorizations: list[str | None] = []  # the Authorization header of each chat request
 
     def stats(self, include_bodies: bool = False) -> dict[str, Any]:
         """Snapshot of the counters (the JSON served by ``GET /stats``)."""
@@ -240,6 +241,7 @@ class FakeOpenAI:
         return f" You passed {value} (shown as {masked})."
 
     async def _chat_inner(self, request: web.Request) -> web.StreamResponse:
+        self.authorizations.append(request.headers.get("Authorization"))
         if self.api_key is not None and request.headers.get("Authorization") != f"Bearer {self.api_key}":
             return _error(401, "Incorrect API key provided." + self._echo(request),
                           "invalid_request_error", "invalid_api_key")

@@ -294,3 +294,32 @@ def test_a_store_that_cannot_be_written_raises_a_clear_error(tmp_path: Path) -> 
 
     with pytest.raises(StoreError, match="cannot write to the result store"):
         store.put("k", "map", "text", 1, 1)
+
+
+def test_a_dry_run_creates_and_changes_nothing_in_the_store(cli, fake: FakeOpenAI, tmp_path: Path) -> None:
+    docs = _write_docs(tmp_path / "in", 3)
+    cli(str(docs), "--dry-run", base_url=fake.base_url)
+    assert not (tmp_path / "out" / "store.sqlite").exists()
+
+    cli(str(docs), base_url=fake.base_url)
+    (docs / "doc002.txt").unlink()
+    cli(str(docs), "--dry-run", base_url=fake.base_url)
+
+    store = ResultStore(tmp_path / "out" / "store.sqlite")
+    assert len(store.prior_documents()) == 3  # the dry run saw doc002 gone, and forgot nothing
+
+
+def test_a_store_from_before_document_kinds_opens_and_gains_them(tmp_path: Path) -> None:
+    path = tmp_path / "old.sqlite"
+    with sqlite3.connect(path) as db:
+        db.execute("CREATE TABLE documents (source TEXT PRIMARY KEY, sha256 TEXT NOT NULL, status TEXT NOT NULL, "
+                   "summary TEXT, error TEXT, chunks INTEGER, tokens_in INTEGER, tokens_out INTEGER, "
+                   "updated REAL NOT NULL)")
+        db.execute("INSERT INTO documents VALUES ('a.txt', 'x', 'ok', 's', NULL, 1, 1, 1, 0)")
+    db.close()
+
+    assert ResultStore(path, read_only=True).prior_documents()["a.txt"].kind == "file"
+    store = ResultStore(path)
+    store.record_document({"source": "memo", "sha256": "y", "status": "ok", "summary": "s", "error": None,
+                           "chunks": 1, "tokens_in": 1, "tokens_out": 1}, kind="text")
+    assert {s: d.kind for s, d in store.prior_documents().items()} == {"a.txt": "file", "memo": "text"}

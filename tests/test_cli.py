@@ -211,3 +211,20 @@ def test_a_key_without_a_base_url_goes_to_openai_through_langchain_openai(
 
     assert result.code == 0 and fake.chat_calls == 3
     assert made[0]["model"] == "gpt-4o-mini" and made[0]["max_retries"] == 0 and "base_url" not in made[0]
+
+
+def test_standard_input_is_one_document_decoded_like_a_file(cli, fake: FakeOpenAI, docs: Path,
+                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    import io
+    import sys
+    from types import SimpleNamespace
+
+    from tests.conftest import KOREAN
+
+    monkeypatch.setattr(sys, "stdin", SimpleNamespace(buffer=io.BytesIO(KOREAN.encode("cp949"))))
+
+    result = cli("-", str(docs / "ferry.txt"), base_url=fake.base_url)
+
+    assert result.code == 0, result.err
+    assert {r["source"] for r in result.lines()} == {"<stdin>", str(docs / "ferry.txt")}
+    assert any(KOREAN[:20] in body["messages"][-1]["content"] for body in fake.bodies)

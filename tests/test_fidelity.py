@@ -192,3 +192,17 @@ def test_jobs_sharing_a_store_keep_each_others_records(cli, fake: FakeOpenAI, tm
 
     assert again.report()["files"] == {"new": 0, "changed": 0, "unchanged": 3, "removed": 0}
     assert fake.chat_calls == 0
+
+
+async def test_notebook_jobs_sharing_a_store_keep_each_others_texts(fake_in_loop: FakeOpenAI, tmp_path: Path) -> None:
+    from graphs import Context, graph
+
+    context = Context(base_url=fake_in_loop.base_url, store_path=str(tmp_path / "shared.sqlite"))
+    await graph.ainvoke({"texts": [{"id": "a-memo", "text": "Job A's memo on the depot."}]}, context=context)
+    second = await graph.ainvoke({"texts": [{"id": "b-memo", "text": "Job B's memo on the ferry."}]},
+                                 context=context)
+
+    assert second["stats"]["files"]["removed"] == 0
+    from pipeline.store import ResultStore
+
+    assert set(ResultStore(tmp_path / "shared.sqlite").prior_documents()) == {"a-memo", "b-memo"}

@@ -109,3 +109,40 @@ async def test_a_dry_run_plans_and_calls_nothing(fake_in_loop: FakeOpenAI) -> No
 
     assert out["preview"]["llm_calls"] == {"map": 3, "collapse": 0, "final": 1}
     assert fake_in_loop.total_requests == 0 and not out["results"]
+
+
+async def test_reordered_inputs_in_two_languages_make_no_calls(fake_in_loop: FakeOpenAI, tmp_path: Any) -> None:
+    from tests.conftest import ENGLISH, KOREAN
+
+    texts = [{"id": "ferry", "text": ENGLISH}, {"id": "citrus", "text": KOREAN}]  # one each: a tie
+    context = Context(base_url=fake_in_loop.base_url, store_path=str(tmp_path / "store.sqlite"))
+    first = await graph.ainvoke({"texts": texts}, context=context)
+    calls = fake_in_loop.chat_calls
+
+    again = await graph.ainvoke({"texts": texts[::-1]}, context=context)
+
+    assert fake_in_loop.chat_calls == calls
+    assert again["summary"].split("**Sources**")[0].replace("D2", "Dx").replace("D1", "D2").replace("Dx", "D1") \
+        == first["summary"].split("**Sources**")[0]
+
+
+async def test_the_servers_key_goes_only_to_the_servers_endpoint(fake_in_loop: FakeOpenAI) -> None:
+    async with FakeOpenAI() as other:
+        served = make_builder(endpoint={"base_url": fake_in_loop.base_url, "api_key": "sk-server-only",
+                                        "model": "server-model"}).compile(name=NAME)
+        await served.ainvoke({"texts": _texts("o", 1)}, context=Context(base_url=other.base_url))
+
+        sent = {body.get("model") for body in other.bodies}
+    assert other.chat_calls == 2 and sent == {"fake-model"}  # the run's endpoint, its own model,
+    assert other.authorizations == [None, None]  # and not the server's key
+    assert fake_in_loop.chat_calls == 0
+
+
+async def test_a_reused_thread_does_not_keep_a_dry_runs_preview(fake_in_loop: FakeOpenAI) -> None:
+    threaded = builder.compile(checkpointer=InMemorySaver(), name=NAME)
+    config: Any = {"configurable": {"thread_id": "t"}}
+    await threaded.ainvoke({"texts": _texts("p", 2)}, config, context=Context(dry_run=True))
+
+    real = await threaded.ainvoke({"texts": _texts("p", 2)}, config, context=Context(base_url=fake_in_loop.base_url))
+
+    assert real["preview"] is None and len(real["results"]) == 2

@@ -299,3 +299,12 @@ def test_an_input_path_the_system_refuses_is_one_line(
     assert code == 1
     _one_line_error(err)
     assert fake.total_requests == 0
+
+
+def test_with_log_json_a_usage_error_is_one_json_line(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    code, err = _main(capsys, "--log-json", "--concurrency", "0", str(tmp_path))
+
+    assert code == 1
+    (line,) = err.splitlines()
+    entry = json.loads(line)
+    assert entry["level"] == "error" and "--concurrency" in entry["message"]
