@@ -160,11 +160,21 @@ async def collapse(state: RunState, runtime: Runtime[Resources]) -> dict[str, An
     return {"pieces": pieces, "level": level}
 
 
+UNCITED_NAMED = 50  # past this many, the documents a summary leaves out are counted, not named
+
+
 def _sources_legend(summary: str, state: RunState) -> str:
-    """List the documents the summary cites by tag, in input order."""
+    """List the documents the summary cites by tag, in input order, and say which it leaves out."""
     ids = set(cited(summary))
-    lines = [f"- [D{d['id']}] {escape_label(d['source'])}" for d in state["docs"] if d["id"] in ids]
-    return "\n\n**Sources**\n\n" + "\n".join(lines) + "\n" if lines else ""
+    summarized = [d for d in state["docs"] if d["id"] in {r["id"] for r in state["results"] if r["status"] == "ok"}]
+    lines = [f"- [D{d['id']}] {escape_label(d['source'])}" for d in summarized if d["id"] in ids]
+    legend = "\n\n**Sources**\n\n" + "\n".join(lines) + "\n" if lines else ""
+    left_out = [d for d in summarized if d["id"] not in ids]
+    if left_out:
+        named = ", ".join(f"[D{d['id']}] {escape_label(d['source'])}" for d in left_out[:UNCITED_NAMED])
+        more = f", and {len(left_out) - UNCITED_NAMED} more (see summaries.jsonl)" if len(left_out) > UNCITED_NAMED else ""
+        legend += f"\n**Summarized but not cited above:** {named}{more}\n"
+    return legend
 
 
 async def final(state: RunState, runtime: Runtime[Resources]) -> dict[str, Any]:

@@ -231,5 +231,15 @@ async def test_sources_list_only_the_documents_cited(fake_in_loop: FakeOpenAI) -
 
     out = await graph.ainvoke({"texts": _texts(12)}, context=Context(base_url=fake_in_loop.base_url))
 
-    legend = out["summary"].split("**Sources**")[1]
+    legend, left_out = out["summary"].split("**Sources**")[1].split("**Summarized but not cited above:**")
     assert legend.split() == ["-", "[D2]", "doc-001", "-", "[D11]", "doc-010"]
+    assert left_out.strip().startswith("[D1] doc-000, [D3] doc-002") and "[D2]" not in left_out
+
+
+async def test_a_summary_that_cites_nothing_still_names_what_it_summarized(fake_in_loop: FakeOpenAI) -> None:
+    fake_in_loop.reply = lambda messages: "- Depots moved crates."  # a small model that writes no tags
+
+    out = await graph.ainvoke({"texts": _texts(3)}, context=Context(base_url=fake_in_loop.base_url))
+
+    assert "**Sources**" not in out["summary"]
+    assert "**Summarized but not cited above:** [D1] doc-000, [D2] doc-001, [D3] doc-002" in out["summary"]
