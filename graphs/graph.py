@@ -166,7 +166,8 @@ UNCITED_NAMED = 50  # past this many, the documents a summary leaves out are cou
 def _sources_legend(summary: str, state: RunState) -> str:
     """List the documents the summary cites by tag, in input order, and say which it leaves out."""
     ids = set(cited(summary))
-    summarized = [d for d in state["docs"] if d["id"] in {r["id"] for r in state["results"] if r["status"] == "ok"}]
+    ok = {r["id"] for r in state["results"] if r["status"] == "ok"}
+    summarized = [d for d in state["docs"] if d["id"] in ok]
     lines = [f"- [D{d['id']}] {escape_label(d['source'])}" for d in summarized if d["id"] in ids]
     legend = "\n\n**Sources**\n\n" + "\n".join(lines) + "\n" if lines else ""
     left_out = [d for d in summarized if d["id"] not in ids]
