@@ -6,8 +6,11 @@
           └──(dry run)──▶ preview                  (while over token_max)
 
 The outer graph has one node, which opens the run's resources and runs the subgraph
-inside that block (graphs/resources.py says why). Progress and each document's result
-go out as they happen through LangGraph's stream writer (`stream_mode="custom"`).
+inside that block (graphs/resources.py says why). Planning streams: `plan` only lists
+the inputs, and each shard reads, decodes and chunks its own documents when its turn
+comes, so the first calls leave once the first shard is planned, and the graph state
+holds a name per document rather than its chunk spans. Progress and each document's
+result go out as they happen through LangGraph's stream writer (`stream_mode="custom"`).
 """
 
 from __future__ import annotations
@@ -33,10 +36,10 @@ from graphs.state import InputState, OutputState, RunState, ShardState, State
 from pipeline.citations import cited
 from pipeline.errors import CollapseError, InputError
 from pipeline.language import dominant_language, language_name
-from pipeline.loading import plan_inputs
+from pipeline.loading import DocRef, Entry, list_inputs, plan_entries
 from pipeline.preview import preview as preview_calls
 from pipeline.prompting import escape_label
-from pipeline.store import compare_with_prior
+from pipeline.store import compare_with_prior, removed_sources
 from pipeline.summarize import (
     DocResult,
     collapse_level,
@@ -75,52 +78,57 @@ def reduce_budget(context: Context, count: Any) -> int:
 
 
 async def plan(state: RunState, runtime: Runtime[Resources]) -> dict[str, Any]:
-    """Hash, decode and chunk every document, keeping references only; compare with the store."""
-    res, context = runtime.context, runtime.context.context
+    """List the inputs, numbering them; nothing is read yet (each shard plans its own)."""
+    res = runtime.context
     paths, texts = state.get("paths") or [], state.get("texts") or []
     if not paths and not texts:
         raise InputError("nothing to summarize: give `paths` or `texts`")
-    started = time.time()
-    docs = await asyncio.to_thread(plan_inputs, paths, texts, res.chunker,
-                                   guess_language=context.language == "auto")
-    files: dict[str, int] = {}
-    if res.store is not None:
-        files, removed = compare_with_prior(docs, res.store.prior_documents(), context.retry_failed)
-        if not context.dry_run:
-            res.store.forget_documents(removed)
-        log.info("files: %(new)d new, %(changed)d changed, %(unchanged)d unchanged, %(removed)d removed", files)
-    chunks = sum(len(d["spans"]) for d in docs)
-    log.info("planned %d documents, %d chunks, %d tokens", len(docs), chunks, sum(d["tokens"] for d in docs))
+    docs = list_inputs(paths, texts)
     if res.runner is not None:
-        res.runner.progress.add_total("map", sum(len(d["spans"]) for d in docs if "prior_error" not in d))
-    reduce_language = answer_language(context.language, (d.get("language") for d in docs))
-    return {"docs": docs, "files": files, "started_at": started, "reduce_language": reduce_language}
+        res.runner.progress.add_total("documents", len(docs))
+    return {"docs": docs, "started_at": time.time()}
 
 
 def after_plan(state: RunState, runtime: Runtime[Resources]) -> list[Send] | Literal["preview"]:
-    """Send each shard of document references to a summarizer, or only preview a dry run."""
+    """Send each shard of inputs to a summarizer, or only preview a dry run."""
     if runtime.context.context.dry_run:
         return "preview"
     docs, size = state["docs"], shard_size(runtime.context.context.concurrency)
     return [Send("map_shard", ShardState(docs=docs[i:i + size])) for i in range(0, len(docs), size)]
 
 
-async def map_shard(state: ShardState, runtime: Runtime[Resources]) -> dict[str, Any]:
-    """Summarize one shard's documents, at most the run's concurrency at a time."""
-    res, context = runtime.context, runtime.context.context
-    not_retried = {d["id"] for d in state["docs"] if "prior_error" in d}
-    texts = {d["id"] for d in state["docs"] if "text" in d}
+async def _plan_shard(res: Resources, entries: list[Entry]) -> tuple[list[DocRef], dict[str, int]]:
+    """Read, decode and chunk a shard's documents (in a thread: calls go on meanwhile); compare with the store."""
+    context = res.context
+    refs = await asyncio.to_thread(plan_entries, entries, res.chunker, guess_language=context.language == "auto")
+    files: dict[str, int] = {}
+    if res.store is not None:
+        prior = res.store.prior_documents([r["source"] for r in refs])
+        files = compare_with_prior(refs, prior, context.retry_failed)
+    return refs, files
 
-    def on_result(result: DocResult) -> None:
-        if res.store is not None and result["id"] not in not_retried:
-            res.store.record_document(result, kind="text" if result["id"] in texts else "file")
-        res.emit({"event": "result", "result": result})
+
+async def map_shard(state: ShardState, runtime: Runtime[Resources]) -> dict[str, Any]:
+    """Plan one shard's documents, then summarize them, at most the run's concurrency at a time."""
+    res, context = runtime.context, runtime.context.context
+    runner = res.llm()
 
     async with res.shard_slots:
+        refs, files = await _plan_shard(res, state["docs"])
+        runner.progress.add_total("map", sum(len(r["spans"]) for r in refs if "prior_error" not in r))
+        not_retried = {r["id"] for r in refs if "prior_error" in r}
+        texts = {r["id"] for r in refs if "text" in r}
+
+        def on_result(result: DocResult) -> None:
+            if res.store is not None and result["id"] not in not_retried:
+                res.store.record_document(result, kind="text" if result["id"] in texts else "file")
+            runner.progress.advance("documents")
+            res.emit({"event": "result", "result": result})
+
         results = await summarize_shard(
-            res.llm(), state["docs"], max_tokens=context.map_max_tokens, on_result=on_result,
+            runner, refs, max_tokens=context.map_max_tokens, on_result=on_result,
             language_of=lambda ref: answer_language(context.language, [ref.get("language")]))
-    return {"results": results}
+    return {"results": results, "files": files}
 
 
 async def collect(state: RunState, runtime: Runtime[Resources]) -> dict[str, Any]:
@@ -129,14 +137,23 @@ async def collect(state: RunState, runtime: Runtime[Resources]) -> dict[str, Any
     Ordered by source rather than by input position, so that listing the same files in
     another order makes the same reduce calls.
     """
-    res = runtime.context
+    res, context = runtime.context, runtime.context.context
     results = state.get("results", [])
-    cap = res.context.collapse_max_tokens
+    cap = context.collapse_max_tokens
     pieces = [piece for r in sorted(results, key=lambda r: (r["source"], r["id"])) if r["status"] == "ok"
               for piece in to_pieces(r, res.count, cap)]
     counts = {s: sum(r["status"] == s for r in results) for s in ("ok", "failed", "skipped")}
     log.info("map done: %(ok)d summarized, %(failed)d failed, %(skipped)d skipped", counts)
-    return {"pieces": pieces, "level": 0, "max_levels": max_collapse_levels(len(pieces)), "mapped_at": time.time()}
+    removed: dict[str, int] = {}  # added to the shards' counts
+    if res.store is not None:
+        gone = removed_sources(res.store.prior_documents(), {d["source"] for d in state["docs"]})
+        res.store.forget_documents(gone)
+        removed = {"removed": len(gone)}
+        files = state.get("files") or {}
+        log.info("files: %d new, %d changed, %d unchanged, %d removed", files.get("new", 0),
+                 files.get("changed", 0), files.get("unchanged", 0), len(gone))
+    return {"pieces": pieces, "level": 0, "max_levels": max_collapse_levels(len(pieces)), "mapped_at": time.time(),
+            "files": removed, "reduce_language": answer_language(context.language, (r["language"] for r in results))}
 
 
 def should_collapse(state: RunState, runtime: Runtime[Resources]) -> Literal["collapse", "final"]:
@@ -199,17 +216,19 @@ def _stats(state: RunState, res: Resources) -> dict[str, Any]:
 
 
 async def preview(state: RunState, runtime: Runtime[Resources]) -> dict[str, Any]:
-    """Count the calls, tokens and cost the run would take, calling nothing."""
+    """Plan every document and count the calls, tokens and cost the run would take, calling nothing."""
     res, context = runtime.context, runtime.context.context
-    docs = state["docs"]
+    docs, files = await _plan_shard(res, state["docs"])
+    if res.store is not None:
+        files["removed"] = len(removed_sources(res.store.prior_documents(), {d["source"] for d in docs}))
     estimate = await asyncio.to_thread(
         preview_calls, docs, count=res.count, map_max_tokens=context.map_max_tokens,
         collapse_max_tokens=context.collapse_max_tokens, final_max_tokens=context.final_max_tokens,
         budget=reduce_budget(context, res.count), identity=context.identity, store=res.store,
         price=context.price, language_of=lambda ref: answer_language(context.language, [ref.get("language")]))
-    estimate["reduce_language"] = state["reduce_language"]
+    estimate["reduce_language"] = answer_language(context.language, (d.get("language") for d in docs))
     estimate["model"] = context.model
-    return {"preview": estimate, "stats": {"files": state.get("files", {})}}
+    return {"preview": estimate, "stats": {"files": files}}
 
 
 mapreduce_builder = StateGraph(RunState, context_schema=Resources)

@@ -12,9 +12,17 @@ from typing import Annotated, Any
 from langgraph.channels import EphemeralValue
 from typing_extensions import TypedDict
 
-from pipeline.loading import DocRef
+from pipeline.loading import Entry
 from pipeline.prompting import Piece
 from pipeline.summarize import DocResult
+
+
+def _add_counts(left: dict[str, int] | None, right: dict[str, int] | None) -> dict[str, int]:
+    """Merge the shards' file counts."""
+    out = dict(left or {})
+    for key, n in (right or {}).items():
+        out[key] = out.get(key, 0) + n
+    return out
 
 
 class TextInput(TypedDict):
@@ -53,8 +61,8 @@ class RunState(TypedDict, total=False):
 
     paths: list[str]
     texts: list[TextInput]
-    docs: list[DocRef]
-    files: dict[str, int]
+    docs: list[Entry]  # as listed; each shard plans its own
+    files: Annotated[dict[str, int], _add_counts]  # new, changed, unchanged (and removed, from collect)
     reduce_language: str | None  # what the collapse and final calls answer in
     results: Annotated[list[DocResult], operator.add]
     pieces: list[Piece]
@@ -68,6 +76,6 @@ class RunState(TypedDict, total=False):
 
 
 class ShardState(TypedDict):
-    """The payload of one map `Send`: references to a shard of documents, never their text."""
+    """The payload of one map `Send`: a shard of listed inputs (a file's name, never its text)."""
 
-    docs: list[DocRef]
+    docs: list[Entry]

@@ -166,17 +166,29 @@ def _read_error(path: str, exc: Exception) -> str:
     return str(getattr(exc, "strerror", None) or exc)
 
 
-def plan_inputs(paths: Sequence[str], texts: Sequence[dict[str, str]], chunker: Chunker,
-                guess_language: bool = True) -> list[DocRef]:
-    """Plan files and in-memory texts, numbering documents from 1 in that order.
+class Entry(TypedDict):
+    """One input as listed, before it is planned: a number, a name, and a path or a text."""
+
+    id: int
+    source: str
+    path: NotRequired[str]
+    text: NotRequired[str]
+
+
+def list_inputs(paths: Sequence[str], texts: Sequence[dict[str, str]]) -> list[Entry]:
+    """Number files and in-memory texts from 1, in that order; nothing is read yet."""
+    entries = [Entry(id=i, source=name, path=name) for i, name in enumerate(map(str, paths), start=1)]
+    entries += [Entry(id=len(entries) + i, source=t["id"], text=t["text"]) for i, t in enumerate(texts, start=1)]
+    return entries
+
+
+def plan_entries(entries: Sequence[Entry], chunker: Chunker, guess_language: bool = True) -> list[DocRef]:
+    """Plan listed inputs (read, hash, decode, chunk each), one failure at a time never stopping the rest.
 
     `guess_language=False` skips detection when the answer language is fixed anyway.
     """
-    docs = [plan_document(i, name, chunker, path=name, guess_language=guess_language)
-            for i, name in enumerate(map(str, paths), start=1)]
-    docs += [plan_document(len(paths) + i, t["id"], chunker, text=t["text"], guess_language=guess_language)
-             for i, t in enumerate(texts, start=1)]
-    return docs
+    return [plan_document(e["id"], e["source"], chunker, path=e.get("path"), text=e.get("text"),
+                          guess_language=guess_language) for e in entries]
 
 
 def load_text(ref: DocRef) -> str:

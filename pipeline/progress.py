@@ -98,7 +98,7 @@ class BarView:
     def show(self, phase: str, done: int, total: int) -> None:
         bar = self._bars.get(phase)
         if bar is None:
-            bar = self._bars[phase] = tqdm(total=total, desc=f"{phase:>6}", unit="call",
+            bar = self._bars[phase] = tqdm(total=total, desc=f"{phase:>9}", unit="doc" if phase == "documents" else "call",
                                            position=len(self._bars), leave=True, dynamic_ncols=True)
         bar.total = max(total, done)
         bar.update(done - bar.n)
@@ -127,7 +127,8 @@ class LogView:
         for phase, (done, total) in self._counts.items():
             rate = done / max(now - self._start, 1e-9)
             eta = (total - done) / rate if rate and total > done else 0.0
-            log.info("%s: %d/%d calls, %.1f/s, eta %.0fs", phase, done, total, rate, eta)
+            unit = "documents" if phase == "documents" else "calls"
+            log.info("%s: %d/%d %s, %.1f/s, eta %.0fs", phase, done, total, unit, rate, eta)
 
     def close(self) -> None:
         if self._counts:

@@ -14,7 +14,7 @@ import logging
 import os
 import sqlite3
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -65,20 +65,15 @@ class PriorDocument:
     kind: str = "file"  # or "text": a document handed over in memory, never "removed" from disk
 
 
-def compare_with_prior(docs: list[DocRef], prior: dict[str, PriorDocument],
-                       retry_failed: bool) -> tuple[dict[str, int], list[str]]:
-    """Count new, changed, unchanged and removed documents against the previous run.
+def compare_with_prior(docs: Sequence[DocRef], prior: dict[str, PriorDocument],
+                       retry_failed: bool) -> dict[str, int]:
+    """Count new, changed and unchanged documents against the previous run.
 
     An unchanged document that failed before is marked with its earlier error (and not
-    sent again) unless `retry_failed`; returns the counts and the removed sources.
-    Removed means a file gone from disk: a document this run was not given but that
-    still exists, or a text handed over in memory, may belong to another job sharing
-    the store, and its record is kept.
+    sent again) unless `retry_failed`.
     """
-    files = {"new": 0, "changed": 0, "unchanged": 0, "removed": 0}
-    seen = set()
+    files = {"new": 0, "changed": 0, "unchanged": 0}
     for doc in docs:
-        seen.add(doc["source"])
         before = prior.get(doc["source"])
         if before is None:
             files["new"] += 1
@@ -88,10 +83,17 @@ def compare_with_prior(docs: list[DocRef], prior: dict[str, PriorDocument],
             files["unchanged"] += 1
             if before.status == "failed" and not retry_failed:
                 doc["prior_error"] = before.error or "failed"
-    removed = [source for source, before in prior.items()
-               if source not in seen and before.kind == "file" and not os.path.lexists(source)]
-    files["removed"] = len(removed)
-    return files, removed
+    return files
+
+
+def removed_sources(prior: dict[str, PriorDocument], seen: set[str]) -> list[str]:
+    """The documents the store knows that are gone: files, not given this time, gone from disk.
+
+    A document this run was not given but that still exists, or a text handed over in
+    memory, may belong to another job sharing the store, and its record is kept.
+    """
+    return [source for source, before in prior.items()
+            if source not in seen and before.kind == "file" and not os.path.lexists(source)]
 
 
 class ResultStore:
@@ -140,10 +142,16 @@ class ResultStore:
     def _has_kind(self) -> bool:
         return any(row[1] == "kind" for row in self._db.execute("PRAGMA table_info(documents)"))
 
-    def prior_documents(self) -> dict[str, PriorDocument]:
-        """Every document the store has an outcome for, by source."""
+    def prior_documents(self, sources: Sequence[str] | None = None) -> dict[str, PriorDocument]:
+        """What the store holds for `sources` (every document when None), by source."""
         kind = "kind" if self._has_kind() else "'file'"
-        rows = self._db.execute(f"SELECT source, sha256, status, error, {kind} FROM documents")
+        query = f"SELECT source, sha256, status, error, {kind} FROM documents"
+        if sources is None:
+            rows = list(self._db.execute(query))
+        else:  # in batches: SQLite takes a bounded number of parameters
+            rows = [row for i in range(0, len(sources), 500)
+                    for row in self._db.execute(f"{query} WHERE source IN ({','.join('?' * len(sources[i:i + 500]))})",
+                                                tuple(sources[i:i + 500]))]
         return {source: PriorDocument(sha, status, error, k) for source, sha, status, error, k in rows}
 
     def record_document(self, result: dict[str, Any], kind: str = "file") -> None:

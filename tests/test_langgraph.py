@@ -146,3 +146,33 @@ async def test_a_reused_thread_does_not_keep_a_dry_runs_preview(fake_in_loop: Fa
     real = await threaded.ainvoke({"texts": _texts("p", 2)}, config, context=Context(base_url=fake_in_loop.base_url))
 
     assert real["preview"] is None and len(real["results"]) == 2
+
+
+async def test_the_first_calls_leave_before_every_file_is_planned(fake_in_loop: FakeOpenAI, tmp_path: Any,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    import pipeline.loading
+    from tests.fake_openai import default_reply
+
+    order: list[str] = []
+    real = pipeline.loading.plan_document
+
+    def plan_document(*args: Any, **kwargs: Any) -> Any:
+        order.append("plan")
+        return real(*args, **kwargs)
+
+    def reply(messages: Any) -> str:
+        order.append("call")
+        return default_reply(messages)
+
+    monkeypatch.setattr(pipeline.loading, "plan_document", plan_document)
+    fake_in_loop.reply = reply
+    fake_in_loop.latency = 0.01
+    paths = []
+    for i in range(300):  # 5 shards of 64 at concurrency 1, 3 of them held at once
+        (tmp_path / f"r{i:03d}.txt").write_text(f"Report {i}: {i} crates moved.", encoding="utf-8")
+        paths.append(str(tmp_path / f"r{i:03d}.txt"))
+
+    out = await graph.ainvoke({"paths": paths}, context=Context(base_url=fake_in_loop.base_url, concurrency=1))
+
+    assert len(out["results"]) == 300
+    assert order.index("call") < len(order) - order[::-1].index("plan") - 1  # a call before the last planning
