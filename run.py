@@ -233,7 +233,7 @@ def graph_input(patterns: Sequence[str], stdin: Any) -> tuple[dict[str, Any], in
     from pipeline.decoding import decode_bytes
     from pipeline.loading import expand_inputs
 
-    paths = [str(p) for p in expand_inputs([p for p in patterns if p != "-"])] if set(patterns) - {"-"} else []
+    paths = expand_inputs([p for p in patterns if p != "-"]) if set(patterns) - {"-"} else []
     texts = []
     if "-" in patterns:
         decoded = decode_bytes(stdin.buffer.read())

@@ -52,14 +52,15 @@ class DocRef(TypedDict):
     prior_error: NotRequired[str]  # failed in an earlier run and not to be retried
 
 
-def expand_inputs(patterns: Sequence[str]) -> list[Path]:
-    """Resolve files, globs and directories (recursing into *.txt, *.md) to a file list.
+def expand_inputs(patterns: Sequence[str]) -> list[str]:
+    """Resolve files, globs and directories (recursing into *.txt, *.md) to a list of file paths.
 
     A path the system refuses to look at (too long, no permission) is an InputError.
+    Paths stay strings: a folder of 200,000 files would spend a second on Path objects.
     """
     if not patterns:
         raise InputError("no input files given")
-    seen: dict[Path, None] = {}
+    seen: dict[str, None] = {}
     for pattern in patterns:
         try:
             found = _expand_one(pattern)
@@ -70,23 +71,40 @@ def expand_inputs(patterns: Sequence[str]) -> list[Path]:
     return list(seen)
 
 
-def _expand_one(pattern: str) -> Iterable[Path]:
+def _expand_one(pattern: str) -> Iterable[str]:
     path = Path(pattern).expanduser()
     if path.is_dir():
-        found = sorted(p for p in path.rglob("*") if p.suffix.lower() in DIRECTORY_SUFFIXES and _is_input(p))
+        found = sorted(_walk(path))
         if not found:
             raise InputError(f"no .txt or .md files under directory {pattern}")
         return found
     if path.is_file():
-        return [path]
+        return [str(path)]
     if _GLOB_CHARS & set(pattern):
-        matches = sorted(Path(m) for m in glob.glob(str(path), recursive=True) if _is_input(Path(m)))
+        matches = sorted(m for m in glob.glob(str(path), recursive=True) if _is_input(Path(m)))
         if not matches:
             raise InputError(f"no files match {pattern!r}")
         return matches
     if path.is_symlink():  # a link to nothing, named or expanded by the shell: reported, not fatal
-        return [path]
+        return [str(path)]
     raise InputError(f"no such file or directory: {pattern}")
+
+
+def _walk(folder: Path) -> Iterable[str]:
+    """The *.txt and *.md files below `folder`, and links among them to nothing.
+
+    Through os.scandir, whose entries know their own type: no stat per file, so a
+    folder of 200,000 files is listed in well under a second.
+    """
+    pending = [str(folder)]
+    while pending:
+        with os.scandir(pending.pop()) as entries:
+            for entry in entries:
+                if entry.is_dir():
+                    pending.append(entry.path)
+                elif os.path.splitext(entry.name)[1].lower() in DIRECTORY_SUFFIXES and (
+                        entry.is_file() or (entry.is_symlink() and not os.path.exists(entry.path))):
+                    yield entry.path
 
 
 def _is_input(path: Path) -> bool:

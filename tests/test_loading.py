@@ -75,7 +75,7 @@ def test_expand_inputs_dedups_and_keeps_order(tmp_path: Path) -> None:
 
     paths = expand_inputs([str(tmp_path / "b.txt"), str(tmp_path / "*.txt")])
 
-    assert [p.name for p in paths] == ["b.txt", "a.txt"]
+    assert [Path(p).name for p in paths] == ["b.txt", "a.txt"]
 
 
 def test_an_empty_directory_is_an_input_error(tmp_path: Path) -> None:
