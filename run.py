@@ -405,7 +405,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             code = code or EXIT_ERROR
     for r in sorted(outcome.results, key=lambda r: r["id"]):
         if r["status"] != "ok":
-            log.warning("%s %s: %s", r["status"], r["source"], r["error"])
+            log.warning("%s %s: %s", r["status"], r["source"], r.get("error"))
     if error:
         fail(error)
     if outcome.summary:
@@ -422,7 +422,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _redacted(result: dict[str, Any], redact: Any, content: Any) -> dict[str, Any]:
     """A result as written: its error (server text) fully redacted, its summary (model text) for long secrets."""
-    return {**content.data(result), "error": redact.text(result["error"]) if result["error"] else None}
+    return {**content.data(result), **({"error": redact.text(result["error"])} if "error" in result else {})}
 
 
 def _print_preview(estimate: dict[str, Any], job: Job, atomic_write: Any, redact: Any) -> int:

@@ -84,7 +84,7 @@ async def run_pipeline(args: argparse.Namespace, base_url: str, inputs: dict[str
     per_level = levels.calls
     if sum(per_level) != stats["llm_calls"]["collapse"]:  # the log line changed: one lump phase
         per_level = [stats["llm_calls"]["collapse"]] if stats["llm_calls"]["collapse"] else []
-    summaries = [r["summary"] for r in out["results"] if r["summary"]]
+    summaries = [r["summary"] for r in out["results"] if r.get("summary")]
     return {
         "phases": [stats["llm_calls"]["map"], *per_level, stats["llm_calls"]["final"]],
         "ok": sum(r["status"] == "ok" for r in out["results"]),

@@ -153,7 +153,7 @@ async def collect(state: RunState, runtime: Runtime[Resources]) -> dict[str, Any
         log.info("files: %d new, %d changed, %d unchanged, %d removed", files.get("new", 0),
                  files.get("changed", 0), files.get("unchanged", 0), len(gone))
     return {"pieces": pieces, "level": 0, "max_levels": max_collapse_levels(len(pieces)), "mapped_at": time.time(),
-            "files": removed, "reduce_language": answer_language(context.language, (r["language"] for r in results))}
+            "files": removed, "reduce_language": answer_language(context.language, (r.get("language") for r in results))}
 
 
 def should_collapse(state: RunState, runtime: Runtime[Resources]) -> Literal["collapse", "final"]:

@@ -11,8 +11,9 @@ from typing import Any
 
 from pipeline.summarize import DocResult
 
-JSONL_FIELDS = ("source", "sha256", "status", "summary", "error", "chunks", "tokens_in", "tokens_out",
-                "encoding", "repaired", "replaced")
+# Each line's fields, in order, with what a result that leaves one out means by it.
+JSONL_FIELDS = {"source": None, "sha256": None, "status": None, "summary": None, "error": None, "chunks": 0,
+                "tokens_in": 0, "tokens_out": 0, "encoding": None, "repaired": False, "replaced": 0}
 
 
 def atomic_write(path: Path, text: str) -> None:
@@ -51,7 +52,7 @@ def document_counts(results: Iterable[DocResult], total: int) -> dict[str, int]:
 
 def write_outputs(out_dir: Path, summary: str, results: Iterable[DocResult], report: Mapping[str, Any]) -> None:
     """Write the three output files into `out_dir`."""
-    lines = [json.dumps({k: r[k] for k in JSONL_FIELDS}, ensure_ascii=False)
+    lines = [json.dumps({k: r.get(k, default) for k, default in JSONL_FIELDS.items()}, ensure_ascii=False)
              for r in sorted(results, key=lambda r: r["id"])]
     atomic_write(out_dir / "summaries.jsonl", "".join(line + "\n" for line in lines))
     atomic_write(out_dir / "report.json", json.dumps(report, indent=2, ensure_ascii=False) + "\n")

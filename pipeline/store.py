@@ -158,7 +158,7 @@ class ResultStore:
         self._write(
             "INSERT OR REPLACE INTO documents (source, sha256, status, summary, error, chunks, tokens_in, "
             "tokens_out, updated, kind) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            (result["source"], result["sha256"], result["status"], result["summary"], result["error"],
+            (result["source"], result["sha256"], result["status"], result.get("summary"), result.get("error"),
              result["chunks"], result["tokens_in"], result["tokens_out"], time.time(), kind))
 
     def forget_documents(self, sources: Iterable[str]) -> None:

@@ -7,9 +7,9 @@ import logging
 import math
 import zlib
 from collections.abc import Callable, Sequence
-from typing import Literal
+from typing import Any, Literal
 
-from typing_extensions import TypedDict
+from typing_extensions import NotRequired, TypedDict
 
 import prompts
 from pipeline.citations import retag
@@ -27,28 +27,37 @@ __all__ = ["DocResult", "Piece", "collapse_level", "final_summary", "max_collaps
 
 
 class DocResult(TypedDict):
-    """What happened to one input document; one line of summaries.jsonl."""
+    """What happened to one input document; one line of summaries.jsonl.
+
+    Keys with nothing to say are left out (summaries.jsonl writes their defaults): a run
+    holds one of these per document, and a dict of ten keys is half the size of one of
+    thirteen.
+    """
 
     id: int
     source: str
     sha256: str
     status: Literal["ok", "failed", "skipped"]
-    summary: str | None
-    error: str | None
     chunks: int
     tokens_in: int
     tokens_out: int
-    language: str | None
-    encoding: str | None
-    repaired: bool
-    replaced: int
+    summary: NotRequired[str]  # when ok
+    error: NotRequired[str]  # when failed or skipped
+    language: NotRequired[str]
+    encoding: NotRequired[str]
+    repaired: NotRequired[bool]
+    replaced: NotRequired[int]
 
 
-def _result(ref: DocRef, status: Literal["ok", "failed", "skipped"], **fields: object) -> DocResult:
+_FROM_REF = ("language", "encoding", "repaired", "replaced")
+
+
+def _result(ref: DocRef, status: Literal["ok", "failed", "skipped"], **fields: Any) -> DocResult:
     result = DocResult(id=ref["id"], source=ref["source"], sha256=ref["sha256"], status=status,
-                       summary=None, error=None, chunks=len(ref["spans"]), tokens_in=0,
-                       tokens_out=0, language=ref.get("language"), encoding=ref.get("encoding"),
-                       repaired=ref.get("repaired", False), replaced=ref.get("replaced", 0))
+                       chunks=len(ref["spans"]), tokens_in=0, tokens_out=0)
+    for key in _FROM_REF:
+        if key in ref:
+            result[key] = ref[key]  # type: ignore[literal-required]
     result.update(fields)  # type: ignore[typeddict-item]
     return result
 
@@ -130,7 +139,7 @@ def to_pieces(result: DocResult, count: TokenCounter, cap: int) -> list[Piece]:
     parts, so the reduce merges all of it rather than cutting it to fit one call.
     Tags the model wrote into a map summary name nothing yet, so they are dropped.
     """
-    source, text = escape_label(result["source"]), retag(result["summary"] or "", lambda k: None)
+    source, text = escape_label(result["source"]), retag(result.get("summary", ""), lambda k: None)
     doc = [result["id"]]
     tokens = count(source) + 8 + count(text)
     if tokens <= cap:
