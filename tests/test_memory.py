@@ -149,3 +149,16 @@ def test_cli_limit_below_the_start_rss_is_one_line_and_exit_1(cli, fake: FakeOpe
     assert result.err.strip().count("\n") == 0
     assert "--memory-limit-mb 1 is below the" in result.err and "give at least" in result.err
     assert fake.chat_calls == 0
+
+
+def test_report_json_says_how_memory_was_steered(cli, fake: FakeOpenAI, docs: Path,
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(psutil, "virtual_memory", lambda: SimpleNamespace(percent=memory.MACHINE_PERCENT + 1))
+    monkeypatch.setattr(memory.gc, "collect", lambda: 0)
+
+    result = cli(str(docs / "*.txt"), base_url=fake.base_url)
+
+    assert result.code == 0, result.err
+    steering = result.report()["memory"]
+    assert steering["limit_mb"] is None and steering["steered_down"] == 1
+    assert steering["lowest"]["concurrency"] == 8 and steering["peak_rss_mb"] >= steering["start_rss_mb"] > 0
