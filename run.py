@@ -132,7 +132,10 @@ def build_parser(env: dict[str, str]) -> argparse.ArgumentParser:
     b.add_argument("--price-out", type=AMOUNT, help="USD per million completion tokens")
     b.add_argument("--max-cost", type=AMOUNT, help="stop cleanly before spending more than this many USD")
     b.add_argument("--memory-limit-mb", type=POSITIVE,
-                   help="stop cleanly above this RSS; new calls pause above 85%% of it")
+                   help="most resident memory (MB) the process may reach, counted absolutely; it must leave "
+                        "at least 32 MB above what the process uses at start. Past 85%% of the way from "
+                        "the start RSS to it, fewer calls and documents are held at once; above it the "
+                        "run stops cleanly")
     b.add_argument("--log-json", action="store_true", help="log JSON lines to stderr, for machines")
     b.add_argument("-q", "--quiet", action="store_true", help="no progress, warnings and errors only")
     b.add_argument("-v", "--verbose", action="store_true", help="debug logs, with tracebacks of unexpected errors")

@@ -54,13 +54,15 @@ QUICK = [
 ]
 
 
-def run_scenario(s: Scenario, mode: str, phases: list[int] | None = None, src: Path = ROOT) -> dict[str, Any]:
+def run_scenario(s: Scenario, mode: str, phases: list[int] | None = None, src: Path = ROOT,
+                 extra: list[str] | None = None) -> dict[str, Any]:
     """Measure one scenario in a fresh interpreter, importing the code under `src`; return its JSON line."""
     argv = [sys.executable, "-m", "bench.scenario", "--mode", mode, "--n", str(s.n), "--c", str(s.c),
             "--l", str(s.l), "--input", s.input, "--token-max", str(s.token_max),
             "--map-max-tokens", str(s.map_max_tokens), "--reduce-reply-chars", str(s.reduce_reply_chars)]
     if phases:
         argv += ["--phases", ",".join(map(str, phases))]
+    argv += extra or []
     # `src` comes first on sys.path (ahead of the editable install); `bench` itself from ROOT.
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(src), str(ROOT)])}
     done = subprocess.run(argv, cwd=src, env=env, capture_output=True, text=True, timeout=SCENARIO_TIMEOUT_S)

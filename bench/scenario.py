@@ -56,11 +56,13 @@ class _LevelCalls(logging.Handler):
             self.calls.append(int(record.args[-1]))  # type: ignore[index]
 
 
-def _context(args: argparse.Namespace, base_url: str, concurrency: int) -> Any:
+def _context(args: argparse.Namespace, base_url: str, concurrency: int,
+             memory_limit_mb: float | None = None) -> Any:
     from graphs import Context
 
     return Context(base_url=base_url, model=MODEL, concurrency=concurrency, token_max=args.token_max,
-                   map_max_tokens=args.map_max_tokens, timeout=60.0, max_retries=2, language="en")
+                   map_max_tokens=args.map_max_tokens, timeout=60.0, max_retries=2, language="en",
+                   memory_limit_mb=memory_limit_mb)
 
 
 async def _warm_up(args: argparse.Namespace, base_url: str) -> None:
@@ -79,7 +81,8 @@ async def run_pipeline(args: argparse.Namespace, base_url: str, inputs: dict[str
     logger.addHandler(levels)
     logger.setLevel(logging.INFO)
     logger.propagate = False
-    out = await graph.ainvoke(inputs, context=_context(args, base_url, args.c))
+    limit = args.memory_headroom_mb and psutil.Process().memory_info().rss / 2**20 + args.memory_headroom_mb
+    out = await graph.ainvoke(inputs, context=_context(args, base_url, args.c, limit or None))
     stats = out["stats"]
     per_level = levels.calls
     if sum(per_level) != stats["llm_calls"]["collapse"]:  # the log line changed: one lump phase
@@ -92,6 +95,7 @@ async def run_pipeline(args: argparse.Namespace, base_url: str, inputs: dict[str
         "summary_bytes": sum(sys.getsizeof(s) for s in summaries),
         "map_s": stats["map_seconds"], "reduce_s": stats["reduce_seconds"],
         "collapse_levels": stats["collapse_levels"], "client_peak_in_flight": stats["peak_in_flight"],
+        "memory": stats["memory"],
     }
 
 
@@ -183,6 +187,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--map-max-tokens", type=int, default=400)
     p.add_argument("--reduce-reply-chars", type=int, default=600, help="fixed size of reduce answers")
     p.add_argument("--phases", default="", help="bare mode: calls per phase, e.g. 5000,20,1")
+    p.add_argument("--memory-headroom-mb", type=float, default=0.0,
+                   help="pipeline mode: --memory-limit-mb set this far above the RSS just before the run")
     return p.parse_args(argv)
 
 

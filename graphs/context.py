@@ -92,7 +92,9 @@ class Context:
                                                  "llama.cpp's repeat_penalty")] = field(default_factory=dict)
     map_max_tokens: Annotated[int, _about("Most tokens of one chunk's summary")] = 400
     final_max_tokens: Annotated[int, _about("Most tokens of the final summary")] = 1200
-    memory_limit_mb: Annotated[float | None, _about("Stop cleanly above this RSS (MB)")] = None
+    memory_limit_mb: Annotated[float | None, _about(
+        "Most RSS (MB) the process may reach; calls and documents held are lowered past 85% of the "
+        "room above the RSS at start, and the run stops cleanly above it")] = None
     store_path: Annotated[str | None, _about("SQLite result store: finished calls are never paid "
                                              "for twice")] = None
     retry_failed: Annotated[bool, _about("Send again the unchanged documents that failed in an "

@@ -12,7 +12,6 @@ node finds them missing.
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
 import logging
 from collections.abc import AsyncIterator, Callable
@@ -27,7 +26,7 @@ from graphs.context import DEFAULT_MODEL, Context
 from pipeline.budget import Budget
 from pipeline.client import OpenAICompatChat, open_session, probe_endpoint
 from pipeline.errors import SummarizerError
-from pipeline.limits import RateLimit
+from pipeline.limits import AdaptiveLimit, RateLimit
 from pipeline.llm import CallLimits, LLMRunner
 from pipeline.memory import MemoryGuard
 from pipeline.progress import EventProgress
@@ -37,6 +36,7 @@ from pipeline.tokens import Chunker, TokenCounter, token_counter
 log = logging.getLogger(__name__)
 
 # How many map shards work at once; each keeps up to a shard's documents in memory.
+# The memory guard lowers it under pressure, as it lowers the calls in flight.
 SHARD_SLOTS = 3
 
 Emit = Callable[[dict[str, Any]], None]
@@ -52,7 +52,7 @@ class Resources:
     store: ResultStore | None
     runner: LLMRunner | None  # None for a dry run, which calls nothing
     emit: Emit  # LangGraph's stream writer of the run: progress and per-document events
-    shard_slots: asyncio.Semaphore = dataclasses.field(default_factory=lambda: asyncio.Semaphore(SHARD_SLOTS))
+    shard_slots: AdaptiveLimit = dataclasses.field(default_factory=lambda: AdaptiveLimit(SHARD_SLOTS))
 
     def llm(self) -> LLMRunner:
         """The call runner; a dry run has none."""
@@ -77,7 +77,7 @@ class Resources:
             "concurrency_lowest": runner.concurrency.lowest,
             "peak_in_flight": s.peak_in_flight,
             "peak_rss_mb": round(runner.memory.peak_mb, 1),
-            "memory_pauses": runner.memory.pauses,
+            "memory": runner.memory.stats(),
             "model": self.context.model if self.context.chat_model is None
             else type(self.context.chat_model).__name__,
             "concurrency": self.context.concurrency,
@@ -95,14 +95,16 @@ async def open_resources(context: Context, emit: Emit) -> AsyncIterator[Resource
             stack.callback(store.close)
         runner = None
         if not context.dry_run:
+            memory = MemoryGuard(context.memory_limit_mb)  # the start RSS, before the session and the model
             model, context = await _chat_model(context, stack)
             context.validate()  # again, now that the model is known (a spending cap needs its price)
-            runner = _runner(context, model, store)
+            runner = _runner(context, model, store, memory)
         else:  # a dry run calls nothing, but the model decides the store's keys and the prices
             context = dataclasses.replace(context, model=context.model or await _listed_model(context))
         count = token_counter(context.model or DEFAULT_MODEL)
         resources = Resources(context, count, Chunker(context.chunk_tokens, count), store, runner, emit)
         if runner is not None:
+            runner.memory.watch("shard_slots", resources.shard_slots)
             runner.progress = EventProgress(emit, stats=resources.call_stats)
             stack.callback(runner.progress.close)  # the last counts, even from a run that fails
         yield resources
@@ -145,13 +147,13 @@ async def _listed_model(context: Context) -> str:
     return DEFAULT_MODEL
 
 
-def _runner(context: Context, model: Any, store: ResultStore | None) -> LLMRunner:
+def _runner(context: Context, model: Any, store: ResultStore | None, memory: MemoryGuard) -> LLMRunner:
     price = context.price
     limits = CallLimits(
         rpm=RateLimit(context.rpm) if context.rpm else None,
         tpm=RateLimit(context.tpm) if context.tpm else None,
         budget=Budget(price, context.max_cost) if price else None,
-        memory=MemoryGuard(context.memory_limit_mb))
+        memory=memory)
     return LLMRunner(model, concurrency=context.concurrency, timeout=context.timeout,
                      max_retries=context.max_retries, count_tokens=token_counter(context.model or DEFAULT_MODEL),
                      limits=limits, store=store, identity=context.identity)

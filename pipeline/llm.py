@@ -161,6 +161,7 @@ class LLMRunner:
         self.progress = progress or NoProgress()
         self.stats = CallStats()
         self.concurrency = AdaptiveLimit(concurrency)
+        self.memory.watch("concurrency", self.concurrency)
         self.caller = chat_caller(model, timeout)
         self._redact = Redactor(_model_secrets(model))
         name = getattr(model, "model_name", None) or getattr(model, "model", None)
@@ -197,7 +198,7 @@ class LLMRunner:
     async def _admit(self, prompt: str, max_tokens: int) -> float:
         """Wait for memory and rate limits; reserve the call's worst-case cost."""
         limits = self.limits
-        await self.memory.admit()
+        self.memory.admit()  # never waits: under pressure it lowers the limits instead
         estimate = self.count_tokens(prompt) if limits.tpm or limits.budget else 0
         reserved = await limits.budget.reserve(estimate, max_tokens) if limits.budget else 0.0
         if limits.rpm:

@@ -138,15 +138,6 @@ async def test_a_hung_call_times_out_and_is_retried(fake_in_loop: FakeOpenAI) ->
     assert out["stats"]["retries"] == 1
 
 
-async def test_memory_limit_stops_the_run_cleanly(fake_in_loop: FakeOpenAI) -> None:
-    from pipeline.errors import MemoryLimitError
-
-    with pytest.raises(MemoryLimitError, match="over the 1 MB limit"):
-        await graph.ainvoke({"texts": _texts(3)}, context=Context(base_url=fake_in_loop.base_url,
-                                                                  memory_limit_mb=1))
-    assert fake_in_loop.chat_calls == 0
-
-
 def _track_sessions(monkeypatch: pytest.MonkeyPatch) -> list:
     import graphs.resources
 
