@@ -162,3 +162,22 @@ def test_endpoint_specs_parse_and_split_the_concurrency() -> None:
     with pytest.raises(InputError, match="weight"):
         Context(base_urls=["http://a/v1", "http://b/v1=weight:-1"]).validate()
     assert "user:pw" not in repr(parse_endpoint("http://user:pw@a/v1=weight:2"))
+
+
+async def test_an_endpoint_that_fails_is_put_back_once_it_answers_again() -> None:
+    async with FakeOpenAI(latency=0.02, script=["500"] * 3) as a, FakeOpenAI(latency=0.02) as b:
+        out = await graph.ainvoke({"texts": _texts(120)},
+                                  context=Context(base_urls=[a.base_url, b.base_url], concurrency=4))
+
+    assert [r["status"] for r in out["results"]] == ["ok"] * 120
+    first = out["stats"]["endpoints"][0]
+    assert first["taken_out"] == 1 and first["errors"] == 3 and first["up"] is True
+    assert a.chat_calls > 3 + 10  # it took calls again after its probe answered
+    assert out["stats"]["retries"] == 0
+
+
+def test_no_endpoint_answering_is_one_line_and_exit_1(cli, docs: Path) -> None:
+    result = cli(str(docs), "--base-url", "http://127.0.0.1:9/v1", "--base-url", "http://127.0.0.1:9/v2")
+
+    assert result.code == 1
+    assert result.err.count("\n") == 1 and "cannot reach the LLM endpoint" in result.err
