@@ -68,7 +68,8 @@ def _about(text: str) -> Any:
 class Context:
     """Everything a run needs to know; the CLI, a notebook and the server build it the same way.
 
-    `base_url` (any OpenAI-compatible endpoint), `api_key` alone (OpenAI itself) or
+    `base_url` (any OpenAI-compatible endpoint), `base_urls` (several, calls spread over
+    them: see pipeline.pool), `api_key` alone (OpenAI itself) or
     `chat_model` (any LangChain chat model, which then takes precedence) says where
     summaries come from.
     """

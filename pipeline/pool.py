@@ -34,7 +34,7 @@ log = logging.getLogger(__name__)
 
 MAX_FAILURES = 3  # failures in a row that take an endpoint out
 PROBE_FIRST_S, PROBE_CAP_S = 0.2, 10.0  # backoff between probes of an endpoint that is out
-PROBE_ATTEMPTS = 200  # then it stays out for the rest of the run (about half an hour of probing)
+PROBE_ATTEMPTS = 200  # then it stays out for the rest of the run (30 to 50 minutes of probing)
 PROBE_TIMEOUT_S = 5.0
 _OPTIONS = re.compile(r"[a-z_]+:[^,=/]*(?:,[a-z_]+:[^,=/]*)*")
 
