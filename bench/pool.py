@@ -10,9 +10,9 @@ the sum of the C's; the map phase's calls per second are compared with the sum o
 capacities (target: within 10%), and each server's share of the calls with its share
 of the capacity. A bare floor follows: plain aiohttp, one session and semaphore of C per
 server, each server handed exactly its capacity's share of the same map prompts, all at
-once: what this machine (client and servers on the same cores) allows. The map phase is timed from its first call leaving to its last answer
-arriving (the graph's own map_seconds also holds planning), by wrapping the pool's
-`acomplete` in this process.
+once: what this machine (client and servers on the same cores) allows. The map phase
+is timed from its first call leaving to its last answer arriving (the graph's own
+map_seconds also holds planning), by wrapping the pool's `acomplete` in this process.
 """
 
 from __future__ import annotations

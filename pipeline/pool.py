@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
+import random
 import re
 import time
 from array import array
@@ -36,6 +37,7 @@ MAX_FAILURES = 3  # failures in a row that take an endpoint out
 PROBE_FIRST_S, PROBE_CAP_S = 0.2, 10.0  # backoff between probes of an endpoint that is out
 PROBE_ATTEMPTS = 200  # then it stays out for the rest of the run (30 to 50 minutes of probing)
 PROBE_TIMEOUT_S = 5.0
+LATENCY_SAMPLE = 4096  # latencies kept per endpoint (a uniform sample of the run's) for p50/p95
 _OPTIONS = re.compile(r"[a-z_]+:[^,=/]*(?:,[a-z_]+:[^,=/]*)*")
 
 
@@ -95,6 +97,15 @@ class Endpoint:
         self.calls = self.errors = self.taken_out = 0
         self.prompt_tokens = self.completion_tokens = 0
         self.latencies_ms = array("f")
+        self.answered = 0
+
+    def record(self, latency_ms: float) -> None:
+        """Keep a latency in the sample (reservoir sampling: every answer equally likely to be kept)."""
+        self.answered += 1
+        if len(self.latencies_ms) < LATENCY_SAMPLE:
+            self.latencies_ms.append(latency_ms)
+        elif (slot := random.randrange(self.answered)) < LATENCY_SAMPLE:
+            self.latencies_ms[slot] = latency_ms
 
     def report(self) -> dict[str, Any]:
         """This endpoint's counters, for report.json."""
@@ -148,7 +159,7 @@ class EndpointPool:
                 raise
             finally:
                 self._release(ep)
-            ep.latencies_ms.append((time.perf_counter() - started) * 1000)
+            ep.record((time.perf_counter() - started) * 1000)
             ep.failures_in_a_row = 0
             ep.limit.on_success()
             ep.prompt_tokens += usage.get("input_tokens") or 0

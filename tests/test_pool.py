@@ -181,3 +181,15 @@ def test_no_endpoint_answering_is_one_line_and_exit_1(cli, docs: Path) -> None:
 
     assert result.code == 1
     assert result.err.count("\n") == 1 and "cannot reach the LLM endpoint" in result.err
+
+
+def test_latency_percentiles_come_from_a_bounded_sample() -> None:
+    from pipeline.pool import LATENCY_SAMPLE, Endpoint
+
+    ep = Endpoint(EndpointSpec("http://a/v1"), chat=None, session=None,  # type: ignore[arg-type]
+                  concurrency=1, order=0)
+    for i in range(3 * LATENCY_SAMPLE):
+        ep.record(float(i % 100))
+
+    assert len(ep.latencies_ms) == LATENCY_SAMPLE
+    assert 40 <= ep.report()["latency_ms"]["p50"] <= 60 and ep.report()["latency_ms"]["p95"] >= 90
