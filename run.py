@@ -69,6 +69,21 @@ COUNT, RETRIES, POSITIVE, AMOUNT = _number(int, 1, True), _number(int, 0, True),
     _number(float, 0, True)
 
 
+class _AppendOver(argparse.Action):
+    """Collect each use of the option into a list that replaces the default (environment, config file)."""
+
+    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace, values: Any,
+                 option_string: str | None = None) -> None:
+        items = getattr(namespace, self.dest, None)
+        fresh = items is self.default or not isinstance(items, list)  # the first use on this command line
+        setattr(namespace, self.dest, [*([] if fresh else items), values])
+
+
+def _urls(value: Any) -> list[Any]:
+    """The base URLs given: none, one (the environment, a config string) or a list."""
+    return [] if not value else list(value) if isinstance(value, list) else [value]
+
+
 def _version() -> str:
     from importlib.metadata import PackageNotFoundError, version
 
@@ -94,8 +109,12 @@ def build_parser(env: dict[str, str]) -> argparse.ArgumentParser:
     g.add_argument("--model", default=env.get("OPENAI_MODEL"),
                    help="model name (default: $OPENAI_MODEL, else the endpoint's first model, else gpt-4o-mini); "
                         "'local' runs the embedded model, as happens when no endpoint or key is set")
-    g.add_argument("--base-url", default=env.get("OPENAI_BASE_URL"),
-                   help="OpenAI-compatible base URL ending in /v1 (default: $OPENAI_BASE_URL)")
+    g.add_argument("--base-url", action=_AppendOver, default=env.get("OPENAI_BASE_URL"), metavar="URL[=OPTIONS]",
+                   help="OpenAI-compatible base URL ending in /v1 (default: $OPENAI_BASE_URL); give it several "
+                        "times to spread calls over several servers, each optionally with a weight and its own "
+                        "concurrency: http://a:8000/v1=weight:3,concurrency:64 (weight 1 and a share of "
+                        "--concurrency by weight unless given); calls go to the least-loaded server for its "
+                        "weight, and one that keeps failing is taken out until it answers again")
     g.add_argument("--api-key", default=env.get("OPENAI_API_KEY"),
                    help="API key (default: $OPENAI_API_KEY; never logged or written to reports)")
     g.add_argument("--concurrency", type=COUNT,
@@ -183,13 +202,22 @@ def settings(args: argparse.Namespace) -> Job:
     from graphs import Context
     from pipeline.errors import InputError
 
-    local = args.model == "local" or (not args.base_url and not args.api_key)
+    from pipeline.pool import EndpointSpec, parse_endpoint
+
+    urls = _urls(args.base_url)
+    local = args.model == "local" or (not urls and not args.api_key)
     store = None if args.no_store else args.store or (args.out / "store.sqlite" if args.out else None)
     # Options left unset take Context's defaults (the embedded model's own where it runs).
     given = {k: v for k in _TUNING if (v := getattr(args, k)) is not None}
+    # One plain URL is one endpoint; several, or one with options, make a pool.
+    specs = [parse_endpoint(u) for u in urls] if all(isinstance(u, str) for u in urls) else []
+    pool = len(urls) > 1 or (len(specs) == 1 and specs[0] != EndpointSpec(urls[0]))
+    if pool and "concurrency" not in given and specs and all(s.concurrency for s in specs):
+        given["concurrency"] = sum(s.concurrency or 0 for s in specs)  # each server's own, all of them
     context = Context(
         model="local" if local and args.dry_run else None if local else args.model,
-        base_url=None if local else args.base_url, api_key=None if local else args.api_key,
+        base_url=None if local or pool else (urls[0] if urls else None),
+        base_urls=urls if pool and not local else [], api_key=None if local else args.api_key,
         **{**(LOCAL_DEFAULTS | LOCAL_SETTINGS if local else {}), **given}, language=args.language,
         store_path=str(store) if store else None, retry_failed=args.retry_failed, dry_run=args.dry_run)
     # The embedded model's address is known only once it runs: check the rest with a stand-in.
@@ -273,7 +301,7 @@ async def run_job(job: Job, inputs: dict[str, Any], outcome: Outcome, view: Any)
                 EmbeddedServer(default_settings(context.concurrency, threads=job.local_threads)))
             stack.callback(lambda: outcome.extra.update(_server_peak(server)))
             context = dataclasses.replace(context, base_url=server.base_url, model=server.model)
-        outcome.base_url = context.base_url
+        outcome.base_url = context.base_url  # a pool's endpoints are in the report's `endpoints`
         log.info("summarizing %d inputs with %s at %s, up to %d calls at a time",
                  len(inputs["paths"]) + len(inputs["texts"]), context.model or "the endpoint's model",
                  _shown_endpoint(context), context.concurrency)
@@ -297,6 +325,8 @@ def _server_peak(server: Any) -> dict[str, Any]:
 def _shown_endpoint(context: Any) -> str:
     from pipeline.client import redact_url
 
+    if context.base_urls:
+        return f"{len(context.base_urls)} endpoints ({', '.join(redact_url(s.url) or '' for s in context.endpoints)})"
     return redact_url(context.base_url) or ("OpenAI" if context.api_key else "no endpoint (dry run)")
 
 
@@ -366,7 +396,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     from pipeline.secrets import Redactor, credential_secrets
 
     # Whatever a server echoes, the key and the URL's credentials leave this process in no text.
-    redact = Redactor(credential_secrets(args.api_key, args.base_url))
+    redact = Redactor([s for url in _urls(args.base_url) or [None]
+                       for s in credential_secrets(args.api_key, url if isinstance(url, str) else None)])
     setup_logging(quiet=args.quiet, verbose=args.verbose, as_json=args.log_json,
                   redact=redact.text if redact else None)
     content = redact.long_only()  # for what the model wrote

@@ -22,6 +22,7 @@ from pipeline.budget import Price, price_for
 from pipeline.client import check_base_url
 from pipeline.errors import InputError
 from pipeline.language import check_language
+from pipeline.pool import EndpointSpec, parse_endpoint
 from pipeline.secrets import url_credentials
 
 DEFAULT_MODEL = "gpt-4o-mini"
@@ -67,7 +68,8 @@ def _about(text: str) -> Any:
 class Context:
     """Everything a run needs to know; the CLI, a notebook and the server build it the same way.
 
-    `base_url` (any OpenAI-compatible endpoint), `api_key` alone (OpenAI itself) or
+    `base_url` (any OpenAI-compatible endpoint), `base_urls` (several, calls spread over
+    them: see pipeline.pool), `api_key` alone (OpenAI itself) or
     `chat_model` (any LangChain chat model, which then takes precedence) says where
     summaries come from.
     """
@@ -77,6 +79,9 @@ class Context:
     # Not in the repr: a URL may carry user:password.
     base_url: Annotated[str | None, _about("OpenAI-compatible base URL, ending in /v1")] = field(default=None,
                                                                                                  repr=False)
+    base_urls: Annotated[list[str], _about("Several endpoints, calls spread over them: each a base URL, "
+                                           "optionally =weight:W,concurrency:N")] = field(default_factory=list,
+                                                                                          repr=False)
     api_key: SkipJsonSchema[str | None] = field(default=None, repr=False)
     chat_model: SkipJsonSchema[BaseChatModel | None] = field(default=None, repr=False, compare=False)
     concurrency: Annotated[int, _about("Most LLM calls in flight")] = 16
@@ -121,13 +126,16 @@ class Context:
 
     def validate(self) -> None:
         """Raise InputError for settings out of range or that cannot work together."""
-        if self.chat_model is None and not self.base_url and not self.api_key and not self.dry_run:
+        if self.chat_model is None and not self.base_url and not self.base_urls and not self.api_key \
+                and not self.dry_run:
             raise InputError("no LLM endpoint: set base_url (an OpenAI-compatible /v1 URL, or "
                              "OPENAI_BASE_URL for the server), api_key, or chat_model")
         check_language(self.language)
-        if self.chat_model is None and self.base_url:
-            check_base_url(self.base_url)
-            if self.api_key and url_credentials(self.base_url):
+        if self.base_url and self.base_urls:
+            raise InputError("give base_url (one endpoint) or base_urls (several), not both")
+        for spec in self.endpoints if self.chat_model is None else ():
+            check_base_url(spec.url)
+            if self.api_key and url_credentials(spec.url):
                 raise InputError("the base URL carries credentials (user and password) and an API key is set as well; "
                                  "give one of them (the URL's credentials go as HTTP Basic auth)")
         for name, whole, lowest, inclusive in _RANGES:
@@ -148,10 +156,16 @@ class Context:
         All or nothing: a run that names its own endpoint never gets the server's key,
         nor its model.
         """
-        if self.base_url or self.api_key or self.chat_model is not None:
+        if self.base_url or self.base_urls or self.api_key or self.chat_model is not None:
             return self
         given = {k: v for k, v in endpoint.items() if v is not None and not (k == "model" and self.model)}
         return dataclasses.replace(self, **given) if given else self
+
+    @property
+    def endpoints(self) -> list[EndpointSpec]:
+        """The endpoints named, base_url's or base_urls' (InputError for a bad one)."""
+        return [parse_endpoint(u) for u in self.base_urls] if self.base_urls else \
+            [EndpointSpec(self.base_url)] if self.base_url else []
 
     @property
     def price(self) -> Price | None:

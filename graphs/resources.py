@@ -29,6 +29,7 @@ from pipeline.errors import SummarizerError
 from pipeline.limits import AdaptiveLimit, RateLimit
 from pipeline.llm import CallLimits, LLMRunner
 from pipeline.memory import MemoryGuard
+from pipeline.pool import EndpointPool, open_pool
 from pipeline.progress import EventProgress
 from pipeline.store import ResultStore
 from pipeline.tokens import Chunker, TokenCounter, token_counter
@@ -80,8 +81,9 @@ class Resources:
             "memory": runner.memory.stats(),
             "model": self.context.model if self.context.chat_model is None
             else type(self.context.chat_model).__name__,
-            "concurrency": self.context.concurrency,
+            "concurrency": runner.concurrency.maximum,
             **({"cost_usd": round(runner.limits.budget.spent, 6)} if runner.limits.budget else {}),
+            **({"endpoints": runner.model.report()} if isinstance(runner.model, EndpointPool) else {}),
         }
 
 
@@ -114,6 +116,12 @@ async def _chat_model(context: Context, stack: AsyncExitStack) -> tuple[Any, Con
     """The chat model the context asks for, with its session; the context with its model named."""
     if context.chat_model is not None:
         return context.chat_model, context
+    if context.base_urls:
+        pool, name = await open_pool(context.endpoints, concurrency=context.concurrency, timeout=context.timeout,
+                                     api_key=context.api_key, model=context.model, default_model=DEFAULT_MODEL,
+                                     temperature=context.temperature, extra_body=context.extra_body)
+        stack.push_async_callback(pool.aclose)
+        return pool, dataclasses.replace(context, model=name)
     if context.base_url:
         session = open_session(context.concurrency, context.timeout)
         stack.push_async_callback(session.close)
@@ -135,9 +143,9 @@ async def _chat_model(context: Context, stack: AsyncExitStack) -> tuple[Any, Con
 
 async def _listed_model(context: Context) -> str:
     """The endpoint's first model, as a real run would take it; the default where it cannot say."""
-    if context.base_url:
+    if context.endpoints:
         try:
-            listed = await probe_endpoint(context.base_url, context.api_key, timeout=5.0)
+            listed = await probe_endpoint(context.endpoints[0].url, context.api_key, timeout=5.0)
         except SummarizerError as exc:
             log.warning("cannot ask the endpoint for its model (%s); estimating for %s (give --model)",
                         exc, DEFAULT_MODEL)
@@ -154,6 +162,10 @@ def _runner(context: Context, model: Any, store: ResultStore | None, memory: Mem
         tpm=RateLimit(context.tpm) if context.tpm else None,
         budget=Budget(price, context.max_cost) if price else None,
         memory=memory)
-    return LLMRunner(model, concurrency=context.concurrency, timeout=context.timeout,
+    # A pool takes at most its endpoints' concurrencies together.
+    concurrency = context.concurrency
+    if isinstance(model, EndpointPool):
+        concurrency = min(concurrency, model.concurrency)
+    return LLMRunner(model, concurrency=concurrency, timeout=context.timeout,
                      max_retries=context.max_retries, count_tokens=token_counter(context.model or DEFAULT_MODEL),
                      limits=limits, store=store, identity=context.identity)

@@ -97,6 +97,8 @@ def call_key(step: str, identity: str, max_tokens: int, *material: str) -> str:
 def _model_secrets(model: object) -> list[str]:
     """The key and URL credentials a chat model holds (ours or ChatOpenAI's), to hide from messages."""
     found: list[str] = []
+    for member in getattr(model, "chats", ()):  # a pool's endpoints
+        found += _model_secrets(member)
     for key_field, url_field in (("api_key", "base_url"), ("openai_api_key", "openai_api_base")):
         key, url = getattr(model, key_field, None), getattr(model, url_field, None)
         key = key.get_secret_value() if hasattr(key, "get_secret_value") else key
