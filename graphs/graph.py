@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import logging
+import os
 import time
 from collections.abc import Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
@@ -97,10 +98,35 @@ def after_plan(state: RunState, runtime: Runtime[Resources]) -> list[Send] | Lit
     return [Send("map_shard", ShardState(docs=docs[i:i + size])) for i in range(0, len(docs), size)]
 
 
+# Planning shares the process with the calls in flight. Small documents are planned on
+# the event loop a few at a time, yielding between batches: a worker thread would fight
+# the loop for the GIL and slow every call. A big one goes to a thread, so that the loop
+# is never held for long.
+PLAN_BATCH = 16
+PLAN_IN_THREAD_BYTES = 256 * 1024
+
+
+def _big(entry: Entry) -> bool:
+    if "text" in entry:
+        return len(entry["text"]) > PLAN_IN_THREAD_BYTES
+    try:
+        return os.stat(entry["path"]).st_size > PLAN_IN_THREAD_BYTES
+    except OSError:
+        return False  # planning it will say why
+
+
 async def _plan_shard(res: Resources, entries: list[Entry]) -> tuple[list[DocRef], dict[str, int]]:
-    """Read, decode and chunk a shard's documents (in a thread: calls go on meanwhile); compare with the store."""
+    """Read, decode and chunk a shard's documents while other calls go on; compare them with the store."""
     context = res.context
-    refs = await asyncio.to_thread(plan_entries, entries, res.chunker, guess_language=context.language == "auto")
+    guess = context.language == "auto"
+    refs: list[DocRef] = []
+    for i in range(0, len(entries), PLAN_BATCH):
+        batch = entries[i:i + PLAN_BATCH]
+        if any(map(_big, batch)):
+            refs += await asyncio.to_thread(plan_entries, batch, res.chunker, guess_language=guess)
+        else:
+            refs += plan_entries(batch, res.chunker, guess_language=guess)
+            await asyncio.sleep(0)
     files: dict[str, int] = {}
     if res.store is not None:
         prior = res.store.prior_documents([r["source"] for r in refs])
