@@ -98,9 +98,17 @@ def _walk(folder: Path) -> Iterable[str]:
     """
     pending = [str(folder)]
     while pending:
-        with os.scandir(pending.pop()) as entries:
+        where = pending.pop()
+        try:
+            entries = os.scandir(where)
+        except PermissionError as exc:
+            if where == str(folder):
+                raise
+            log.warning("skipping folder %s: %s", where, exc.strerror)
+            continue
+        with entries:
             for entry in entries:
-                if entry.is_dir():
+                if entry.is_dir(follow_symlinks=False):  # a link to a folder is not walked: no loops, no twins
                     pending.append(entry.path)
                 elif os.path.splitext(entry.name)[1].lower() in DIRECTORY_SUFFIXES and (
                         entry.is_file() or (entry.is_symlink() and not os.path.exists(entry.path))):

@@ -35,7 +35,7 @@ _CHECK_EVERY_S = 0.25
 _STEER_EVERY_S = 1.0  # at most one step down, or one step up, per second
 _GC_EVERY_S = 10.0
 _RAISE_SHARE = 8  # a step up gives back 1/8 of a limit's maximum (at least 1)
-_GROWN_BYTES = 2**20  # more RSS than at the last step down, by this much, steps down again
+_GROWN_BYTES = 16 * 2**20  # more RSS than at the last step down, by this much, steps down again
 _GROWN_PERCENT = 1.0  # likewise, for the machine's memory in use
 
 
@@ -138,7 +138,9 @@ class MemoryGuard:
         if now - self._last_steer < _STEER_EVERY_S:
             return
         last = self._steered_at
-        if last is not None and rss <= last[0] + _GROWN_BYTES and machine <= last[1] + _GROWN_PERCENT:
+        # Still growing, judged by what presses: this process's RSS, or else the machine's
+        # memory alone (a long run's RSS creeps up while others fill the machine).
+        if last is not None and not (rss > last[0] + _GROWN_BYTES if over_soft else machine > last[1] + _GROWN_PERCENT):
             return  # steady under the lowered limits: let the work in hand finish
         self._last_steer, self._steered_at = now, (rss, machine)
         self.steered_down += 1

@@ -2,10 +2,12 @@
 
 Each endpoint has its own chat client over its own pooled session, its own adaptive
 limit (AIMD on 429) and its own health. A call goes to the healthy endpoint with a free
-slot and the fewest outstanding requests relative to its weight. A call that fails on
-one endpoint with a retryable error is sent again at once to another healthy one; only
-when every endpoint has failed it does the error reach the runner, which counts a retry
-and backs off as it does for one endpoint. An endpoint whose calls fail (no connection,
+slot and the fewest outstanding requests relative to its weight. A call that got no
+answer on one endpoint (no connection, a timeout, 429, 5xx) is sent again at once to
+another healthy one; only when every endpoint has failed it does the error reach the
+runner, which counts a retry and backs off as it does for one endpoint. An answer that
+is no chat completion goes straight to the runner: it was an answer, paid for, and
+trying again is one of the run's retries. An endpoint whose calls fail (no connection,
 timeouts, 5xx, answers that are not chat completions) `MAX_FAILURES` times in a row is
 taken out, probed in the background (GET /models, with backoff) and put back when it answers.
 """
@@ -28,7 +30,15 @@ import aiohttp
 from pydantic import SecretStr
 
 from pipeline.client import OpenAICompatChat, Usage, endpoint, open_session, probe_endpoint, redact_url
-from pipeline.errors import ConnectError, EndpointError, InputError, LLMError, RateLimitedError, RetryableLLMError
+from pipeline.errors import (
+    ConnectError,
+    EndpointError,
+    InputError,
+    LLMError,
+    MalformedResponseError,
+    RateLimitedError,
+    RetryableLLMError,
+)
 from pipeline.limits import AdaptiveLimit
 
 log = logging.getLogger(__name__)
@@ -149,6 +159,13 @@ class EndpointPool:
             ep.calls += 1
             try:
                 text, usage = await ep.chat.acomplete(prompt, max_tokens)
+            except MalformedResponseError as exc:
+                # The server answered (and was paid): trying again is the runner's retry, with
+                # its backoff and its count, not a free resend to another server. It still
+                # counts against the server's health: one that keeps answering garbage goes out.
+                ep.errors += 1
+                self._failed(ep, exc)
+                raise
             except RetryableLLMError as exc:
                 ep.errors += 1
                 last = exc
@@ -207,7 +224,9 @@ class EndpointPool:
 
     def _release(self, ep: Endpoint) -> None:
         ep.outstanding -= 1
-        self._wake(1)
+        # Every waiter looks again: the first may have tried this endpoint already and
+        # cannot use the slot, and a wake-up given to it alone would be lost.
+        self._wake(len(self._waiters))
 
     def _wake(self, count: int) -> None:
         while count and self._waiters:

@@ -81,3 +81,12 @@ def test_expand_inputs_dedups_and_keeps_order(tmp_path: Path) -> None:
 def test_an_empty_directory_is_an_input_error(tmp_path: Path) -> None:
     with pytest.raises(InputError, match="no .txt or .md files"):
         expand_inputs([str(tmp_path)])
+
+
+def test_a_folder_is_walked_without_following_links_to_folders(tmp_path: Path) -> None:
+    (tmp_path / "2024").mkdir()
+    (tmp_path / "2024" / "a.txt").write_text("x", encoding="utf-8")
+    (tmp_path / "latest").symlink_to(tmp_path / "2024")  # a twin of 2024
+    (tmp_path / "2024" / "up").symlink_to(tmp_path)  # a loop
+
+    assert expand_inputs([str(tmp_path)]) == [str(tmp_path / "2024" / "a.txt")]

@@ -193,3 +193,22 @@ def test_latency_percentiles_come_from_a_bounded_sample() -> None:
 
     assert len(ep.latencies_ms) == LATENCY_SAMPLE
     assert 40 <= ep.report()["latency_ms"]["p50"] <= 60 and ep.report()["latency_ms"]["p95"] >= 90
+
+
+async def test_an_answer_that_is_no_chat_completion_is_the_runners_retry_not_a_free_resend() -> None:
+    servers = [FakeOpenAI(script=["ok", "ok", "no_choices", "no_choices"]), FakeOpenAI()]
+    for s in servers:
+        await s.start()
+    try:
+        urls = [f"{s.base_url}=concurrency:1" for s in servers]
+        out = await graph.ainvoke({"texts": _texts(6)}, context=Context(base_urls=urls, concurrency=2,
+                                                                          max_retries=2))
+    finally:
+        for s in servers:
+            await s.stop()
+
+    stats = out["stats"]
+    assert [r["status"] for r in out["results"]] == ["ok"] * 6
+    assert sum(s.chat_calls for s in servers) == sum(stats["llm_calls"].values())  # every request counted
+    assert stats["retries"] == 2  # each bad answer cost one retry of the runner's, with its backoff
+
