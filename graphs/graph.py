@@ -115,17 +115,21 @@ def _big(entry: Entry) -> bool:
         return False  # planning it will say why
 
 
-async def _plan_shard(res: Resources, entries: list[Entry]) -> tuple[list[DocRef], dict[str, int]]:
-    """Read, decode and chunk a shard's documents while other calls go on; compare them with the store."""
+async def _plan_shard(res: Resources, entries: list[Entry],
+                      keep: dict[int, str] | None = None) -> tuple[list[DocRef], dict[str, int]]:
+    """Read, decode and chunk a shard's documents while other calls go on; compare them with the store.
+
+    With `keep`, the files' texts stay there for the summarizer that follows.
+    """
     context = res.context
     guess = context.language == "auto"
     refs: list[DocRef] = []
     for i in range(0, len(entries), PLAN_BATCH):
         batch = entries[i:i + PLAN_BATCH]
         if any(map(_big, batch)):
-            refs += await asyncio.to_thread(plan_entries, batch, res.chunker, guess_language=guess)
+            refs += await asyncio.to_thread(plan_entries, batch, res.chunker, guess_language=guess, keep=keep)
         else:
-            refs += plan_entries(batch, res.chunker, guess_language=guess)
+            refs += plan_entries(batch, res.chunker, guess_language=guess, keep=keep)
             await asyncio.sleep(0)
     files: dict[str, int] = {}
     if res.store is not None:
@@ -140,19 +144,20 @@ async def map_shard(state: ShardState, runtime: Runtime[Resources]) -> dict[str,
     runner = res.llm()
 
     async with res.shard_slots:
-        refs, files = await _plan_shard(res, state["docs"])
+        texts: dict[int, str] = {}  # read once: planned here, summarized right after
+        refs, files = await _plan_shard(res, state["docs"], keep=texts)
         runner.progress.add_total("map", sum(len(r["spans"]) for r in refs if "prior_error" not in r))
         not_retried = {r["id"] for r in refs if "prior_error" in r}
-        texts = {r["id"] for r in refs if "text" in r}
+        in_memory = {r["id"] for r in refs if "text" in r}
 
         def on_result(result: DocResult) -> None:
             if res.store is not None and result["id"] not in not_retried:
-                res.store.record_document(result, kind="text" if result["id"] in texts else "file")
+                res.store.record_document(result, kind="text" if result["id"] in in_memory else "file")
             runner.progress.advance("documents")
             res.emit({"event": "result", "result": result})
 
         results = await summarize_shard(
-            runner, refs, max_tokens=context.map_max_tokens, on_result=on_result,
+            runner, refs, max_tokens=context.map_max_tokens, on_result=on_result, texts=texts,
             language_of=lambda ref: answer_language(context.language, [ref.get("language")]))
     return {"results": results, "files": files}
 

@@ -129,17 +129,20 @@ def _read_bytes(path: str) -> bytes:
 
 
 def plan_document(doc_id: int, source: str, chunker: Chunker, *, path: str | None = None,
-                  text: str | None = None, guess_language: bool = True) -> DocRef:
+                  text: str | None = None, guess_language: bool = True,
+                  keep: dict[int, str] | None = None) -> DocRef:
     """Plan one document given either its path or its text; whatever goes wrong is its own failure.
 
     A file that cannot be read or holds nothing to summarize is marked skipped; any
     other error while decoding or chunking it marks it failed, and planning goes on.
+    With `keep`, a file's decoded text is left there under its id, for a summarizer that
+    comes right after and need not read it again.
     """
     ref = DocRef(id=doc_id, source=source, sha256="", spans=[], tokens=0)
     if path is not None:
         ref["path"] = path
     try:
-        _plan(ref, chunker, text, guess_language)
+        _plan(ref, chunker, text, guess_language, keep)
     except MemoryError:
         ref["plan_error"] = "out of memory while reading and chunking it"
     except Exception as exc:  # noqa: BLE001 - one file's failure, never the batch's
@@ -150,7 +153,8 @@ def plan_document(doc_id: int, source: str, chunker: Chunker, *, path: str | Non
     return ref
 
 
-def _plan(ref: DocRef, chunker: Chunker, text: str | None, guess_language: bool) -> None:
+def _plan(ref: DocRef, chunker: Chunker, text: str | None, guess_language: bool,
+          keep: dict[int, str] | None) -> None:
     if text is None:
         path = ref["path"]
         try:
@@ -182,8 +186,11 @@ def _plan(ref: DocRef, chunker: Chunker, text: str | None, guess_language: bool)
     ref["spans"], ref["tokens"] = chunker.spans(body)
     if not ref["spans"]:
         ref["skip_reason"] = "nothing to summarize (whitespace only)"
-    elif guess_language and (language := detect_language(body)):
+        return
+    if guess_language and (language := detect_language(body)):
         ref["language"] = language
+    if keep is not None and text is None:
+        keep[ref["id"]] = body
 
 
 def _read_error(path: str, exc: Exception) -> str:
@@ -208,13 +215,15 @@ def list_inputs(paths: Sequence[str], texts: Sequence[dict[str, str]]) -> list[E
     return entries
 
 
-def plan_entries(entries: Sequence[Entry], chunker: Chunker, guess_language: bool = True) -> list[DocRef]:
+def plan_entries(entries: Sequence[Entry], chunker: Chunker, guess_language: bool = True,
+                 keep: dict[int, str] | None = None) -> list[DocRef]:
     """Plan listed inputs (read, hash, decode, chunk each), one failure at a time never stopping the rest.
 
-    `guess_language=False` skips detection when the answer language is fixed anyway.
+    `guess_language=False` skips detection when the answer language is fixed anyway;
+    `keep` collects the files' texts (see plan_document).
     """
     return [plan_document(e["id"], e["source"], chunker, path=e.get("path"), text=e.get("text"),
-                          guess_language=guess_language) for e in entries]
+                          guess_language=guess_language, keep=keep) for e in entries]
 
 
 def load_text(ref: DocRef) -> str:

@@ -63,7 +63,7 @@ def _result(ref: DocRef, status: Literal["ok", "failed", "skipped"], **fields: A
 
 
 async def summarize_document(runner: LLMRunner, ref: DocRef, *, language: str | None,
-                             max_tokens: int) -> DocResult:
+                             max_tokens: int, text: str | None = None) -> DocResult:
     """Summarize every chunk of one document concurrently; record a failure rather than raise.
 
     Only a FatalLLMError (bad key, unreachable endpoint) escapes, since it dooms every
@@ -76,7 +76,7 @@ async def summarize_document(runner: LLMRunner, ref: DocRef, *, language: str | 
     if error := ref.get("prior_error"):
         return _result(ref, "failed", error=f"{error} (from an earlier run; --retry-failed retries it)")
     try:
-        text = load_text(ref)
+        text = load_text(ref) if text is None else text  # planned just now, the text may be at hand
     except InputError as exc:
         runner.progress.advance("map", len(ref["spans"]))  # its calls will not be made: done, as progress goes
         return _result(ref, "failed", error=f"InputError: {exc}")
@@ -115,9 +115,15 @@ async def summarize_document(runner: LLMRunner, ref: DocRef, *, language: str | 
 
 async def summarize_shard(runner: LLMRunner, refs: Sequence[DocRef], *, max_tokens: int,
                           language_of: Callable[[DocRef], str | None],
-                          on_result: Callable[[DocResult], None] | None) -> list[DocResult]:
-    """Summarize a shard's documents concurrently, reporting each as it completes."""
-    tasks = [asyncio.create_task(summarize_document(runner, ref, language=language_of(ref), max_tokens=max_tokens))
+                          on_result: Callable[[DocResult], None] | None,
+                          texts: dict[int, str] | None = None) -> list[DocResult]:
+    """Summarize a shard's documents concurrently, reporting each as it completes.
+
+    `texts` holds the documents' texts where planning kept them (taken out as used).
+    """
+    texts = {} if texts is None else texts
+    tasks = [asyncio.create_task(summarize_document(runner, ref, language=language_of(ref), max_tokens=max_tokens,
+                                                    text=texts.pop(ref["id"], None)))
              for ref in refs]
     results: list[DocResult] = []
     try:
