@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.docs import make_text, write_docs
+from bench.run import report_row
 
 ROOT = Path(__file__).resolve().parent.parent
 CASE_TIMEOUT_S = 900
@@ -176,10 +177,7 @@ def main(argv: list[str] | None = None) -> int:
             listing.write_text("\n".join(paths), encoding="utf-8")
             for chunk_tokens in map(int, args.chunk.split(",")):
                 row = run_case(name, listing, chunk_tokens, args.src.resolve())
-                print(format_row(row), flush=True)
-                if args.json:
-                    with args.json.open("a", encoding="utf-8") as f:
-                        f.write(json.dumps(row) + "\n")
+                report_row(format_row(row), row, args.json)
     return 0
 
 

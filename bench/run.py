@@ -97,6 +97,14 @@ COLUMNS = [
 ]
 
 
+def report_row(line: str, row: dict[str, Any], json_path: Path | None) -> None:
+    """Print a table line now, and keep the raw measurement in `json_path` if given."""
+    print(line, flush=True)
+    if json_path:
+        with json_path.open("a", encoding="utf-8") as f:
+            f.write(json.dumps(row) + "\n")
+
+
 def format_row(row: dict[str, Any]) -> str:
     """One table line; a failed scenario shows its error instead."""
     if "error" in row:
@@ -133,10 +141,7 @@ def main(argv: list[str] | None = None) -> int:
             rows[1]["x_floor"] = 1.0
         for row in rows:
             row["scenario"] = s.name
-            print(format_row(row), flush=True)
-            if args.json:
-                with args.json.open("a", encoding="utf-8") as f:
-                    f.write(json.dumps(row) + "\n")
+            report_row(format_row(row), row, args.json)
     return 0
 
 
