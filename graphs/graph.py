@@ -252,12 +252,14 @@ async def preview(state: RunState, runtime: Runtime[Resources]) -> dict[str, Any
     docs, files = await _plan_shard(res, state["docs"])
     if res.store is not None:
         files["removed"] = len(removed_sources(res.store.prior_documents(), {d["source"] for d in docs}))
+    reduce_language = answer_language(context.language, (d.get("language") for d in docs))
     estimate = await asyncio.to_thread(
         preview_calls, docs, count=res.count, map_max_tokens=context.map_max_tokens,
         collapse_max_tokens=context.collapse_max_tokens, final_max_tokens=context.final_max_tokens,
         budget=reduce_budget(context, res.count), identity=context.identity, store=res.store,
-        price=context.price, language_of=lambda ref: answer_language(context.language, [ref.get("language")]))
-    estimate["reduce_language"] = answer_language(context.language, (d.get("language") for d in docs))
+        price=context.price, language_of=lambda ref: answer_language(context.language, [ref.get("language")]),
+        reduce_language=reduce_language)
+    estimate["reduce_language"] = reduce_language
     estimate["model"] = context.model
     return {"preview": estimate, "stats": {"files": files}}
 

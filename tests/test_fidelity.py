@@ -206,3 +206,17 @@ async def test_notebook_jobs_sharing_a_store_keep_each_others_texts(fake_in_loop
     from pipeline.store import ResultStore
 
     assert set(ResultStore(tmp_path / "shared.sqlite").prior_documents()) == {"a-memo", "b-memo"}
+
+
+def test_a_dry_run_after_a_run_finds_every_call_in_the_store(cli, fake: FakeOpenAI, tmp_path: Path) -> None:
+    import json
+
+    paths = _write_reports(tmp_path / "in", 150)
+    first = cli(*map(str, paths), "--token-max", "1600", base_url=fake.base_url).report()
+    fake.reset_stats()
+
+    preview = json.loads(cli(*map(str, paths), "--token-max", "1600", "--dry-run", base_url=fake.base_url).out)
+
+    assert preview["llm_calls"] == {"map": 0, "collapse": 0, "final": 0}
+    assert preview["from_store"] == {"map": 150, "collapse": first["llm_calls"]["collapse"], "final": 1}
+    assert preview["estimated_prompt_tokens"] == 0 and fake.chat_calls == 0
