@@ -12,6 +12,7 @@ dropped. The tags that remain are ones the code has checked.
 
 from __future__ import annotations
 
+import math
 import re
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
@@ -29,6 +30,7 @@ document documents summary summaries point points key
 """.split())
 SUPPORT = 0.3  # share of a bullet's terms a document's summary must hold to support it
 MIN_SHARED = 2  # and at least this many terms (fewer if the bullet has fewer)
+RELATIVE = 0.6  # and at least this share of the best-supporting document's score
 MOST_ADDED = 3  # tags given to a bullet that had none that held
 
 
@@ -54,13 +56,31 @@ def _numbers(found: frozenset[str]) -> set[str]:
     return {t for t in found if t[0].isdigit() and len(t.replace(".", "").replace(":", "")) >= 2}
 
 
-def _supports(bullet: frozenset[str], summary: frozenset[str]) -> float:
-    """How well a summary supports a bullet: the share of the bullet's terms it holds, 0 if too few."""
-    shared = len(bullet & summary)
-    if shared < min(MIN_SHARED, len(bullet)):
-        return 0.0
-    share = shared / len(bullet)
-    return share if share >= SUPPORT else 0.0
+def _weights(docs: Sequence[frozenset[str]]) -> Callable[[str], float]:
+    """Weigh a term by how few of the call's documents hold it: words they all share tell little."""
+    df: Counter[str] = Counter(t for doc in docs for t in doc)
+    n = len(docs)
+    return lambda t: math.log(1 + n / max(1, df[t]))
+
+
+def _scores(bullet: frozenset[str], docs: Sequence[frozenset[str]], weight: Callable[[str], float]) -> list[float]:
+    """How well each document supports a bullet: the weighted share of its terms the document holds.
+
+    A document that holds too few of them, less than SUPPORT of their weight, or much
+    less than the best document does, supports it not at all (0).
+    """
+    numbers = _numbers(bullet)
+    total = sum(map(weight, bullet))
+    scores = []
+    for doc in docs:
+        shared = bullet & doc
+        if len(shared) < min(MIN_SHARED, len(bullet)) or (numbers and not numbers & doc):
+            scores.append(0.0)  # too little in common, or none of the bullet's numbers
+            continue
+        share = sum(map(weight, shared)) / total
+        scores.append(share if share >= SUPPORT else 0.0)
+    best = max(scores, default=0.0)
+    return [score if score >= best * RELATIVE else 0.0 for score in scores]
 
 
 def _with_tags(line: str, tags: Sequence[int]) -> str:
@@ -72,20 +92,15 @@ def check_bullets(text: str, call_docs: Sequence[int], summary_of: Callable[[int
                   counts: Counter[str] | None = None) -> str:
     """Check the tags of every bullet in `text`, whose [Dk] names `call_docs[k-1]`; return the checked text.
 
-    `summary_of(doc)` gives a document's own map summary. `counts` gets `checked`,
-    `kept`, `removed`, `moved`, `added` (tags), `bullets_dropped` and, of those,
-    `invented_numbers`.
+    `summary_of(doc)` gives a document's own map summary. `counts` gets `checked`
+    (tags the model wrote), of those `kept` and `removed`; `moved` and `added` (tags
+    given to bullets left with none, or written with none); `bullets_dropped` and, of
+    those, `invented_numbers`.
     """
     counts = Counter() if counts is None else counts
-    cache: dict[int, frozenset[str]] = {}
-
-    def summary_terms(k: int) -> frozenset[str]:
-        doc = call_docs[k - 1]
-        if doc not in cache:
-            cache[doc] = terms(summary_of(doc))
-        return cache[doc]
-
-    local = range(1, len(call_docs) + 1)
+    docs = [terms(summary_of(doc)) for doc in call_docs]
+    weight = _weights(docs)
+    held = set().union(*map(_numbers, docs))
     out: list[str] = []
     for line in text.splitlines():
         tags = [k for k in cited(line) if 0 < k <= len(call_docs)]
@@ -97,21 +112,17 @@ def check_bullets(text: str, call_docs: Sequence[int], summary_of: Callable[[int
             out.append(line)
             continue
         counts["checked"] += len(tags)
-        numbers = _numbers(bullet)
-        held = set().union(*(_numbers(summary_terms(k)) for k in local)) if numbers else set()
-        if numbers - held:
+        if _numbers(bullet) - held:
             counts["bullets_dropped"] += 1  # it states a number that no document it was made from holds
             counts["invented_numbers"] += 1
+            counts["removed"] += len(tags)
             continue
-        # A document supports the bullet when it shares enough of its terms and, if the
-        # bullet has numbers, at least one of them.
-        scores = {k: _supports(bullet, terms_k) if not numbers or numbers & terms_k else 0.0
-                  for k in local for terms_k in (summary_terms(k),)}
+        scores = dict(enumerate(_scores(bullet, docs, weight), start=1))
         kept = [k for k in tags if scores[k] > 0]
         counts["kept"] += len(kept)
         counts["removed"] += len(tags) - len(kept)
         if not kept:
-            best = sorted((k for k in local if scores[k] > 0), key=lambda k: (-scores[k], k))[:MOST_ADDED]
+            best = sorted((k for k in scores if scores[k] > 0), key=lambda k: (-scores[k], k))[:MOST_ADDED]
             if not best:
                 counts["bullets_dropped"] += 1
                 continue

@@ -37,7 +37,7 @@ _MIN_SHARE = 0.3
 # remarks on the language or the format the model was asked for. Matched on short lines
 # only, without their bullet mark.
 _FILLER = re.compile("|".join((
-    r"(?:sure|certainly|okay|of course)\b[^.!:]{0,40}[.!:]?",
+    r"(?:sure|certainly|okay|of course)\s*[,.!:].{0,60}",
     r"(?:here(?:'s| is| are)|below (?:is|are))\b.*[:：]",
     r"(?:the )?(?:key points|summary|bullet points|merged list)\b[^:]{0,40}[:：]",
     r"(?:다음은|아래는|요약하면)\b.*(?:[:：]|같습니다\.?)",

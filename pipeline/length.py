@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import re
+from collections import Counter
 from typing import Any, NamedTuple
 
+from pipeline.citations import cited
 from pipeline.errors import InputError
 
 _SPEC = re.compile(r"\s*(\d+)\s*(b|bullets?|w|words?)\s*", re.IGNORECASE)
@@ -54,24 +56,44 @@ def words(text: str) -> int:
 
 
 def fit(text: str, length: Length) -> tuple[str, dict[str, Any]]:
-    """Cut whole bullets from the end of an answer that runs past its target; say how it measures up.
+    """Cut whole bullets from an answer that runs past its target; say how it measures up.
 
-    Bullets are written most important first, so the last go first. The overview and
-    at least one bullet always stay.
+    Bullets are written most important first, so they go from the end, but a bullet
+    that is the only one citing some document goes last: a shorter summary should
+    still name every document it can. A heading left with nothing under it goes too.
+    The overview and at least one bullet always stay.
     """
     lines = text.splitlines()
-    bullets = [i for i, line in enumerate(lines) if _BULLET.match(line)]
     cut = 0
+
+    def bullets() -> list[int]:
+        return [i for i, line in enumerate(lines) if _BULLET.match(line)]
 
     def over() -> bool:
         if length.unit == "bullets":
-            return len(bullets) > length.count
+            return len(bullets()) > length.count
         return words("\n".join(lines)) > length.count * WORDS_SLACK
 
-    while len(bullets) > 1 and over():
-        del lines[bullets.pop()]
+    while len(bullets()) > 1 and over():
+        at = bullets()
+        cites = Counter(n for i in at for n in set(cited(lines[i])))
+        spare = [i for i in at if all(cites[n] > 1 for n in cited(lines[i]))]
+        del lines[(spare or at)[-1]]
         cut += 1
+    if cut:
+        lines = _drop_empty_headings(lines)
     fitted = "\n".join(lines).rstrip()
-    kept = len(bullets)
-    return fitted, {"target": str(length), "bullets": kept, "words": words(fitted), "bullets_cut": cut,
+    return fitted, {"target": str(length), "bullets": len(bullets()), "words": words(fitted), "bullets_cut": cut,
                     "within": not over()}
+
+
+def _drop_empty_headings(lines: list[str]) -> list[str]:
+    """Drop headings followed by nothing but blank lines before the next heading or the end."""
+    kept: list[str] = []
+    for i, line in enumerate(lines):
+        if line.lstrip().startswith("#"):
+            rest = next((later for later in lines[i + 1:] if later.strip()), "")
+            if not rest or rest.lstrip().startswith("#"):
+                continue
+        kept.append(line)
+    return kept
