@@ -82,7 +82,7 @@ def fit(text: str, length: Length) -> tuple[str, dict[str, Any]]:
         cut += 1
     if cut:
         lines = _drop_empty_headings(lines)
-    fitted = "\n".join(lines).rstrip()
+    fitted = "\n".join(lines).strip("\n").rstrip()
     return fitted, {"target": str(length), "bullets": len(bullets()), "words": words(fitted), "bullets_cut": cut,
                     "within": not over()}
 
