@@ -11,6 +11,7 @@ is written in, so that the caller can ask once more, more firmly.
 
 from __future__ import annotations
 
+import functools
 import re
 from collections import Counter
 from collections.abc import Iterable
@@ -76,22 +77,26 @@ def _shingles(words: list[str], n: int) -> set[tuple[str, ...]]:
     return {tuple(words[i:i + n]) for i in range(len(words) - n + 1)}
 
 
-def _norm(line: str) -> str:
-    """A line as compared for repeats: no tags, bullet marks, case or spacing."""
-    return " ".join(_words(retag(line, lambda k: None)))
+@functools.lru_cache(maxsize=64)
+def _instruction_shingles(text: str) -> frozenset[tuple[str, ...]]:
+    """Every run of _ECHO_WORDS words in an instruction; a run handful of distinct ones per run."""
+    return frozenset(_shingles(_words(text), _ECHO_WORDS))
 
 
-def _loop_cut(line: str) -> str | None:
-    """The line up to where a phrase starts repeating, when it comes a third time; None if it does not loop."""
-    words = list(_WORD.finditer(line))
+def _loop_start(words: list[str]) -> int | None:
+    """The index of the word where a phrase starts repeating, when it comes a third time; None if none does."""
     seen: dict[tuple[str, ...], list[int]] = {}
-    lowered = [w.group().lower() for w in words]
     for i in range(len(words) - _LOOP_NGRAM + 1):
-        at = seen.setdefault(tuple(lowered[i:i + _LOOP_NGRAM]), [])
+        at = seen.setdefault(tuple(words[i:i + _LOOP_NGRAM]), [])
         at.append(i)
         if len(at) == _LOOP_REPEATS:
-            return line[:words[at[1]].start()].rstrip(" ,;:-") + " …"
+            return at[1]
     return None
+
+
+def _cut_at_word(line: str, index: int) -> str:
+    start = next((m.start() for i, m in enumerate(_WORD.finditer(line)) if i == index), len(line))
+    return line[:start].rstrip(" ,;:-") + " …"
 
 
 def clean(answer: str, instructions: Iterable[str] = ()) -> tuple[str, Counter[str]]:
@@ -102,9 +107,7 @@ def clean(answer: str, instructions: Iterable[str] = ()) -> tuple[str, Counter[s
     is the model starting over. An answer that would be left empty is kept as it was.
     """
     done: Counter[str] = Counter()
-    echo = set()
-    for text in instructions:
-        echo |= _shingles(_words(text), _ECHO_WORDS)
+    echo = frozenset().union(*map(_instruction_shingles, instructions))
     kept: list[str] = []
     seen: set[str] = set()
     headings: set[str] = set()
@@ -113,26 +116,27 @@ def clean(answer: str, instructions: Iterable[str] = ()) -> tuple[str, Counter[s
         if not stripped:
             kept.append(line)
             continue
-        norm = _norm(stripped)
+        words = _words(retag(stripped, lambda k: None))
+        norm = " ".join(words)
         if stripped.startswith("#") or (stripped.startswith("**") and stripped.endswith("**")):
             if norm in headings:
                 done["repeated_heading"] += 1
                 break
             headings.add(norm)
         bare = _BULLET.sub("", stripped)
-        if len(_words(bare)) <= _FILLER_MAX_WORDS and _FILLER.fullmatch(bare):
+        if len(words) <= _FILLER_MAX_WORDS + 2 and _FILLER.fullmatch(bare):
             done["filler"] += 1
             continue
-        if echo and _shingles(_words(stripped), _ECHO_WORDS) & echo:
+        if echo and len(words) >= _ECHO_WORDS and _shingles(words, _ECHO_WORDS) & echo:
             done["echo"] += 1
             continue
         if norm and norm in seen:
             done["repeated_line"] += 1
             continue
         seen.add(norm)
-        if (cut := _loop_cut(line)) is not None:
+        if len(words) >= _LOOP_NGRAM * _LOOP_REPEATS and (loop := _loop_start(_words(line))) is not None:
             done["loop"] += 1
-            line = cut
+            line = _cut_at_word(line, loop)
         kept.append(line)
     text = "\n".join(kept).strip()
     if not text:
