@@ -135,6 +135,12 @@ def build_parser(env: dict[str, str]) -> argparse.ArgumentParser:
     s.add_argument("--language", default="auto",
                    help="language of the summaries: 'auto' answers in the documents' own language, "
                         "or give a code such as en, ko (default auto)")
+    s.add_argument("--length", default="auto",
+                   help="length of the final summary: 'N bullets' (or Nb), 'N words' (or Nw), or 'auto': "
+                        "a bullet per document and one more, 4 to 10 (default auto)")
+    s.add_argument("--seed", type=int,
+                   help="sampling seed sent with every call, so that the same files give the same summary "
+                        "where the server honours it (default 0)")
     g.add_argument("--local-threads", type=COUNT,
                    help="CPU threads for the embedded model (default: cores - 1; on 2 cores, 2 threads are "
                         "faster when idle but stall when anything else runs)")
@@ -183,7 +189,7 @@ def parse_args(argv: Sequence[str] | None, env: dict[str, str]) -> argparse.Name
 
 
 _TUNING = ("concurrency", "chunk_tokens", "token_max", "timeout", "max_retries", "memory_limit_mb", "rpm", "tpm",
-           "price_in", "price_out", "max_cost")
+           "price_in", "price_out", "max_cost", "seed")
 
 
 @dataclass(frozen=True)
@@ -218,7 +224,7 @@ def settings(args: argparse.Namespace) -> Job:
         model="local" if local and args.dry_run else None if local else args.model,
         base_url=None if local or pool else (urls[0] if urls else None),
         base_urls=urls if pool and not local else [], api_key=None if local else args.api_key,
-        **{**(LOCAL_DEFAULTS | LOCAL_SETTINGS if local else {}), **given}, language=args.language,
+        **{**(LOCAL_DEFAULTS | LOCAL_SETTINGS if local else {}), **given}, language=args.language, length=args.length,
         store_path=str(store) if store else None, retry_failed=args.retry_failed, dry_run=args.dry_run)
     # The embedded model's address is known only once it runs: check the rest with a stand-in.
     (dataclasses.replace(context, base_url="http://127.0.0.1/v1") if local else context).validate()

@@ -22,6 +22,7 @@ from pipeline.budget import Price, price_for
 from pipeline.client import check_base_url
 from pipeline.errors import InputError
 from pipeline.language import check_language
+from pipeline.length import parse_length
 from pipeline.pool import EndpointSpec, parse_endpoint
 from pipeline.secrets import url_credentials
 
@@ -92,7 +93,12 @@ class Context:
                                     "such as en, ko")] = "auto"
     timeout: Annotated[float, _about("Seconds one LLM call may take")] = 120.0
     max_retries: Annotated[int, _about("Retries of a call after 429/5xx, timeouts and malformed answers")] = 4
-    temperature: Annotated[float, _about("Sampling temperature")] = 0.2
+    temperature: Annotated[float, _about("Sampling temperature; 0 (the default) answers the same prompt "
+                                         "the same way")] = 0.0
+    seed: Annotated[int | None, _about("Sampling seed sent with every call, for repeatable answers where the "
+                                       "server honours it; null sends none")] = 0
+    length: Annotated[str, _about("Length of the final summary: 'auto' (a bullet per document and one more, "
+                                  "4 to 10), 'N bullets' or 'N words'")] = "auto"
     extra_body: Annotated[dict[str, Any], _about("Extra request fields for the server, e.g. "
                                                  "llama.cpp's repeat_penalty")] = field(default_factory=dict)
     map_max_tokens: Annotated[int, _about("Most tokens of one chunk's summary")] = 400
@@ -131,6 +137,7 @@ class Context:
             raise InputError("no LLM endpoint: set base_url (an OpenAI-compatible /v1 URL, or "
                              "OPENAI_BASE_URL for the server), api_key, or chat_model")
         check_language(self.language)
+        parse_length(self.length)
         if self.base_url and self.base_urls:
             raise InputError("give base_url (one endpoint) or base_urls (several), not both")
         for spec in self.endpoints if self.chat_model is None else ():
@@ -176,8 +183,13 @@ class Context:
     def identity(self) -> str:
         """What, besides content and prompt, makes a stored result reusable."""
         model = self.model if self.chat_model is None else repr(self.chat_model._identifying_params)
-        extra = ",".join(f"{k}={v}" for k, v in sorted(self.extra_body.items()))
+        extra = ",".join(f"{k}={v}" for k, v in sorted(self.request_body.items()))
         return f"{model}|temperature={self.temperature}|{extra}"
+
+    @property
+    def request_body(self) -> dict[str, Any]:
+        """Fields every request carries besides the prompt: the seed, then `extra_body`."""
+        return self.extra_body if self.seed is None else {"seed": self.seed, **self.extra_body}
 
     @property
     def collapse_max_tokens(self) -> int:

@@ -20,7 +20,7 @@ import contextvars
 import logging
 import os
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Literal
 
@@ -37,6 +37,7 @@ from graphs.state import InputState, OutputState, RunState, ShardState, State
 from pipeline.citations import cited
 from pipeline.errors import CollapseError, InputError
 from pipeline.language import dominant_language, language_name
+from pipeline.length import parse_length
 from pipeline.loading import DocRef, Entry, list_inputs, plan_entries
 from pipeline.preview import preview as preview_calls
 from pipeline.prompting import escape_label
@@ -46,6 +47,7 @@ from pipeline.summarize import (
     collapse_level,
     final_summary,
     max_collapse_levels,
+    own_words,
     summarize_shard,
     to_pieces,
 )
@@ -71,7 +73,7 @@ def answer_language(setting: str, detected: Iterable[str | None]) -> str | None:
 
 def reduce_budget(context: Context, count: Any) -> int:
     """Tokens of summaries one reduce call may take: token_max less the prompt's own."""
-    template = max(prompts.COLLAPSE, prompts.FINAL, key=len)
+    template = max(prompts.COLLAPSE, prompts.FINAL, key=len) + prompts.SUMMARIES
     return context.token_max - count(template) - 64
 
 
@@ -202,7 +204,7 @@ async def collapse(state: RunState, runtime: Runtime[Resources]) -> dict[str, An
     calls_before = res.llm().stats.calls["collapse"]
     pieces = await collapse_level(
         res.llm(), state["pieces"], budget=reduce_budget(context, res.count), max_tokens=context.collapse_max_tokens,
-        language=state["reduce_language"], count=res.count)
+        language=state["reduce_language"], count=res.count, summary_of=_summaries(state))
     log.info("collapse level %d: %d summaries -> %d in %d calls", level, len(state["pieces"]), len(pieces),
              res.llm().stats.calls["collapse"] - calls_before)
     return {"pieces": pieces, "level": level}
@@ -226,16 +228,27 @@ def _sources_legend(summary: str, state: RunState) -> str:
     return legend
 
 
+def _summaries(state: RunState) -> Callable[[int], str]:
+    """Each summarized document's name and map summary, by id: what reduce answers are checked against."""
+    own = {r["id"]: own_words(r) for r in state["results"] if r["status"] == "ok"}
+    return lambda doc: own.get(doc, "")
+
+
 async def final(state: RunState, runtime: Runtime[Resources]) -> dict[str, Any]:
     """Write the final summary and name its sources."""
     res, context = runtime.context, runtime.context.context
-    summary = ""
+    summary, fitted = "", None
     if pieces := state["pieces"]:
-        text = await final_summary(
-            res.llm(), pieces, max_tokens=context.final_max_tokens,
-            language=state["reduce_language"])
+        ok = [r for r in state["results"] if r["status"] == "ok"]
+        text, fitted = await final_summary(
+            res.llm(), pieces, max_tokens=context.final_max_tokens, language=state["reduce_language"],
+            summary_of=_summaries(state), documents=len(ok), length=parse_length(context.length),
+            whole=len(ok) == 1 and ok[0]["chunks"] == 1)
         summary = text.rstrip() + "\n" + _sources_legend(text, state)
-    return {"summary": summary, "stats": _stats(state, res)}
+    stats = _stats(state, res)
+    if fitted is not None:
+        stats["length"] = fitted
+    return {"summary": summary, "stats": stats}
 
 
 def _stats(state: RunState, res: Resources) -> dict[str, Any]:
@@ -258,7 +271,7 @@ async def preview(state: RunState, runtime: Runtime[Resources]) -> dict[str, Any
         collapse_max_tokens=context.collapse_max_tokens, final_max_tokens=context.final_max_tokens,
         budget=reduce_budget(context, res.count), identity=context.identity, store=res.store,
         price=context.price, language_of=lambda ref: answer_language(context.language, [ref.get("language")]),
-        reduce_language=reduce_language)
+        reduce_language=reduce_language, length=parse_length(context.length))
     estimate["reduce_language"] = reduce_language
     estimate["model"] = context.model
     return {"preview": estimate, "stats": {"files": files}}

@@ -23,7 +23,9 @@ from typing import Any
 from pydantic import SecretStr
 
 from graphs.context import DEFAULT_MODEL, Context
+from pipeline.attribution import citation_counts
 from pipeline.budget import Budget
+from pipeline.checks import ANSWER_CHECKS
 from pipeline.client import OpenAICompatChat, open_session, probe_endpoint
 from pipeline.errors import SummarizerError
 from pipeline.limits import AdaptiveLimit, RateLimit
@@ -77,6 +79,8 @@ class Resources:
             "rate_limited": s.rate_limited,
             "concurrency_lowest": runner.concurrency.lowest,
             "peak_in_flight": s.peak_in_flight,
+            "answers": {key: s.answers[key] for key in ANSWER_CHECKS},
+            "citations": citation_counts(s.citations),
             "peak_rss_mb": round(runner.memory.peak_mb, 1),
             "memory": runner.memory.stats(),
             "model": self.context.model if self.context.chat_model is None
@@ -119,7 +123,7 @@ async def _chat_model(context: Context, stack: AsyncExitStack) -> tuple[Any, Con
     if context.base_urls:
         pool, name = await open_pool(context.endpoints, concurrency=context.concurrency, timeout=context.timeout,
                                      api_key=context.api_key, model=context.model, default_model=DEFAULT_MODEL,
-                                     temperature=context.temperature, extra_body=context.extra_body)
+                                     temperature=context.temperature, extra_body=context.request_body)
         stack.push_async_callback(pool.aclose)
         return pool, dataclasses.replace(context, model=name)
     if context.base_url:
@@ -129,14 +133,14 @@ async def _chat_model(context: Context, stack: AsyncExitStack) -> tuple[Any, Con
         context = dataclasses.replace(context, model=context.model or (listed[0] if listed else DEFAULT_MODEL))
         return OpenAICompatChat(model=context.model, base_url=context.base_url,
                                 api_key=SecretStr(context.api_key) if context.api_key else None,
-                                temperature=context.temperature, extra_body=context.extra_body,
+                                temperature=context.temperature, extra_body=context.request_body,
                                 session=session), context
     # A key alone means OpenAI itself, through langchain-openai and its own endpoint.
     from langchain_openai import ChatOpenAI
 
     context = dataclasses.replace(context, model=context.model or DEFAULT_MODEL)
     model = ChatOpenAI(model=context.model, api_key=SecretStr(context.api_key or ""),
-                       temperature=context.temperature, timeout=context.timeout,
+                       temperature=context.temperature, seed=context.seed, timeout=context.timeout,
                        max_retries=0)  # the runner retries, with backoff and adaptive concurrency
     return model, context
 

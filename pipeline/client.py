@@ -31,11 +31,21 @@ from pipeline.errors import (
     error_for_status,
     retry_after,
 )
+from pipeline.prompting import Prompt
 from pipeline.secrets import Redactor, credential_secrets, url_credentials
 
 _ROLES = {"human": "user", "ai": "assistant", "system": "system", "tool": "tool"}
 _USERINFO = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*://)?[^/@]*@")
 HTML_HINT = "check the base URL: the API's usually ends in /v1"
+
+
+def wire_messages(prompt: Prompt | str) -> list[dict[str, str]]:
+    """The chat messages of a prompt: its instructions as the system message, its material as the user's."""
+    if isinstance(prompt, str):
+        return [{"role": "user", "content": prompt}]
+    if not prompt.system:
+        return [{"role": "user", "content": prompt.user}]
+    return [{"role": "system", "content": prompt.system}, {"role": "user", "content": prompt.user}]
 
 
 class Usage(TypedDict):
@@ -180,14 +190,14 @@ class OpenAICompatChat(BaseChatModel):
                   run_manager: Any = None, **kwargs: Any) -> ChatResult:
         raise NotImplementedError("OpenAICompatChat is async only: use `await model.ainvoke(...)`")
 
-    async def acomplete(self, prompt: str, max_tokens: int | None = None) -> tuple[str, Usage]:
-        """Answer one user prompt with its text and usage, skipping LangChain's machinery.
+    async def acomplete(self, prompt: Prompt | str, max_tokens: int | None = None) -> tuple[str, Usage]:
+        """Answer one prompt (instructions and material, or a bare user message) skipping LangChain's machinery.
 
         The pipeline's runner calls this directly (it is the runner's `ChatCaller`): it
         does its own accounting, so `BaseChatModel.ainvoke` (callback managers, run ids,
         a task per call) and the message objects are pure overhead on its hot path.
         """
-        body = await self._send([{"role": "user", "content": prompt}], max_tokens=max_tokens)
+        body = await self._send(wire_messages(prompt), max_tokens=max_tokens)
         data, choice, content = self._decode(body, self._endpoint()[2])
         usage = data.get("usage") or {}
         return content, {"input_tokens": int(usage.get("prompt_tokens") or 0),

@@ -115,3 +115,10 @@ def language_instruction(language: str | None, scope: str = "the document") -> s
         native = _NATIVE.get(language)
         return f"Write your answer in {language}." + (f" {native}" if native else "")
     return f"Write your answer in the same language as {scope}."
+
+
+def firm_language_instruction(language: str) -> str:
+    """Insist on the answer's language, for the one retry after an answer came back in another."""
+    native = _NATIVE.get(language)
+    return (f"Your answer must be entirely in {language}: translate every fact into {language}, "
+            "keeping names and numbers as they are." + (f" {native}" if native else ""))

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from langchain_core.language_models.chat_models import BaseChatModel
-from langchain_core.messages import HumanMessage
+from langchain_core.messages import BaseMessage, HumanMessage, SystemMessage
 from langsmith.utils import tracing_is_enabled
 
 import prompts
@@ -36,6 +36,7 @@ from pipeline.budget import Budget
 from pipeline.limits import AdaptiveLimit, RateLimit
 from pipeline.memory import MemoryGuard
 from pipeline.progress import NoProgress, Progress
+from pipeline.prompting import Prompt
 from pipeline.secrets import Redactor, credential_secrets
 from pipeline.store import ResultStore, result_key
 from pipeline.tokens import TokenCounter
@@ -71,6 +72,8 @@ class CallStats:
     peak_in_flight: int = 0
     succeeded: int = 0
     malformed: int = 0  # answers that were not chat completions at all
+    answers: Counter[str] = field(default_factory=Counter)  # what the answer checks did (pipeline/checks.py)
+    citations: Counter[str] = field(default_factory=Counter)  # what the tag checks did (pipeline/attribution.py)
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,6 +90,10 @@ def _drop_cut_line(text: str) -> str:
     """Drop the last line of an answer cut off by max_tokens, unless it is the only one."""
     lines = text.rstrip().splitlines()
     return "\n".join(lines[:-1]) if len(lines) > 1 else text
+
+
+def _count_prompt(count: TokenCounter, prompt: Prompt | str) -> int:
+    return count(prompt) if isinstance(prompt, str) else count(prompt.system) + count(prompt.user)
 
 
 def call_key(step: str, identity: str, max_tokens: int, *material: str) -> str:
@@ -107,9 +114,13 @@ def _model_secrets(model: object) -> list[str]:
 
 
 class ChatCaller(Protocol):
-    """Answer one user prompt with its text and usage: what the runner needs of a model."""
+    """Answer one prompt with its text and usage: what the runner needs of a model.
 
-    async def acomplete(self, prompt: str, max_tokens: int) -> tuple[str, Usage]: ...
+    A `Prompt` is sent as a system message (its instructions) and a user message (its
+    material); a plain string as one user message.
+    """
+
+    async def acomplete(self, prompt: Prompt | str, max_tokens: int) -> tuple[str, Usage]: ...
 
 
 class ChatModelCaller:
@@ -119,10 +130,12 @@ class ChatModelCaller:
         self.model = model
         self.timeout = timeout
 
-    async def acomplete(self, prompt: str, max_tokens: int) -> tuple[str, Usage]:
-        """Answer one user prompt within the timeout; read usage and finish reason off the message."""
+    async def acomplete(self, prompt: Prompt | str, max_tokens: int) -> tuple[str, Usage]:
+        """Answer one prompt within the timeout; read usage and finish reason off the message."""
+        messages: list[BaseMessage] = [HumanMessage(content=prompt)] if isinstance(prompt, str) else [
+            *([SystemMessage(content=prompt.system)] if prompt.system else []), HumanMessage(content=prompt.user)]
         async with asyncio.timeout(self.timeout):
-            message = await self.model.ainvoke([HumanMessage(content=prompt)], max_tokens=max_tokens)
+            message = await self.model.ainvoke(messages, max_tokens=max_tokens)
         text = message.content if isinstance(message.content, str) else message.text
         usage = getattr(message, "usage_metadata", None) or {}
         return text, {"input_tokens": int(usage.get("input_tokens") or 0),
@@ -170,7 +183,7 @@ class LLMRunner:
         self._model_name = name if isinstance(name, str) else None  # named in a 404's message
         self._fatal: FatalLLMError | None = None  # once one call has stopped the run, no other is sent
 
-    async def complete(self, step: str, prompt: str, max_tokens: int, phase: str,
+    async def complete(self, step: str, prompt: Prompt | str, max_tokens: int, phase: str,
                        key: str | None = None) -> Completion:
         """Answer one prompt, retrying what is worth retrying; count the call under `step`.
 
@@ -197,11 +210,11 @@ class LLMRunner:
         """The store key of a call, or None when there is no store."""
         return None if self.store is None else call_key(step, self.identity, max_tokens, *material)
 
-    async def _admit(self, prompt: str, max_tokens: int) -> float:
+    async def _admit(self, prompt: Prompt | str, max_tokens: int) -> float:
         """Wait for memory and rate limits; reserve the call's worst-case cost."""
         limits = self.limits
         self.memory.admit()  # never waits: under pressure it lowers the limits instead
-        estimate = self.count_tokens(prompt) if limits.tpm or limits.budget else 0
+        estimate = _count_prompt(self.count_tokens, prompt) if limits.tpm or limits.budget else 0
         reserved = await limits.budget.reserve(estimate, max_tokens) if limits.budget else 0.0
         if limits.rpm:
             await limits.rpm.take(1)
@@ -209,7 +222,7 @@ class LLMRunner:
             await limits.tpm.take(estimate + max_tokens)
         return reserved
 
-    async def _complete(self, step: str, prompt: str, max_tokens: int) -> Completion:
+    async def _complete(self, step: str, prompt: Prompt | str, max_tokens: int) -> Completion:
         stats, budget = self.stats, self.limits.budget
         for attempt in range(self.max_retries + 1):
             reserved = await self._admit(prompt, max_tokens)
@@ -257,7 +270,7 @@ class LLMRunner:
                 continue
             stats.succeeded += 1
             self.concurrency.on_success()
-            tokens_in = usage.get("input_tokens") or self.count_tokens(prompt)
+            tokens_in = usage.get("input_tokens") or _count_prompt(self.count_tokens, prompt)
             tokens_out = usage.get("output_tokens") or self.count_tokens(text)
             if budget:
                 await budget.settle(reserved, tokens_in, tokens_out)

@@ -40,6 +40,7 @@ from pipeline.errors import (
     RetryableLLMError,
 )
 from pipeline.limits import AdaptiveLimit
+from pipeline.prompting import Prompt
 
 log = logging.getLogger(__name__)
 
@@ -146,7 +147,7 @@ class EndpointPool:
         """The most calls all endpoints together take at once."""
         return sum(e.limit.maximum for e in self.endpoints)
 
-    async def acomplete(self, prompt: str, max_tokens: int) -> tuple[str, Usage]:
+    async def acomplete(self, prompt: Prompt | str, max_tokens: int) -> tuple[str, Usage]:
         """Answer on the least-loaded healthy endpoint; on a retryable error, at once on another."""
         tried: set[int] = set()
         last: LLMError | None = None

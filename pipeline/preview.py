@@ -8,13 +8,23 @@ from typing import Any
 
 import prompts
 from pipeline.budget import Price
+from pipeline import length as lengths
+from pipeline.checks import clean, in_language
 from pipeline.language import language_instruction
 from pipeline.llm import call_key
 from pipeline.loading import DocRef, load_text
-from pipeline.citations import retag
-from pipeline.prompting import Piece, map_prompt, reduce_prompt, render_group
+from pipeline.prompting import Piece, Prompt, map_prompt, reduce_prompt, render_group
 from pipeline.store import ResultStore
-from pipeline.summarize import DocResult, max_collapse_levels, pack, to_pieces
+from pipeline.summarize import (
+    DocResult,
+    final_prompt,
+    firmer,
+    max_collapse_levels,
+    merged_piece,
+    own_words,
+    pack,
+    to_pieces,
+)
 from pipeline.tokens import TokenCounter
 
 # A map summary is assumed to be about a third of its chunk, within its token cap.
@@ -28,7 +38,7 @@ def _map_output(chunk_tokens: int, cap: int) -> int:
 def preview(docs: Sequence[DocRef], *, count: TokenCounter, map_max_tokens: int, collapse_max_tokens: int,
             final_max_tokens: int, budget: int, language_of: Callable[[DocRef], str | None],
             reduce_language: str | None, identity: str, store: ResultStore | None,
-            price: Price | None) -> dict[str, Any]:
+            price: Price | None, length: lengths.Length | None = None) -> dict[str, Any]:
     """Estimate the calls, tokens and cost of summarizing `docs`; nothing is sent anywhere.
 
     Where the store holds a document's every map answer, its summary is known exactly, and
@@ -36,17 +46,21 @@ def preview(docs: Sequence[DocRef], *, count: TokenCounter, map_max_tokens: int,
     are counted as stored, level by level, as the run would find them. The rest is
     estimated from sizes.
     """
-    map_overhead = count(prompts.MAP) + 20
-    reduce_overhead = count(prompts.COLLAPSE) + 20
+    map_overhead = count(prompts.MAP + prompts.DOCUMENT) + 20
+    reduce_overhead = count(prompts.COLLAPSE + prompts.SUMMARIES) + 20
     calls = {"map": 0, "collapse": 0, "final": 0}
     stored = {"map": 0, "collapse": 0, "final": 0}
     tokens_in = tokens_out = 0
     pieces: list[Piece] = []
+    known: dict[int, str] = {}  # the map summaries known exactly, by document
+    summarized = 0
     for ref in sorted(docs, key=lambda r: (r["source"], r["id"])):  # the order the reduce takes them in
         if "skip_reason" in ref or "plan_error" in ref or "prior_error" in ref:
             continue
+        summarized += 1
         text = load_text(ref) if store is not None else ""
-        instruction = language_instruction(language_of(ref))
+        language = language_of(ref)
+        instruction = language_instruction(language)
         doc_out, spans, answers = 0, ref["spans"], []
         for part, (start, end) in enumerate(spans, start=1):
             chunk_tokens = count(text[start:end]) if text else ref["tokens"] // len(spans)
@@ -54,9 +68,9 @@ def preview(docs: Sequence[DocRef], *, count: TokenCounter, map_max_tokens: int,
             doc_out += out
             if text and store is not None:
                 prompt = map_prompt(ref["source"], text[start:end], part, len(spans), instruction)
-                if hit := store.get(call_key("map", identity, map_max_tokens, prompt)):
+                if (answer := stored_answer(store, "map", identity, map_max_tokens, prompt, language)) is not None:
                     stored["map"] += 1
-                    answers.append(hit.text)
+                    answers.append(answer)
                     continue
             calls["map"] += 1
             tokens_in += chunk_tokens + map_overhead
@@ -64,6 +78,7 @@ def preview(docs: Sequence[DocRef], *, count: TokenCounter, map_max_tokens: int,
         if len(answers) == len(spans):  # known exactly: the pieces the run will make
             result = DocResult(id=ref["id"], source=ref["source"], sha256=ref["sha256"], status="ok",
                                chunks=len(spans), tokens_in=0, tokens_out=0, summary="\n".join(answers))
+            known[ref["id"]] = own_words(result)
             pieces += to_pieces(result, count, collapse_max_tokens)
             continue
         # A long document's summary goes to the reduce in parts, as summarize.to_pieces does;
@@ -71,7 +86,7 @@ def preview(docs: Sequence[DocRef], *, count: TokenCounter, map_max_tokens: int,
         parts = max(1, math.ceil((doc_out + 12) / collapse_max_tokens))
         pieces += [Piece(label="", text=f"{ref['source']}#{i}", tokens=math.ceil((doc_out + 12) / parts), docs=[])
                    for i in range(parts)]
-    reduce = _Reduce(store, identity, language_instruction(reduce_language, "the summaries"), count)
+    reduce = _Reduce(store, identity, reduce_language, count, known)
     levels = 0
     while sum(p["tokens"] for p in pieces) > budget and levels < max_collapse_levels(len(pieces)):
         levels += 1
@@ -81,10 +96,10 @@ def preview(docs: Sequence[DocRef], *, count: TokenCounter, map_max_tokens: int,
                 merged.append(group[0])
                 continue
             size = sum(p["tokens"] for p in group)
-            known = reduce.stored("collapse", prompts.COLLAPSE, group, collapse_max_tokens)
-            if known is not None:
+            hit = reduce.collapse(group, collapse_max_tokens)
+            if hit is not None:
                 stored["collapse"] += 1
-                merged.append(known)
+                merged.append(hit)
                 continue
             calls["collapse"] += 1
             tokens_in += size + reduce_overhead
@@ -92,8 +107,10 @@ def preview(docs: Sequence[DocRef], *, count: TokenCounter, map_max_tokens: int,
             tokens_out += out
             merged.append(Piece(label="", text=group[0]["text"], tokens=out, docs=[]))
         pieces = merged
-    if pieces:
-        if reduce.stored("final", prompts.FINAL, pieces, final_max_tokens) is not None:
+    whole = summarized == 1 and len(pieces) == 1 and bool(pieces[0]["label"]) and len(known) == 1 \
+        and next(len(d["spans"]) for d in docs if d["id"] in known) == 1
+    if pieces and not whole:  # one document summarized in one call needs no final call
+        if reduce.final(pieces, final_max_tokens, lengths.target(length, summarized)):
             stored["final"] = 1
         else:
             calls["final"] = 1
@@ -114,20 +131,48 @@ def preview(docs: Sequence[DocRef], *, count: TokenCounter, map_max_tokens: int,
     return result
 
 
+def stored_answer(store: ResultStore, step: str, identity: str, max_tokens: int, prompt: Prompt,
+                  language: str | None) -> str | None:
+    """The answer a run would take from the store for `prompt`, cleaned as it would be; None if it would call.
+
+    As `summarize.ask` does, an answer in the wrong language sends for the firmer prompt's.
+    """
+    hit = store.get(call_key(step, identity, max_tokens, *prompt))
+    if hit is None:
+        return None
+    text = hit.text
+    if language and not in_language(text, language):
+        firm = firmer(prompt, language)
+        again = store.get(call_key(step, identity, max_tokens, *firm))
+        if again is None:
+            return None
+        if in_language(again.text, language):
+            prompt, text = firm, again.text
+    return clean(text, (prompt.system,))[0]
+
+
 class _Reduce:
     """Look a reduce call up in the store, when every piece it would take is known exactly."""
 
-    def __init__(self, store: ResultStore | None, identity: str, instruction: str, count: TokenCounter) -> None:
-        self.store, self.identity, self.instruction, self.count = store, identity, instruction, count
+    def __init__(self, store: ResultStore | None, identity: str, language: str | None, count: TokenCounter,
+                 known: dict[int, str]) -> None:
+        self.store, self.identity, self.language, self.count, self.known = store, identity, language, count, known
+        self.instruction = language_instruction(language, "the summaries")
 
-    def stored(self, step: str, template: str, group: Sequence[Piece], max_tokens: int) -> Piece | None:
-        """The piece a stored answer makes of `group`, or None (not known exactly, or not stored)."""
+    def collapse(self, group: Sequence[Piece], max_tokens: int) -> Piece | None:
+        """The piece a stored collapse answer makes of `group`, or None (not known exactly, or not stored)."""
         if self.store is None or not all(p["docs"] for p in group):  # an estimated piece has no documents
             return None
         joined, call_docs = render_group(group)
-        prompt = reduce_prompt(template, joined, self.instruction)
-        hit = self.store.get(call_key(step, self.identity, max_tokens, prompt))
-        if hit is None:
+        prompt = reduce_prompt(prompts.COLLAPSE, joined, self.instruction)
+        answer = stored_answer(self.store, "collapse", self.identity, max_tokens, prompt, self.language)
+        if answer is None:
             return None
-        text = retag(hit.text, lambda k: k if 0 < k <= len(call_docs) else None)
-        return Piece(label="", text=text, tokens=self.count(text), docs=call_docs)
+        return merged_piece(answer, call_docs, lambda doc: self.known.get(doc, ""), self.count)
+
+    def final(self, pieces: Sequence[Piece], max_tokens: int, length: lengths.Length) -> bool:
+        """Whether the final call's answer is stored."""
+        if self.store is None or not all(p["docs"] for p in pieces):
+            return False
+        prompt, _ = final_prompt(pieces, self.language, length)
+        return stored_answer(self.store, "final", self.identity, max_tokens, prompt, self.language) is not None

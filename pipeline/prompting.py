@@ -10,6 +10,8 @@ from __future__ import annotations
 import re
 import unicodedata
 from collections.abc import Sequence
+from typing import NamedTuple
+
 from typing_extensions import TypedDict
 
 import prompts
@@ -21,6 +23,13 @@ _FENCE_TAG = re.compile(r"<(\s*/?\s*(?:document|summaries)\b)", re.IGNORECASE)
 # Characters a label must not carry into a prompt: line breaks, controls, bidi overrides,
 # and the lone surrogates that undecodable bytes in a file name become.
 _UNSAFE = frozenset({"Cc", "Cf", "Zl", "Zp", "Cs"})
+
+
+class Prompt(NamedTuple):
+    """One call's two messages: the instructions (system) and the material (user)."""
+
+    system: str
+    user: str
 
 
 class Piece(TypedDict):
@@ -50,11 +59,12 @@ def escape_label(source: str) -> str:
     return "".join(f"\\u{ord(c):04x}" if unicodedata.category(c) in _UNSAFE else c for c in out)
 
 
-def map_prompt(source: str, chunk: str, part: int, parts: int, instruction: str) -> str:
+def map_prompt(source: str, chunk: str, part: int, parts: int, instruction: str) -> Prompt:
     """The prompt that summarizes one chunk of one document."""
-    return prompts.MAP.format(
-        language_instruction=instruction, source=escape_label(source),
-        part=f' part="{part} of {parts}"' if parts > 1 else "", document=fence(chunk))
+    return Prompt(prompts.MAP.format(language_instruction=instruction),
+                  prompts.DOCUMENT.format(source=escape_label(source),
+                                          part=f' part="{part} of {parts}"' if parts > 1 else "",
+                                          document=fence(chunk)))
 
 
 def render_group(group: Sequence[Piece]) -> tuple[str, list[int]]:
@@ -74,6 +84,7 @@ def render_group(group: Sequence[Piece]) -> tuple[str, list[int]]:
     return fence("\n\n".join(blocks)), list(numbering)
 
 
-def reduce_prompt(template: str, joined: str, instruction: str) -> str:
+def reduce_prompt(template: str, joined: str, instruction: str, length: str = "") -> Prompt:
     """A collapse or final prompt around summaries joined by `render_group`."""
-    return template.format(language_instruction=instruction, summaries=joined)
+    return Prompt(template.format(language_instruction=instruction, length_instruction=length),
+                  prompts.SUMMARIES.format(summaries=joined))

@@ -6,24 +6,30 @@ import asyncio
 import logging
 import math
 import zlib
+from collections import Counter
 from collections.abc import Callable, Sequence
 from typing import Any, Literal
 
 from typing_extensions import NotRequired, TypedDict
 
 import prompts
+from pipeline import length as lengths
+from pipeline.attribution import check_bullets
+from pipeline.checks import clean, in_language
 from pipeline.citations import retag
 from pipeline.errors import CollapseError, FatalLLMError, InputError, LLMError
-from pipeline.language import language_instruction
-from pipeline.llm import LLMRunner
+from pipeline.language import firm_language_instruction, language_instruction
+from pipeline.llm import Completion, LLMRunner
 from pipeline.loading import DocRef, load_text
-from pipeline.prompting import Piece, escape_label, map_prompt, reduce_prompt, render_group
+from pipeline.prompting import Piece, Prompt, escape_label, map_prompt, reduce_prompt, render_group
 from pipeline.tokens import TokenCounter
 
 log = logging.getLogger(__name__)
 
-__all__ = ["DocResult", "Piece", "collapse_level", "final_summary", "max_collapse_levels", "pack",
+__all__ = ["DocResult", "Piece", "ask", "collapse_level", "final_summary", "max_collapse_levels", "pack",
            "summarize_document", "summarize_shard", "to_pieces"]
+
+SummaryOf = Callable[[int], str]
 
 
 class DocResult(TypedDict):
@@ -62,6 +68,36 @@ def _result(ref: DocRef, status: Literal["ok", "failed", "skipped"], **fields: A
     return result
 
 
+def firmer(prompt: Prompt, language: str) -> Prompt:
+    """The same prompt, insisting on the answer's language: sent once when an answer comes back in another."""
+    return Prompt(prompt.system + "\n" + firm_language_instruction(language), prompt.user)
+
+
+async def ask(runner: LLMRunner, step: str, prompt: Prompt, max_tokens: int, *, phase: str,
+              language: str | None) -> Completion:
+    """Answer one prompt; ask once more, more firmly, if the answer is in the wrong language; clean it.
+
+    Both answers are stored under their own prompts, so a rerun makes the same choice
+    for free. What cleaning took out is counted in the runner's `answers` counters.
+    """
+    done = await runner.complete(step, prompt, max_tokens, phase=phase, key=runner.key(step, max_tokens, *prompt))
+    counts = runner.stats.answers
+    text, tokens_in, tokens_out = done.text, done.tokens_in, done.tokens_out
+    if language and not in_language(text, language):
+        counts["language_retried"] += 1
+        runner.progress.add_total(phase, 1)
+        firm = firmer(prompt, language)
+        again = await runner.complete(step, firm, max_tokens, phase=phase, key=runner.key(step, max_tokens, *firm))
+        tokens_in, tokens_out = tokens_in + again.tokens_in, tokens_out + again.tokens_out
+        if in_language(again.text, language):
+            prompt, text = firm, again.text
+        else:
+            counts["wrong_language"] += 1
+    text, removed = clean(text, (prompt.system,))
+    counts.update(removed)
+    return Completion(text, tokens_in, tokens_out)
+
+
 async def summarize_document(runner: LLMRunner, ref: DocRef, *, language: str | None,
                              max_tokens: int, text: str | None = None) -> DocResult:
     """Summarize every chunk of one document concurrently; record a failure rather than raise.
@@ -88,8 +124,7 @@ async def summarize_document(runner: LLMRunner, ref: DocRef, *, language: str | 
         # The prompt is made when the chunk's turn comes, so a document of thousands of
         # chunks holds its text once rather than every prompt at once.
         prompt = map_prompt(source, text[start:end], part, parts, instruction)
-        return await runner.complete("map", prompt, max_tokens, phase="map",
-                                     key=runner.key("map", max_tokens, prompt))
+        return await ask(runner, "map", prompt, max_tokens, phase="map", language=language)
 
     calls = [summarize_chunk(i, start, end) for i, (start, end) in enumerate(spans, start=1)]
     if len(calls) == 1:  # the common small document: no gather, no extra task
@@ -208,9 +243,25 @@ def _valid_tags(call_docs: Sequence[int]) -> Callable[[int], int | None]:
     return lambda k: k if 0 < k <= len(call_docs) else None
 
 
+def own_words(result: DocResult) -> str:
+    """What a document says of itself, for checking the tags that name it: its source and its summary."""
+    return result["source"] + "\n" + result.get("summary", "")
+
+
+def merged_piece(answer: str, call_docs: list[int], summary_of: SummaryOf, count: TokenCounter,
+                 citations: Counter[str] | None = None) -> Piece:
+    """The piece a collapse answer makes: invented tags dropped, every bullet's tags checked."""
+    text = check_bullets(retag(answer, _valid_tags(call_docs)), call_docs, summary_of, citations)
+    return Piece(label="", text=text, tokens=count(text), docs=call_docs)
+
+
 async def collapse_level(runner: LLMRunner, pieces: Sequence[Piece], *, budget: int, language: str | None,
-                         max_tokens: int, count: TokenCounter) -> list[Piece]:
-    """Merge each group of pieces that fits the budget into one piece, all groups concurrently."""
+                         max_tokens: int, count: TokenCounter, summary_of: SummaryOf) -> list[Piece]:
+    """Merge each group of pieces that fits the budget into one piece, all groups concurrently.
+
+    `summary_of(doc)` is a document's own map summary, which each merged bullet's tags
+    are checked against.
+    """
     groups = pack(pieces, budget)
     merging = [g for g in groups if len(g) > 1]
     runner.progress.add_total("reduce", len(merging))
@@ -221,10 +272,8 @@ async def collapse_level(runner: LLMRunner, pieces: Sequence[Piece], *, budget: 
             return _truncate(group[0], budget) if group[0]["tokens"] > budget else group[0]
         joined, call_docs = render_group(group)
         prompt = reduce_prompt(prompts.COLLAPSE, joined, instruction)
-        done = await runner.complete("collapse", prompt, max_tokens, phase="reduce",
-                                     key=runner.key("collapse", max_tokens, prompt))
-        text = retag(done.text, _valid_tags(call_docs))
-        return Piece(label="", text=text, tokens=count(text), docs=call_docs)
+        done = await ask(runner, "collapse", prompt, max_tokens, phase="reduce", language=language)
+        return merged_piece(done.text, call_docs, summary_of, count, runner.stats.citations)
 
     merged = await asyncio.gather(*(merge(g) for g in groups))
     before, after = sum(p["tokens"] for p in pieces), sum(p["tokens"] for p in merged)
@@ -234,13 +283,32 @@ async def collapse_level(runner: LLMRunner, pieces: Sequence[Piece], *, budget: 
     return list(merged)
 
 
-async def final_summary(runner: LLMRunner, pieces: Sequence[Piece], *, language: str | None,
-                        max_tokens: int) -> str:
-    """Write the final summary from pieces that fit one call; its tags name the run's document ids."""
-    runner.progress.add_total("reduce", 1)
-    instruction = language_instruction(language, "the summaries")
+def final_prompt(pieces: Sequence[Piece], language: str | None, length: lengths.Length) -> tuple[Prompt, list[int]]:
+    """The final call's prompt, and the documents its tags number."""
     joined, call_docs = render_group(pieces)
-    prompt = reduce_prompt(prompts.FINAL, joined, instruction)
-    done = await runner.complete("final", prompt, max_tokens, phase="reduce",
-                                 key=runner.key("final", max_tokens, prompt))
-    return retag(done.text, lambda k: call_docs[k - 1] if 0 < k <= len(call_docs) else None)
+    return reduce_prompt(prompts.FINAL, joined, language_instruction(language, "the summaries"),
+                         lengths.instruction(length)), call_docs
+
+
+async def final_summary(runner: LLMRunner, pieces: Sequence[Piece], *, language: str | None,
+                        max_tokens: int, summary_of: SummaryOf, documents: int,
+                        length: lengths.Length | None = None, whole: bool = False) -> tuple[str, dict[str, Any]]:
+    """Write the final summary from pieces that fit one call; its tags name the run's document ids.
+
+    When the run summarized one document in one call (`whole`), that summary is already
+    the answer: it is tagged and returned with no further call. Returns the summary and
+    how its length measures up to the target.
+    """
+    goal = lengths.target(length, documents)
+    if whole and len(pieces) == 1 and pieces[0]["label"]:
+        doc = pieces[0]["docs"][0]
+        bullets = "\n".join(line if not line.strip() else f"{line.rstrip()} [D1]"
+                             for line in pieces[0]["text"].splitlines())
+        text = retag(bullets, lambda k: doc)
+        return lengths.fit(text, goal)
+    runner.progress.add_total("reduce", 1)
+    prompt, call_docs = final_prompt(pieces, language, goal)
+    done = await ask(runner, "final", prompt, max_tokens, phase="reduce", language=language)
+    checked = check_bullets(done.text, call_docs, summary_of, runner.stats.citations)
+    text = retag(checked, lambda k: call_docs[k - 1] if 0 < k <= len(call_docs) else None)
+    return lengths.fit(text, goal)

@@ -56,26 +56,35 @@ _TAG = re.compile(r"\[D\d+(?:, D\d+)*\]")
 
 
 def default_reply(messages: list[dict[str, Any]]) -> str:
-    """Deterministic summary: ``"SUMMARY[<n words>]: <first 12 words>"``, plus any [Dn] tags.
+    """Deterministic summary: ``"SUMMARY[<n words>]: <first 12 words>"``, then a bullet per summary.
 
     Uses the text inside the last user message's ``<document ...>`` or
     ``<summaries>`` block if there is one, else that whole message (else the
-    last message of any role). Document tags such as ``[D3]`` found in the block
-    are echoed back, as a real model is asked to do.
+    last message of any role). A map answer is that one line. A reduce answer (a
+    ``<summaries>`` block) adds a bullet per summary in it, each its first ten words
+    and ending with the summary's own tags, as a real model is asked to do.
     """
     users = [m for m in messages if m.get("role") == "user"] or messages[-1:]
     text = _text(users[-1].get("content")) if users else ""
+    merging = False
     for opener, closer in (("<document", "</document>"), ("<summaries", "</summaries>")):
         start = text.find(opener)  # str.find is far cheaper than a regex on big docs
         body = text.find(">\n", start) if start >= 0 else -1
         if body >= 0:
             end = text.find(closer, body)
             text = text[body + 2:end if end >= 0 else len(text)]
+            merging = opener == "<summaries"
             break
-    words = text.split()
-    tags = sorted(set(_TAG.findall(text)))
-    suffix = (" " + " ".join(tags)) if tags else ""
-    return f"SUMMARY[{len(words)} words]: " + " ".join(words[:12]) + suffix
+    words = _TAG.sub("", text).split() if merging else text.split()
+    head = f"SUMMARY[{len(words)} words]: " + " ".join(words[:12])
+    if not merging:
+        return head
+    bullets = []
+    for block in text.split("\n\n"):
+        tags = sorted(set(_TAG.findall(block)), key=lambda t: int(t[2:].split("]")[0].split(",")[0]))
+        if tags:
+            bullets.append("- " + " ".join(_TAG.sub("", block).split()[:10]) + " " + " ".join(tags))
+    return "\n".join([head, *bullets])
 
 
 def _tokens(text: str) -> int:

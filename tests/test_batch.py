@@ -228,7 +228,7 @@ def test_config_file_holds_options_and_the_command_line_wins(cli, fake: FakeOpen
 
     assert result.code == 0
     assert result.report()["concurrency"] == 1
-    assert all("in English" in b["messages"][-1]["content"] for b in fake.bodies)
+    assert all("in English" in b["messages"][0]["content"] for b in fake.bodies)
 
 
 def test_unknown_config_setting_is_a_usage_error(cli, tmp_path: Path) -> None:

@@ -249,3 +249,20 @@ async def test_real_model_summarizes_a_tiny_document() -> None:
         pid = srv.pid
     assert "ferry" in answer.lower()
     assert pid is not None and gone(pid, within=2)
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not MODEL_INSTALLED, reason="embedded model packages are not installed")
+def test_the_same_files_give_the_same_summary_twice(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import run
+
+    for var in ("OPENAI_API_KEY", "OPENAI_BASE_URL", "OPENAI_MODEL"):
+        monkeypatch.delenv(var, raising=False)
+    data = Path(__file__).resolve().parents[1] / "data"
+    inputs = [str(data / "bakery-quarterly.txt"), str(data / "jeju-citrus-ko.txt")]  # English and Korean
+
+    for out in ("first", "second"):  # no store: the second run calls the model again
+        assert run.main([*inputs, "--no-store", "--out", str(tmp_path / out), "-q"]) == 0
+
+    first, second = ((tmp_path / out / "summary.md").read_text(encoding="utf-8") for out in ("first", "second"))
+    assert first == second and "[D1]" in first

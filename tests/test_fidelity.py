@@ -47,7 +47,8 @@ def _speech(sentences: int, seed: int = 0) -> tuple[str, list[str]]:
 def test_every_sentence_of_a_long_document_reaches_the_model(cli, fake: FakeOpenAI, tmp_path: Path) -> None:
     text, sentences = _speech(1500)
     (tmp_path / "speech.txt").write_text(text, encoding="utf-8")
-    fake.reply = lambda messages: default_reply(messages) + " and" * 60  # ~70 tokens a chunk
+    padding = " " + " ".join(f"point{i}" for i in range(60))  # ~70 tokens a chunk, and no loop to trim
+    fake.reply = lambda messages: default_reply(messages) + padding
 
     result = cli(str(tmp_path / "speech.txt"), "--chunk-tokens", "1000", "--token-max", "1600",
                  base_url=fake.base_url)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from pathlib import Path
+from typing import Any
 
 import pytest
 from langchain_openai import ChatOpenAI
@@ -11,7 +12,7 @@ from langchain_openai import ChatOpenAI
 from graphs import Context, graph
 from pipeline.errors import CollapseError
 from tests.conftest import ENGLISH, KOREAN
-from tests.fake_openai import FakeOpenAI
+from tests.fake_openai import FakeOpenAI, default_reply
 
 
 def _texts(n: int, words: int = 60) -> list[dict[str, str]]:
@@ -74,7 +75,7 @@ async def test_collapse_runs_when_summaries_exceed_token_max(fake_in_loop: FakeO
 
 async def test_collapse_that_stops_shrinking_fails_clearly(fake_in_loop: FakeOpenAI) -> None:
     # A model that ignores max_tokens and answers ever longer cannot be collapsed.
-    fake_in_loop.reply = lambda messages: "word " * (len(str(messages[-1]["content"]).split()) + 50)
+    fake_in_loop.reply = lambda messages: " ".join(f"w{i}" for i in range(len(str(messages[-1]["content"]).split()) + 50))
     fake_in_loop.ignore_max_tokens = True
     context = Context(base_url=fake_in_loop.base_url, token_max=1600, map_max_tokens=400)
 
@@ -83,9 +84,11 @@ async def test_collapse_that_stops_shrinking_fails_clearly(fake_in_loop: FakeOpe
 
 
 async def test_korean_documents_get_a_korean_instruction(fake_in_loop: FakeOpenAI) -> None:
-    await graph.ainvoke({"texts": [{"id": "citrus", "text": KOREAN}]}, context=Context(base_url=fake_in_loop.base_url))
+    await graph.ainvoke({"texts": [{"id": "citrus", "text": KOREAN}, {"id": "citrus-again", "text": KOREAN + " "}]},
+                        context=Context(base_url=fake_in_loop.base_url))
 
-    prompts = [body["messages"][-1]["content"] for body in fake_in_loop.bodies]
+    prompts = [body["messages"][0]["content"] for body in fake_in_loop.bodies]  # the instructions
+    assert len(prompts) == 3
     assert "Write your answer in Korean." in prompts[0]  # the map call
     assert "Write your answer in Korean." in prompts[-1]  # the final call
 
@@ -94,7 +97,7 @@ async def test_language_option_overrides_detection(fake_in_loop: FakeOpenAI) -> 
     await graph.ainvoke({"texts": [{"id": "citrus", "text": KOREAN}]},
                         context=Context(base_url=fake_in_loop.base_url, language="en"))
 
-    assert all("Write your answer in English." in b["messages"][-1]["content"] for b in fake_in_loop.bodies)
+    assert all("Write your answer in English." in b["messages"][0]["content"] for b in fake_in_loop.bodies)
 
 
 async def test_long_documents_are_chunked_and_each_chunk_summarized(fake_in_loop: FakeOpenAI) -> None:
@@ -227,8 +230,22 @@ async def test_sources_list_only_the_documents_cited(fake_in_loop: FakeOpenAI) -
     assert left_out.strip().startswith("[D1] doc-000, [D3] doc-002") and "[D2]" not in left_out
 
 
-async def test_a_summary_that_cites_nothing_still_names_what_it_summarized(fake_in_loop: FakeOpenAI) -> None:
+async def test_untagged_bullets_get_the_documents_that_say_them(fake_in_loop: FakeOpenAI) -> None:
     fake_in_loop.reply = lambda messages: "- Depots moved crates."  # a small model that writes no tags
+
+    out = await graph.ainvoke({"texts": _texts(3)}, context=Context(base_url=fake_in_loop.base_url))
+
+    # Every document's own summary says it, so the bullet gets all three, checked.
+    assert out["summary"].startswith("- Depots moved crates. [D1, D2, D3]\n")
+    assert "- [D1] doc-000\n- [D2] doc-001\n- [D3] doc-002" in out["summary"].split("**Sources**")[1]
+    assert out["stats"]["citations"]["added"] == 3
+
+
+async def test_a_summary_that_cites_nothing_still_names_what_it_summarized(fake_in_loop: FakeOpenAI) -> None:
+    def reply(messages: list[dict[str, Any]]) -> str:  # a final that names nothing any document says
+        return "No tags here, and nothing of theirs." if "<summaries>" in messages[-1]["content"] \
+            else default_reply(messages)
+    fake_in_loop.reply = reply
 
     out = await graph.ainvoke({"texts": _texts(3)}, context=Context(base_url=fake_in_loop.base_url))
 

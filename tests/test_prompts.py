@@ -17,5 +17,7 @@ def test_template_placeholders_match_the_code(name: str) -> None:
     assert fields == prompts.PLACEHOLDERS[name]
 
 
-def test_map_prompt_puts_the_instruction_before_the_document() -> None:
-    assert prompts.MAP.index("Summarize") < prompts.MAP.index("{document}")
+def test_instructions_and_material_go_in_separate_templates() -> None:
+    for instructions in (prompts.MAP, prompts.COLLAPSE, prompts.FINAL):
+        assert "<document" not in instructions and "<summaries" not in instructions
+    assert prompts.DOCUMENT.startswith("<document") and prompts.SUMMARIES.startswith("<summaries>")

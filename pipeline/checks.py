@@ -1,0 +1,149 @@
+"""Check a model's answer before it is used: the language it is in, copied instructions, loops.
+
+Small models fail in a few recognisable ways: they answer in English whatever they were
+told, they copy the instructions into the answer ("Provides examples of key
+information", "이는 한국어로 작성되었습니다"), they open with filler ("Here are the bullet
+points:"), and they loop, repeating a line, a section or a phrase until the token cap.
+`clean` takes out what can be taken out (whole lines, or a line's looping tail) and
+says what it did; `in_language` tells whether an answer is in the script its language
+is written in, so that the caller can ask once more, more firmly.
+"""
+
+from __future__ import annotations
+
+import functools
+import re
+from collections import Counter
+from collections.abc import Iterable
+
+from pipeline.citations import retag
+
+# Scripts whose presence or absence is unmistakable; languages in Latin script are told
+# apart only from languages in these.
+_SCRIPTS = {
+    "Korean": re.compile(r"[\uac00-\ud7a3\u1100-\u11ff\u3130-\u318f]"),
+    "Japanese": re.compile(r"[\u3040-\u30ff\u4e00-\u9fff]"),
+    "Chinese": re.compile(r"[\u4e00-\u9fff]"),
+}
+_NON_LATIN = re.compile(r"[\u0370-\u03ff\u0400-\u04ff\u0590-\u06ff\u0900-\u0dff\u0e00-\u0eff"
+                        r"\u1100-\u11ff\u3040-\u30ff\u3130-\u318f\u4e00-\u9fff\uac00-\ud7a3]")
+_LETTER = re.compile(r"[^\W\d_]")
+_LATIN_LANGUAGES = frozenset({
+    "English", "German", "French", "Spanish", "Portuguese", "Italian", "Dutch", "Swedish", "Danish",
+    "Norwegian", "Finnish", "Polish", "Czech", "Slovak", "Hungarian", "Romanian", "Turkish", "Indonesian",
+    "Malay", "Vietnamese", "Croatian", "Slovenian", "Estonian", "Latvian", "Lithuanian", "Catalan"})
+_MIN_SHARE = 0.3
+
+# Lines that talk about the answer instead of the documents: filler before a list, and
+# remarks on the language or the format the model was asked for. Matched on short lines
+# only, without their bullet mark.
+_FILLER = re.compile("|".join((
+    r"(?:sure|certainly|okay|of course)\s*[,.!:].{0,60}",
+    r"(?:here(?:'s| is| are)|below (?:is|are))\b.*[:：]",
+    r"(?:the )?(?:key points|summary|bullet points|merged list)\b[^:]{0,40}[:：]",
+    r"(?:다음은|아래는|요약하면)\b.*(?:[:：]|같습니다\.?)",
+    r".*\b(?:is|are|was|were|written|answered|summari[sz]ed|provided) in (?:english|korean|japanese|chinese)\b.*",
+    r".*(?:한국어|영어|일본어|중국어)로\s*(?:작성|답변|요약|쓰여|기술|되어)\S*.*",
+)), re.IGNORECASE)
+_FILLER_MAX_WORDS = 15
+_BULLET = re.compile(r"^(?:[-*•]|\d+[.)])\s+")
+_WORD = re.compile(r"\w+", re.UNICODE)
+_ECHO_WORDS = 6  # this many instruction words in a row, in an answer, is a copy
+_LOOP_NGRAM = 4
+_LOOP_REPEATS = 3
+
+
+def in_language(text: str, language: str | None) -> bool:
+    """Whether `text` is written in `language`'s script (True when that cannot be told)."""
+    if not language:
+        return True
+    base = language.split(" (")[0]
+    plain = retag(text, lambda k: None)
+    letters = len(_LETTER.findall(plain))
+    if letters < 20:  # too short to judge
+        return True
+    if script := _SCRIPTS.get(base):
+        return len(script.findall(plain)) >= letters * _MIN_SHARE
+    if base in _LATIN_LANGUAGES:
+        return len(_NON_LATIN.findall(plain)) < letters * _MIN_SHARE
+    return True
+
+
+def _words(text: str) -> list[str]:
+    return [w.lower() for w in _WORD.findall(text)]
+
+
+def _shingles(words: list[str], n: int) -> set[tuple[str, ...]]:
+    return {tuple(words[i:i + n]) for i in range(len(words) - n + 1)}
+
+
+@functools.lru_cache(maxsize=64)
+def _instruction_shingles(text: str) -> frozenset[tuple[str, ...]]:
+    """Every run of _ECHO_WORDS words in an instruction; a run handful of distinct ones per run."""
+    return frozenset(_shingles(_words(text), _ECHO_WORDS))
+
+
+def _loop_start(words: list[str]) -> int | None:
+    """The index of the word where a phrase starts repeating, when it comes a third time; None if none does."""
+    seen: dict[tuple[str, ...], list[int]] = {}
+    for i in range(len(words) - _LOOP_NGRAM + 1):
+        at = seen.setdefault(tuple(words[i:i + _LOOP_NGRAM]), [])
+        at.append(i)
+        if len(at) == _LOOP_REPEATS:
+            return at[1]
+    return None
+
+
+def _cut_at_word(line: str, index: int) -> str:
+    start = next((m.start() for i, m in enumerate(_WORD.finditer(line)) if i == index), len(line))
+    return line[:start].rstrip(" ,;:-") + " …"
+
+
+def clean(answer: str, instructions: Iterable[str] = ()) -> tuple[str, Counter[str]]:
+    """Drop filler, copied instructions and repeated lines from an answer; cut looping lines short.
+
+    Returns the cleaned answer and counts of what was done (`echo`, `filler`,
+    `repeated_line`, `loop`). A repeated heading ends the answer there: what follows
+    is the model starting over. An answer that would be left empty is kept as it was.
+    """
+    done: Counter[str] = Counter()
+    echo = frozenset().union(*map(_instruction_shingles, instructions))
+    kept: list[str] = []
+    seen: set[str] = set()
+    headings: set[str] = set()
+    for line in answer.splitlines():
+        stripped = line.strip()
+        if not stripped:
+            kept.append(line)
+            continue
+        words = _words(retag(stripped, lambda k: None))
+        norm = " ".join(words)
+        if stripped.startswith("#") or (stripped.startswith("**") and stripped.endswith("**")):
+            if norm in headings:
+                done["repeated_heading"] += 1
+                break
+            headings.add(norm)
+        bare = _BULLET.sub("", stripped)
+        if len(words) <= _FILLER_MAX_WORDS + 2 and _FILLER.fullmatch(bare):
+            done["filler"] += 1
+            continue
+        if echo and len(words) >= _ECHO_WORDS and _shingles(words, _ECHO_WORDS) & echo:
+            done["echo"] += 1
+            continue
+        if norm and norm in seen:
+            done["repeated_line"] += 1
+            continue
+        seen.add(norm)
+        if len(words) >= _LOOP_NGRAM * _LOOP_REPEATS and (loop := _loop_start(_words(line))) is not None:
+            done["loop"] += 1
+            line = _cut_at_word(line, loop)
+        kept.append(line)
+    text = "\n".join(kept).strip()
+    if not text:
+        return answer.strip(), Counter()
+    return text, done
+
+
+# Everything `clean` and the language retry count, in the order the report lists them.
+ANSWER_CHECKS = ("language_retried", "wrong_language", "echo", "filler", "repeated_line", "loop",
+                 "repeated_heading")
