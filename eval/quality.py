@@ -70,6 +70,7 @@ def aggregate(rows: list[dict[str, Any]]) -> dict[str, Any]:
                          f"{sum(r['item_language'] == 'ko' for r in rows)} ko, " \
                          f"{sum(r['language_ok'] for r in rows if r['item_language'] != 'ko')}/" \
                          f"{sum(r['item_language'] != 'ko' for r in rows)} en"
+    agg["words"] = round(scores.mean(r["words"] for r in rows) or 0)
     agg["seconds"] = round(sum(r["seconds"] for r in rows), 1)
     if any("tag_pairs" in r for r in rows):
         pairs = sum(r.get("tag_pairs", 0) for r in rows)
@@ -86,14 +87,14 @@ def _pct(v: float | None) -> str:
 def table(results: dict[str, Any]) -> str:
     """A Markdown table of the systems' aggregate scores."""
     head = ("| system | code | ROUGE-1 | ROUGE-2 | ROUGE-L | chrF | key facts | coverage (by facts) | attribution "
-            "| invented tags | right language | seconds |\n|---|---|---|---|---|---|---|---|---|---|---|---|")
+            "| invented tags | right language | words | seconds |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     lines = [head]
     for name, res in results["systems"].items():
         a = res["aggregate"]
         lines.append(f"| {name} | {res.get('commit', '') if name != 'lead' else ''} | {a['rouge1']:.1f} | {a['rouge2']:.1f} | {a['rougeL']:.1f} | {a['chrf']:.1f} | "
                      f"{_pct(a['facts'])} | {_pct(a['coverage'])} ({_pct(a['fact_coverage'])}) | "
                      f"{_pct(a.get('attribution')) if 'attribution' in a else '—'} | "
-                     f"{a.get('invented_tags', '—')} | {a['language_ok']} | {a['seconds']:.0f} |")
+                     f"{a.get('invented_tags', '—')} | {a['language_ok']} | {a.get('words', '')} | {a['seconds']:.0f} |")
     return "\n".join(lines)
 
 
@@ -151,7 +152,25 @@ async def run_items(args: argparse.Namespace) -> dict[str, Any]:
                 log.info("%s %s: R1 %.1f facts %.0f%% coverage %.0f%% %.0fs", name, item["id"], row["rouge1"],
                          100 * row["facts"], 100 * row["coverage"], row["seconds"])
             results["systems"][name] = {"commit": results["commit"], "aggregate": aggregate(rows), "items": rows}
+    if "lead" in args.systems and "pipeline" in results["systems"]:
+        results["systems"][LEAD_MATCHED] = lead_matched(items, refs, doc_paths, results["systems"]["pipeline"])
     return results
+
+
+LEAD_MATCHED = "lead, pipeline's length"
+
+
+def lead_matched(items: list[dict[str, Any]], refs: dict[str, Any], doc_paths: dict[str, Path],
+                 pipeline: dict[str, Any]) -> dict[str, Any]:
+    """Lead-N cut to the pipeline's length on each item rather than the reference's: the same words, spent first."""
+    words = {r["item"]: r["words"] for r in pipeline["items"]}
+    rows = []
+    for item in items:
+        out = systems.lead_n([doc_paths[d] for d in item["documents"]], " ".join("w" * max(1, words[item["id"]])))
+        rows.append({"item": item["id"], "item_language": item["language"],
+                     **score_item(item, refs[item["id"]], doc_paths, out), "summary": out.summary,
+                     "detail": out.detail})
+    return {"commit": "", "aggregate": aggregate(rows), "items": rows}
 
 
 async def run_demo(args: argparse.Namespace) -> dict[str, Any]:
@@ -174,7 +193,9 @@ def rescore(path: Path) -> dict[str, Any]:
     items = {i["id"]: i for i in manifest["items"]}
     results = json.loads(path.read_text(encoding="utf-8"))
     doc_paths = assemble(manifest, DEFAULT_CACHE, only={d for i in results["items"] for d in items[i]["documents"]})
-    for res in results["systems"].values():
+    for name, res in results["systems"].items():
+        if name == LEAD_MATCHED:
+            continue
         rows = []
         for old in res["items"]:
             item = items[old["item"]]
@@ -188,6 +209,9 @@ def rescore(path: Path) -> dict[str, Any]:
                          **score_item(item, refs[item["id"]], doc_paths, out), "summary": old["summary"],
                          "detail": old.get("detail", {})})
         res["aggregate"], res["items"] = aggregate(rows), rows
+    if "lead" in results["systems"] and "pipeline" in results["systems"]:
+        chosen = [items[i] for i in results["items"]]
+        results["systems"][LEAD_MATCHED] = lead_matched(chosen, refs, doc_paths, results["systems"]["pipeline"])
     return results
 
 
