@@ -181,10 +181,12 @@ async def run_demo(args: argparse.Namespace) -> dict[str, Any]:
     async with model_server(args.model_path, args.alias, args.threads) as server:
         ready = time.monotonic() - started
         result = await systems.pipeline(paths, out, server.base_url, server.model)
+        peak = server.peak_rss_mb()
     total = time.monotonic() - started
     return {"date": args.date, "model": args.model_name, "commit": _git_commit(), "documents": len(paths),
             "server_start_seconds": round(ready, 1), "pipeline_seconds": round(result.seconds, 1),
-            "total_seconds": round(total, 1), "summary": result.summary}
+            "total_seconds": round(total, 1), "server_peak_rss_mb": round(peak or 0),
+            "calls": (result.detail.get("stats") or {}).get("llm_calls"), "summary": result.summary}
 
 
 def rescore(path: Path) -> dict[str, Any]:
