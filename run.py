@@ -137,7 +137,7 @@ def build_parser(env: dict[str, str]) -> argparse.ArgumentParser:
                         "or give a code such as en, ko (default auto)")
     s.add_argument("--length", default="auto",
                    help="length of the final summary: 'N bullets' (or Nb), 'N words' (or Nw), or 'auto': "
-                        "a bullet per document and one more, 4 to 10 (default auto)")
+                        "the prompt asks for two bullets per document, 6 to 12, and nothing is cut (default auto)")
     s.add_argument("--seed", type=int,
                    help="sampling seed sent with every call, so that the same files give the same summary "
                         "where the server honours it (default 0)")

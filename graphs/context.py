@@ -97,8 +97,8 @@ class Context:
                                          "the same way")] = 0.0
     seed: Annotated[int | None, _about("Sampling seed sent with every call, for repeatable answers where the "
                                        "server honours it; null sends none")] = 0
-    length: Annotated[str, _about("Length of the final summary: 'auto' (a bullet per document and one more, "
-                                  "4 to 10), 'N bullets' or 'N words'")] = "auto"
+    length: Annotated[str, _about("Length of the final summary: 'auto' (the prompt asks for two bullets "
+                                  "per document, 6 to 12), or 'N bullets' or 'N words', held to by cutting bullets")] = "auto"
     extra_body: Annotated[dict[str, Any], _about("Extra request fields for the server, e.g. "
                                                  "llama.cpp's repeat_penalty")] = field(default_factory=dict)
     map_max_tokens: Annotated[int, _about("Most tokens of one chunk's summary")] = 400

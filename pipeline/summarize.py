@@ -296,8 +296,9 @@ async def final_summary(runner: LLMRunner, pieces: Sequence[Piece], *, language:
     """Write the final summary from pieces that fit one call; its tags name the run's document ids.
 
     When the run summarized one document in one call (`whole`), that summary is already
-    the answer: it is tagged and returned with no further call. Returns the summary and
-    how its length measures up to the target.
+    the answer: it is tagged and returned with no further call. A `length` asked for is
+    held to by cutting bullets; the default only guides the prompt. Returns the summary
+    and how its length measures up to the target.
     """
     goal = lengths.target(length, documents)
     if whole and len(pieces) == 1 and pieces[0]["label"]:
@@ -305,10 +306,10 @@ async def final_summary(runner: LLMRunner, pieces: Sequence[Piece], *, language:
         bullets = "\n".join(line if not line.strip() else f"{line.rstrip()} [D1]"
                              for line in pieces[0]["text"].splitlines())
         text = retag(bullets, lambda k: doc)
-        return lengths.fit(text, goal)
+        return lengths.fit(text, goal, cut=length is not None)
     runner.progress.add_total("reduce", 1)
     prompt, call_docs = final_prompt(pieces, language, goal)
     done = await ask(runner, "final", prompt, max_tokens, phase="reduce", language=language)
     checked = check_bullets(done.text, call_docs, summary_of, runner.stats.citations)
     text = retag(checked, lambda k: call_docs[k - 1] if 0 < k <= len(call_docs) else None)
-    return lengths.fit(text, goal)
+    return lengths.fit(text, goal, cut=length is not None)  # the default guides the model; a length asked for holds
