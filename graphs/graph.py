@@ -20,7 +20,7 @@ import contextvars
 import logging
 import os
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Literal
 
@@ -36,7 +36,7 @@ from graphs.resources import Resources, open_resources
 from graphs.state import InputState, OutputState, RunState, ShardState, State
 from pipeline.citations import cited
 from pipeline.errors import CollapseError, InputError
-from pipeline.language import dominant_language, language_name
+from pipeline.language import answer_language
 from pipeline.loading import DocRef, Entry, list_inputs, plan_entries
 from pipeline.preview import preview as preview_calls
 from pipeline.prompting import escape_label
@@ -62,11 +62,6 @@ RECURSION_LIMIT = 4 + max_collapse_levels(2**62) + 2
 def shard_size(concurrency: int) -> int:
     """Documents per Send: large enough that a few shards keep every call slot busy."""
     return max(MIN_SHARD, 2 * concurrency)
-
-
-def answer_language(setting: str, detected: Iterable[str | None]) -> str | None:
-    """The language answers are written in: the one asked for, else the documents' dominant one."""
-    return language_name(setting) if setting != "auto" else dominant_language(detected)
 
 
 def reduce_budget(context: Context, count: Any) -> int:

@@ -15,15 +15,15 @@ import prompts
 from pipeline.citations import retag
 from pipeline.errors import CollapseError, FatalLLMError, InputError, LLMError
 from pipeline.language import language_instruction
-from pipeline.llm import LLMRunner
+from pipeline.llm import Completion, LLMRunner
 from pipeline.loading import DocRef, load_text
 from pipeline.prompting import Piece, escape_label, map_prompt, reduce_prompt, render_group
 from pipeline.tokens import TokenCounter
 
 log = logging.getLogger(__name__)
 
-__all__ = ["DocResult", "Piece", "collapse_level", "final_summary", "max_collapse_levels", "pack",
-           "summarize_document", "summarize_shard", "to_pieces"]
+__all__ = ["DocResult", "Piece", "chunk_prompt", "collapse_level", "document_result", "final_summary",
+           "max_collapse_levels", "pack", "settled_result", "summarize_document", "summarize_shard", "to_pieces"]
 
 
 class DocResult(TypedDict):
@@ -69,29 +69,23 @@ async def summarize_document(runner: LLMRunner, ref: DocRef, *, language: str | 
     Only a FatalLLMError (bad key, unreachable endpoint) escapes, since it dooms every
     other document too.
     """
-    if reason := ref.get("skip_reason"):
-        return _result(ref, "skipped", error=reason)
-    if error := ref.get("plan_error"):
-        return _result(ref, "failed", error=error)
-    if error := ref.get("prior_error"):
-        return _result(ref, "failed", error=f"{error} (from an earlier run; --retry-failed retries it)")
+    if (settled := settled_result(ref)) is not None:
+        return settled
     try:
         text = load_text(ref) if text is None else text  # planned just now, the text may be at hand
     except InputError as exc:
         runner.progress.advance("map", len(ref["spans"]))  # its calls will not be made: done, as progress goes
         return _result(ref, "failed", error=f"InputError: {exc}")
     instruction = language_instruction(language)
-    source, spans = ref["source"], ref["spans"]
-    parts = len(spans)
 
-    async def summarize_chunk(part: int, start: int, end: int) -> object:
+    async def summarize_chunk(part: int) -> object:
         # The prompt is made when the chunk's turn comes, so a document of thousands of
         # chunks holds its text once rather than every prompt at once.
-        prompt = map_prompt(source, text[start:end], part, parts, instruction)
+        prompt = chunk_prompt(ref, text, part, instruction)
         return await runner.complete("map", prompt, max_tokens, phase="map",
                                      key=runner.key("map", max_tokens, prompt))
 
-    calls = [summarize_chunk(i, start, end) for i, (start, end) in enumerate(spans, start=1)]
+    calls = [summarize_chunk(part) for part in range(1, len(ref["spans"]) + 1)]
     if len(calls) == 1:  # the common small document: no gather, no extra task
         try:
             outcomes: list[object] = [await calls[0]]
@@ -99,13 +93,39 @@ async def summarize_document(runner: LLMRunner, ref: DocRef, *, language: str | 
             outcomes = [exc]
     else:
         outcomes = await asyncio.gather(*calls, return_exceptions=True)
+    return document_result(ref, outcomes)
+
+
+def settled_result(ref: DocRef) -> DocResult | None:
+    """The result of a document that makes no call (skipped, failed to plan, failed before), else None."""
+    if reason := ref.get("skip_reason"):
+        return _result(ref, "skipped", error=reason)
+    if error := ref.get("plan_error"):
+        return _result(ref, "failed", error=error)
+    if error := ref.get("prior_error"):
+        return _result(ref, "failed", error=f"{error} (from an earlier run; --retry-failed retries it)")
+    return None
+
+
+def chunk_prompt(ref: DocRef, text: str, part: int, instruction: str) -> str:
+    """The map prompt of chunk `part` (from 1) of a document whose text is `text`."""
+    start, end = ref["spans"][part - 1]
+    return map_prompt(ref["source"], text[start:end], part, len(ref["spans"]), instruction)
+
+
+def document_result(ref: DocRef, outcomes: Sequence[object]) -> DocResult:
+    """Join a document's chunk summaries, in order, into its result; a failed chunk fails it.
+
+    `outcomes` holds a Completion or an exception per chunk. A FatalLLMError, or any
+    exception that is no LLMError (a bug), is raised: it dooms the other documents too.
+    """
     for outcome in outcomes:
         if isinstance(outcome, FatalLLMError):
             raise outcome
         if isinstance(outcome, BaseException) and not isinstance(outcome, LLMError):
             raise outcome
     errors = [o for o in outcomes if isinstance(o, LLMError)]
-    done = [o for o in outcomes if not isinstance(o, BaseException)]
+    done = [o for o in outcomes if isinstance(o, Completion)]
     tokens = {"tokens_in": sum(c.tokens_in for c in done), "tokens_out": sum(c.tokens_out for c in done)}
     if errors:
         first = errors[0]
