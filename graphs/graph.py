@@ -3,7 +3,8 @@
     summarize: async with open_resources(...) ──▶ the map-reduce subgraph:
 
         plan ──Send(shard)──▶ map_shard ──▶ collect ──▶ collapse ⟲ ──▶ final
-          └──(dry run)──▶ preview                  (while over token_max)
+          ├──(engine ray)──▶ map_ray ──┘                 (while over token_max)
+          └──(dry run)──▶ preview
 
 The outer graph has one node, which opens the run's resources and runs the subgraph
 inside that block (graphs/resources.py says why). Planning streams: `plan` only lists
@@ -32,6 +33,7 @@ from langgraph.types import Send
 
 import prompts
 from graphs.context import Context
+from graphs.ray_map import map_ray
 from graphs.resources import Resources, open_resources
 from graphs.state import InputState, OutputState, RunState, ShardState, State
 from pipeline.citations import cited
@@ -85,10 +87,12 @@ async def plan(state: RunState, runtime: Runtime[Resources]) -> dict[str, Any]:
     return {"docs": docs, "started_at": time.time()}
 
 
-def after_plan(state: RunState, runtime: Runtime[Resources]) -> list[Send] | Literal["preview"]:
-    """Send each shard of inputs to a summarizer, or only preview a dry run."""
+def after_plan(state: RunState, runtime: Runtime[Resources]) -> list[Send] | Literal["preview", "map_ray"]:
+    """Send each shard of inputs to a summarizer, hand them all to Ray, or only preview a dry run."""
     if runtime.context.context.dry_run:
         return "preview"
+    if runtime.context.context.engine == "ray":
+        return "map_ray"
     docs, size = state["docs"], shard_size(runtime.context.context.concurrency)
     return [Send("map_shard", ShardState(docs=docs[i:i + size])) for i in range(0, len(docs), size)]
 
@@ -262,13 +266,15 @@ async def preview(state: RunState, runtime: Runtime[Resources]) -> dict[str, Any
 mapreduce_builder = StateGraph(RunState, context_schema=Resources)
 mapreduce_builder.add_node("plan", plan)
 mapreduce_builder.add_node("map_shard", map_shard)
+mapreduce_builder.add_node("map_ray", map_ray)
 mapreduce_builder.add_node("collect", collect)
 mapreduce_builder.add_node("collapse", collapse)
 mapreduce_builder.add_node("final", final)
 mapreduce_builder.add_node("preview", preview)
 mapreduce_builder.add_edge(START, "plan")
-mapreduce_builder.add_conditional_edges("plan", after_plan, ["map_shard", "preview"])
+mapreduce_builder.add_conditional_edges("plan", after_plan, ["map_shard", "map_ray", "preview"])
 mapreduce_builder.add_edge("map_shard", "collect")
+mapreduce_builder.add_edge("map_ray", "collect")
 mapreduce_builder.add_conditional_edges("collect", should_collapse, ["collapse", "final"])
 mapreduce_builder.add_conditional_edges("collapse", should_collapse, ["collapse", "final"])
 mapreduce_builder.add_edge("final", END)

@@ -19,7 +19,6 @@ from langchain_core.language_models.chat_models import BaseChatModel
 from langchain_core.messages import HumanMessage
 from langsmith.utils import tracing_is_enabled
 
-import prompts
 from pipeline.client import OpenAICompatChat, Usage
 from pipeline.errors import (
     ConnectError,
@@ -37,7 +36,7 @@ from pipeline.limits import AdaptiveLimit, RateLimit
 from pipeline.memory import MemoryGuard
 from pipeline.progress import NoProgress, Progress
 from pipeline.secrets import Redactor, credential_secrets
-from pipeline.store import ResultStore, result_key
+from pipeline.store import ResultStore, call_key
 from pipeline.tokens import TokenCounter
 
 log = logging.getLogger(__name__)
@@ -87,11 +86,6 @@ def _drop_cut_line(text: str) -> str:
     """Drop the last line of an answer cut off by max_tokens, unless it is the only one."""
     lines = text.rstrip().splitlines()
     return "\n".join(lines[:-1]) if len(lines) > 1 else text
-
-
-def call_key(step: str, identity: str, max_tokens: int, *material: str) -> str:
-    """The store key of a call: step, prompt version, model and parameters, and its content."""
-    return result_key(step, prompts.PROMPT_VERSION, identity, max_tokens, *material)
 
 
 def _model_secrets(model: object) -> list[str]:

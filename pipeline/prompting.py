@@ -14,6 +14,7 @@ from typing_extensions import TypedDict
 
 import prompts
 from pipeline.citations import local_numbering, retag
+from pipeline.loading import DocRef
 
 # Any tag that opens or closes a fence, in any letter case, with any spacing: a
 # document must not be able to end the block it sits in, or open a new one.
@@ -55,6 +56,12 @@ def map_prompt(source: str, chunk: str, part: int, parts: int, instruction: str)
     return prompts.MAP.format(
         language_instruction=instruction, source=escape_label(source),
         part=f' part="{part} of {parts}"' if parts > 1 else "", document=fence(chunk))
+
+
+def chunk_prompt(ref: DocRef, text: str, part: int, instruction: str) -> str:
+    """The map prompt of chunk `part` (from 1) of a planned document whose text is `text`."""
+    start, end = ref["spans"][part - 1]
+    return map_prompt(ref["source"], text[start:end], part, len(ref["spans"]), instruction)
 
 
 def render_group(group: Sequence[Piece]) -> tuple[str, list[int]]:

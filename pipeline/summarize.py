@@ -17,12 +17,12 @@ from pipeline.errors import CollapseError, FatalLLMError, InputError, LLMError
 from pipeline.language import language_instruction
 from pipeline.llm import Completion, LLMRunner
 from pipeline.loading import DocRef, load_text
-from pipeline.prompting import Piece, escape_label, map_prompt, reduce_prompt, render_group
+from pipeline.prompting import Piece, chunk_prompt, escape_label, reduce_prompt, render_group
 from pipeline.tokens import TokenCounter
 
 log = logging.getLogger(__name__)
 
-__all__ = ["DocResult", "Piece", "chunk_prompt", "collapse_level", "document_result", "final_summary",
+__all__ = ["DocResult", "Piece", "collapse_level", "document_result", "final_summary",
            "max_collapse_levels", "pack", "settled_result", "summarize_document", "summarize_shard", "to_pieces"]
 
 
@@ -105,12 +105,6 @@ def settled_result(ref: DocRef) -> DocResult | None:
     if error := ref.get("prior_error"):
         return _result(ref, "failed", error=f"{error} (from an earlier run; --retry-failed retries it)")
     return None
-
-
-def chunk_prompt(ref: DocRef, text: str, part: int, instruction: str) -> str:
-    """The map prompt of chunk `part` (from 1) of a document whose text is `text`."""
-    start, end = ref["spans"][part - 1]
-    return map_prompt(ref["source"], text[start:end], part, len(ref["spans"]), instruction)
 
 
 def document_result(ref: DocRef, outcomes: Sequence[object]) -> DocResult:
