@@ -81,7 +81,7 @@ async def measure(args: argparse.Namespace) -> int:
         paths = write_docs(root / "docs", args.n)
         warm = write_docs(root / "warm", 8)
         started = time.monotonic()
-        ray.init(include_dashboard=False, logging_level="ERROR")
+        ray.init(include_dashboard=False, logging_level="ERROR", _node_ip_address="127.0.0.1")  # loopback only
         print(f"local Ray instance started in {time.monotonic() - started:.1f} s "
               f"({ray.cluster_resources().get('CPU', 0):.0f} CPUs)", flush=True)
         rows = []

@@ -34,7 +34,7 @@ class CallSettings:
     """What an actor needs to call the model: the endpoint(s), its share of the limits."""
 
     model: str
-    base_url: str | None
+    base_url: str | None = dataclasses.field(repr=False)  # it may carry user:password
     endpoints: list[EndpointSpec]  # several: an endpoint pool, each with its share of concurrency
     api_key: SecretStr | None = dataclasses.field(repr=False)  # SecretStr: never shown, even by Ray
     concurrency: int

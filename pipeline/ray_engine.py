@@ -14,9 +14,12 @@ part-way loses only the answers of the blocks still on their way.
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import logging
 import math
+import re
+import socket
 from collections.abc import AsyncIterator, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
@@ -24,12 +27,13 @@ from typing import Any
 
 import ray
 import ray.data
+import ray.exceptions
 from ray.data import ActorPoolStrategy, Dataset
 
 import pipeline
 import prompts
 from pipeline import errors
-from pipeline.errors import FatalLLMError, LLMError
+from pipeline.errors import FatalLLMError, InputError, LLMError, SummarizerError
 from pipeline.llm import CallStats, Completion
 from pipeline.loading import DocRef, Entry
 from pipeline.ray_calls import CallSettings, ChatActor
@@ -43,6 +47,7 @@ CALL_BATCH = 16  # documents per actor batch; Ray Data runs 4 batches of a block
 MAX_BLOCK = 64  # documents per block: what one planning task reads, and one actor task answers
 ACTOR_CPUS = 0.25  # an actor mostly waits on the network; the rest is left to planning
 PLAN_CPUS = 0.5
+REACH_TIMEOUT_S = 5.0  # for a cluster's address to accept a connection
 CLOSE_WAIT_S = 60.0  # a stopped run waits this long for its pipeline's last block and shutdown
 CALLS_PER_ACTOR = 8  # the default number of actors leaves each at least this many calls in flight
 
@@ -57,13 +62,37 @@ async def ray_session(address: str | None) -> AsyncIterator[None]:
     if ray.is_initialized():
         yield
         return
-    runtime_env = {"py_modules": [pipeline, prompts]} if address else None
-    await asyncio.to_thread(ray.init, address=address or "local", include_dashboard=False,
-                            logging_level=logging.WARNING, runtime_env=runtime_env)
+    # A local instance listens on loopback; a cluster gets this checkout's code.
+    options: dict[str, Any] = {"runtime_env": {"py_modules": [pipeline, prompts]}} if address else \
+        {"_node_ip_address": "127.0.0.1"}
+    if address:
+        await asyncio.to_thread(_check_reachable, address)
+    try:
+        # In a thread that lives on (the loop's executor): Ray ties the local instance's
+        # processes to the thread that started them.
+        await asyncio.to_thread(functools.partial(ray.init, address=address or "local", include_dashboard=False,
+                                                  logging_level=logging.ERROR, **options))
+    except (ConnectionError, RuntimeError, ValueError) as exc:
+        where = f"join the Ray cluster at {address}" if address else "start a local Ray instance"
+        raise InputError(f"cannot {where}: {_first_line(exc)}") from exc
     try:
         yield
     finally:
         await asyncio.to_thread(ray.shutdown)
+
+
+def _check_reachable(address: str) -> None:
+    """Raise InputError unless something answers at a `host:port` or `ray://host:port` address.
+
+    Ray itself waits a minute for an address where nothing answers, then aborts the process.
+    """
+    match = re.fullmatch(r"(?:ray://)?\[?([^\]/]+?)\]?:(\d+)/?", address.strip())
+    if match is None:
+        return  # auto, or a form Ray resolves itself
+    try:
+        socket.create_connection((match[1], int(match[2])), timeout=REACH_TIMEOUT_S).close()
+    except OSError as exc:
+        raise InputError(f"cannot join the Ray cluster at {address}: {exc.strerror or exc}") from exc
 
 
 def actor_count(requested: int | None, concurrency: int) -> int:
@@ -99,6 +128,15 @@ def snapshot_store(store: ResultStore | None, prior: dict[str, PriorDocument], r
     return ray.put(make_snapshot(store.keys("map"), failed, retry_failed))
 
 
+async def _checked(batches: AsyncIterator[dict[str, Any]]) -> AsyncIterator[dict[str, Any]]:
+    """Pass the batches on; a failure of the pipeline itself (a lost node, a bug) becomes one line."""
+    try:
+        async for batch in batches:
+            yield batch
+    except ray.exceptions.RayError as exc:
+        raise SummarizerError(f"the map on Ray failed: {_first_line(exc)}") from exc
+
+
 async def stream_batches(dataset: Dataset) -> AsyncIterator[dict[str, Any]]:
     """Yield the pipeline's output batches as they arrive, without holding the event loop.
 
@@ -121,6 +159,12 @@ async def stream_batches(dataset: Dataset) -> AsyncIterator[dict[str, Any]]:
             await asyncio.wait_for(closed, CLOSE_WAIT_S)
         except Exception as exc:  # noqa: BLE001 - the run's own outcome matters more
             log.warning("the Ray pipeline did not stop cleanly: %s", exc)
+
+
+def _first_line(exc: BaseException) -> str:
+    """The first line of an error's message: Ray's carry whole tracebacks."""
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
 
 
 def _error(name: str, message: str) -> LLMError:
@@ -186,7 +230,7 @@ async def map_documents(entries: Sequence[Entry], *, plan: PlanSettings, call: C
     dataset = build_dataset(entries, plan, call, snapshot, actors)
     peaks: dict[str, int] = {}
     try:
-        async for batch in stream_batches(dataset):
+        async for batch in _checked(stream_batches(dataset)):
             stop: FatalLLMError | None = None
             for raw, counters in zip(batch["doc"], batch["stats"]):
                 if counters:

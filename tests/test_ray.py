@@ -28,7 +28,7 @@ KEY = "sk-test-ray-0123456789abcdef"
 @pytest.fixture(scope="module")
 def local_ray() -> Iterator[None]:
     """One local Ray instance for the module: 2 CPUs, no dashboard."""
-    ray.init(num_cpus=2, include_dashboard=False, logging_level="ERROR")
+    ray.init(num_cpus=2, include_dashboard=False, logging_level="ERROR", _node_ip_address="127.0.0.1")
     try:
         yield
     finally:
@@ -89,7 +89,7 @@ async def test_ray_gives_the_same_summary_and_store_and_a_rerun_makes_no_calls(
 
     fake.reset_stats()
     again = await graph.ainvoke({"paths": paths, "texts": texts},
-                                context=_context(fake, tmp_path / "ray.sqlite", engine="ray", ray_actors=2))
+                                context=_context(fake, tmp_path / "ray.sqlite", engine="ray", ray_actors=1))
     assert fake.chat_calls == 0
     assert again["summary"] == on_ray["summary"]
     assert again["stats"]["from_store"]["map"] == sum(r["chunks"] for r in local["results"] if r["status"] == "ok")
