@@ -69,7 +69,7 @@ class ChatActor:
         answered = await asyncio.gather(*(self._answer(runner, doc["prompts"]) for doc in docs))
         out = [json.dumps({"ref": doc["ref"], "keys": doc["keys"], "outcomes": outcomes})
                for doc, outcomes in zip(docs, answered)]
-        counters = [json.dumps(self._counters(runner.stats))] + [""] * (len(out) - 1)
+        counters = [json.dumps(self._counters(runner.stats))] + [""] * (len(out) - 1) if out else []
         return {"doc": np.array(out, dtype=object), "stats": np.array(counters, dtype=object)}
 
     async def _answer(self, runner: LLMRunner, prompts: list[str | None]) -> list[list[Any]]:
@@ -136,6 +136,13 @@ class ChatActor:
         # Ray Data drops the actor's instance when the pipeline ends; its session lives on its loop.
         loop = self._loop
         if loop is not None and loop.is_running():
+            try:
+                asyncio.get_running_loop()
+            except RuntimeError:
+                pass
+            else:  # on the loop itself, which cannot wait for its own work
+                loop.create_task(self._close())
+                return
             try:
                 asyncio.run_coroutine_threadsafe(self._close(), loop).result(timeout=5)
             except Exception:  # noqa: BLE001 - the process is ending anyway
