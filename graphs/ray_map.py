@@ -67,6 +67,7 @@ async def map_ray(state: RunState, runtime: Runtime[Resources]) -> dict[str, Any
     log.info("map on Ray: %d documents, %d actors of up to %d calls each", len(entries), actors, call.concurrency)
 
     def on_document(ref: DocRef, result: DocResult) -> None:
+        runner.memory.admit()  # the driver holds the results: its peak is measured, its limit kept
         calls = 0 if "prior_error" in ref else len(ref["spans"])
         runner.progress.add_total("map", calls)
         runner.progress.advance("map", calls)
