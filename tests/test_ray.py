@@ -1,7 +1,7 @@
 """The Ray Data engine for the map phase: same outputs and store as in-process, reruns, resume, errors.
 
 Runs on one local Ray instance of 2 CPUs for the whole module, against the fake server
-on 127.0.0.1. Ray is installed in CI (the `ray` extra); elsewhere without it these skip.
+on 127.0.0.1. Ray is installed in CI (the `ray` extra); elsewhere without it the tests that need it skip.
 """
 
 from __future__ import annotations
@@ -20,14 +20,13 @@ from graphs import Context, graph, run_with_progress
 from pipeline.progress import NoView
 from tests.fake_openai import FakeOpenAI
 
-ray = pytest.importorskip("ray") if not os.environ.get("CI") else __import__("ray")
-
 KEY = "sk-test-ray-0123456789abcdef"
 
 
 @pytest.fixture(scope="module")
 def local_ray() -> Iterator[None]:
-    """One local Ray instance for the module: 2 CPUs, no dashboard."""
+    """One local Ray instance for the module: 2 CPUs, no dashboard, on loopback; CI has Ray, so never skips there."""
+    ray = __import__("ray") if os.environ.get("CI") else pytest.importorskip("ray")
     ray.init(num_cpus=2, include_dashboard=False, logging_level="ERROR", _node_ip_address="127.0.0.1")
     try:
         yield
