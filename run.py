@@ -137,7 +137,7 @@ def build_parser(env: dict[str, str]) -> argparse.ArgumentParser:
                         "or give a code such as en, ko (default auto)")
     s.add_argument("--length", default="auto",
                    help="length of the final summary: 'N bullets' (or Nb), 'N words' (or Nw), or 'auto': "
-                        "a bullet per document and one more, 4 to 10 (default auto)")
+                        "the prompt asks for two bullets per document, 6 to 12, and nothing is cut (default auto)")
     s.add_argument("--seed", type=int,
                    help="sampling seed sent with every call, so that the same files give the same summary "
                         "where the server honours it (default 0)")
@@ -161,6 +161,16 @@ def build_parser(env: dict[str, str]) -> argparse.ArgumentParser:
                         "at least 32 MB above what the process uses at start. Past 85%% of the way from "
                         "the start RSS to it, fewer calls and documents are held at once; above it the "
                         "run stops cleanly")
+    r = p.add_argument_group("engine")
+    r.add_argument("--engine", choices=("local", "ray"), default="local",
+                   help="where the map phase runs: local (this process, the default) or ray (Ray Data workers "
+                        "read the files and make the calls; needs pip install -e '.[ray]'); the reduce runs here")
+    r.add_argument("--ray-address", default=env.get("RAY_ADDRESS"),
+                   help="with --engine ray: the Ray cluster to join, e.g. auto or ray://head:10001 "
+                        "(default: $RAY_ADDRESS, else a local Ray instance started for the run)")
+    r.add_argument("--ray-actors", type=COUNT,
+                   help="with --engine ray: actors making the map calls, --concurrency split among them "
+                        "(default: one per CPU of the cluster, each with at least 8 calls)")
     b.add_argument("--log-json", action="store_true", help="log JSON lines to stderr, for machines")
     b.add_argument("-q", "--quiet", action="store_true", help="no progress, warnings and errors only")
     b.add_argument("-v", "--verbose", action="store_true", help="debug logs, with tracebacks of unexpected errors")
@@ -225,7 +235,8 @@ def settings(args: argparse.Namespace) -> Job:
         base_url=None if local or pool else (urls[0] if urls else None),
         base_urls=urls if pool and not local else [], api_key=None if local else args.api_key,
         **{**(LOCAL_DEFAULTS | LOCAL_SETTINGS if local else {}), **given}, language=args.language, length=args.length,
-        store_path=str(store) if store else None, retry_failed=args.retry_failed, dry_run=args.dry_run)
+        store_path=str(store) if store else None, retry_failed=args.retry_failed, dry_run=args.dry_run,
+        engine=args.engine, ray_address=args.ray_address or None, ray_actors=args.ray_actors)
     # The embedded model's address is known only once it runs: check the rest with a stand-in.
     (dataclasses.replace(context, base_url="http://127.0.0.1/v1") if local else context).validate()
     if args.local_threads is not None and args.local_threads < 1:

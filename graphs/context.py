@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import importlib.util
 import math
 import typing
 from dataclasses import dataclass, field
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from langchain_core.language_models.chat_models import BaseChatModel
 from pydantic import Field, TypeAdapter, ValidationError
@@ -45,6 +46,7 @@ _RANGES = (
     ("price_out", False, 0, True),
     ("max_cost", False, 0, True),
     ("memory_limit_mb", False, 0, False),
+    ("ray_actors", True, 1, True),
 )
 
 
@@ -97,8 +99,8 @@ class Context:
                                          "the same way")] = 0.0
     seed: Annotated[int | None, _about("Sampling seed sent with every call, for repeatable answers where the "
                                        "server honours it; null sends none")] = 0
-    length: Annotated[str, _about("Length of the final summary: 'auto' (a bullet per document and one more, "
-                                  "4 to 10), 'N bullets' or 'N words'")] = "auto"
+    length: Annotated[str, _about("Length of the final summary: 'auto' (the prompt asks for two bullets "
+                                  "per document, 6 to 12), or 'N bullets' or 'N words', held to by cutting bullets")] = "auto"
     extra_body: Annotated[dict[str, Any], _about("Extra request fields for the server, e.g. "
                                                  "llama.cpp's repeat_penalty")] = field(default_factory=dict)
     map_max_tokens: Annotated[int, _about("Most tokens of one chunk's summary")] = 400
@@ -116,6 +118,13 @@ class Context:
     price_out: Annotated[float | None, _about("USD per million completion tokens")] = None
     max_cost: Annotated[float | None, _about("Stop before spending more than this many USD")] = None
     dry_run: Annotated[bool, _about("Plan only: count the calls, tokens and cost, call nothing")] = False
+    engine: Annotated[Literal["local", "ray"], _about(
+        "Where the map phase runs: 'local' (this process) or 'ray' (Ray Data workers; needs the ray "
+        "extra); the reduce always runs here")] = "local"
+    ray_address: Annotated[str | None, _about("With engine 'ray': the cluster to join (e.g. auto, "
+                                              "ray://head:10001); by default a local Ray instance")] = None
+    ray_actors: Annotated[int | None, _about("With engine 'ray': actors making the map calls, the "
+                                             "concurrency split among them (default: one per CPU)")] = None
 
     def __post_init__(self) -> None:
         # Every setting must be of its declared type; text (JSON from the server, a form)
@@ -152,10 +161,23 @@ class Context:
         if self.token_max < 4 * self.map_max_tokens:
             raise InputError(f"token max ({self.token_max}) must be at least 4x the per-summary "
                              f"budget ({self.map_max_tokens}) so that collapsing can converge")
+        if self.engine == "ray":
+            self._check_ray()
         if self.max_cost is not None and self.price is None:
             raise InputError(f"a spending cap needs prices: no known price for model {self.model!r}; "
                              "give --price-in and --price-out (price-in, price-out in a config file; USD per million "
                              "tokens)")
+
+    def _check_ray(self) -> None:
+        """Raise InputError unless the ray engine can run these settings."""
+        if not ray_installed():
+            raise InputError("the ray engine needs Ray, which is not installed: pip install -e '.[ray]'")
+        if self.chat_model is not None:
+            raise InputError("the ray engine makes its own HTTP calls from its workers: give base_url or "
+                             "base_urls (or api_key for OpenAI) rather than chat_model")
+        if self.max_cost is not None:
+            raise InputError("max-cost is not available with the ray engine: its workers' spending is "
+                             "not counted against one cap; leave it out or use the local engine")
 
     def with_endpoint(self, endpoint: dict[str, Any]) -> Context:
         """Take `endpoint` (base_url, api_key, model: the server's environment) when the run names none.
@@ -195,6 +217,11 @@ class Context:
     def collapse_max_tokens(self) -> int:
         """Cap a merged summary at a quarter of the budget, so that two always fit together."""
         return min(self.token_max // 4, self.final_max_tokens)
+
+
+def ray_installed() -> bool:
+    """Whether Ray can be imported (the `ray` extra)."""
+    return importlib.util.find_spec("ray") is not None
 
 
 @functools.cache

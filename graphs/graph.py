@@ -3,7 +3,8 @@
     summarize: async with open_resources(...) ──▶ the map-reduce subgraph:
 
         plan ──Send(shard)──▶ map_shard ──▶ collect ──▶ collapse ⟲ ──▶ final
-          └──(dry run)──▶ preview                  (while over token_max)
+          ├──(engine ray)──▶ map_ray ──┘                 (while over token_max)
+          └──(dry run)──▶ preview
 
 The outer graph has one node, which opens the run's resources and runs the subgraph
 inside that block (graphs/resources.py says why). Planning streams: `plan` only lists
@@ -20,7 +21,7 @@ import contextvars
 import logging
 import os
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Literal
 
@@ -32,11 +33,12 @@ from langgraph.types import Send
 
 import prompts
 from graphs.context import Context
+from graphs.ray_map import map_ray
 from graphs.resources import Resources, open_resources
 from graphs.state import InputState, OutputState, RunState, ShardState, State
 from pipeline.citations import cited
 from pipeline.errors import CollapseError, InputError
-from pipeline.language import dominant_language, language_name
+from pipeline.language import answer_language
 from pipeline.length import parse_length
 from pipeline.loading import DocRef, Entry, list_inputs, plan_entries
 from pipeline.preview import preview as preview_calls
@@ -66,11 +68,6 @@ def shard_size(concurrency: int) -> int:
     return max(MIN_SHARD, 2 * concurrency)
 
 
-def answer_language(setting: str, detected: Iterable[str | None]) -> str | None:
-    """The language answers are written in: the one asked for, else the documents' dominant one."""
-    return language_name(setting) if setting != "auto" else dominant_language(detected)
-
-
 def reduce_budget(context: Context, count: Any) -> int:
     """Tokens of summaries one reduce call may take: token_max less the prompt's own."""
     template = max(prompts.COLLAPSE, prompts.FINAL, key=len) + prompts.SUMMARIES
@@ -92,10 +89,12 @@ async def plan(state: RunState, runtime: Runtime[Resources]) -> dict[str, Any]:
     return {"docs": docs, "started_at": time.time()}
 
 
-def after_plan(state: RunState, runtime: Runtime[Resources]) -> list[Send] | Literal["preview"]:
-    """Send each shard of inputs to a summarizer, or only preview a dry run."""
+def after_plan(state: RunState, runtime: Runtime[Resources]) -> list[Send] | Literal["preview", "map_ray"]:
+    """Send each shard of inputs to a summarizer, hand them all to Ray, or only preview a dry run."""
     if runtime.context.context.dry_run:
         return "preview"
+    if runtime.context.context.engine == "ray":
+        return "map_ray"
     docs, size = state["docs"], shard_size(runtime.context.context.concurrency)
     return [Send("map_shard", ShardState(docs=docs[i:i + size])) for i in range(0, len(docs), size)]
 
@@ -280,13 +279,15 @@ async def preview(state: RunState, runtime: Runtime[Resources]) -> dict[str, Any
 mapreduce_builder = StateGraph(RunState, context_schema=Resources)
 mapreduce_builder.add_node("plan", plan)
 mapreduce_builder.add_node("map_shard", map_shard)
+mapreduce_builder.add_node("map_ray", map_ray)
 mapreduce_builder.add_node("collect", collect)
 mapreduce_builder.add_node("collapse", collapse)
 mapreduce_builder.add_node("final", final)
 mapreduce_builder.add_node("preview", preview)
 mapreduce_builder.add_edge(START, "plan")
-mapreduce_builder.add_conditional_edges("plan", after_plan, ["map_shard", "preview"])
+mapreduce_builder.add_conditional_edges("plan", after_plan, ["map_shard", "map_ray", "preview"])
 mapreduce_builder.add_edge("map_shard", "collect")
+mapreduce_builder.add_edge("map_ray", "collect")
 mapreduce_builder.add_conditional_edges("collect", should_collapse, ["collapse", "final"])
 mapreduce_builder.add_conditional_edges("collapse", should_collapse, ["collapse", "final"])
 mapreduce_builder.add_edge("final", END)

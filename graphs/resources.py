@@ -105,6 +105,10 @@ async def open_resources(context: Context, emit: Emit) -> AsyncIterator[Resource
             model, context = await _chat_model(context, stack)
             context.validate()  # again, now that the model is known (a spending cap needs its price)
             runner = _runner(context, model, store, memory)
+            if context.engine == "ray":  # after the endpoint answered: a bad key fails before Ray starts
+                from pipeline.ray_engine import ray_session
+
+                await stack.enter_async_context(ray_session(context.ray_address))
         else:  # a dry run calls nothing, but the model decides the store's keys and the prices
             context = dataclasses.replace(context, model=context.model or await _listed_model(context))
         count = token_counter(context.model or DEFAULT_MODEL)

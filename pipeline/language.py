@@ -101,6 +101,11 @@ def dominant_language(languages: Iterable[str | None]) -> str | None:
     return min(counts, key=lambda lang: (-counts[lang], lang)) if counts else None
 
 
+def answer_language(setting: str, detected: Iterable[str | None]) -> str | None:
+    """The language answers are written in: the one asked for, else the documents' dominant one."""
+    return language_name(setting) if setting != "auto" else dominant_language(detected)
+
+
 # Small models follow an instruction in the answer's own language far more reliably.
 _NATIVE = {
     "Korean": "반드시 한국어로 답하세요.",

@@ -12,7 +12,7 @@ from pipeline.errors import InputError
 _SPEC = re.compile(r"\s*(\d+)\s*(b|bullets?|w|words?)\s*", re.IGNORECASE)
 _BULLET = re.compile(r"^\s*(?:[-*•]|\d+[.)])\s+")
 _WORD = re.compile(r"\w+")
-MOST_BULLETS = 10
+LEAST_BULLETS, MOST_BULLETS = 6, 12  # the default's range
 WORDS_SLACK = 1.25  # an answer may run this far past a word target before bullets are cut
 
 
@@ -37,11 +37,8 @@ def parse_length(value: str) -> Length | None:
 
 
 def target(length: Length | None, documents: int) -> Length:
-    """The length asked for, or by default a bullet per document and one more, from 4 to 10.
-
-    Four is what one document's own summary holds (prompts/map.txt).
-    """
-    return length or Length(min(MOST_BULLETS, max(4, documents + 1)), "bullets")
+    """The length asked for, or by default two bullets per document, from 6 to 12."""
+    return length or Length(min(MOST_BULLETS, max(LEAST_BULLETS, 2 * documents)), "bullets")
 
 
 def instruction(length: Length) -> str:
@@ -55,8 +52,8 @@ def words(text: str) -> int:
     return len(_WORD.findall(text))
 
 
-def fit(text: str, length: Length) -> tuple[str, dict[str, Any]]:
-    """Cut whole bullets from an answer that runs past its target; say how it measures up.
+def fit(text: str, length: Length, cut: bool = True) -> tuple[str, dict[str, Any]]:
+    """Cut whole bullets from an answer that runs past its target (if `cut`); say how it measures up.
 
     Bullets are written most important first, so they go from the end, but a bullet
     that is the only one citing some document goes last: a shorter summary should
@@ -64,7 +61,7 @@ def fit(text: str, length: Length) -> tuple[str, dict[str, Any]]:
     The overview and at least one bullet always stay.
     """
     lines = text.splitlines()
-    cut = 0
+    removed = 0
 
     def bullets() -> list[int]:
         return [i for i, line in enumerate(lines) if _BULLET.match(line)]
@@ -74,16 +71,16 @@ def fit(text: str, length: Length) -> tuple[str, dict[str, Any]]:
             return len(bullets()) > length.count
         return words("\n".join(lines)) > length.count * WORDS_SLACK
 
-    while len(bullets()) > 1 and over():
+    while cut and len(bullets()) > 1 and over():
         at = bullets()
         cites = Counter(n for i in at for n in set(cited(lines[i])))
         spare = [i for i in at if all(cites[n] > 1 for n in cited(lines[i]))]
         del lines[(spare or at)[-1]]
-        cut += 1
-    if cut:
+        removed += 1
+    if removed:
         lines = _drop_empty_headings(lines)
     fitted = "\n".join(lines).strip("\n").rstrip()
-    return fitted, {"target": str(length), "bullets": len(bullets()), "words": words(fitted), "bullets_cut": cut,
+    return fitted, {"target": str(length), "bullets": len(bullets()), "words": words(fitted), "bullets_cut": removed,
                     "within": not over()}
 
 

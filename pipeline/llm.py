@@ -19,7 +19,6 @@ from langchain_core.language_models.chat_models import BaseChatModel
 from langchain_core.messages import BaseMessage, HumanMessage, SystemMessage
 from langsmith.utils import tracing_is_enabled
 
-import prompts
 from pipeline.client import OpenAICompatChat, Usage
 from pipeline.errors import (
     ConnectError,
@@ -38,7 +37,7 @@ from pipeline.memory import MemoryGuard
 from pipeline.progress import NoProgress, Progress
 from pipeline.prompting import Prompt
 from pipeline.secrets import Redactor, credential_secrets
-from pipeline.store import ResultStore, result_key
+from pipeline.store import ResultStore, call_key
 from pipeline.tokens import TokenCounter
 
 log = logging.getLogger(__name__)
@@ -94,11 +93,6 @@ def _drop_cut_line(text: str) -> str:
 
 def _count_prompt(count: TokenCounter, prompt: Prompt | str) -> int:
     return count(prompt) if isinstance(prompt, str) else count(prompt.system) + count(prompt.user)
-
-
-def call_key(step: str, identity: str, max_tokens: int, *material: str) -> str:
-    """The store key of a call: step, prompt version, model and parameters, and its content."""
-    return result_key(step, prompts.PROMPT_VERSION, identity, max_tokens, *material)
 
 
 def _model_secrets(model: object) -> list[str]:

@@ -52,6 +52,11 @@ class DocRef(TypedDict):
     prior_error: NotRequired[str]  # failed in an earlier run and not to be retried
 
 
+def makes_calls(ref: DocRef) -> bool:
+    """Whether a planned document is to be summarized: not skipped, failed neither to plan nor before."""
+    return not ("skip_reason" in ref or "plan_error" in ref or "prior_error" in ref)
+
+
 def expand_inputs(patterns: Sequence[str]) -> list[str]:
     """Resolve files, globs and directories (recursing into *.txt, *.md) to a list of file paths.
 

@@ -3,26 +3,27 @@
 from __future__ import annotations
 
 import math
+from collections import Counter
 from collections.abc import Callable, Sequence
 from typing import Any
 
 import prompts
 from pipeline.budget import Price
 from pipeline import length as lengths
-from pipeline.checks import clean, in_language
 from pipeline.language import language_instruction
 from pipeline.llm import call_key
 from pipeline.loading import DocRef, load_text
-from pipeline.prompting import Piece, Prompt, map_prompt, reduce_prompt, render_group
+from pipeline.prompting import Piece, Prompt, firmer, map_prompt, reduce_prompt, render_group
 from pipeline.store import ResultStore
 from pipeline.summarize import (
     DocResult,
     final_prompt,
-    firmer,
     max_collapse_levels,
     merged_piece,
+    needs_retry,
     own_words,
     pack,
+    settle,
     to_pieces,
 )
 from pipeline.tokens import TokenCounter
@@ -140,15 +141,13 @@ def stored_answer(store: ResultStore, step: str, identity: str, max_tokens: int,
     hit = store.get(call_key(step, identity, max_tokens, *prompt))
     if hit is None:
         return None
-    text = hit.text
-    if language and not in_language(text, language):
-        firm = firmer(prompt, language)
-        again = store.get(call_key(step, identity, max_tokens, *firm))
+    firm = None
+    if needs_retry(hit.text, language):
+        again = store.get(call_key(step, identity, max_tokens, *firmer(prompt, language or "")))
         if again is None:
             return None
-        if in_language(again.text, language):
-            prompt, text = firm, again.text
-    return clean(text, (prompt.system,))[0]
+        firm = again.text
+    return settle(prompt, language, hit.text, firm, Counter())
 
 
 class _Reduce:

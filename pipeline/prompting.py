@@ -16,6 +16,8 @@ from typing_extensions import TypedDict
 
 import prompts
 from pipeline.citations import local_numbering, retag
+from pipeline.language import firm_language_instruction
+from pipeline.loading import DocRef
 
 # Any tag that opens or closes a fence, in any letter case, with any spacing: a
 # document must not be able to end the block it sits in, or open a new one.
@@ -59,12 +61,28 @@ def escape_label(source: str) -> str:
     return "".join(f"\\u{ord(c):04x}" if unicodedata.category(c) in _UNSAFE else c for c in out)
 
 
+def firmer(prompt: Prompt, language: str) -> Prompt:
+    """The same prompt, insisting on the answer's language: sent once when an answer comes back in another."""
+    return Prompt(prompt.system + "\n" + firm_language_instruction(language), prompt.user)
+
+
+def map_instructions(instruction: str) -> str:
+    """The system message of every map call with this language instruction."""
+    return prompts.MAP.format(language_instruction=instruction)
+
+
 def map_prompt(source: str, chunk: str, part: int, parts: int, instruction: str) -> Prompt:
     """The prompt that summarizes one chunk of one document."""
-    return Prompt(prompts.MAP.format(language_instruction=instruction),
+    return Prompt(map_instructions(instruction),
                   prompts.DOCUMENT.format(source=escape_label(source),
                                           part=f' part="{part} of {parts}"' if parts > 1 else "",
                                           document=fence(chunk)))
+
+
+def chunk_prompt(ref: DocRef, text: str, part: int, instruction: str) -> Prompt:
+    """The map prompt of chunk `part` (from 1) of a planned document whose text is `text`."""
+    start, end = ref["spans"][part - 1]
+    return map_prompt(ref["source"], text[start:end], part, len(ref["spans"]), instruction)
 
 
 def render_group(group: Sequence[Piece]) -> tuple[str, list[int]]:

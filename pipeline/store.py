@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import prompts
 from pipeline.errors import InputError, StoreError
 from pipeline.loading import DocRef
 
@@ -44,6 +45,11 @@ def result_key(*parts: object) -> str:
         digest.update(str(part).encode("utf-8", "surrogatepass"))
         digest.update(b"\x00")
     return digest.hexdigest()
+
+
+def call_key(step: str, identity: str, max_tokens: int, *material: str) -> str:
+    """The store key of a call: step, prompt version, model and parameters, and its content."""
+    return result_key(step, prompts.PROMPT_VERSION, identity, max_tokens, *material)
 
 
 @dataclass(frozen=True, slots=True)
@@ -138,6 +144,10 @@ class ResultStore:
         sql, args = ("SELECT COUNT(*) FROM results", ()) if step is None else (
             "SELECT COUNT(*) FROM results WHERE step = ?", (step,))
         return int(self._db.execute(sql, args).fetchone()[0])
+
+    def keys(self, step: str) -> list[str]:
+        """Every key stored for `step`."""
+        return [row[0] for row in self._db.execute("SELECT key FROM results WHERE step = ?", (step,))]
 
     def _has_kind(self) -> bool:
         return any(row[1] == "kind" for row in self._db.execute("PRAGMA table_info(documents)"))

@@ -18,16 +18,16 @@ from pipeline.attribution import check_bullets
 from pipeline.checks import clean, in_language
 from pipeline.citations import retag
 from pipeline.errors import CollapseError, FatalLLMError, InputError, LLMError
-from pipeline.language import firm_language_instruction, language_instruction
+from pipeline.language import language_instruction
 from pipeline.llm import Completion, LLMRunner
 from pipeline.loading import DocRef, load_text
-from pipeline.prompting import Piece, Prompt, escape_label, map_prompt, reduce_prompt, render_group
+from pipeline.prompting import Piece, Prompt, chunk_prompt, escape_label, firmer, reduce_prompt, render_group
 from pipeline.tokens import TokenCounter
 
 log = logging.getLogger(__name__)
 
-__all__ = ["DocResult", "Piece", "ask", "collapse_level", "final_summary", "max_collapse_levels", "pack",
-           "summarize_document", "summarize_shard", "to_pieces"]
+__all__ = ["DocResult", "Piece", "ask", "collapse_level", "document_result", "final_summary",
+           "max_collapse_levels", "pack", "settled_result", "summarize_document", "summarize_shard", "to_pieces"]
 
 SummaryOf = Callable[[int], str]
 
@@ -68,9 +68,27 @@ def _result(ref: DocRef, status: Literal["ok", "failed", "skipped"], **fields: A
     return result
 
 
-def firmer(prompt: Prompt, language: str) -> Prompt:
-    """The same prompt, insisting on the answer's language: sent once when an answer comes back in another."""
-    return Prompt(prompt.system + "\n" + firm_language_instruction(language), prompt.user)
+def settle(prompt: Prompt, language: str | None, first: str, firm: str | None, counts: Counter[str]) -> str:
+    """Choose between an answer and, if there is one, its firmer retry; clean the one chosen.
+
+    `firm` is the answer to `firmer(prompt)`, asked for because `first` was in the wrong
+    language. `counts` gets what was retried, still wrong, and taken out.
+    """
+    text, system = first, prompt.system
+    if firm is not None and language:
+        counts["language_retried"] += 1
+        if in_language(firm, language):
+            text, system = firm, firmer(prompt, language).system
+        else:
+            counts["wrong_language"] += 1
+    cleaned, removed = clean(text, (system,))
+    counts.update(removed)
+    return cleaned
+
+
+def needs_retry(text: str, language: str | None) -> bool:
+    """Whether an answer must be asked for once more, more firmly: it is not in its language."""
+    return bool(language) and not in_language(text, language)
 
 
 async def ask(runner: LLMRunner, step: str, prompt: Prompt, max_tokens: int, *, phase: str,
@@ -81,20 +99,13 @@ async def ask(runner: LLMRunner, step: str, prompt: Prompt, max_tokens: int, *, 
     for free. What cleaning took out is counted in the runner's `answers` counters.
     """
     done = await runner.complete(step, prompt, max_tokens, phase=phase, key=runner.key(step, max_tokens, *prompt))
-    counts = runner.stats.answers
-    text, tokens_in, tokens_out = done.text, done.tokens_in, done.tokens_out
-    if language and not in_language(text, language):
-        counts["language_retried"] += 1
+    firm_text, tokens_in, tokens_out = None, done.tokens_in, done.tokens_out
+    if needs_retry(done.text, language):
         runner.progress.add_total(phase, 1)
-        firm = firmer(prompt, language)
+        firm = firmer(prompt, language or "")
         again = await runner.complete(step, firm, max_tokens, phase=phase, key=runner.key(step, max_tokens, *firm))
-        tokens_in, tokens_out = tokens_in + again.tokens_in, tokens_out + again.tokens_out
-        if in_language(again.text, language):
-            prompt, text = firm, again.text
-        else:
-            counts["wrong_language"] += 1
-    text, removed = clean(text, (prompt.system,))
-    counts.update(removed)
+        firm_text, tokens_in, tokens_out = again.text, tokens_in + again.tokens_in, tokens_out + again.tokens_out
+    text = settle(prompt, language, done.text, firm_text, runner.stats.answers)
     return Completion(text, tokens_in, tokens_out)
 
 
@@ -105,28 +116,22 @@ async def summarize_document(runner: LLMRunner, ref: DocRef, *, language: str | 
     Only a FatalLLMError (bad key, unreachable endpoint) escapes, since it dooms every
     other document too.
     """
-    if reason := ref.get("skip_reason"):
-        return _result(ref, "skipped", error=reason)
-    if error := ref.get("plan_error"):
-        return _result(ref, "failed", error=error)
-    if error := ref.get("prior_error"):
-        return _result(ref, "failed", error=f"{error} (from an earlier run; --retry-failed retries it)")
+    if (settled := settled_result(ref)) is not None:
+        return settled
     try:
         text = load_text(ref) if text is None else text  # planned just now, the text may be at hand
     except InputError as exc:
         runner.progress.advance("map", len(ref["spans"]))  # its calls will not be made: done, as progress goes
         return _result(ref, "failed", error=f"InputError: {exc}")
     instruction = language_instruction(language)
-    source, spans = ref["source"], ref["spans"]
-    parts = len(spans)
 
-    async def summarize_chunk(part: int, start: int, end: int) -> object:
+    async def summarize_chunk(part: int) -> object:
         # The prompt is made when the chunk's turn comes, so a document of thousands of
         # chunks holds its text once rather than every prompt at once.
-        prompt = map_prompt(source, text[start:end], part, parts, instruction)
+        prompt = chunk_prompt(ref, text, part, instruction)
         return await ask(runner, "map", prompt, max_tokens, phase="map", language=language)
 
-    calls = [summarize_chunk(i, start, end) for i, (start, end) in enumerate(spans, start=1)]
+    calls = [summarize_chunk(part) for part in range(1, len(ref["spans"]) + 1)]
     if len(calls) == 1:  # the common small document: no gather, no extra task
         try:
             outcomes: list[object] = [await calls[0]]
@@ -134,13 +139,33 @@ async def summarize_document(runner: LLMRunner, ref: DocRef, *, language: str | 
             outcomes = [exc]
     else:
         outcomes = await asyncio.gather(*calls, return_exceptions=True)
+    return document_result(ref, outcomes)
+
+
+def settled_result(ref: DocRef) -> DocResult | None:
+    """The result of a document that makes no call (skipped, failed to plan, failed before), else None."""
+    if reason := ref.get("skip_reason"):
+        return _result(ref, "skipped", error=reason)
+    if error := ref.get("plan_error"):
+        return _result(ref, "failed", error=error)
+    if error := ref.get("prior_error"):
+        return _result(ref, "failed", error=f"{error} (from an earlier run; --retry-failed retries it)")
+    return None
+
+
+def document_result(ref: DocRef, outcomes: Sequence[object]) -> DocResult:
+    """Join a document's chunk summaries, in order, into its result; a failed chunk fails it.
+
+    `outcomes` holds a Completion or an exception per chunk. A FatalLLMError, or any
+    exception that is no LLMError (a bug), is raised: it dooms the other documents too.
+    """
     for outcome in outcomes:
         if isinstance(outcome, FatalLLMError):
             raise outcome
         if isinstance(outcome, BaseException) and not isinstance(outcome, LLMError):
             raise outcome
     errors = [o for o in outcomes if isinstance(o, LLMError)]
-    done = [o for o in outcomes if not isinstance(o, BaseException)]
+    done = [o for o in outcomes if isinstance(o, Completion)]
     tokens = {"tokens_in": sum(c.tokens_in for c in done), "tokens_out": sum(c.tokens_out for c in done)}
     if errors:
         first = errors[0]
@@ -296,8 +321,9 @@ async def final_summary(runner: LLMRunner, pieces: Sequence[Piece], *, language:
     """Write the final summary from pieces that fit one call; its tags name the run's document ids.
 
     When the run summarized one document in one call (`whole`), that summary is already
-    the answer: it is tagged and returned with no further call. Returns the summary and
-    how its length measures up to the target.
+    the answer: it is tagged and returned with no further call. A `length` asked for is
+    held to by cutting bullets; the default only guides the prompt. Returns the summary
+    and how its length measures up to the target.
     """
     goal = lengths.target(length, documents)
     if whole and len(pieces) == 1 and pieces[0]["label"]:
@@ -305,10 +331,10 @@ async def final_summary(runner: LLMRunner, pieces: Sequence[Piece], *, language:
         bullets = "\n".join(line if not line.strip() else f"{line.rstrip()} [D1]"
                              for line in pieces[0]["text"].splitlines())
         text = retag(bullets, lambda k: doc)
-        return lengths.fit(text, goal)
+        return lengths.fit(text, goal, cut=length is not None)
     runner.progress.add_total("reduce", 1)
     prompt, call_docs = final_prompt(pieces, language, goal)
     done = await ask(runner, "final", prompt, max_tokens, phase="reduce", language=language)
     checked = check_bullets(done.text, call_docs, summary_of, runner.stats.citations)
     text = retag(checked, lambda k: call_docs[k - 1] if 0 < k <= len(call_docs) else None)
-    return lengths.fit(text, goal)
+    return lengths.fit(text, goal, cut=length is not None)  # the default guides the model; a length asked for holds

@@ -1,0 +1,159 @@
+"""The map phase's second stage on Ray: async actors that ask the model (pipeline/ray_engine.py builds it).
+
+Each `ChatActor` answers the prompts that planning (pipeline/ray_plan.py) left to send,
+through the pipeline's own runner (retries with backoff, Retry-After, 429 handling)
+over one pooled aiohttp session, or an endpoint pool, sized to its share of the run's
+concurrency. It never opens the store: each answer goes back to the driver, which
+commits it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import json
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import ray
+from pydantic import SecretStr
+
+from pipeline.client import OpenAICompatChat, open_session
+from pipeline.errors import FatalLLMError, LLMError
+from pipeline.limits import RateLimit
+from pipeline.llm import CallLimits, CallStats, LLMRunner
+from pipeline.pool import EndpointPool, EndpointSpec, open_pool
+from pipeline.prompting import Prompt, firmer
+from pipeline.summarize import needs_retry
+from pipeline.tokens import token_counter
+
+Batch = dict[str, np.ndarray]
+
+
+@dataclass(frozen=True)
+class CallSettings:
+    """What an actor needs to call the model: the endpoint(s), its share of the limits."""
+
+    model: str
+    base_url: str | None = dataclasses.field(repr=False)  # it may carry user:password
+    endpoints: list[EndpointSpec]  # several: an endpoint pool, each with its share of concurrency
+    api_key: SecretStr | None = dataclasses.field(repr=False)  # SecretStr: never shown, even by Ray
+    concurrency: int
+    timeout: float
+    max_retries: int
+    temperature: float
+    extra_body: dict[str, Any]
+    map_max_tokens: int
+    identity: str
+    rpm: float | None = None
+    tpm: float | None = None
+
+
+_ADDED = ("retries", "rate_limited", "prompt_tokens", "completion_tokens", "succeeded", "malformed")
+
+
+class ChatActor:
+    """Answer the map prompts of each batch of documents, all of them concurrently within the actor's share."""
+
+    def __init__(self, settings: CallSettings) -> None:
+        self.settings = settings
+        self._runner: LLMRunner | None = None
+        self._lock = asyncio.Lock()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._sent = CallStats()  # what earlier batches already reported
+        self._actor = ray.get_runtime_context().get_actor_id() or "driver"
+
+    async def __call__(self, batch: Batch) -> Batch:
+        """Answer every prompt of the batch; return each document's outcomes and the calls' counters."""
+        runner = await self._open()
+        docs = [json.loads(raw) for raw in batch["doc"]]
+        answered = await asyncio.gather(*(self._answer(runner, doc["prompts"], doc["language"]) for doc in docs))
+        out = [json.dumps({"ref": doc["ref"], "keys": doc["keys"], "language": doc["language"], "outcomes": outcomes})
+               for doc, outcomes in zip(docs, answered)]
+        counters = [json.dumps(self._counters(runner.stats))] + [""] * (len(out) - 1) if out else []
+        return {"doc": np.array(out, dtype=object), "stats": np.array(counters, dtype=object)}
+
+    async def _answer(self, runner: LLMRunner, prompts: list[list[str] | None],
+                      language: str | None) -> list[list[Any]]:
+        """Each chunk's outcome: stored; ok, with its answer and, if that was in the wrong
+        language, the firmer retry's (text and tokens each: summarize.ask's calls, which
+        the driver settles); or its error's class and message."""
+        max_tokens = self.settings.map_max_tokens
+
+        async def one(raw: list[str] | None) -> list[Any]:
+            if raw is None:
+                return ["stored"]
+            prompt = Prompt(*raw)
+            try:
+                done = await runner.complete("map", prompt, max_tokens, phase="map")
+                answers = [[done.text, done.tokens_in, done.tokens_out]]
+                if needs_retry(done.text, language):
+                    again = await runner.complete("map", firmer(prompt, language or ""), max_tokens, phase="map")
+                    answers.append([again.text, again.tokens_in, again.tokens_out])
+            except FatalLLMError as exc:
+                return ["fatal", type(exc).__name__, str(exc)]
+            except LLMError as exc:
+                return ["error", type(exc).__name__, str(exc)]
+            return ["ok", answers]
+
+        return list(await asyncio.gather(*(one(p) for p in prompts)))
+
+    def _counters(self, stats: CallStats) -> dict[str, Any]:
+        """The counters grown since the last report, and this actor's peak of calls in flight."""
+        sent = self._sent
+        delta: dict[str, Any] = {name: getattr(stats, name) - getattr(sent, name) for name in _ADDED}
+        delta["calls"] = stats.calls["map"] - sent.calls["map"]
+        delta["failed_calls"] = stats.failed_calls["map"] - sent.failed_calls["map"]
+        delta["actor"], delta["peak_in_flight"] = self._actor, stats.peak_in_flight
+        for name in _ADDED:
+            setattr(sent, name, getattr(stats, name))
+        sent.calls["map"], sent.failed_calls["map"] = stats.calls["map"], stats.failed_calls["map"]
+        return delta
+
+    async def _open(self) -> LLMRunner:
+        """Open the actor's session (or pool) and runner on its own event loop, once."""
+        async with self._lock:
+            if self._runner is None:
+                s = self.settings
+                key = s.api_key.get_secret_value() if s.api_key else None
+                model: OpenAICompatChat | EndpointPool
+                concurrency = s.concurrency
+                if s.endpoints:
+                    model, _ = await open_pool(s.endpoints, concurrency=s.concurrency, timeout=s.timeout,
+                                               api_key=key, model=s.model, default_model=s.model,
+                                               temperature=s.temperature, extra_body=s.extra_body)
+                    concurrency = min(concurrency, model.concurrency)
+                else:
+                    model = OpenAICompatChat(model=s.model, base_url=s.base_url, api_key=s.api_key,
+                                             temperature=s.temperature, extra_body=s.extra_body,
+                                             session=open_session(s.concurrency, s.timeout))
+                limits = CallLimits(rpm=RateLimit(s.rpm) if s.rpm else None, tpm=RateLimit(s.tpm) if s.tpm else None)
+                self._loop = asyncio.get_running_loop()
+                self._runner = LLMRunner(model, concurrency=concurrency, timeout=s.timeout,
+                                         max_retries=s.max_retries, count_tokens=token_counter(s.model),
+                                         limits=limits, identity=s.identity)
+            return self._runner
+
+    async def _close(self) -> None:
+        model = self._runner.model if self._runner else None
+        if isinstance(model, EndpointPool):
+            await model.aclose()
+        elif isinstance(model, OpenAICompatChat) and model.session is not None:
+            await model.session.close()
+
+    def __del__(self) -> None:
+        # Ray Data drops the actor's instance when the pipeline ends; its session lives on its loop.
+        loop = self._loop
+        if loop is not None and loop.is_running():
+            try:
+                asyncio.get_running_loop()
+            except RuntimeError:
+                pass
+            else:  # on the loop itself, which cannot wait for its own work
+                loop.create_task(self._close())
+                return
+            try:
+                asyncio.run_coroutine_threadsafe(self._close(), loop).result(timeout=5)
+            except Exception:  # noqa: BLE001 - the process is ending anyway
+                pass

@@ -1,0 +1,122 @@
+"""The map phase's first stage on Ray: plan the documents (pipeline/ray_engine.py builds the pipeline).
+
+`plan_batch` runs as Ray tasks: it reads, hashes, decodes and chunks each input
+(pipeline/loading.py), makes each chunk's map prompt and store key, and leaves out the
+prompts whose answers the store already holds. It never opens the store: the driver
+reads it before the run and hands the workers a snapshot (the stored map keys, and the
+documents that failed before). A row is one document as JSON, so that any file name
+(even one with undecodable bytes) crosses Arrow unchanged. This module imports no HTTP
+client nor LangChain, so that a planning worker starts quickly.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import ray
+
+from pipeline.language import answer_language, language_instruction
+from pipeline.loading import DocRef, makes_calls, plan_document
+from pipeline.prompting import chunk_prompt, firmer
+from pipeline.store import call_key
+from pipeline.tokens import Chunker, token_counter
+
+Batch = dict[str, np.ndarray]
+
+
+@dataclass(frozen=True)
+class PlanSettings:
+    """What planning needs: how to chunk, which language, and what makes a store key."""
+
+    chunk_tokens: int
+    model: str
+    language: str
+    map_max_tokens: int
+    identity: str
+    keyed: bool  # a store is kept: compute each prompt's key
+
+
+@dataclass(frozen=True)
+class StoreSnapshot:
+    """What the driver's store held when the run started: map keys, and documents that failed."""
+
+    digests: np.ndarray  # the stored map keys as sorted 32-byte digests
+    failed: dict[str, tuple[str, str]]  # source -> (sha256, error) of documents that failed before
+    retry_failed: bool
+
+    def holds(self, key: str) -> bool:
+        """Whether the store held an answer under `key` (a hex digest)."""
+        digest = np.bytes_(bytes.fromhex(key))
+        at = int(np.searchsorted(self.digests, digest))
+        return at < len(self.digests) and self.digests[at] == digest
+
+    def prior_error(self, ref: DocRef) -> str | None:
+        """The earlier error of an unchanged document that is not to be retried."""
+        before = self.failed.get(ref["source"])
+        if before is None or self.retry_failed or before[0] != ref["sha256"]:
+            return None
+        return before[1] or "failed"
+
+
+def make_snapshot(keys: list[str], failed: dict[str, tuple[str, str]], retry_failed: bool) -> StoreSnapshot:
+    """Pack stored keys compactly (32 bytes each) for the planning workers."""
+    digests = np.array(sorted(bytes.fromhex(k) for k in keys), dtype="S32")
+    return StoreSnapshot(digests, failed, retry_failed)
+
+
+@functools.cache
+def _chunker(chunk_tokens: int, model: str) -> Chunker:
+    return Chunker(chunk_tokens, token_counter(model))  # the BPE tables load once per worker
+
+
+_snapshots: dict[str, StoreSnapshot] = {}
+
+
+def _snapshot(ref: Any) -> StoreSnapshot:
+    """Fetch the run's snapshot once per worker process."""
+    if ref.hex() not in _snapshots:
+        _snapshots.clear()
+        _snapshots[ref.hex()] = ray.get(ref)
+    return _snapshots[ref.hex()]
+
+
+def plan_batch(batch: Batch, settings: PlanSettings, snapshot: Any = None) -> Batch:
+    """Plan a batch of listed inputs: read and chunk each, make its prompts and keys, skip what is stored."""
+    snap = _snapshot(snapshot) if snapshot is not None else None
+    chunker = _chunker(settings.chunk_tokens, settings.model)
+    docs = []
+    for raw in batch["entry"]:
+        entry = json.loads(raw)
+        texts: dict[int, str] = {}
+        ref = plan_document(entry["id"], entry["source"], chunker, path=entry.get("path"), text=entry.get("text"),
+                            guess_language=settings.language == "auto", keep=texts)
+        docs.append(json.dumps(_prompts(ref, texts.get(ref["id"], ref.get("text", "")), settings, snap)))
+    return {"doc": np.array(docs, dtype=object)}
+
+
+def _prompts(ref: DocRef, text: str, settings: PlanSettings, snap: StoreSnapshot | None) -> dict[str, Any]:
+    """The document's reference (without its text), each chunk's key, and the prompts to send."""
+    if snap is not None and (error := snap.prior_error(ref)):
+        ref["prior_error"] = error
+    keys: list[list[str]] = []
+    prompts: list[list[str] | None] = []
+    language = answer_language(settings.language, [ref.get("language")])
+    if makes_calls(ref):
+        instruction = language_instruction(language)
+        for part in range(1, len(ref["spans"]) + 1):
+            prompt = chunk_prompt(ref, text, part, instruction)
+            # A chunk's key, and its firmer retry's (see summarize.ask), which the driver
+            # looks up when the stored answer is in the wrong language.
+            key = firm_key = ""
+            if settings.keyed:
+                key = call_key("map", settings.identity, settings.map_max_tokens, *prompt)
+                if language:
+                    firm_key = call_key("map", settings.identity, settings.map_max_tokens, *firmer(prompt, language))
+            keys.append([key, firm_key])
+            prompts.append(None if snap is not None and key and snap.holds(key) else list(prompt))
+    return {"ref": {k: v for k, v in ref.items() if k != "text"}, "keys": keys, "prompts": prompts,
+            "language": language}

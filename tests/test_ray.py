@@ -1,0 +1,155 @@
+"""The Ray Data engine for the map phase: same outputs and store as in-process, reruns, resume, errors.
+
+Runs on one local Ray instance of 2 CPUs for the whole module, against the fake server
+on 127.0.0.1. Ray is installed in CI (the `ray` extra); elsewhere without it the tests that need it skip.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sqlite3
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import graphs.context
+from graphs import Context, graph, run_with_progress
+from pipeline.progress import NoView
+from tests.conftest import KOREAN
+from tests.fake_openai import FakeOpenAI, default_reply
+
+KEY = "sk-test-ray-0123456789abcdef"
+
+
+@pytest.fixture(scope="module")
+def local_ray() -> Iterator[None]:
+    """One local Ray instance for the module: 2 CPUs, no dashboard, on loopback; CI has Ray, so never skips there."""
+    ray = __import__("ray") if os.environ.get("CI") else pytest.importorskip("ray")
+    ray.init(num_cpus=2, include_dashboard=False, logging_level="ERROR", _node_ip_address="127.0.0.1")
+    try:
+        yield
+    finally:
+        ray.shutdown()
+
+
+def _english_first(messages: list[dict[str, Any]]) -> str:
+    """The fake's own answer, but a Korean document's in English until it is asked firmly."""
+    system = messages[0]["content"]
+    if "in Korean" in system and "entirely in Korean" not in system:
+        return "- The citrus harvest began in early November and the fruit was sweeter than last year."
+    return default_reply(messages)
+
+
+def _corpus(folder: Path, n: int) -> list[str]:
+    """`n` small reports, a binary file, and a link to nothing; their paths."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for i in range(n):
+        (folder / f"report{i:02d}.txt").write_text(
+            f"Report {i}. The ferry carried {100 + i} riders a day. " + " ".join(f"note{i}x{j}" for j in range(30))
+            + ("\n\nPOISON: this part always fails." if i == 3 else ""), encoding="utf-8")
+    (folder / "image.txt").write_bytes(b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR" + bytes(range(256)))
+    (folder / "gone.txt").symlink_to(folder / "nowhere.txt")
+    return sorted(str(p) for p in folder.iterdir())
+
+
+def _store(path: Path) -> tuple[list[Any], list[Any]]:
+    """The store's results and documents, without their timestamps."""
+    db = sqlite3.connect(path)
+    try:
+        results = sorted(db.execute("SELECT key, step, text, tokens_in, tokens_out FROM results"))
+        documents = sorted(db.execute("SELECT source, sha256, status, summary, error, chunks, tokens_in, "
+                                      "tokens_out, kind FROM documents"))
+    finally:
+        db.close()
+    return results, documents
+
+
+def _context(fake: FakeOpenAI, store: Path, **options: Any) -> Context:
+    return Context(base_url=fake.base_url, model="fake", concurrency=4, chunk_tokens=64, max_retries=1,
+                   store_path=str(store), **options)
+
+
+async def test_ray_gives_the_same_summary_and_store_and_a_rerun_makes_no_calls(
+        local_ray: None, fake_in_loop: FakeOpenAI, tmp_path: Path) -> None:
+    fake = fake_in_loop
+    fake.fail_marker = "POISON"
+    fake.reply = _english_first
+    paths = _corpus(tmp_path / "in", 6)
+    texts = [{"id": "memo", "text": "A note held in memory about the harbor budget."},
+             {"id": "citrus", "text": KOREAN}]  # answered in English, then asked again firmly
+
+    local = await graph.ainvoke({"paths": paths, "texts": texts}, context=_context(fake, tmp_path / "local.sqlite"))
+    local_calls = fake.chat_calls
+    fake.reset_stats()
+    on_ray = await graph.ainvoke({"paths": paths, "texts": texts},
+                                 context=_context(fake, tmp_path / "ray.sqlite", engine="ray", ray_actors=2))
+    ray_calls = fake.chat_calls
+
+    assert on_ray["summary"] == local["summary"] and "report05.txt" in on_ray["summary"]
+    assert on_ray["results"] == local["results"]
+    assert _store(tmp_path / "ray.sqlite") == _store(tmp_path / "local.sqlite")
+    assert ray_calls == local_calls
+    assert on_ray["stats"]["llm_calls"] == local["stats"]["llm_calls"]
+    assert on_ray["stats"]["answers"] == local["stats"]["answers"] and local["stats"]["answers"]["language_retried"] == 1
+    status = {Path(r["source"]).name: r["status"] for r in on_ray["results"]}
+    assert status["report03.txt"] == "failed" and status["image.txt"] == status["gone.txt"] == "skipped"
+    assert sum(s == "ok" for s in status.values()) == 7  # five reports and the two texts
+
+    fake.reset_stats()
+    again = await graph.ainvoke({"paths": paths, "texts": texts},
+                                context=_context(fake, tmp_path / "ray.sqlite", engine="ray", ray_actors=1))
+    assert fake.chat_calls == 0, [b["messages"][0]["content"][:80] + " | " + b["messages"][-1]["content"][:200] for b in fake.bodies]
+    assert again["summary"] == on_ray["summary"]
+    assert again["stats"]["from_store"]["map"] == 1 + sum(r["chunks"] for r in local["results"] if r["status"] == "ok")
+    assert again["stats"]["answers"] == local["stats"]["answers"]  # the same choice, made from the store
+
+
+def test_an_interrupted_ray_run_resumes_without_paying_twice(local_ray: None, cli, fake: FakeOpenAI,
+                                                             tmp_path: Path) -> None:
+    fake.api_key, fake.latency = KEY, 0.2
+    paths = [p for p in _corpus(tmp_path / "in", 12) if "report" in p]
+    store = tmp_path / "store.sqlite"
+
+    async def interrupted() -> None:
+        seen: list[Any] = []
+
+        def on_result(result: Any) -> None:
+            seen.append(result)
+            task.cancel()  # as Ctrl-C does, once results have started to land
+
+        context = Context(base_url=fake.base_url, api_key=KEY, model="fake", concurrency=2, store_path=str(store),
+                          engine="ray", ray_actors=1)
+        task = asyncio.ensure_future(run_with_progress({"paths": paths}, context=context, view=NoView(),
+                                                       on_result=on_result))
+        with pytest.raises(asyncio.CancelledError):
+            await asyncio.wait_for(task, 120)
+
+    asyncio.run(interrupted())
+    committed = sqlite3.connect(store).execute("SELECT COUNT(*) FROM results WHERE step = 'map'").fetchone()[0]
+    assert 1 <= committed < len(paths)
+    fake.reset_stats()
+
+    resumed = cli(*paths, "--engine", "ray", "--ray-actors", "1", "--concurrency", "2", "--store", str(store),
+                  "--api-key", KEY, "--model", "fake", base_url=fake.base_url)
+
+    assert resumed.code == 0
+    report = resumed.report()
+    assert report["llm_calls"]["map"] == fake.chat_calls - 1 == len(paths) - committed
+    assert report["from_store"]["map"] == committed
+    assert len(resumed.lines()) == len(paths)
+    shown = resumed.out + resumed.err + (resumed.out_dir / "report.json").read_text()
+    assert KEY not in shown
+
+
+def test_the_ray_engine_without_ray_is_one_line(cli, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setattr(graphs.context, "ray_installed", lambda: False)
+    (tmp_path / "a.txt").write_text("Some text.", encoding="utf-8")
+
+    result = cli(str(tmp_path / "a.txt"), "--engine", "ray", base_url="http://127.0.0.1:9/v1")
+
+    assert result.code == 1
+    assert result.err.strip().splitlines() == [
+        "error: the ray engine needs Ray, which is not installed: pip install -e '.[ray]'"]
