@@ -80,8 +80,7 @@ async def pipeline(paths: list[Path], out: Path, base_url: str, model: str) -> O
     report = {"wall_seconds": round(seconds, 3), **outcome.stats}
     write_outputs(out, outcome.summary, outcome.results, report)
     return Output(summary=outcome.summary, seconds=seconds, tag_to_doc=read_tags(out, outcome.summary),
-                  calls=sum((outcome.stats.get("calls") or {}).values()) if isinstance(outcome.stats.get("calls"), dict)
-                  else 0,
+                  calls=sum((outcome.stats.get("llm_calls") or {}).values()),
                   detail={"map_summaries": {_doc_id(r["source"]): r.get("summary", r.get("error"))
                                             for r in outcome.results},
                           "stats": outcome.stats})
