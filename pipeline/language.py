@@ -36,6 +36,7 @@ _NAMES = dict(entry.split(" ", 1) for entry in _ISO_639_1.replace("\n", "|").spl
 _BY_NAME = {name.lower(): name for name in _NAMES.values()}
 # A code with a region or script after it, e.g. pt-BR, zh_TW, zh-Hant.
 _TAGGED = re.compile(r"([a-z]{2})[-_]([a-z]{2}|[a-z]{4}|[0-9]{3})", re.IGNORECASE)
+_NAMED = re.compile(r"(.+) \(([a-z]{2}|[a-z]{4}|[0-9]{3})\)", re.IGNORECASE)
 _HANGUL = re.compile(r"[\uac00-\ud7a3\u1100-\u11ff\u3130-\u318f]")
 _KANA = re.compile(r"[\u3040-\u30ff]")
 _HAN = re.compile(r"[\u4e00-\u9fff]")
@@ -56,10 +57,15 @@ def language_name(code_or_name: str) -> str:
     if name := _NAMES.get(value.lower()) or _BY_NAME.get(value.lower()):
         return name
     if (tagged := _TAGGED.fullmatch(value)) and (name := _NAMES.get(tagged[1].lower())):
-        sub = tagged[2]
-        return f"{name} ({sub.upper() if len(sub) == 2 else sub.title()})"
+        return _with_sub(name, tagged[2])
+    if (named := _NAMED.fullmatch(value)) and (name := _BY_NAME.get(named[1].lower())):  # its own answer again
+        return _with_sub(name, named[2])
     raise InputError(f"unknown language {code_or_name!r}: give an ISO 639-1 code or an English name, "
                      "e.g. en, ko, ja, zh, de, fr, es, pt-BR, or 'auto' for the documents' own")
+
+
+def _with_sub(name: str, sub: str) -> str:
+    return f"{name} ({sub.upper() if len(sub) == 2 else sub.title()})"
 
 
 def check_language(value: str) -> str:
