@@ -50,6 +50,7 @@ from pipeline.summarize import (
     final_summary,
     max_collapse_levels,
     own_words,
+    represent,
     summarize_shard,
     to_pieces,
 )
@@ -243,6 +244,8 @@ async def final(state: RunState, runtime: Runtime[Resources]) -> dict[str, Any]:
             res.llm(), pieces, max_tokens=context.final_max_tokens, language=state["reduce_language"],
             summary_of=_summaries(state), documents=len(ok), length=parse_length(context.length),
             whole=len(ok) == 1 and ok[0]["chunks"] == 1)
+        # Only a length asked for may leave documents out; by default each is represented.
+        text = text if context.length != "auto" else represent(text, ok)
         summary = text.rstrip() + "\n" + _sources_legend(text, state)
     stats = _stats(state, res)
     if fitted is not None:

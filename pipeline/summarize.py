@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
+import re
 import zlib
 from collections import Counter
 from collections.abc import Callable, Sequence
@@ -16,7 +17,7 @@ import prompts
 from pipeline import length as lengths
 from pipeline.attribution import check_bullets
 from pipeline.checks import clean, in_language
-from pipeline.citations import retag
+from pipeline.citations import cited, retag
 from pipeline.errors import CollapseError, FatalLLMError, InputError, LLMError
 from pipeline.language import language_instruction
 from pipeline.llm import Completion, LLMRunner
@@ -266,6 +267,29 @@ def _truncate(piece: Piece, budget: int) -> Piece:
 def _valid_tags(call_docs: Sequence[int]) -> Callable[[int], int | None]:
     """Keep the tags a call was shown; drop the ones it invented."""
     return lambda k: k if 0 < k <= len(call_docs) else None
+
+
+SPELLED_OUT = 12  # past this many documents left out of a final summary, they are only named under it
+_MARK = re.compile(r"^\s*(?:[-*•]|\d+[.)])\s+")
+
+
+def represent(summary: str, results: Sequence[DocResult]) -> str:
+    """Add the first point of each document's own summary that `summary` does not cite, tagged with it.
+
+    A small model's final summary often leaves documents out; their own summaries say
+    what they are about, and their tags are right by construction. With more than
+    SPELLED_OUT left out, the summary stays as it is (the documents are named under it).
+    """
+    cited_ids = set(cited(summary))
+    left_out = [r for r in sorted(results, key=lambda r: r["id"]) if r["id"] not in cited_ids]
+    if not left_out or len(left_out) > SPELLED_OUT:
+        return summary
+    points = []
+    for result in left_out:
+        lines = [_MARK.sub("", line).strip() for line in result.get("summary", "").splitlines()]
+        if first := next((line for line in lines if line and not line.startswith("#")), ""):
+            points.append(f"- {retag(first, lambda k: None)} [D{result['id']}]")
+    return summary.rstrip() + "\n\n" + "\n".join(points) if points else summary
 
 
 def own_words(result: DocResult) -> str:

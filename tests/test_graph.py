@@ -223,7 +223,9 @@ async def test_the_builtin_client_is_a_working_langchain_chat_model(fake_in_loop
 async def test_sources_list_only_the_documents_cited(fake_in_loop: FakeOpenAI) -> None:
     fake_in_loop.reply = lambda messages: "- A point from two documents. [D2, D11]"
 
-    out = await graph.ainvoke({"texts": _texts(12)}, context=Context(base_url=fake_in_loop.base_url))
+    # A length asked for: the summary is held to it, and the documents it leaves out are named under it.
+    out = await graph.ainvoke({"texts": _texts(12)}, context=Context(base_url=fake_in_loop.base_url,
+                                                                     length="3 bullets"))
 
     legend, left_out = out["summary"].split("**Sources**")[1].split("**Summarized but not cited above:**")
     assert legend.split() == ["-", "[D2]", "doc-001", "-", "[D11]", "doc-010"]
@@ -247,7 +249,15 @@ async def test_a_summary_that_cites_nothing_still_names_what_it_summarized(fake_
             else default_reply(messages)
     fake_in_loop.reply = reply
 
-    out = await graph.ainvoke({"texts": _texts(3)}, context=Context(base_url=fake_in_loop.base_url))
+    out = await graph.ainvoke({"texts": _texts(3)}, context=Context(base_url=fake_in_loop.base_url, length="4b"))
 
     assert "**Sources**" not in out["summary"]
     assert "**Summarized but not cited above:** [D1] doc-000, [D2] doc-001, [D3] doc-002" in out["summary"]
+
+    # By default no document is left out: each gets the first point of its own summary, tagged.
+    fake_in_loop.reply = reply
+    out = await graph.ainvoke({"texts": _texts(3)}, context=Context(base_url=fake_in_loop.base_url))
+    body = out["summary"].split("**Sources**")[0]
+    assert body.splitlines()[2:5] == [f"- SUMMARY[62 words]: Document {i} " + " ".join(f"fact{i}-{j}" for j in range(10))
+                                      + f" [D{i + 1}]" for i in range(3)]
+    assert "Summarized but not cited" not in out["summary"]
