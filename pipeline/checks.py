@@ -144,6 +144,27 @@ def clean(answer: str, instructions: Iterable[str] = ()) -> tuple[str, Counter[s
     return text, done
 
 
+def drop_labels(answer: str, labels: Iterable[str]) -> tuple[str, int]:
+    """Drop the lines of a reduce answer that only repeat a summary's label line ("[D1] data/a.txt").
+
+    Small models copy the layout of what they merge: a heading per document naming its
+    file, sometimes with a phrase in place of the tag. The Sources list names the files;
+    such a line says nothing. A line that names a file among other words is kept.
+    """
+    names = {label.split(" (part ")[0] for label in labels if label}
+    kept, dropped = [], 0
+    for line in answer.splitlines():
+        bare = _BULLET.sub("", line.strip().lstrip("#").strip()).strip("*_`: ")
+        name = next((n for n in names if n in bare), None)
+        if name is not None:
+            rest = bare.replace(name, " ")
+            if re.fullmatch(r"\s*\[[^\]]*\][\s:*_`-]*", rest) or len(_words(retag(rest, lambda k: None))) <= 3:
+                dropped += 1
+                continue
+        kept.append(line)
+    return ("\n".join(kept), dropped) if any(line.strip() for line in kept) else (answer, 0)
+
+
 # Everything `clean` and the language retry count, in the order the report lists them.
 ANSWER_CHECKS = ("language_retried", "wrong_language", "echo", "filler", "repeated_line", "loop",
-                 "repeated_heading")
+                 "repeated_heading", "label_line")

@@ -167,7 +167,7 @@ class _Reduce:
         answer = stored_answer(self.store, "collapse", self.identity, max_tokens, prompt, self.language)
         if answer is None:
             return None
-        return merged_piece(answer, call_docs, lambda doc: self.known.get(doc, ""), self.count)
+        return merged_piece(answer, group, call_docs, lambda doc: self.known.get(doc, ""), self.count)
 
     def final(self, pieces: Sequence[Piece], max_tokens: int, length: lengths.Length) -> bool:
         """Whether the final call's answer is stored."""

@@ -16,7 +16,7 @@ from typing_extensions import NotRequired, TypedDict
 import prompts
 from pipeline import length as lengths
 from pipeline.attribution import check_bullets
-from pipeline.checks import clean, in_language
+from pipeline.checks import clean, drop_labels, in_language
 from pipeline.citations import cited, retag
 from pipeline.errors import CollapseError, FatalLLMError, InputError, LLMError
 from pipeline.language import language_instruction
@@ -297,9 +297,13 @@ def own_words(result: DocResult) -> str:
     return result["source"] + "\n" + result.get("summary", "")
 
 
-def merged_piece(answer: str, call_docs: list[int], summary_of: SummaryOf, count: TokenCounter,
-                 citations: Counter[str] | None = None) -> Piece:
-    """The piece a collapse answer makes: invented tags dropped, every bullet's tags checked."""
+def merged_piece(answer: str, group: Sequence[Piece], call_docs: list[int], summary_of: SummaryOf,
+                 count: TokenCounter, citations: Counter[str] | None = None,
+                 answers: Counter[str] | None = None) -> Piece:
+    """The piece a collapse answer makes: copied label lines and invented tags dropped, every bullet's tags checked."""
+    answer, dropped = drop_labels(answer, (p["label"] for p in group))
+    if answers is not None and dropped:
+        answers["label_line"] += dropped
     text = check_bullets(retag(answer, _valid_tags(call_docs)), call_docs, summary_of, citations)
     return Piece(label="", text=text, tokens=count(text), docs=call_docs)
 
@@ -322,7 +326,8 @@ async def collapse_level(runner: LLMRunner, pieces: Sequence[Piece], *, budget: 
         joined, call_docs = render_group(group)
         prompt = reduce_prompt(prompts.COLLAPSE, joined, instruction)
         done = await ask(runner, "collapse", prompt, max_tokens, phase="reduce", language=language)
-        return merged_piece(done.text, call_docs, summary_of, count, runner.stats.citations)
+        return merged_piece(done.text, group, call_docs, summary_of, count, runner.stats.citations,
+                            runner.stats.answers)
 
     merged = await asyncio.gather(*(merge(g) for g in groups))
     before, after = sum(p["tokens"] for p in pieces), sum(p["tokens"] for p in merged)
@@ -359,6 +364,8 @@ async def final_summary(runner: LLMRunner, pieces: Sequence[Piece], *, language:
     runner.progress.add_total("reduce", 1)
     prompt, call_docs = final_prompt(pieces, language, goal)
     done = await ask(runner, "final", prompt, max_tokens, phase="reduce", language=language)
-    checked = check_bullets(done.text, call_docs, summary_of, runner.stats.citations)
+    answer, dropped = drop_labels(done.text, (p["label"] for p in pieces))
+    runner.stats.answers["label_line"] += dropped
+    checked = check_bullets(answer, call_docs, summary_of, runner.stats.citations)
     text = retag(checked, lambda k: call_docs[k - 1] if 0 < k <= len(call_docs) else None)
     return lengths.fit(text, goal, cut=length is not None)  # the default guides the model; a length asked for holds

@@ -17,7 +17,7 @@ def test_an_answer_that_copies_its_instructions_or_talks_about_itself_loses_thos
     answer = "\n".join([
         "Here are the bullet points:",
         "- Ridership grew to 1,200 a day.",
-        "- State the document's own facts: who, what, when, how many, what was decided",
+        "- Keep its names, numbers and dates exactly as written.",
         "- 이는 한국어로 작성되었습니다.",
         "- The summary is written in English.",
         "- Sure Foods Ltd opened two shops in May.",
