@@ -84,18 +84,24 @@ async def plan(state: RunState, runtime: Runtime[Resources]) -> dict[str, Any]:
     paths, texts = state.get("paths") or [], state.get("texts") or []
     if not paths and not texts:
         raise InputError("nothing to summarize: give `paths` or `texts`")
-    docs = list_inputs(paths, texts)
     if res.runner is not None:
-        res.runner.progress.add_total("documents", len(docs))
-    return {"docs": docs, "started_at": time.time()}
+        res.runner.progress.add_total("documents", len(paths) + len(texts))
+    return {"started_at": time.time()}
 
 
 def after_plan(state: RunState, runtime: Runtime[Resources]) -> list[Send] | Literal["preview"]:
-    """Send each shard of inputs to a summarizer, or only preview a dry run."""
+    """Send each shard of inputs to a summarizer, or only preview a dry run.
+
+    A shard is a slice of the input lists and the number of its first input: an entry
+    per document would be held by the run from start to end.
+    """
     if runtime.context.context.dry_run:
         return "preview"
-    docs, size = state["docs"], shard_size(runtime.context.context.concurrency)
-    return [Send("map_shard", ShardState(docs=docs[i:i + size])) for i in range(0, len(docs), size)]
+    paths, texts = state.get("paths") or [], state.get("texts") or []
+    size, n = shard_size(runtime.context.context.concurrency), len(paths)
+    return [Send("map_shard", ShardState(first_id=i + 1, paths=paths[i:i + size],
+                                         texts=texts[max(0, i - n):max(0, i + size - n)]))
+            for i in range(0, n + len(texts), size)]
 
 
 # Planning shares the process with the calls in flight. Small documents are planned on
@@ -122,14 +128,14 @@ async def _plan_shard(res: Resources, entries: list[Entry],
     With `keep`, the files' texts stay there for the summarizer that follows.
     """
     context = res.context
-    guess = context.language == "auto"
+    options: dict[str, Any] = {"guess_language": context.language == "auto", "keep": keep}
     refs: list[DocRef] = []
     for i in range(0, len(entries), PLAN_BATCH):
         batch = entries[i:i + PLAN_BATCH]
         if any(map(_big, batch)):
-            refs += await asyncio.to_thread(plan_entries, batch, res.chunker, guess_language=guess, keep=keep)
+            refs += await asyncio.to_thread(plan_entries, batch, res.chunker, **options)
         else:
-            refs += plan_entries(batch, res.chunker, guess_language=guess, keep=keep)
+            refs += plan_entries(batch, res.chunker, **options)
             await asyncio.sleep(0)
     files: dict[str, int] = {}
     if res.store is not None:
@@ -145,12 +151,15 @@ async def map_shard(state: ShardState, runtime: Runtime[Resources]) -> dict[str,
 
     async with res.shard_slots:
         texts: dict[int, str] = {}  # read once: planned here, summarized right after
-        refs, files = await _plan_shard(res, state["docs"], keep=texts)
+        entries = list_inputs(state["paths"], state["texts"], first_id=state["first_id"])
+        refs, files = await _plan_shard(res, entries, keep=texts)
+        del entries
         runner.progress.add_total("map", sum(len(r["spans"]) for r in refs if "prior_error" not in r))
         not_retried = {r["id"] for r in refs if "prior_error" in r}
         in_memory = {r["id"] for r in refs if "text" in r}
 
         def on_result(result: DocResult) -> None:
+            res.warm_tokenizer()  # once the first calls are answered, while the others are out
             if res.store is not None and result["id"] not in not_retried:
                 res.store.record_document(result, kind="text" if result["id"] in in_memory else "file")
             runner.progress.advance("documents")
@@ -177,7 +186,7 @@ async def collect(state: RunState, runtime: Runtime[Resources]) -> dict[str, Any
     log.info("map done: %(ok)d summarized, %(failed)d failed, %(skipped)d skipped", counts)
     removed: dict[str, int] = {}  # added to the shards' counts
     if res.store is not None:
-        gone = removed_sources(res.store.prior_documents(), {d["source"] for d in state["docs"]})
+        gone = removed_sources(res.store.prior_documents(), _sources(state))
         res.store.forget_documents(gone)
         removed = {"removed": len(gone)}
         files = state.get("files") or {}
@@ -185,6 +194,11 @@ async def collect(state: RunState, runtime: Runtime[Resources]) -> dict[str, Any
                  files.get("changed", 0), files.get("unchanged", 0), len(gone))
     return {"pieces": pieces, "level": 0, "max_levels": max_collapse_levels(len(pieces)), "mapped_at": time.time(),
             "files": removed, "reduce_language": answer_language(context.language, (r.get("language") for r in results))}
+
+
+def _sources(state: RunState) -> set[str]:
+    """The names of the run's inputs: the files' paths and the texts' ids."""
+    return {*(state.get("paths") or []), *(t["id"] for t in state.get("texts") or [])}
 
 
 def should_collapse(state: RunState, runtime: Runtime[Resources]) -> Literal["collapse", "final"]:
@@ -214,8 +228,7 @@ UNCITED_NAMED = 50  # past this many, the documents a summary leaves out are cou
 def _sources_legend(summary: str, state: RunState) -> str:
     """List the documents the summary cites by tag, in input order, and say which it leaves out."""
     ids = set(cited(summary))
-    ok = {r["id"] for r in state["results"] if r["status"] == "ok"}
-    summarized = [d for d in state["docs"] if d["id"] in ok]
+    summarized = sorted((r for r in state["results"] if r["status"] == "ok"), key=lambda r: r["id"])
     lines = [f"- [D{d['id']}] {escape_label(d['source'])}" for d in summarized if d["id"] in ids]
     legend = "\n\n**Sources**\n\n" + "\n".join(lines) + "\n" if lines else ""
     left_out = [d for d in summarized if d["id"] not in ids]
@@ -249,7 +262,7 @@ def _stats(state: RunState, res: Resources) -> dict[str, Any]:
 async def preview(state: RunState, runtime: Runtime[Resources]) -> dict[str, Any]:
     """Plan every document and count the calls, tokens and cost the run would take, calling nothing."""
     res, context = runtime.context, runtime.context.context
-    docs, files = await _plan_shard(res, state["docs"])
+    docs, files = await _plan_shard(res, list_inputs(state.get("paths") or [], state.get("texts") or []))
     if res.store is not None:
         files["removed"] = len(removed_sources(res.store.prior_documents(), {d["source"] for d in docs}))
     reduce_language = answer_language(context.language, (d.get("language") for d in docs))
