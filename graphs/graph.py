@@ -20,7 +20,7 @@ import contextvars
 import logging
 import os
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import AsyncIterator, Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Literal
 
@@ -33,7 +33,7 @@ from langgraph.types import Send
 import prompts
 from graphs.context import Context
 from graphs.resources import Resources, open_resources
-from graphs.state import InputState, OutputState, RunState, ShardState, State
+from graphs.state import InputState, OutputState, RunState, ShardState, State, add_counts
 from pipeline.citations import cited
 from pipeline.errors import CollapseError, InputError
 from pipeline.language import dominant_language, language_name
@@ -121,22 +121,19 @@ def _big(entry: Entry) -> bool:
         return False  # planning it will say why
 
 
-async def _plan_shard(res: Resources, entries: list[Entry],
+async def _plan_batch(res: Resources, batch: list[Entry],
                       keep: dict[int, str] | None = None) -> tuple[list[DocRef], dict[str, int]]:
-    """Read, decode and chunk a shard's documents while other calls go on; compare them with the store.
+    """Read, decode and chunk a few documents while other calls go on; compare them with the store.
 
     With `keep`, the files' texts stay there for the summarizer that follows.
     """
     context = res.context
     options: dict[str, Any] = {"guess_language": context.language == "auto", "keep": keep}
-    refs: list[DocRef] = []
-    for i in range(0, len(entries), PLAN_BATCH):
-        batch = entries[i:i + PLAN_BATCH]
-        if any(map(_big, batch)):
-            refs += await asyncio.to_thread(plan_entries, batch, res.chunker, **options)
-        else:
-            refs += plan_entries(batch, res.chunker, **options)
-            await asyncio.sleep(0)
+    if any(map(_big, batch)):
+        refs = await asyncio.to_thread(plan_entries, batch, res.chunker, **options)
+    else:
+        refs = plan_entries(batch, res.chunker, **options)
+        await asyncio.sleep(0)
     files: dict[str, int] = {}
     if res.store is not None:
         prior = res.store.prior_documents([r["source"] for r in refs])
@@ -144,29 +141,55 @@ async def _plan_shard(res: Resources, entries: list[Entry],
     return refs, files
 
 
+async def _plan_shard(res: Resources, entries: list[Entry]) -> tuple[list[DocRef], dict[str, int]]:
+    """Plan every document of `entries`, a batch at a time; count them against the store."""
+    refs: list[DocRef] = []
+    files: dict[str, int] = {}
+    for i in range(0, len(entries), PLAN_BATCH):
+        batch_refs, batch_files = await _plan_batch(res, entries[i:i + PLAN_BATCH])
+        refs += batch_refs
+        files = add_counts(files, batch_files)
+    return refs, files
+
+
 async def map_shard(state: ShardState, runtime: Runtime[Resources]) -> dict[str, Any]:
-    """Plan one shard's documents, then summarize them, at most the run's concurrency at a time."""
+    """Plan one shard's documents a batch at a time, summarizing those planned while the next are.
+
+    All shards together begin at most the run's concurrency and two batches of documents
+    beyond those finished, so the first calls leave once the first batch is planned, and
+    the run holds a bounded number of texts and prompts whatever the corpus. The progress
+    totals grow as batches are planned.
+    """
     res, context = runtime.context, runtime.context.context
     runner = res.llm()
+    files: dict[str, int] = {}
+    not_retried: set[int] = set()  # failed in an earlier run, and not sent again
+    in_memory: set[int] = set()
+
+    async def planned() -> AsyncIterator[tuple[DocRef, str | None]]:
+        nonlocal files
+        entries = list_inputs(state["paths"], state["texts"], first_id=state["first_id"])
+        for i in range(0, len(entries), PLAN_BATCH):
+            texts: dict[int, str] = {}  # read once: planned here, summarized right after
+            refs, batch_files = await _plan_batch(res, entries[i:i + PLAN_BATCH], keep=texts)
+            files = add_counts(files, batch_files)
+            runner.progress.add_total("map", sum(len(r["spans"]) for r in refs if "prior_error" not in r))
+            not_retried.update(r["id"] for r in refs if "prior_error" in r)
+            in_memory.update(r["id"] for r in refs if "text" in r)
+            for ref in refs:
+                yield ref, texts.pop(ref["id"], None)
+
+    def on_result(result: DocResult) -> None:
+        res.warm_tokenizer()  # once the first calls are answered, while the others are out
+        if res.store is not None and result["id"] not in not_retried:
+            res.store.record_document(result, kind="text" if result["id"] in in_memory else "file")
+        runner.progress.advance("documents")
+        res.emit({"event": "result", "result": result})
 
     async with res.shard_slots:
-        texts: dict[int, str] = {}  # read once: planned here, summarized right after
-        entries = list_inputs(state["paths"], state["texts"], first_id=state["first_id"])
-        refs, files = await _plan_shard(res, entries, keep=texts)
-        del entries
-        runner.progress.add_total("map", sum(len(r["spans"]) for r in refs if "prior_error" not in r))
-        not_retried = {r["id"] for r in refs if "prior_error" in r}
-        in_memory = {r["id"] for r in refs if "text" in r}
-
-        def on_result(result: DocResult) -> None:
-            res.warm_tokenizer()  # once the first calls are answered, while the others are out
-            if res.store is not None and result["id"] not in not_retried:
-                res.store.record_document(result, kind="text" if result["id"] in in_memory else "file")
-            runner.progress.advance("documents")
-            res.emit({"event": "result", "result": result})
-
         results = await summarize_shard(
-            runner, refs, max_tokens=context.map_max_tokens, on_result=on_result, texts=texts,
+            runner, planned(), max_tokens=context.map_max_tokens, on_result=on_result,
+            room=res.map_room(runner.concurrency.maximum + 2 * PLAN_BATCH),
             language_of=lambda ref: answer_language(context.language, [ref.get("language")]))
     return {"results": results, "files": files}
 

@@ -56,6 +56,13 @@ class Resources:
     emit: Emit  # LangGraph's stream writer of the run: progress and per-document events
     shard_slots: AdaptiveLimit = dataclasses.field(default_factory=lambda: AdaptiveLimit(SHARD_SLOTS))
     _warming: asyncio.Future[None] | None = None
+    _map_room: asyncio.Semaphore | None = None
+
+    def map_room(self, size: int) -> asyncio.Semaphore:
+        """The documents the map may have begun and not finished, across shards: `size`, set on first use."""
+        if self._map_room is None:
+            self._map_room = asyncio.Semaphore(size)
+        return self._map_room
 
     def warm_tokenizer(self) -> None:
         """Build the tokenizer in a worker thread, once, so that the reduce's first count need not wait.

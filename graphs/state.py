@@ -16,7 +16,7 @@ from pipeline.prompting import Piece
 from pipeline.summarize import DocResult
 
 
-def _add_counts(left: dict[str, int] | None, right: dict[str, int] | None) -> dict[str, int]:
+def add_counts(left: dict[str, int] | None, right: dict[str, int] | None) -> dict[str, int]:
     """Merge the shards' file counts."""
     out = dict(left or {})
     for key, n in (right or {}).items():
@@ -60,7 +60,7 @@ class RunState(TypedDict, total=False):
 
     paths: list[str]  # numbered from 1, then the texts after them; each shard plans its own
     texts: list[TextInput]
-    files: Annotated[dict[str, int], _add_counts]  # new, changed, unchanged (and removed, from collect)
+    files: Annotated[dict[str, int], add_counts]  # new, changed, unchanged (and removed, from collect)
     reduce_language: str | None  # what the collapse and final calls answer in
     results: Annotated[list[DocResult], operator.add]
     pieces: list[Piece]
