@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import dataclasses
 import functools
+import gc
 import json
 import logging
 import os
@@ -478,4 +479,8 @@ def _say(level: str, message: str, *, as_json: bool, redact: Any) -> None:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    code = main()
+    # Everything is written and closed: spare the interpreter's last garbage collections
+    # the hundreds of thousands of objects LangChain and LangGraph leave (0.1-0.25 s at exit).
+    gc.freeze()
+    sys.exit(code)
