@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
+import threading
 from collections.abc import AsyncIterator, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
@@ -55,7 +56,7 @@ class Resources:
     runner: LLMRunner | None  # None for a dry run, which calls nothing
     emit: Emit  # LangGraph's stream writer of the run: progress and per-document events
     shard_slots: AdaptiveLimit = dataclasses.field(default_factory=lambda: AdaptiveLimit(SHARD_SLOTS))
-    _warming: asyncio.Future[None] | None = None
+    _warming: threading.Thread | None = None
     _map_room: asyncio.Semaphore | None = None
 
     def map_room(self, size: int) -> asyncio.Semaphore:
@@ -71,7 +72,10 @@ class Resources:
         built while they are out, it uses CPU the event loop leaves idle.
         """
         if self._warming is None and isinstance(self.count, BpeCounter):
-            self._warming = asyncio.get_running_loop().run_in_executor(None, self.count.preload)
+            # A daemon thread, not the loop's executor: a run stopped meanwhile (Ctrl-C)
+            # exits at once instead of waiting for the tables.
+            self._warming = threading.Thread(target=self.count.preload, name="tokenizer", daemon=True)
+            self._warming.start()
 
     def llm(self) -> LLMRunner:
         """The call runner; a dry run has none."""
