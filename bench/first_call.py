@@ -2,6 +2,8 @@
 
     python -m bench.first_call                  # 200,000 files of ~50 bytes, C=256, L=100 ms
     python -m bench.first_call --n 20000
+    python -m bench.first_call --first-only    # stop the CLI once its first request has left
+    python -m bench.first_call --first-only --src /path/to/other/checkout
 
 The CLI runs as its own process (imports included) against the fake server in another
 child process on 127.0.0.1; this process polls the server's counters every 10 ms, so
@@ -40,20 +42,26 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--n", type=int, default=200_000, help="number of files")
     p.add_argument("--c", type=int, default=256, help="concurrency")
     p.add_argument("--l", type=float, default=0.1, help="server latency, seconds")
+    p.add_argument("--first-only", action="store_true", help="stop the CLI (SIGTERM) after its first request")
+    p.add_argument("--src", type=Path, default=ROOT, help="checkout whose run.py to measure")
     args = p.parse_args(argv)
+    src = args.src.resolve()
     with tempfile.TemporaryDirectory(prefix="bench-first-") as tmp, \
             BenchServer(latency=args.l, record_bodies=False, reduce_reply_chars=600) as server:
         folder = Path(tmp) / "in"
         write_small_files(folder, args.n)
         env = {k: v for k, v in os.environ.items() if not k.startswith("OPENAI_")}
-        argv_cli = [sys.executable, str(ROOT / "run.py"), str(folder), "--base-url", server.base_url,
+        env["PYTHONPATH"] = str(src)  # ahead of the editable install
+        argv_cli = [sys.executable, str(src / "run.py"), str(folder), "--base-url", server.base_url,
                     "--concurrency", str(args.c), "--language", "en", "-q"]
         start = time.monotonic()
-        proc = subprocess.Popen(argv_cli, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        proc = subprocess.Popen(argv_cli, cwd=src, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         first = None
         while proc.poll() is None and time.monotonic() - start < TIMEOUT_S:
             if first is None and server.stats()["chat_calls"] > 0:
                 first = time.monotonic() - start
+                if args.first_only:
+                    proc.terminate()
             time.sleep(POLL_S if first is None else 0.5)
         if proc.poll() is None:
             proc.kill()
@@ -63,7 +71,8 @@ def main(argv: list[str] | None = None) -> int:
     print(json.dumps({"files": args.n, "c": args.c, "l": args.l, "first_request_s": round(first or -1, 2),
                       "wall_s": round(wall, 2), "ideal_map_s": round(-(-args.n // args.c) * args.l, 2),
                       "chat_calls": stats["chat_calls"], "exit": proc.returncode,
-                      **({"stderr": err.strip().splitlines()[-1:]} if proc.returncode else {})}))
+                      **({"stderr": err.strip().splitlines()[-1:]} if proc.returncode and not args.first_only
+                         else {})}))
     return 0
 
 

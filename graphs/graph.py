@@ -21,7 +21,7 @@ import contextvars
 import logging
 import os
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Literal
 
@@ -35,7 +35,7 @@ import prompts
 from graphs.context import Context
 from graphs.ray_map import map_ray
 from graphs.resources import Resources, open_resources
-from graphs.state import InputState, OutputState, RunState, ShardState, State
+from graphs.state import InputState, OutputState, RunState, ShardState, State, add_counts
 from pipeline.citations import cited
 from pipeline.errors import CollapseError, InputError
 from pipeline.language import answer_language
@@ -84,20 +84,26 @@ async def plan(state: RunState, runtime: Runtime[Resources]) -> dict[str, Any]:
     paths, texts = state.get("paths") or [], state.get("texts") or []
     if not paths and not texts:
         raise InputError("nothing to summarize: give `paths` or `texts`")
-    docs = list_inputs(paths, texts)
     if res.runner is not None:
-        res.runner.progress.add_total("documents", len(docs))
-    return {"docs": docs, "started_at": time.time()}
+        res.runner.progress.add_total("documents", len(paths) + len(texts))
+    return {"started_at": time.time()}
 
 
 def after_plan(state: RunState, runtime: Runtime[Resources]) -> list[Send] | Literal["preview", "map_ray"]:
-    """Send each shard of inputs to a summarizer, hand them all to Ray, or only preview a dry run."""
+    """Send each shard of inputs to a summarizer, hand them all to Ray, or only preview a dry run.
+
+    A shard is a slice of the input lists and the number of its first input: an entry
+    per document would be held by the run from start to end.
+    """
     if runtime.context.context.dry_run:
         return "preview"
     if runtime.context.context.engine == "ray":
         return "map_ray"
-    docs, size = state["docs"], shard_size(runtime.context.context.concurrency)
-    return [Send("map_shard", ShardState(docs=docs[i:i + size])) for i in range(0, len(docs), size)]
+    paths, texts = state.get("paths") or [], state.get("texts") or []
+    size, n = shard_size(runtime.context.context.concurrency), len(paths)
+    return [Send("map_shard", ShardState(first_id=i + 1, paths=paths[i:i + size],
+                                         texts=texts[max(0, i - n):max(0, i + size - n)]))
+            for i in range(0, n + len(texts), size)]
 
 
 # Planning shares the process with the calls in flight. Small documents are planned on
@@ -117,22 +123,19 @@ def _big(entry: Entry) -> bool:
         return False  # planning it will say why
 
 
-async def _plan_shard(res: Resources, entries: list[Entry],
+async def _plan_batch(res: Resources, batch: list[Entry],
                       keep: dict[int, str] | None = None) -> tuple[list[DocRef], dict[str, int]]:
-    """Read, decode and chunk a shard's documents while other calls go on; compare them with the store.
+    """Read, decode and chunk a few documents while other calls go on; compare them with the store.
 
     With `keep`, the files' texts stay there for the summarizer that follows.
     """
     context = res.context
-    guess = context.language == "auto"
-    refs: list[DocRef] = []
-    for i in range(0, len(entries), PLAN_BATCH):
-        batch = entries[i:i + PLAN_BATCH]
-        if any(map(_big, batch)):
-            refs += await asyncio.to_thread(plan_entries, batch, res.chunker, guess_language=guess, keep=keep)
-        else:
-            refs += plan_entries(batch, res.chunker, guess_language=guess, keep=keep)
-            await asyncio.sleep(0)
+    options: dict[str, Any] = {"guess_language": context.language == "auto", "keep": keep}
+    if any(map(_big, batch)):
+        refs = await asyncio.to_thread(plan_entries, batch, res.chunker, **options)
+    else:
+        refs = plan_entries(batch, res.chunker, **options)
+        await asyncio.sleep(0)
     files: dict[str, int] = {}
     if res.store is not None:
         prior = res.store.prior_documents([r["source"] for r in refs])
@@ -140,26 +143,55 @@ async def _plan_shard(res: Resources, entries: list[Entry],
     return refs, files
 
 
+async def _plan_shard(res: Resources, entries: list[Entry]) -> tuple[list[DocRef], dict[str, int]]:
+    """Plan every document of `entries`, a batch at a time; count them against the store."""
+    refs: list[DocRef] = []
+    files: dict[str, int] = {}
+    for i in range(0, len(entries), PLAN_BATCH):
+        batch_refs, batch_files = await _plan_batch(res, entries[i:i + PLAN_BATCH])
+        refs += batch_refs
+        files = add_counts(files, batch_files)
+    return refs, files
+
+
 async def map_shard(state: ShardState, runtime: Runtime[Resources]) -> dict[str, Any]:
-    """Plan one shard's documents, then summarize them, at most the run's concurrency at a time."""
+    """Plan one shard's documents a batch at a time, summarizing those planned while the next are.
+
+    All shards together begin at most the run's concurrency and two batches of documents
+    beyond those finished, so the first calls leave once the first batch is planned, and
+    the run holds a bounded number of texts and prompts whatever the corpus. The progress
+    totals grow as batches are planned.
+    """
     res, context = runtime.context, runtime.context.context
     runner = res.llm()
+    files: dict[str, int] = {}
+    not_retried: set[int] = set()  # failed in an earlier run, and not sent again
+    in_memory: set[int] = set()
+
+    async def planned() -> AsyncIterator[tuple[DocRef, str | None]]:
+        nonlocal files
+        entries = list_inputs(state["paths"], state["texts"], first_id=state["first_id"])
+        for i in range(0, len(entries), PLAN_BATCH):
+            texts: dict[int, str] = {}  # read once: planned here, summarized right after
+            refs, batch_files = await _plan_batch(res, entries[i:i + PLAN_BATCH], keep=texts)
+            files = add_counts(files, batch_files)
+            runner.progress.add_total("map", sum(len(r["spans"]) for r in refs if "prior_error" not in r))
+            not_retried.update(r["id"] for r in refs if "prior_error" in r)
+            in_memory.update(r["id"] for r in refs if "text" in r)
+            for ref in refs:
+                yield ref, texts.pop(ref["id"], None)
+
+    def on_result(result: DocResult) -> None:
+        res.warm_tokenizer()  # once the first calls are answered, while the others are out
+        if res.store is not None and result["id"] not in not_retried:
+            res.store.record_document(result, kind="text" if result["id"] in in_memory else "file")
+        runner.progress.advance("documents")
+        res.emit({"event": "result", "result": result})
 
     async with res.shard_slots:
-        texts: dict[int, str] = {}  # read once: planned here, summarized right after
-        refs, files = await _plan_shard(res, state["docs"], keep=texts)
-        runner.progress.add_total("map", sum(len(r["spans"]) for r in refs if "prior_error" not in r))
-        not_retried = {r["id"] for r in refs if "prior_error" in r}
-        in_memory = {r["id"] for r in refs if "text" in r}
-
-        def on_result(result: DocResult) -> None:
-            if res.store is not None and result["id"] not in not_retried:
-                res.store.record_document(result, kind="text" if result["id"] in in_memory else "file")
-            runner.progress.advance("documents")
-            res.emit({"event": "result", "result": result})
-
         results = await summarize_shard(
-            runner, refs, max_tokens=context.map_max_tokens, on_result=on_result, texts=texts,
+            runner, planned(), max_tokens=context.map_max_tokens, on_result=on_result,
+            room=res.map_room(runner.concurrency.maximum + 2 * PLAN_BATCH),
             language_of=lambda ref: answer_language(context.language, [ref.get("language")]))
     return {"results": results, "files": files}
 
@@ -179,7 +211,7 @@ async def collect(state: RunState, runtime: Runtime[Resources]) -> dict[str, Any
     log.info("map done: %(ok)d summarized, %(failed)d failed, %(skipped)d skipped", counts)
     removed: dict[str, int] = {}  # added to the shards' counts
     if res.store is not None:
-        gone = removed_sources(res.store.prior_documents(), {d["source"] for d in state["docs"]})
+        gone = removed_sources(res.store.prior_documents(), _sources(state))
         res.store.forget_documents(gone)
         removed = {"removed": len(gone)}
         files = state.get("files") or {}
@@ -187,6 +219,11 @@ async def collect(state: RunState, runtime: Runtime[Resources]) -> dict[str, Any
                  files.get("changed", 0), files.get("unchanged", 0), len(gone))
     return {"pieces": pieces, "level": 0, "max_levels": max_collapse_levels(len(pieces)), "mapped_at": time.time(),
             "files": removed, "reduce_language": answer_language(context.language, (r.get("language") for r in results))}
+
+
+def _sources(state: RunState) -> set[str]:
+    """The names of the run's inputs: the files' paths and the texts' ids."""
+    return {*(state.get("paths") or []), *(t["id"] for t in state.get("texts") or [])}
 
 
 def should_collapse(state: RunState, runtime: Runtime[Resources]) -> Literal["collapse", "final"]:
@@ -216,8 +253,7 @@ UNCITED_NAMED = 50  # past this many, the documents a summary leaves out are cou
 def _sources_legend(summary: str, state: RunState) -> str:
     """List the documents the summary cites by tag, in input order, and say which it leaves out."""
     ids = set(cited(summary))
-    ok = {r["id"] for r in state["results"] if r["status"] == "ok"}
-    summarized = [d for d in state["docs"] if d["id"] in ok]
+    summarized = sorted((r for r in state["results"] if r["status"] == "ok"), key=lambda r: r["id"])
     lines = [f"- [D{d['id']}] {escape_label(d['source'])}" for d in summarized if d["id"] in ids]
     legend = "\n\n**Sources**\n\n" + "\n".join(lines) + "\n" if lines else ""
     left_out = [d for d in summarized if d["id"] not in ids]
@@ -264,7 +300,7 @@ def _stats(state: RunState, res: Resources) -> dict[str, Any]:
 async def preview(state: RunState, runtime: Runtime[Resources]) -> dict[str, Any]:
     """Plan every document and count the calls, tokens and cost the run would take, calling nothing."""
     res, context = runtime.context, runtime.context.context
-    docs, files = await _plan_shard(res, state["docs"])
+    docs, files = await _plan_shard(res, list_inputs(state.get("paths") or [], state.get("texts") or []))
     if res.store is not None:
         files["removed"] = len(removed_sources(res.store.prior_documents(), {d["source"] for d in docs}))
     reduce_language = answer_language(context.language, (d.get("language") for d in docs))

@@ -22,7 +22,7 @@ from langgraph.runtime import Runtime
 from graphs.context import DEFAULT_MODEL, Context
 from graphs.resources import Resources
 from graphs.state import RunState
-from pipeline.loading import DocRef
+from pipeline.loading import DocRef, list_inputs
 from pipeline.store import compare_with_prior
 from pipeline.summarize import DocResult
 
@@ -57,7 +57,8 @@ async def map_ray(state: RunState, runtime: Runtime[Resources]) -> dict[str, Any
     from pipeline.ray_engine import actor_count, map_documents
 
     res, context = runtime.context, runtime.context.context
-    runner, store, entries = res.llm(), res.store, state["docs"]
+    runner, store = res.llm(), res.store
+    entries = list_inputs(state.get("paths") or [], state.get("texts") or [])  # Ray holds them all anyway
     prior = store.prior_documents([e["source"] for e in entries]) if store is not None else {}
     actors = actor_count(context.ray_actors, runner.concurrency.maximum)
     plan, call = _settings(context, runner.concurrency.maximum, actors, keyed=store is not None)

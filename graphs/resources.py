@@ -12,8 +12,10 @@ node finds them missing.
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import logging
+import threading
 from collections.abc import AsyncIterator, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
@@ -34,7 +36,7 @@ from pipeline.memory import MemoryGuard
 from pipeline.pool import EndpointPool, open_pool
 from pipeline.progress import EventProgress
 from pipeline.store import ResultStore
-from pipeline.tokens import Chunker, TokenCounter, token_counter
+from pipeline.tokens import BpeCounter, Chunker, TokenCounter, token_counter
 
 log = logging.getLogger(__name__)
 
@@ -56,6 +58,26 @@ class Resources:
     runner: LLMRunner | None  # None for a dry run, which calls nothing
     emit: Emit  # LangGraph's stream writer of the run: progress and per-document events
     shard_slots: AdaptiveLimit = dataclasses.field(default_factory=lambda: AdaptiveLimit(SHARD_SLOTS))
+    _warming: threading.Thread | None = None
+    _map_room: asyncio.Semaphore | None = None
+
+    def map_room(self, size: int) -> asyncio.Semaphore:
+        """The documents the map may have begun and not finished, across shards: `size`, set on first use."""
+        if self._map_room is None:
+            self._map_room = asyncio.Semaphore(size)
+        return self._map_room
+
+    def warm_tokenizer(self) -> None:
+        """Build the tokenizer in a worker thread, once, so that the reduce's first count need not wait.
+
+        Planning small documents counts nothing, so the first calls leave without it;
+        built while they are out, it uses CPU the event loop leaves idle.
+        """
+        if self._warming is None and isinstance(self.count, BpeCounter):
+            # A daemon thread, not the loop's executor: a run stopped meanwhile (Ctrl-C)
+            # exits at once instead of waiting for the tables.
+            self._warming = threading.Thread(target=self.count.preload, name="tokenizer", daemon=True)
+            self._warming.start()
 
     def llm(self) -> LLMRunner:
         """The call runner; a dry run has none."""
@@ -112,7 +134,9 @@ async def open_resources(context: Context, emit: Emit) -> AsyncIterator[Resource
         else:  # a dry run calls nothing, but the model decides the store's keys and the prices
             context = dataclasses.replace(context, model=context.model or await _listed_model(context))
         count = token_counter(context.model or DEFAULT_MODEL)
-        resources = Resources(context, count, Chunker(context.chunk_tokens, count), store, runner, emit)
+        # A run needs only the spans, a dry run the token counts of every document as well.
+        chunker = Chunker(context.chunk_tokens, count, count_fitting=context.dry_run)
+        resources = Resources(context, count, chunker, store, runner, emit)
         if runner is not None:
             runner.memory.watch("shard_slots", resources.shard_slots)
             runner.progress = EventProgress(emit, stats=resources.call_stats)

@@ -12,12 +12,11 @@ from typing import Annotated, Any
 from langgraph.channels import EphemeralValue
 from typing_extensions import TypedDict
 
-from pipeline.loading import Entry
 from pipeline.prompting import Piece
 from pipeline.summarize import DocResult
 
 
-def _add_counts(left: dict[str, int] | None, right: dict[str, int] | None) -> dict[str, int]:
+def add_counts(left: dict[str, int] | None, right: dict[str, int] | None) -> dict[str, int]:
     """Merge the shards' file counts."""
     out = dict(left or {})
     for key, n in (right or {}).items():
@@ -59,10 +58,9 @@ class State(InputState, OutputState, total=False):
 class RunState(TypedDict, total=False):
     """What the map-reduce steps share within one run."""
 
-    paths: list[str]
+    paths: list[str]  # numbered from 1, then the texts after them; each shard plans its own
     texts: list[TextInput]
-    docs: list[Entry]  # as listed; each shard plans its own
-    files: Annotated[dict[str, int], _add_counts]  # new, changed, unchanged (and removed, from collect)
+    files: Annotated[dict[str, int], add_counts]  # new, changed, unchanged (and removed, from collect)
     reduce_language: str | None  # what the collapse and final calls answer in
     results: Annotated[list[DocResult], operator.add]
     pieces: list[Piece]
@@ -76,6 +74,8 @@ class RunState(TypedDict, total=False):
 
 
 class ShardState(TypedDict):
-    """The payload of one map `Send`: a shard of listed inputs (a file's name, never its text)."""
+    """The payload of one map `Send`: a run of consecutive inputs, files by name (never their text)."""
 
-    docs: list[Entry]
+    first_id: int  # the number of the shard's first input
+    paths: list[str]
+    texts: list[TextInput]

@@ -16,7 +16,6 @@ import codecs
 import re
 from dataclasses import dataclass
 
-import ftfy
 from charset_normalizer import from_bytes
 
 from pipeline.codepages import (
@@ -103,6 +102,8 @@ def _warning(encoding: str, repaired: bool, replaced: int) -> str | None:
 def _repair(text: str) -> str:
     if text.isascii() and not any(_ftfy_work(text[i:i + _BLOCK]) for i in range(0, len(text), _BLOCK)):
         return text  # nothing ftfy would change (no mojibake, entities, CR or controls): skip its ~40 us scan
+    import ftfy  # here, not at start-up: ASCII text, the common case, never needs it
+
     # Only undo mis-decoding (UTF-8 read as cp1252 and the like); leave quotes,
     # widths and ligatures as the author wrote them.
     return ftfy.fix_text(

@@ -49,10 +49,13 @@ class EventProgress:
         self._last = 0.0
 
     def add_total(self, phase: str, n: int) -> None:
+        new = phase not in self.totals
         self.totals[phase] = self.totals.get(phase, 0) + n
         self.done.setdefault(phase, 0)
         self._changed.add(phase)
-        self._send(force=True)
+        # A new phase shows at once; a total that grows as batches are planned goes out
+        # at the usual rate, not once a batch.
+        self._send(force=new)
 
     def advance(self, phase: str, n: int = 1) -> None:
         self.done[phase] = self.done.get(phase, 0) + n

@@ -8,7 +8,7 @@ import math
 import re
 import zlib
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import AsyncIterable, Callable, Sequence
 from typing import Any, Literal
 
 from typing_extensions import NotRequired, TypedDict
@@ -174,27 +174,49 @@ def document_result(ref: DocRef, outcomes: Sequence[object]) -> DocResult:
     return _result(ref, "ok", summary="\n".join(c.text for c in done), **tokens)
 
 
-async def summarize_shard(runner: LLMRunner, refs: Sequence[DocRef], *, max_tokens: int,
-                          language_of: Callable[[DocRef], str | None],
-                          on_result: Callable[[DocResult], None] | None,
-                          texts: dict[int, str] | None = None) -> list[DocResult]:
-    """Summarize a shard's documents concurrently, reporting each as it completes.
+async def summarize_shard(runner: LLMRunner, planned: AsyncIterable[tuple[DocRef, str | None]], *,
+                          max_tokens: int, language_of: Callable[[DocRef], str | None],
+                          on_result: Callable[[DocResult], None] | None, room: asyncio.Semaphore) -> list[DocResult]:
+    """Summarize documents as planning yields them, each with its text if at hand, reporting each as it completes.
 
-    `texts` holds the documents' texts where planning kept them (taken out as used).
+    A document is begun only with a unit of `room` (shared by the shards of a run) and
+    gives it back once summarized, so planning runs only that far ahead of the calls.
+    The first error that is not a document's own (see summarize_document) stops the shard.
     """
-    texts = {} if texts is None else texts
-    tasks = [asyncio.create_task(summarize_document(runner, ref, language=language_of(ref), max_tokens=max_tokens,
-                                                    text=texts.pop(ref["id"], None)))
-             for ref in refs]
     results: list[DocResult] = []
+    running: set[asyncio.Task[None]] = set()
+    failures: list[BaseException] = []
+
+    async def summarize(ref: DocRef, text: str | None) -> None:
+        try:
+            result = await summarize_document(runner, ref, language=language_of(ref), max_tokens=max_tokens,
+                                              text=text)
+        finally:
+            room.release()
+        if on_result is not None:
+            on_result(result)
+        results.append(result)
+
+    def finished(task: asyncio.Task[None]) -> None:
+        running.discard(task)
+        if not task.cancelled() and (exc := task.exception()) is not None:
+            failures.append(exc)
+
     try:
-        for next_done in asyncio.as_completed(tasks):
-            result = await next_done
-            if on_result is not None:
-                on_result(result)
-            results.append(result)
+        async for ref, text in planned:
+            await room.acquire()
+            if failures:
+                room.release()
+                break
+            task = asyncio.create_task(summarize(ref, text))
+            running.add(task)
+            task.add_done_callback(finished)
+        while running and not failures:
+            await asyncio.wait(running, return_when=asyncio.FIRST_EXCEPTION)
+        if failures:
+            raise failures[0]
     finally:
-        for task in tasks:
+        for task in running:
             task.cancel()
     return results
 

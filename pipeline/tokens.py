@@ -5,10 +5,10 @@ from __future__ import annotations
 import functools
 import logging
 import re
+import threading
 import unicodedata
 from collections.abc import Callable, Iterator
-
-import bpe_openai
+from typing import Any
 
 log = logging.getLogger(__name__)
 
@@ -34,20 +34,58 @@ def _pieces(text: str, size: int = PIECE_CHARS) -> Iterator[str]:
 
 
 class BpeCounter:
-    """Count tokens with a BPE encoding, giving the encoder pieces it accepts."""
+    """Count tokens with a model's BPE encoding, giving the encoder pieces it accepts.
 
-    __slots__ = ("encoding", "_encode", "_byte_lengths")
+    The encoding is built on first use, not at import: bpe_openai reads the tables of
+    every encoding it knows when imported (about half the start-up of the CLI), and a
+    run of small documents needs no count before its first calls. `load` may also run
+    in a worker thread meanwhile; a count that comes first waits for it.
+    """
 
-    def __init__(self, encoding: bpe_openai.Encoding) -> None:
-        self.encoding = encoding
-        self._encode = encoding.encode_ordinary  # document text may contain special-token strings
+    __slots__ = ("model", "_encoding", "_encode", "_too_long", "_byte_lengths", "_lock")
+
+    def __init__(self, model: str) -> None:
+        self.model = model
+        self._encoding: Any = None
+        self._encode: Callable[[str], list[int]] | None = None
+        self._too_long: type[Exception] = Exception  # bpe_openai's TokenLimitError once loaded
         self._byte_lengths: list[int] | None = None
+        self._lock = threading.Lock()
+
+    @property
+    def encoding(self) -> Any:
+        """The bpe_openai encoding, built on first use."""
+        return self._encoding if self._encoding is not None else self.load()
+
+    def load(self) -> Any:
+        """Build the encoding now (once, whichever thread asks first); return it."""
+        with self._lock:
+            if self._encoding is None:
+                import bpe_openai
+
+                try:
+                    encoding = bpe_openai.encoding_for_model(self.model)
+                except (KeyError, ValueError):  # ValueError: a model the Rust backend does not know (gpt-4)
+                    log.debug("no tokenizer known for model %r; estimating with %s", self.model, FALLBACK_ENCODING)
+                    encoding = bpe_openai.get_encoding(FALLBACK_ENCODING)
+                self._too_long = bpe_openai.TokenLimitError
+                self._encode = encoding.encode_ordinary  # document text may contain special-token strings
+                self._encoding = encoding
+        return self._encoding
+
+    def preload(self) -> None:
+        """Build the encoding, for a worker thread: a failure is left for the first count to raise."""
+        try:
+            self.load()
+        except Exception:  # noqa: BLE001 - the first count loads again and raises it where it matters
+            log.debug("loading the tokenizer for %r failed", self.model, exc_info=True)
 
     def __call__(self, text: str) -> int:
+        encode = self._encode or self._loaded_encode()
         if len(text) <= PIECE_CHARS:  # the common small document: one encoder call, as before
             try:
-                return len(self._encode(text))
-            except bpe_openai.TokenLimitError:
+                return len(encode(text))
+            except self._too_long:
                 return sum(map(len, self._encode_split(text)))
         return sum(len(tokens) for piece in _pieces(text) for tokens in self._encode_split(piece))
 
@@ -62,12 +100,18 @@ class BpeCounter:
             self._byte_lengths = [len(b) for b in self.encoding.token_byte_values()]
         return self._byte_lengths
 
+    def _loaded_encode(self) -> Callable[[str], list[int]]:
+        self.load()
+        assert self._encode is not None
+        return self._encode
+
     def _encode_split(self, piece: str) -> Iterator[list[int]]:
         # Some models' encoders refuse far fewer tokens (2,048 for gpt2, 8,192 for the
         # embedding models); halving the piece is deterministic, so counts stay stable.
+        encode = self._encode or self._loaded_encode()
         try:
-            yield self._encode(piece)
-        except bpe_openai.TokenLimitError:
+            yield encode(piece)
+        except self._too_long:
             if len(piece) < 2:
                 raise
             half = len(piece) // 2
@@ -78,21 +122,17 @@ class BpeCounter:
 
 
 @functools.cache
-def token_counter(model: str) -> TokenCounter:
+def token_counter(model: str) -> BpeCounter:
     """Return a token counter for `model`, falling back to o200k_base for unknown models.
 
-    The BPE tables ship inside the bpe-openai wheel, so this never touches the network.
+    The BPE tables ship inside the bpe-openai wheel, so this never touches the network;
+    they are read on the first count (or `preload`), not here.
     For models outside OpenAI's families the count is an estimate, which is all the
     chunking and collapse budgets need. Texts of any length are counted: long ones in
     pieces cut before whitespace, so their count may differ from one encoder call by a
     token or so per 40,000 characters.
     """
-    try:
-        encoding = bpe_openai.encoding_for_model(model)
-    except (KeyError, ValueError):  # ValueError: a model the Rust backend does not know (gpt-4, gpt-3.5-turbo)
-        log.debug("no tokenizer known for model %r; estimating with %s", model, FALLBACK_ENCODING)
-        encoding = bpe_openai.get_encoding(FALLBACK_ENCODING)
-    return BpeCounter(encoding)
+    return BpeCounter(model)
 
 
 _NON_SPACE = re.compile(r"\S")
@@ -137,7 +177,7 @@ def _last_non_space_end(text: str) -> int:
 class Chunker:
     """Split text into spans of at most `chunk_tokens` tokens, cutting at the best break in reach.
 
-    `spans(text)` returns `(spans, count(text))`. A text that fits in one chunk gives
+    `spans(text)` returns `(spans, count(text))` (see `count_fitting`). A text that fits in one chunk gives
     `[(0, len(text))]`. Otherwise, with `first`/`last` the offsets of the first and last
     non-whitespace characters (a whitespace-only text gives no spans):
     - each span starts and ends on non-whitespace, so no span is empty or blank and no
@@ -155,7 +195,8 @@ class Chunker:
     of break, best first, within the previous span's last `overlap` tokens.
     """
 
-    def __init__(self, chunk_tokens: int, count: TokenCounter, overlap: int | None = None) -> None:
+    def __init__(self, chunk_tokens: int, count: TokenCounter, overlap: int | None = None, *,
+                 count_fitting: bool = True) -> None:
         if chunk_tokens < 16:
             raise ValueError(f"chunk size must be at least 16 tokens, got {chunk_tokens}")
         if overlap is not None and overlap < 0:
@@ -163,9 +204,28 @@ class Chunker:
         self.chunk_tokens = chunk_tokens
         self.count = count
         self.overlap = min(chunk_tokens // 10, 200) if overlap is None else overlap
+        self.count_fitting = count_fitting
 
-    def spans(self, text: str) -> tuple[list[Span], int]:
-        """Return the chunk spans (character offsets) and the text's token count."""
+    def surely_fits(self, text: str) -> bool:
+        """Tell, without counting, whether `text` fits one chunk: a byte-level BPE token is at least a byte.
+
+        Lone surrogates count as the 3 bytes of the U+FFFD the encoder puts in their place.
+        Any other counter is not bounded so, and gets False.
+        """
+        limit = self.chunk_tokens
+        if len(text) > limit or not isinstance(self.count, BpeCounter):
+            return False
+        return 4 * len(text) <= limit or len(text.encode("utf-8", "surrogatepass")) <= limit
+
+    def spans(self, text: str) -> tuple[list[Span], int | None]:
+        """Return the chunk spans (character offsets) and the text's token count.
+
+        Without `count_fitting`, a text that surely fits one chunk is not counted (None):
+        small documents are then planned without the tokenizer, so a run's first calls
+        need not wait for its tables.
+        """
+        if not self.count_fitting and self.surely_fits(text):
+            return [(0, len(text))], None
         tokens = self.count(text)
         if tokens <= self.chunk_tokens:
             return [(0, len(text))], tokens
