@@ -31,7 +31,7 @@ EXIT_OK, EXIT_ERROR, EXIT_PARTIAL, EXIT_INTERRUPTED, EXIT_TERMINATED = 0, 1, 3, 
 # repetition penalty (it loops at higher temperatures), one request per server slot.
 LOCAL_DEFAULTS = {"concurrency": 4, "chunk_tokens": 800, "token_max": 2000}
 LOCAL_SETTINGS = {"temperature": 0.0, "extra_body": {"repeat_penalty": 1.1},
-                  "map_max_tokens": 100, "final_max_tokens": 500}
+                  "map_max_tokens": 150, "final_max_tokens": 500}
 
 log = logging.getLogger("run")
 

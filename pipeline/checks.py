@@ -144,6 +144,9 @@ def clean(answer: str, instructions: Iterable[str] = ()) -> tuple[str, Counter[s
     return text, done
 
 
+_LABEL_FIRST = re.compile(r"\s*(?:\[[^\]]*\])?\s*[-:–—]\s+")
+
+
 def drop_labels(answer: str, labels: Iterable[str]) -> tuple[str, int]:
     """Drop the lines of a reduce answer that only repeat a summary's label line ("[D1] data/a.txt").
 
@@ -157,10 +160,13 @@ def drop_labels(answer: str, labels: Iterable[str]) -> tuple[str, int]:
         bare = _BULLET.sub("", line.strip().lstrip("#").strip()).strip("*_`: ")
         name = next((n for n in names if n in bare), None)
         if name is not None:
-            rest = bare.replace(name, " ")
+            rest = re.sub(r"[`*_]+", "", bare.replace(name, " "))  # the name set off in code or bold marks
             if re.fullmatch(r"\s*\[[^\]]*\][\s:*_`-]*", rest) or len(_words(retag(rest, lambda k: None))) <= 3:
                 dropped += 1
                 continue
+            if (copied := _LABEL_FIRST.match(rest)) and bare.startswith(("[", name)):
+                dropped += 1  # the label, then a point on the same line: keep the point, as a bullet
+                line = "- " + rest[copied.end():].strip()
         kept.append(line)
     return ("\n".join(kept), dropped) if any(line.strip() for line in kept) else (answer, 0)
 

@@ -319,13 +319,21 @@ def own_words(result: DocResult) -> str:
     return result["source"] + "\n" + result.get("summary", "")
 
 
+def _without_labels(answer: str, pieces: Sequence[Piece], counts: Counter[str]) -> str:
+    """Drop the lines of a reduce answer that copy its pieces' labels; drop any repeat that leaves."""
+    answer, dropped = drop_labels(answer, (p["label"] for p in pieces))
+    if dropped:
+        counts["label_line"] += dropped
+        answer, again = clean(answer)  # a point freed from its label line may repeat a bullet
+        counts.update(again)
+    return answer
+
+
 def merged_piece(answer: str, group: Sequence[Piece], call_docs: list[int], summary_of: SummaryOf,
                  count: TokenCounter, citations: Counter[str] | None = None,
                  answers: Counter[str] | None = None) -> Piece:
     """The piece a collapse answer makes: copied label lines and invented tags dropped, every bullet's tags checked."""
-    answer, dropped = drop_labels(answer, (p["label"] for p in group))
-    if answers is not None and dropped:
-        answers["label_line"] += dropped
+    answer = _without_labels(answer, group, Counter() if answers is None else answers)
     text = check_bullets(retag(answer, _valid_tags(call_docs)), call_docs, summary_of, citations)
     return Piece(label="", text=text, tokens=count(text), docs=call_docs)
 
@@ -386,8 +394,7 @@ async def final_summary(runner: LLMRunner, pieces: Sequence[Piece], *, language:
     runner.progress.add_total("reduce", 1)
     prompt, call_docs = final_prompt(pieces, language, goal)
     done = await ask(runner, "final", prompt, max_tokens, phase="reduce", language=language)
-    answer, dropped = drop_labels(done.text, (p["label"] for p in pieces))
-    runner.stats.answers["label_line"] += dropped
+    answer = _without_labels(done.text, pieces, runner.stats.answers)
     checked = check_bullets(answer, call_docs, summary_of, runner.stats.citations)
     text = retag(checked, lambda k: call_docs[k - 1] if 0 < k <= len(call_docs) else None)
     return lengths.fit(text, goal, cut=length is not None)  # the default guides the model; a length asked for holds

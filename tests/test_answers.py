@@ -7,7 +7,7 @@ from typing import Any
 
 import prompts
 from graphs import Context, graph
-from pipeline.checks import clean, in_language
+from pipeline.checks import clean, drop_labels, in_language
 from pipeline.length import Length, fit, parse_length
 from tests.conftest import ENGLISH, KOREAN
 from tests.fake_openai import FakeOpenAI, default_reply
@@ -117,3 +117,18 @@ def test_length_is_given_in_bullets_or_words() -> None:
     assert parse_length("auto") is None
     assert parse_length("6b") == parse_length("6 bullets") == Length(6, "bullets")
     assert parse_length("150 words") == Length(150, "words")
+
+
+def test_lines_that_copy_a_summarys_label_go_and_a_point_after_one_stays() -> None:
+    labels = ["data/ferry.txt", "data/citrus.txt (part 1 of 2)"]
+    answer = "\n".join([
+        "#### [D1] data/ferry.txt",
+        "[The ferry pilot] data/ferry.txt",
+        "[D2] data/citrus.txt - The harvest began in November.",
+        "- data/ferry.txt says ridership doubled in the first month [D1]",
+    ])
+
+    text, dropped = drop_labels(answer, labels)
+
+    assert text == "- The harvest began in November.\n- data/ferry.txt says ridership doubled in the first month [D1]"
+    assert dropped == 3
