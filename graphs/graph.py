@@ -266,8 +266,8 @@ def _sources_legend(summary: str, state: RunState) -> str:
 
 def _summaries(state: RunState) -> Callable[[int], str]:
     """Each summarized document's name and map summary, by id: what reduce answers are checked against."""
-    own = {r["id"]: own_words(r) for r in state["results"] if r["status"] == "ok"}
-    return lambda doc: own.get(doc, "")
+    by_id = {r["id"]: r for r in state["results"] if r["status"] == "ok"}  # made into text when asked for
+    return lambda doc: own_words(by_id[doc]) if doc in by_id else ""
 
 
 async def final(state: RunState, runtime: Runtime[Resources]) -> dict[str, Any]:

@@ -32,6 +32,7 @@ SUPPORT = 0.3  # share of a bullet's terms a document's summary must hold to sup
 MIN_SHARED = 2  # and at least this many terms (fewer if the bullet has fewer)
 RELATIVE = 0.6  # and at least this share of the best-supporting document's score
 MOST_ADDED = 3  # tags given to a bullet that had none that held
+INDEX_MOST = 256  # past this many documents in a call, only those its answer cites are compared
 
 
 def terms(text: str) -> frozenset[str]:
@@ -56,31 +57,60 @@ def _numbers(found: frozenset[str]) -> set[str]:
     return {t for t in found if t[0].isdigit() and len(t.replace(".", "").replace(":", "")) >= 2}
 
 
-def _weights(docs: Sequence[frozenset[str]]) -> Callable[[str], float]:
-    """Weigh a term by how few of the call's documents hold it: words they all share tell little."""
-    df: Counter[str] = Counter(t for doc in docs for t in doc)
-    n = len(docs)
-    return lambda t: math.log(1 + n / max(1, df[t]))
+class _Index:
+    """The terms of a call's documents: which documents hold each, and what each weighs.
 
-
-def _scores(bullet: frozenset[str], docs: Sequence[frozenset[str]], weight: Callable[[str], float]) -> list[float]:
-    """How well each document supports a bullet: the weighted share of its terms the document holds.
-
-    A document that holds too few of them, less than SUPPORT of their weight, or much
-    less than the best document does, supports it not at all (0).
+    A term weighs log(1 + n / the documents holding it): words they all share tell
+    little. Scoring a bullet walks the postings of its terms only, so a call of many
+    documents costs what the bullet's terms touch, not bullets times documents; terms
+    every document holds add the same to each and are counted once.
     """
-    numbers = _numbers(bullet)
-    total = sum(map(weight, bullet))
-    scores = []
-    for doc in docs:
-        shared = bullet & doc
-        if len(shared) < min(MIN_SHARED, len(bullet)) or (numbers and not numbers & doc):
-            scores.append(0.0)  # too little in common, or none of the bullet's numbers
-            continue
-        share = sum(map(weight, shared)) / total
-        scores.append(share if share >= SUPPORT else 0.0)
-    best = max(scores, default=0.0)
-    return [score if score >= best * RELATIVE else 0.0 for score in scores]
+
+    def __init__(self, docs: dict[int, frozenset[str]]) -> None:
+        self.docs, n = docs, len(docs)
+        self.postings: dict[str, list[int]] = {}
+        for k, doc in docs.items():
+            for term in doc:
+                self.postings.setdefault(term, []).append(k)
+        self.weight = {t: math.log(1 + n / len(ks)) for t, ks in self.postings.items()}
+        self.unheld = math.log(1 + n)  # a term no document holds
+
+    def scores(self, bullet: frozenset[str]) -> dict[int, float]:
+        """How well each document supports a bullet, for those that do: the weighted share of its terms held.
+
+        A document that holds too few of them (fewer than MIN_SHARED, or less than SUPPORT
+        of their weight), none of the bullet's numbers if it has any, or much less than
+        the best document, supports it not at all and is left out.
+        """
+        n, numbers = len(self.docs), _numbers(bullet)
+        total = sum(self.weight.get(t, self.unheld) for t in bullet)
+        base_w = base_n = 0.0
+        weight: dict[int, float] = {}
+        shared: dict[int, int] = {}
+        for term in bullet:
+            holders = self.postings.get(term)
+            if not holders:
+                continue
+            if len(holders) == n:  # every document: the same for each
+                base_w += self.weight[term]
+                base_n += 1
+                continue
+            w = self.weight[term]
+            for k in holders:
+                weight[k] = weight.get(k, 0.0) + w
+                shared[k] = shared.get(k, 0) + 1
+        need = min(MIN_SHARED, len(bullet))
+        # Only documents holding a rarer term can differ from the rest; if the common terms
+        # alone support the bullet, every document is a candidate.
+        candidates = self.docs if base_n >= need and base_w >= SUPPORT * total else weight
+        found = {}
+        for k in candidates:
+            share = (base_w + weight.get(k, 0.0)) / total
+            if base_n + shared.get(k, 0) >= need and share >= SUPPORT \
+                    and (not numbers or numbers & self.docs[k]):
+                found[k] = share
+        best = max(found.values(), default=0.0)
+        return {k: v for k, v in found.items() if v >= best * RELATIVE}
 
 
 def _with_tags(line: str, tags: Sequence[int]) -> str:
@@ -98,9 +128,14 @@ def check_bullets(text: str, call_docs: Sequence[int], summary_of: Callable[[int
     those, `invented_numbers`.
     """
     counts = Counter() if counts is None else counts
-    docs = [terms(summary_of(doc)) for doc in call_docs]
-    weight = _weights(docs)
-    held = set().union(*map(_numbers, docs))
+    # A call of many documents (a late collapse level, the final call of a big run) is
+    # checked against the documents its answer cites: their terms, not every document's,
+    # are held, so memory follows the answer's size, not the run's.
+    local = range(1, len(call_docs) + 1) if len(call_docs) <= INDEX_MOST else \
+        sorted(k for k in set(cited(text)) if 0 < k <= len(call_docs))
+    docs = {k: terms(summary_of(call_docs[k - 1])) for k in local}
+    index = _Index(docs)
+    held = set().union(*map(_numbers, docs.values()))
     out: list[str] = []
     for line in text.splitlines():
         tags = [k for k in cited(line) if 0 < k <= len(call_docs)]
@@ -117,12 +152,12 @@ def check_bullets(text: str, call_docs: Sequence[int], summary_of: Callable[[int
             counts["invented_numbers"] += 1
             counts["removed"] += len(tags)
             continue
-        scores = dict(enumerate(_scores(bullet, docs, weight), start=1))
-        kept = [k for k in tags if scores[k] > 0]
+        scores = index.scores(bullet)
+        kept = [k for k in tags if k in scores]
         counts["kept"] += len(kept)
         counts["removed"] += len(tags) - len(kept)
         if not kept:
-            best = sorted((k for k in scores if scores[k] > 0), key=lambda k: (-scores[k], k))[:MOST_ADDED]
+            best = sorted(scores, key=lambda k: (-scores[k], k))[:MOST_ADDED]
             if not best:
                 counts["bullets_dropped"] += 1
                 continue
