@@ -38,10 +38,10 @@ INDEX_MOST = 256  # past this many documents in a call, only those its answer ci
 def terms(text: str) -> frozenset[str]:
     """The terms a bullet and a summary are compared by: words, numbers, CJK character pairs."""
     found: set[str] = set()
-    for token in _TOKEN.findall(retag(text, lambda k: None).lower()):
+    for token in _TOKEN.findall((retag(text, lambda k: None) if "[" in text else text).lower()):
         if token[0].isdigit():
             found.add(_number(token))
-        elif _CJK.search(token):
+        elif not token.isascii() and _CJK.search(token):
             found.update(token[i:i + 2] for i in range(max(1, len(token) - 1)))
         elif len(token) >= 3 and token not in _STOP:
             found.add(token[:6])  # a crude stem: "loaves"/"loaf" differ, "ferries"/"ferry" meet
