@@ -78,6 +78,19 @@ def _shingles(words: list[str], n: int) -> set[tuple[str, ...]]:
 
 
 @functools.lru_cache(maxsize=64)
+def _echo_shingles(instructions: tuple[str, ...]) -> frozenset[tuple[str, ...]]:
+    """The shingles of all of a call's instructions together (a handful of distinct sets per run)."""
+    return frozenset().union(*map(_instruction_shingles, instructions))
+
+
+def _may_be_filler(bare: str) -> bool:
+    """A cheap first look: every kind of filler line has one of these (the full pattern decides)."""
+    low = bare.lower()
+    return ":" in low or "：" in low or " in " in low or "로" in low or "같습니다" in low \
+        or low.startswith(("sure", "certainly", "okay", "of course"))
+
+
+@functools.lru_cache(maxsize=64)
 def _instruction_shingles(text: str) -> frozenset[tuple[str, ...]]:
     """Every run of _ECHO_WORDS words in an instruction; a run handful of distinct ones per run."""
     return frozenset(_shingles(_words(text), _ECHO_WORDS))
@@ -107,7 +120,7 @@ def clean(answer: str, instructions: Iterable[str] = ()) -> tuple[str, Counter[s
     is the model starting over. An answer that would be left empty is kept as it was.
     """
     done: Counter[str] = Counter()
-    echo = frozenset().union(*map(_instruction_shingles, instructions))
+    echo = _echo_shingles(tuple(instructions))
     kept: list[str] = []
     seen: set[str] = set()
     headings: set[str] = set()
@@ -116,7 +129,7 @@ def clean(answer: str, instructions: Iterable[str] = ()) -> tuple[str, Counter[s
         if not stripped:
             kept.append(line)
             continue
-        words = _words(retag(stripped, lambda k: None))
+        words = _words(retag(stripped, lambda k: None) if "[" in stripped else stripped)
         norm = " ".join(words)
         if stripped.startswith("#") or (stripped.startswith("**") and stripped.endswith("**")):
             if norm in headings:
@@ -124,7 +137,7 @@ def clean(answer: str, instructions: Iterable[str] = ()) -> tuple[str, Counter[s
                 break
             headings.add(norm)
         bare = _BULLET.sub("", stripped)
-        if len(words) <= _FILLER_MAX_WORDS + 2 and _FILLER.fullmatch(bare):
+        if len(words) <= _FILLER_MAX_WORDS + 2 and _may_be_filler(bare) and _FILLER.fullmatch(bare):
             done["filler"] += 1
             continue
         if echo and len(words) >= _ECHO_WORDS and _shingles(words, _ECHO_WORDS) & echo:
@@ -134,7 +147,7 @@ def clean(answer: str, instructions: Iterable[str] = ()) -> tuple[str, Counter[s
             done["repeated_line"] += 1
             continue
         seen.add(norm)
-        if len(words) >= _LOOP_NGRAM * _LOOP_REPEATS and (loop := _loop_start(_words(line))) is not None:
+        if len(words) >= _LOOP_NGRAM * _LOOP_REPEATS and (loop := _loop_start(_words(line) if "[" in stripped else words)) is not None:
             done["loop"] += 1
             line = _cut_at_word(line, loop)
         kept.append(line)
