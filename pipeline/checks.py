@@ -58,6 +58,8 @@ def in_language(text: str, language: str | None) -> bool:
     if not language:
         return True
     base = language.split(" (")[0]
+    if text.isascii() and base not in _SCRIPTS:
+        return True  # no letter outside Latin script: right for a Latin-script language, or unknowable
     plain = retag(text, lambda k: None)
     letters = len(_LETTER.findall(plain))
     if letters < 20:  # too short to judge
