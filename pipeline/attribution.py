@@ -37,8 +37,14 @@ INDEX_MOST = 256  # past this many documents in a call, only those its answer ci
 
 def terms(text: str) -> frozenset[str]:
     """The terms a bullet and a summary are compared by: words, numbers, CJK character pairs."""
+    if "[" in text:
+        text = retag(text, lambda k: None)
+    tokens = _TOKEN.findall(text.lower())
+    if text.isascii():  # the common case, in one pass: numbers, and words past the stop list
+        return frozenset([_number(t) if t[0].isdigit() else t[:6] for t in tokens
+                          if t[0].isdigit() or (len(t) >= 3 and t not in _STOP)])
     found: set[str] = set()
-    for token in _TOKEN.findall((retag(text, lambda k: None) if "[" in text else text).lower()):
+    for token in tokens:
         if token[0].isdigit():
             found.add(_number(token))
         elif not token.isascii() and _CJK.search(token):
@@ -75,14 +81,14 @@ class _Index:
         self.weight = {t: math.log(1 + n / len(ks)) for t, ks in self.postings.items()}
         self.unheld = math.log(1 + n)  # a term no document holds
 
-    def scores(self, bullet: frozenset[str]) -> dict[int, float]:
+    def scores(self, bullet: frozenset[str], numbers: set[str]) -> dict[int, float]:
         """How well each document supports a bullet, for those that do: the weighted share of its terms held.
 
         A document that holds too few of them (fewer than MIN_SHARED, or less than SUPPORT
         of their weight), none of the bullet's numbers if it has any, or much less than
         the best document, supports it not at all and is left out.
         """
-        n, numbers = len(self.docs), _numbers(bullet)
+        n = len(self.docs)
         total = sum(self.weight.get(t, self.unheld) for t in bullet)
         base_w = base_n = 0.0
         weight: dict[int, float] = {}
@@ -147,12 +153,13 @@ def check_bullets(text: str, call_docs: Sequence[int], summary_of: Callable[[int
             out.append(line)
             continue
         counts["checked"] += len(tags)
-        if _numbers(bullet) - held:
+        numbers = _numbers(bullet)
+        if numbers - held:
             counts["bullets_dropped"] += 1  # it states a number that no document it was made from holds
             counts["invented_numbers"] += 1
             counts["removed"] += len(tags)
             continue
-        scores = index.scores(bullet)
+        scores = index.scores(bullet, numbers)
         kept = [k for k in tags if k in scores]
         counts["kept"] += len(kept)
         counts["removed"] += len(tags) - len(kept)
