@@ -17,11 +17,11 @@ import re
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 
+from pipeline.checks import BULLET
 from pipeline.citations import cited, retag
 
 _TOKEN = re.compile(r"\d+(?:[.,:]\d+)*|[^\W\d_]+")
 _CJK = re.compile(r"[\u3040-\u30ff\u3400-\u9fff\uac00-\ud7a3]")
-_BULLET = re.compile(r"^\s*(?:[-*•]|\d+[.)])\s+")
 _STOP = frozenset("""
 the and for are was were has have had with from that this these those into over under about after before
 its their his her our your they them than then also not but can will would could should may might more most
@@ -145,7 +145,7 @@ def check_bullets(text: str, call_docs: Sequence[int], summary_of: Callable[[int
     out: list[str] = []
     for line in text.splitlines():
         tags = [k for k in cited(line) if 0 < k <= len(call_docs)]
-        if not tags and not _BULLET.match(line):
+        if not tags and not BULLET.match(line):
             out.append(line)  # prose (the overview) and headings carry no claim of origin
             continue
         bullet = terms(line)

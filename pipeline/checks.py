@@ -17,17 +17,13 @@ from collections import Counter
 from collections.abc import Iterable
 
 from pipeline.citations import retag
+from pipeline.language import HAN, HANGUL, KANA, LETTER
 
 # Scripts whose presence or absence is unmistakable; languages in Latin script are told
 # apart only from languages in these.
-_SCRIPTS = {
-    "Korean": re.compile(r"[\uac00-\ud7a3\u1100-\u11ff\u3130-\u318f]"),
-    "Japanese": re.compile(r"[\u3040-\u30ff\u4e00-\u9fff]"),
-    "Chinese": re.compile(r"[\u4e00-\u9fff]"),
-}
+_SCRIPTS = {"Korean": (HANGUL,), "Japanese": (KANA, HAN), "Chinese": (HAN,)}
 _NON_LATIN = re.compile(r"[\u0370-\u03ff\u0400-\u04ff\u0590-\u06ff\u0900-\u0dff\u0e00-\u0eff"
                         r"\u1100-\u11ff\u3040-\u30ff\u3130-\u318f\u4e00-\u9fff\uac00-\ud7a3]")
-_LETTER = re.compile(r"[^\W\d_]")
 _LATIN_LANGUAGES = frozenset({
     "English", "German", "French", "Spanish", "Portuguese", "Italian", "Dutch", "Swedish", "Danish",
     "Norwegian", "Finnish", "Polish", "Czech", "Slovak", "Hungarian", "Romanian", "Turkish", "Indonesian",
@@ -46,8 +42,8 @@ _FILLER = re.compile("|".join((
     r".*(?:한국어|영어|일본어|중국어)로\s*(?:작성|답변|요약|쓰여|기술|되어)\S*.*",
 )), re.IGNORECASE)
 _FILLER_MAX_WORDS = 15
-_BULLET = re.compile(r"^(?:[-*•]|\d+[.)])\s+")
-_WORD = re.compile(r"\w+", re.UNICODE)
+BULLET = re.compile(r"^\s*(?:[-*•]|\d+[.)])\s+")  # a Markdown bullet's mark: "- ", "* ", "• ", "1. ", "2) "
+WORD = re.compile(r"\w+", re.UNICODE)
 _ECHO_WORDS = 6  # this many instruction words in a row, in an answer, is a copy
 _LOOP_NGRAM = 4
 _LOOP_REPEATS = 3
@@ -61,18 +57,18 @@ def in_language(text: str, language: str | None) -> bool:
     if text.isascii() and base not in _SCRIPTS:
         return True  # no letter outside Latin script: right for a Latin-script language, or unknowable
     plain = retag(text, lambda k: None)
-    letters = len(_LETTER.findall(plain))
+    letters = len(LETTER.findall(plain))
     if letters < 20:  # too short to judge
         return True
-    if script := _SCRIPTS.get(base):
-        return len(script.findall(plain)) >= letters * _MIN_SHARE
+    if scripts := _SCRIPTS.get(base):
+        return sum(len(script.findall(plain)) for script in scripts) >= letters * _MIN_SHARE
     if base in _LATIN_LANGUAGES:
         return len(_NON_LATIN.findall(plain)) < letters * _MIN_SHARE
     return True
 
 
 def _words(text: str) -> list[str]:
-    return [w.lower() for w in _WORD.findall(text)]
+    return [w.lower() for w in WORD.findall(text)]
 
 
 def _shingles(words: list[str], n: int) -> set[tuple[str, ...]]:
@@ -110,7 +106,7 @@ def _loop_start(words: list[str]) -> int | None:
 
 
 def _cut_at_word(line: str, index: int) -> str:
-    start = next((m.start() for i, m in enumerate(_WORD.finditer(line)) if i == index), len(line))
+    start = next((m.start() for i, m in enumerate(WORD.finditer(line)) if i == index), len(line))
     return line[:start].rstrip(" ,;:-") + " …"
 
 
@@ -138,7 +134,7 @@ def clean(answer: str, instructions: Iterable[str] = ()) -> tuple[str, Counter[s
                 done["repeated_heading"] += 1
                 break
             headings.add(norm)
-        bare = _BULLET.sub("", stripped)
+        bare = BULLET.sub("", stripped)
         if len(words) <= _FILLER_MAX_WORDS + 2 and _may_be_filler(bare) and _FILLER.fullmatch(bare):
             done["filler"] += 1
             continue
@@ -172,7 +168,7 @@ def drop_labels(answer: str, labels: Iterable[str]) -> tuple[str, int]:
     names = {label.split(" (part ")[0] for label in labels if label}
     kept, dropped = [], 0
     for line in answer.splitlines():
-        bare = _BULLET.sub("", line.strip().lstrip("#").strip()).strip("*_`: ")
+        bare = BULLET.sub("", line.strip().lstrip("#").strip()).strip("*_`: ")
         name = next((n for n in names if n in bare), None)
         if name is not None:
             rest = re.sub(r"[`*_]+", "", bare.replace(name, " "))  # the name set off in code or bold marks

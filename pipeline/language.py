@@ -37,10 +37,10 @@ _BY_NAME = {name.lower(): name for name in _NAMES.values()}
 # A code with a region or script after it, e.g. pt-BR, zh_TW, zh-Hant.
 _TAGGED = re.compile(r"([a-z]{2})[-_]([a-z]{2}|[a-z]{4}|[0-9]{3})", re.IGNORECASE)
 _NAMED = re.compile(r"(.+) \(([a-z]{2}|[a-z]{4}|[0-9]{3})\)", re.IGNORECASE)
-_HANGUL = re.compile(r"[\uac00-\ud7a3\u1100-\u11ff\u3130-\u318f]")
-_KANA = re.compile(r"[\u3040-\u30ff]")
-_HAN = re.compile(r"[\u4e00-\u9fff]")
-_LETTER = re.compile(r"[^\W\d_]", re.UNICODE)
+HANGUL = re.compile(r"[\uac00-\ud7a3\u1100-\u11ff\u3130-\u318f]")
+KANA = re.compile(r"[\u3040-\u30ff]")
+HAN = re.compile(r"[\u4e00-\u9fff]")
+LETTER = re.compile(r"[^\W\d_]", re.UNICODE)
 _ENGLISH_WORDS = frozenset("the and of to is in that it for with are as on be this".split())
 _WORD = re.compile(r"[a-z]+")
 _SAMPLE_CHARS = 4000
@@ -78,14 +78,14 @@ def detect_language(text: str) -> str | None:
     sample = text[:_SAMPLE_CHARS]
     if sample.isascii():  # no Hangul, Kana or Han possible: only the English test applies
         return _english(sample)
-    letters = len(_LETTER.findall(sample))
+    letters = len(LETTER.findall(sample))
     if not letters:
         return None
-    if len(_HANGUL.findall(sample)) > letters * 0.3:
+    if len(HANGUL.findall(sample)) > letters * 0.3:
         return "Korean"
-    if len(_KANA.findall(sample)) > letters * 0.1:
+    if len(KANA.findall(sample)) > letters * 0.1:
         return "Japanese"
-    if len(_HAN.findall(sample)) > letters * 0.3:
+    if len(HAN.findall(sample)) > letters * 0.3:
         return "Chinese"
     return _english(sample)
 

@@ -6,12 +6,11 @@ import re
 from collections import Counter
 from typing import Any, NamedTuple
 
+from pipeline.checks import BULLET, WORD
 from pipeline.citations import cited
 from pipeline.errors import InputError
 
 _SPEC = re.compile(r"\s*(\d+)\s*(b|bullets?|w|words?)\s*", re.IGNORECASE)
-_BULLET = re.compile(r"^\s*(?:[-*•]|\d+[.)])\s+")
-_WORD = re.compile(r"\w+")
 LEAST_BULLETS, MOST_BULLETS = 6, 12  # the default's range
 WORDS_SLACK = 1.25  # an answer may run this far past a word target before bullets are cut
 
@@ -49,7 +48,7 @@ def instruction(length: Length) -> str:
 
 
 def words(text: str) -> int:
-    return len(_WORD.findall(text))
+    return len(WORD.findall(text))
 
 
 def fit(text: str, length: Length, cut: bool = True) -> tuple[str, dict[str, Any]]:
@@ -64,7 +63,7 @@ def fit(text: str, length: Length, cut: bool = True) -> tuple[str, dict[str, Any
     removed = 0
 
     def bullets() -> list[int]:
-        return [i for i, line in enumerate(lines) if _BULLET.match(line)]
+        return [i for i, line in enumerate(lines) if BULLET.match(line)]
 
     def over() -> bool:
         if length.unit == "bullets":

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
-import re
 import zlib
 from collections import Counter
 from collections.abc import AsyncIterable, Callable, Sequence
@@ -16,7 +15,7 @@ from typing_extensions import NotRequired, TypedDict
 import prompts
 from pipeline import length as lengths
 from pipeline.attribution import check_bullets
-from pipeline.checks import clean, drop_labels, in_language
+from pipeline.checks import BULLET, clean, drop_labels, in_language
 from pipeline.citations import cited, retag
 from pipeline.errors import CollapseError, FatalLLMError, InputError, LLMError
 from pipeline.language import language_instruction
@@ -292,7 +291,6 @@ def _valid_tags(call_docs: Sequence[int]) -> Callable[[int], int | None]:
 
 
 SPELLED_OUT = 12  # past this many documents left out of a final summary, they are only named under it
-_MARK = re.compile(r"^\s*(?:[-*•]|\d+[.)])\s+")
 
 
 def represent(summary: str, results: Sequence[DocResult]) -> str:
@@ -308,7 +306,7 @@ def represent(summary: str, results: Sequence[DocResult]) -> str:
         return summary
     points = []
     for result in left_out:
-        lines = [_MARK.sub("", line).strip() for line in result.get("summary", "").splitlines()]
+        lines = [BULLET.sub("", line).strip() for line in result.get("summary", "").splitlines()]
         if first := next((line for line in lines if line and not line.startswith("#")), ""):
             points.append(f"- {retag(first, lambda k: None)} [D{result['id']}]")
     return summary.rstrip() + "\n\n" + "\n".join(points) if points else summary
@@ -386,10 +384,8 @@ async def final_summary(runner: LLMRunner, pieces: Sequence[Piece], *, language:
     """
     goal = lengths.target(length, documents)
     if whole and len(pieces) == 1 and pieces[0]["label"]:
-        doc = pieces[0]["docs"][0]
-        bullets = "\n".join(line if not line.strip() else f"{line.rstrip()} [D1]"
-                             for line in pieces[0]["text"].splitlines())
-        text = retag(bullets, lambda k: doc)
+        tag = f"[D{pieces[0]['docs'][0]}]"  # the piece's text carries no tags of its own (to_pieces)
+        text = "\n".join(f"{line.rstrip()} {tag}" if line.strip() else line for line in pieces[0]["text"].splitlines())
         return lengths.fit(text, goal, cut=length is not None)
     runner.progress.add_total("reduce", 1)
     prompt, call_docs = final_prompt(pieces, language, goal)
