@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import random
 import re
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from pipeline.tokens import Chunker, token_counter
+from pipeline import tokens
+from pipeline.tokens import BpeCounter, Chunker, token_counter
 
 COUNT = token_counter("gpt-4o-mini")
 WORDS = ("harbor ferry battery council budget the and of to in for with is was on by that "
@@ -159,6 +163,45 @@ def test_a_text_over_the_encoder_limits_is_counted() -> None:
 
 def test_a_model_the_tokenizer_does_not_know_still_gets_a_counter() -> None:
     assert token_counter("gpt-4")("hello world") == token_counter("no-such-model")("hello world") == 2
+
+
+@PROPERTY
+@given(st.text(max_size=300) | st.text(alphabet=st.sampled_from("ab 안녕\n\ud800\udc00.<|>"), max_size=300))
+def test_the_compiled_core_counts_as_the_package_does(text: str) -> None:
+    # Counting loads bpe-openai's compiled core alone; the package's encode_ordinary is the reference.
+    import bpe_openai
+
+    assert tokens._compiled_core() is not None
+    for model in ("gpt-4o-mini", "cl100k_base", "no-such-model"):
+        core = BpeCounter(model)
+        reference = core.encoding  # the package's encoding for the same model (o200k_base when unknown)
+        assert core.encode(text) == reference.encode_ordinary(text)
+    assert BpeCounter("no-such-model").encoding.name == bpe_openai.get_encoding("o200k_base").name
+
+
+def test_counting_does_not_import_the_bpe_package() -> None:
+    # Importing bpe_openai parses three encodings' rank tables in Python (~0.36 s); counting needs none.
+    code = ("import sys; from pipeline.tokens import token_counter; "
+            "n = token_counter('gpt-4o-mini')('hello world'); print(n, 'bpe_openai' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60,
+                         cwd=Path(__file__).resolve().parent.parent, check=True).stdout.split()
+    assert out == ["2", "False"]
+
+
+def test_without_the_compiled_core_the_package_counts(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(tokens, "_compiled_core", lambda: None)
+    counter = BpeCounter("gpt-4o-mini")
+
+    assert counter("hello world") == COUNT("hello world") == 2
+    assert counter.encode("a\ud800b") == COUNT.encode("a\ud800b")
+
+
+def test_a_model_whose_tables_would_be_downloaded_is_estimated_offline() -> None:
+    # The package fetches gpt2's tables from the network; a run offline estimates with o200k_base.
+    counter = token_counter("gpt2")
+
+    assert counter("hello world") == 2
+    assert len(counter.byte_lengths()) == len(token_counter("no-such-model").byte_lengths())
 
 
 def test_overlap_aligns_on_a_sentence_start() -> None:
