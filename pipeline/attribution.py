@@ -21,6 +21,9 @@ from pipeline.checks import BULLET
 from pipeline.citations import cited, retag
 
 _TOKEN = re.compile(r"\d+(?:[.,:]\d+)*|[^\W\d_]+")
+# The same tokens in lower-case ASCII text, found sooner: numbers, and words of three letters or more.
+_ASCII_NUMBER = re.compile(r"\d+(?:[.,:]\d+)*")
+_ASCII_WORD = re.compile(r"[a-z]{3,}")
 _CJK = re.compile(r"[\u3040-\u30ff\u3400-\u9fff\uac00-\ud7a3]")
 _STOP = frozenset("""
 the and for are was were has have had with from that this these those into over under about after before
@@ -37,12 +40,13 @@ INDEX_MOST = 256  # past this many documents in a call, only those its answer ci
 
 def terms(text: str) -> frozenset[str]:
     """The terms a bullet and a summary are compared by: words, numbers, CJK character pairs."""
-    if "[" in text:
-        text = retag(text, lambda k: None)
+    text = retag(text, lambda k: None)
+    if text.isascii():  # the common case, with sets: numbers, and words past the stop list
+        low = text.lower()
+        words = set(_ASCII_WORD.findall(low))
+        words -= _STOP
+        return frozenset({word[:6] for word in words}.union(map(_number, _ASCII_NUMBER.findall(low))))
     tokens = _TOKEN.findall(text.lower())
-    if text.isascii():  # the common case, in one pass: numbers, and words past the stop list
-        return frozenset([_number(t) if t[0].isdigit() else t[:6] for t in tokens
-                          if t[0].isdigit() or (len(t) >= 3 and t not in _STOP)])
     found: set[str] = set()
     for token in tokens:
         if token[0].isdigit():
@@ -69,14 +73,15 @@ class _Index:
     A term weighs log(1 + n / the documents holding it): words they all share tell
     little. Scoring a bullet walks the postings of its terms only, so a call of many
     documents costs what the bullet's terms touch, not bullets times documents; terms
-    every document holds add the same to each and are counted once.
+    every document holds add the same to each and are counted once. Only the terms in
+    `wanted` (the answer's) get postings: no others are ever looked up.
     """
 
-    def __init__(self, docs: dict[int, frozenset[str]]) -> None:
+    def __init__(self, docs: dict[int, frozenset[str]], wanted: frozenset[str]) -> None:
         self.docs, n = docs, len(docs)
         self.postings: dict[str, list[int]] = {}
         for k, doc in docs.items():
-            for term in doc:
+            for term in doc & wanted:
                 self.postings.setdefault(term, []).append(k)
         self.weight = {t: math.log(1 + n / len(ks)) for t, ks in self.postings.items()}
         self.unheld = math.log(1 + n)  # a term no document holds
@@ -89,11 +94,12 @@ class _Index:
         the best document, supports it not at all and is left out.
         """
         n = len(self.docs)
-        total = sum(self.weight.get(t, self.unheld) for t in bullet)
+        ordered = sorted(bullet)  # sums in one order, whatever the set's: ties fall the same way in every process
+        total = sum(self.weight.get(t, self.unheld) for t in ordered)
         base_w = base_n = 0.0
         weight: dict[int, float] = {}
         shared: dict[int, int] = {}
-        for term in bullet:
+        for term in ordered:
             holders = self.postings.get(term)
             if not holders:
                 continue
@@ -124,37 +130,57 @@ def _with_tags(line: str, tags: Sequence[int]) -> str:
     return f"{bare} [{', '.join(f'D{k}' for k in tags)}]" if tags else bare
 
 
+def document_terms(call_docs: Sequence[int], summary_of: Callable[[int], str],
+                   answer: str | None = None) -> dict[int, frozenset[str]]:
+    """The terms of what a call's documents say of themselves, by their tag number in the call.
+
+    A call of many documents (a late collapse level, the final call of a big run) is
+    checked against the documents its `answer` cites: their terms, not every document's,
+    are held, so memory follows the answer's size, not the run's. A smaller call's
+    terms need no answer, and may be made while the call is out.
+    """
+    if len(call_docs) <= INDEX_MOST:
+        local: Sequence[int] = range(1, len(call_docs) + 1)
+    elif answer is None:
+        raise ValueError(f"a call of more than {INDEX_MOST} documents is checked against the ones its answer cites")
+    else:
+        local = sorted(k for k in set(cited(answer)) if 0 < k <= len(call_docs))
+    return {k: terms(summary_of(call_docs[k - 1])) for k in local}
+
+
 def check_bullets(text: str, call_docs: Sequence[int], summary_of: Callable[[int], str],
-                  counts: Counter[str] | None = None) -> str:
+                  counts: Counter[str] | None = None, docs: dict[int, frozenset[str]] | None = None) -> str:
     """Check the tags of every bullet in `text`, whose [Dk] names `call_docs[k-1]`; return the checked text.
 
-    `summary_of(doc)` gives a document's own map summary. `counts` gets `checked`
-    (tags the model wrote), of those `kept` and `removed`; `moved` and `added` (tags
-    given to bullets left with none, or written with none); `bullets_dropped` and, of
-    those, `invented_numbers`.
+    `summary_of(doc)` gives a document's own map summary; `docs`, if given, is
+    `document_terms` of the call, made beforehand. `counts` gets `checked` (tags the
+    model wrote), of those `kept` and `removed`; `moved` and `added` (tags given to
+    bullets left with none, or written with none); `bullets_dropped` and, of those,
+    `invented_numbers`.
     """
     counts = Counter() if counts is None else counts
-    # A call of many documents (a late collapse level, the final call of a big run) is
-    # checked against the documents its answer cites: their terms, not every document's,
-    # are held, so memory follows the answer's size, not the run's.
-    local = range(1, len(call_docs) + 1) if len(call_docs) <= INDEX_MOST else \
-        sorted(k for k in set(cited(text)) if 0 < k <= len(call_docs))
-    docs = {k: terms(summary_of(call_docs[k - 1])) for k in local}
-    index = _Index(docs)
-    held = set().union(*map(_numbers, docs.values()))
-    out: list[str] = []
+    docs = document_terms(call_docs, summary_of, text) if docs is None else docs
+    lines: list[tuple[str, list[int], frozenset[str] | None]] = []
     for line in text.splitlines():
         tags = [k for k in cited(line) if 0 < k <= len(call_docs)]
-        if not tags and not BULLET.match(line):
-            out.append(line)  # prose (the overview) and headings carry no claim of origin
-            continue
-        bullet = terms(line)
+        # prose (the overview) and headings carry no claim of origin
+        lines.append((line, tags, terms(line) if tags or BULLET.match(line) else None))
+    index = _Index(docs, frozenset().union(*(bullet for _, _, bullet in lines if bullet)))
+    holders: dict[str, bool] = {}
+
+    def held(number: str) -> bool:  # whether any document the call was shown states it
+        if number not in holders:
+            holders[number] = any(number in doc for doc in docs.values())
+        return holders[number]
+
+    out: list[str] = []
+    for line, tags, bullet in lines:
         if not bullet:
             out.append(line)
             continue
         counts["checked"] += len(tags)
         numbers = _numbers(bullet)
-        if numbers - held:
+        if not all(map(held, numbers)):
             counts["bullets_dropped"] += 1  # it states a number that no document it was made from holds
             counts["invented_numbers"] += 1
             counts["removed"] += len(tags)

@@ -14,6 +14,7 @@ from collections.abc import Callable, Iterable
 # A bracketed group of one or more tags: [D3], [D3, D7], [D3; D7], [D3 D7], [d3], with the
 # spaces before it, which go when the whole group does.
 _GROUP = re.compile(r"([ \t]*)\[\s*D\d+(?:\s*[,;]?\s*D\d+)*\s*\]", re.IGNORECASE)
+_GROUP_START = re.compile(r"\[\s*D\d", re.IGNORECASE)  # how every group begins: a cheap first look
 _NUMBER = re.compile(r"\d+")
 
 Renumber = Callable[[int], int | None]
@@ -34,6 +35,9 @@ def retag(text: str, renumber: Renumber) -> str:
     A group left empty disappears with the space before it, so "fact [D9]." becomes
     "fact." rather than "fact []."
     """
+    if "[" not in text or not _GROUP_START.search(text):
+        return text  # most summaries have no tag: no substitution to try at every position
+
     def rewrite(match: re.Match[str]) -> str:
         kept: dict[int, None] = {}
         for n in _NUMBER.findall(match.group()):
