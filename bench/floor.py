@@ -4,7 +4,8 @@
 
 What the CLI's process must do at the least, with nothing but asyncio and aiohttp: one
 semaphore of C, one pooled TCPConnector, each file read when its call's turn comes, the
-same number of calls per phase (map, each collapse level, final). `bench.process` times
+same number of calls per phase (map, each collapse level, final) carrying the same
+messages (bench.bare: each file's text, then its answers merged level by level). `bench.process` times
 it from start to exit beside the CLI; it prints one JSON line.
 """
 
@@ -14,10 +15,11 @@ import argparse
 import asyncio
 import json
 import os
+from collections.abc import Sequence
 
 import aiohttp
 
-import prompts
+from bench.bare import map_messages, reduce_messages, split
 
 MODEL = "fake-model"
 
@@ -42,12 +44,11 @@ async def run(folder: str, base_url: str, concurrency: int, phases: list[int]) -
     url = base_url + "/chat/completions"
     semaphore = asyncio.Semaphore(concurrency)
     connector = aiohttp.TCPConnector(limit=concurrency, limit_per_host=concurrency, keepalive_timeout=60)
-    reduce_prompt = prompts.COLLAPSE.format(language_instruction="", summaries="[D1] doc\nSUMMARY " * 400)
     async with aiohttp.ClientSession(connector=connector, timeout=aiohttp.ClientTimeout(total=60)) as session:
 
-        async def call(prompt: str, max_tokens: int) -> str:
-            payload = {"model": MODEL, "messages": [{"role": "user", "content": prompt}],
-                       "temperature": 0.2, "stream": False, "max_tokens": max_tokens}
+        async def call(messages: list[dict[str, str]], max_tokens: int) -> str:
+            payload = {"model": MODEL, "messages": messages, "temperature": 0.0, "seed": 0, "stream": False,
+                       "max_tokens": max_tokens}
             async with session.post(url, json=payload) as resp:
                 body = await resp.read()
             return json.loads(body)["choices"][0]["message"]["content"]
@@ -56,18 +57,19 @@ async def run(folder: str, base_url: str, concurrency: int, phases: list[int]) -
             async with semaphore:  # the file is read when its call's turn comes, as the pipeline does
                 with open(path, encoding="utf-8") as fh:
                     text = fh.read()
-                prompt = prompts.MAP.format(language_instruction="Answer in English.", source=path, part="",
-                                            document=text)
-                return await call(prompt, 400)
+                return await call(map_messages(path, text), 400)
 
-        async def reduce_call() -> str:
+        async def reduce_call(blocks: Sequence[str], final: bool) -> str:
             async with semaphore:
-                return await call(reduce_prompt, 1200)
+                return await call(reduce_messages(blocks, final=final), 1200)
 
         answers = await asyncio.gather(*(map_call(p) for p in paths[:phases[0]]))
         done = len(answers)
-        for calls in phases[1:]:
-            done += len(await asyncio.gather(*(reduce_call() for _ in range(calls))))
+        blocks: list[str] = [f"{path}\n{answer}" for path, answer in zip(paths, answers)]
+        for level, calls in enumerate(phases[1:], start=2):
+            final = level == len(phases)
+            blocks = await asyncio.gather(*(reduce_call(group, final) for group in split(blocks, calls)))
+            done += len(blocks)
     return done
 
 

@@ -27,10 +27,8 @@ from typing import Any
 
 import aiohttp
 
-import prompts
-from bench.docs import make_text
-
-from bench.docs import make_texts
+from bench.bare import map_messages
+from bench.docs import make_text, make_texts
 from bench.fake_server import BenchServer
 from bench.scenario import MODEL
 
@@ -59,16 +57,15 @@ async def bare_floor(urls: list[str], servers: list[tuple[float, int]], n: int, 
     capacity = [c / lat for lat, c in servers]
     shares = [round(n * cap / sum(capacity)) for cap in capacity]
     shares[0] += n - sum(shares)
-    texts = [prompts.MAP.format(language_instruction="Answer in English.", source=f"doc-{i:05d}", part="",
-                                document=make_text(i, words)) for i in range(n)]
+    texts = [map_messages(f"doc-{i:05d}", make_text(i, words)) for i in range(n)]
 
-    async def one_server(url: str, concurrency: int, batch: list[str]) -> None:
+    async def one_server(url: str, concurrency: int, batch: list[list[dict[str, str]]]) -> None:
         semaphore = asyncio.Semaphore(concurrency)
         connector = aiohttp.TCPConnector(limit=concurrency, limit_per_host=concurrency, keepalive_timeout=60)
         async with aiohttp.ClientSession(connector=connector, timeout=aiohttp.ClientTimeout(total=60)) as session:
-            async def call(prompt: str) -> str:
-                payload = {"model": MODEL, "messages": [{"role": "user", "content": prompt}],
-                           "temperature": 0.2, "stream": False, "max_tokens": 400}
+            async def call(messages: list[dict[str, str]]) -> str:
+                payload = {"model": MODEL, "messages": messages, "temperature": 0.0, "seed": 0, "stream": False,
+                           "max_tokens": 400}
                 async with semaphore, session.post(url + "/chat/completions", json=payload) as resp:
                     body = await resp.read()
                 return json.loads(body)["choices"][0]["message"]["content"]

@@ -28,6 +28,7 @@ import aiohttp
 import psutil
 
 import prompts
+from bench.bare import map_messages, reduce_messages, split
 from bench.docs import make_text, make_texts, write_docs
 from bench.fake_server import BenchServer
 
@@ -101,18 +102,16 @@ async def run_pipeline(args: argparse.Namespace, base_url: str, inputs: dict[str
 
 async def run_bare(args: argparse.Namespace, base_url: str, phases: list[int]) -> dict[str, Any]:
     """Make the same calls as the pipeline with nothing but aiohttp: the floor."""
-    map_prompts = [prompts.MAP.format(language_instruction="Answer in English.", source=f"doc-{i:05d}",
-                                      part="", document=make_text(i, args.words))
-                   for i in range(1, phases[0] + 1)]
-    reduce_prompt = prompts.COLLAPSE.format(language_instruction="", summaries="[D1] doc\nSUMMARY " * 400)
+    sources = [f"doc-{i:05d}" for i in range(1, phases[0] + 1)]
+    map_prompts = [map_messages(source, make_text(i, args.words)) for i, source in enumerate(sources, start=1)]
     url = base_url + "/chat/completions"
     semaphore = asyncio.Semaphore(args.c)
     connector = aiohttp.TCPConnector(limit=args.c, limit_per_host=args.c, keepalive_timeout=60)
     async with aiohttp.ClientSession(connector=connector, timeout=aiohttp.ClientTimeout(total=60)) as session:
 
-        async def call(prompt: str, max_tokens: int) -> str:
-            payload = {"model": MODEL, "messages": [{"role": "user", "content": prompt}],
-                       "temperature": 0.2, "stream": False, "max_tokens": max_tokens}
+        async def call(messages: list[dict[str, str]], max_tokens: int) -> str:
+            payload = {"model": MODEL, "messages": messages, "temperature": 0.0, "seed": 0, "stream": False,
+                       "max_tokens": max_tokens}
             async with semaphore, session.post(url, json=payload) as resp:
                 body = await resp.read()
             return json.loads(body)["choices"][0]["message"]["content"]
@@ -121,8 +120,10 @@ async def run_bare(args: argparse.Namespace, base_url: str, phases: list[int]) -
         answers = await asyncio.gather(*(call(p, 400) for p in map_prompts))
         map_s = time.monotonic() - start
         del map_prompts
-        for calls in phases[1:]:
-            await asyncio.gather(*(call(reduce_prompt, 1200) for _ in range(calls)))
+        blocks: list[str] = [f"{source}\n{answer}" for source, answer in zip(sources, answers)]
+        for level, calls in enumerate(phases[1:], start=2):
+            blocks = await asyncio.gather(*(call(reduce_messages(group, final=level == len(phases)), 1200)
+                                            for group in split(blocks, calls)))
     return {"phases": phases, "ok": len(answers), "summary_chars": sum(len(a) for a in answers),
             "summary_bytes": sum(sys.getsizeof(a) for a in answers), "map_s": round(map_s, 3),
             "reduce_s": round(time.monotonic() - start - map_s, 3), "collapse_levels": len(phases) - 2,
