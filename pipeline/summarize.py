@@ -353,6 +353,7 @@ async def collapse_level(runner: LLMRunner, pieces: Sequence[Piece], *, budget: 
             return _truncate(group[0], budget) if group[0]["tokens"] > budget else group[0]
         joined, call_docs = render_group(group)
         prompt = reduce_prompt(prompts.COLLAPSE, joined, instruction)
+        del joined  # the prompt holds its own copy; all of a level's calls are out at once
         done = await ask(runner, "collapse", prompt, max_tokens, phase="reduce", language=language)
         return merged_piece(done.text, group, call_docs, summary_of, count, runner.stats.citations,
                             runner.stats.answers)
