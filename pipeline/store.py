@@ -1,7 +1,11 @@
 """The result store: a SQLite file that keeps every finished LLM result and each document's outcome.
 
-Each result is committed the moment its call returns, so a run killed at any point
-and started again pays for no call that had finished. All access goes through one
+Each result is committed in the turn of the event loop in which its call returns, so
+a run killed at any point and started again pays only for the calls whose answers it
+was reading when it died. The writes of one turn (a document's result beside its
+answer, and the other answers that came back in the same turn) share one transaction:
+a commit per write cost 40 us a document, a sixth of the client's CPU per call. Without
+a running event loop, each write is committed at once. All access goes through one
 connection used from the event loop's thread, one short statement at a time, so the
 many tasks of a run never write concurrently; WAL mode and a busy timeout let
 separate processes share the file.
@@ -9,6 +13,7 @@ separate processes share the file.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import logging
 import os
@@ -107,6 +112,8 @@ class ResultStore:
 
     def __init__(self, path: str | Path, *, read_only: bool = False) -> None:
         self.path = Path(path)
+        self._commit_due = False  # a commit is scheduled on the running loop
+        self._failed: StoreError | None = None  # a commit that failed, raised by the next write
         try:
             if read_only:  # a dry run looks, and neither creates nor changes anything
                 self._db = sqlite3.connect(f"{self.path.resolve().as_uri()}?mode=ro", uri=True, timeout=30.0,
@@ -123,22 +130,48 @@ class ResultStore:
             raise InputError(f"cannot open the result store {self.path}: {exc}") from exc
 
     def close(self) -> None:
+        self.commit()
         self._db.close()
+        if self._failed is not None:
+            raise self._failed
+
+    def commit(self) -> None:
+        """Commit what was written since the last commit (scheduled by every write on a running loop)."""
+        self._commit_due = False
+        if not self._db.in_transaction:
+            return
+        try:
+            self._db.execute("COMMIT")
+        except sqlite3.Error as exc:  # the writes since the last commit are lost: stop at the next one
+            self._failed = StoreError(f"cannot write to the result store {self.path}: {exc}")
+            log.error("%s", self._failed)
 
     def get(self, key: str) -> StoredResult | None:
         row = self._db.execute("SELECT text, tokens_in, tokens_out FROM results WHERE key = ?", (key,)).fetchone()
         return StoredResult(*row) if row else None
 
     def put(self, key: str, step: str, text: str, tokens_in: int, tokens_out: int) -> None:
-        """Commit one result now (autocommit: each statement is its own transaction)."""
+        """Write one result, committed in this turn of the event loop (at once without one)."""
         self._write("INSERT OR REPLACE INTO results VALUES (?, ?, ?, ?, ?, ?)",
                     (key, step, text, tokens_in, tokens_out, time.time()))
 
     def _write(self, sql: str, args: tuple[Any, ...]) -> None:
+        if self._failed is not None:
+            raise self._failed
         try:
+            if not self._db.in_transaction:
+                self._db.execute("BEGIN")
             self._db.execute(sql, args)
         except sqlite3.Error as exc:  # a full disk, a store deleted under us
             raise StoreError(f"cannot write to the result store {self.path}: {exc}") from exc
+        if not self._commit_due:
+            try:
+                loop = asyncio.get_running_loop()
+            except RuntimeError:
+                self.commit()
+            else:
+                self._commit_due = True
+                loop.call_soon(self.commit)
 
     def count(self, step: str | None = None) -> int:
         sql, args = ("SELECT COUNT(*) FROM results", ()) if step is None else (

@@ -175,6 +175,40 @@ async def test_store_survives_many_concurrent_writers(tmp_path: Path) -> None:
     store.close()
 
 
+async def test_the_writes_of_one_loop_turn_are_committed_together_before_the_next(tmp_path: Path) -> None:
+    import asyncio
+    import sqlite3
+
+    path = tmp_path / "store.sqlite"
+    store, reader = ResultStore(path), sqlite3.connect(path)
+    document = {"source": "a.txt", "sha256": "0" * 64, "status": "ok", "summary": "s", "chunks": 1,
+                "tokens_in": 1, "tokens_out": 1}
+
+    store.put("a", "map", "answer a", 1, 1)
+    store.record_document(document)
+    store.put("b", "map", "answer b", 1, 1)
+    assert reader.execute("SELECT COUNT(*) FROM results").fetchone()[0] == 0  # the turn is not over
+    await asyncio.sleep(0)
+
+    assert reader.execute("SELECT COUNT(*) FROM results").fetchone()[0] == 2
+    assert reader.execute("SELECT COUNT(*) FROM documents").fetchone()[0] == 1
+    reader.close()
+    store.close()
+
+
+def test_without_an_event_loop_each_write_is_committed_at_once(tmp_path: Path) -> None:
+    import sqlite3
+
+    path = tmp_path / "store.sqlite"
+    store, reader = ResultStore(path), sqlite3.connect(path)
+
+    store.put("a", "map", "answer a", 1, 1)
+
+    assert reader.execute("SELECT COUNT(*) FROM results").fetchone()[0] == 1
+    reader.close()
+    store.close()
+
+
 def test_dry_run_counts_calls_and_cost_without_calling(cli, fake: FakeOpenAI, tmp_path: Path) -> None:
     docs = _write_docs(tmp_path / "in", 4)
     (docs / "long.txt").write_text("\n\n".join("A paragraph about harbors and ferries. " * 20
