@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import codecs
 import re
+import unicodedata
 from dataclasses import dataclass
 
 from charset_normalizer import from_bytes
@@ -80,7 +81,7 @@ def decode_bytes(data: bytes, encoding: str | None = None) -> Decoded:
     fixed = _repair(text)
     if not fixed or fixed.isspace():  # no strip(): it would copy a 50 MB text to learn this
         return Decoded("", encoding, "empty file (whitespace only)")
-    repaired = fixed != text or ">" in encoding
+    repaired = ">" in encoding or (fixed != text and fixed != _tidied(text))
     if not (repaired or replaced or "+" in encoding):
         return Decoded(fixed, encoding)
     return Decoded(fixed, encoding, None, repaired, replaced, _warning(encoding, repaired, replaced))
@@ -113,6 +114,17 @@ def _repair(text: str) -> str:
         fix_latin_ligatures=False,
         normalization="NFC",
     )
+
+
+def _tidied(text: str) -> str:
+    """`text` with only the changes ftfy makes to well-decoded text: line breaks and NFC.
+
+    A CRLF file or one in decomposed Unicode (as macOS saves names) is not mis-decoded;
+    comparing against this keeps such files from being reported as repaired.
+    """
+    from ftfy.fixes import fix_line_breaks
+
+    return unicodedata.normalize("NFC", fix_line_breaks(text))
 
 
 # --- reading with a known encoding ---------------------------------------------------

@@ -5,6 +5,7 @@ from __future__ import annotations
 import gzip
 import io
 import random
+import unicodedata
 import zipfile
 
 import pytest
@@ -86,6 +87,24 @@ def test_clean_utf8_reports_nothing_to_worry_about() -> None:
 
         assert decoded.text == text and decoded.encoding == "utf-8"
         assert (decoded.repaired, decoded.replaced, decoded.warning) == (False, 0, None)
+
+
+@pytest.mark.parametrize("shape", ["CRLF", "CR", "NFD"])
+def test_line_breaks_and_decomposed_letters_are_not_reported_as_repairs(shape: str) -> None:
+    text = "Café crème at the Genève office.\n" + KOREAN
+    data = {"CRLF": text.replace("\n", "\r\n"), "CR": text.replace("\n", "\r"),
+            "NFD": unicodedata.normalize("NFD", text)}[shape].encode("utf-8")
+
+    decoded = decode_twice(data)
+
+    assert decoded.text == text  # line breaks and composed letters as the rest of the pipeline expects
+    assert (decoded.repaired, decoded.warning) == (False, None)
+
+
+def test_mojibake_in_a_crlf_file_is_still_reported() -> None:
+    decoded = decode_twice("café – naïve\r\n".encode("utf-8").decode("cp1252").encode("utf-8"))
+
+    assert decoded.text == "café – naïve\n" and decoded.repaired and decoded.warning
 
 
 def test_a_few_stray_bytes_in_utf8_are_replaced_not_skipped() -> None:
