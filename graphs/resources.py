@@ -123,6 +123,8 @@ async def open_resources(context: Context, emit: Emit) -> AsyncIterator[Resource
             stack.callback(store.close)
         runner = None
         if not context.dry_run:
+            if context.memory_limit_mb:  # the tokenizer (~70 MB, built later otherwise) belongs to the start RSS
+                token_counter(context.model or DEFAULT_MODEL).preload()
             memory = MemoryGuard(context.memory_limit_mb)  # the start RSS, before the session and the model
             model, context = await _chat_model(context, stack)
             context.validate()  # again, now that the model is known (a spending cap needs its price)

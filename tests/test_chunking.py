@@ -179,13 +179,38 @@ def test_the_compiled_core_counts_as_the_package_does(text: str) -> None:
     assert BpeCounter("no-such-model").encoding.name == bpe_openai.get_encoding("o200k_base").name
 
 
-def test_counting_does_not_import_the_bpe_package() -> None:
-    # Importing bpe_openai parses three encodings' rank tables in Python (~0.36 s); counting needs none.
-    code = ("import sys; from pipeline.tokens import token_counter; "
-            "n = token_counter('gpt-4o-mini')('hello world'); print(n, 'bpe_openai' in sys.modules)")
+def test_counting_and_splitting_do_not_import_the_bpe_package() -> None:
+    # Importing bpe_openai parses three encodings' rank tables in Python (~0.36 s, ~70 MB); neither
+    # counting nor cutting a long document into chunks needs them.
+    code = ("import sys; from pipeline.tokens import Chunker, token_counter; "
+            "count = token_counter('gpt-4o-mini'); n = count('hello world'); "
+            "spans, _ = Chunker(50, count).spans('Ferries cross the bay at dawn. ' * 100); "
+            "print(n, len(spans) > 10, 'bpe_openai' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60,
                          cwd=Path(__file__).resolve().parent.parent, check=True).stdout.split()
-    assert out == ["2", "False"]
+    assert out == ["2", "True", "False"]
+
+
+@pytest.mark.parametrize(("model", "encoding"), [
+    ("gpt-4o-mini", "o200k_base"), ("cl100k_base", "cl100k_base"), ("voyage-3", "voyage3_base"),
+    ("no-such-model", "o200k_base"),
+])
+def test_token_byte_lengths_from_the_rank_file_are_the_packages(model: str, encoding: str) -> None:
+    import bpe_openai
+
+    lengths = BpeCounter(model).byte_lengths()
+
+    reference = [len(token) for token in bpe_openai.get_encoding(encoding).token_byte_values()]
+    assert lengths == reference[:len(lengths)]  # the package's list goes on with its special tokens
+    assert len(lengths) > 100_000
+
+
+def test_without_the_rank_file_the_package_gives_byte_lengths(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(tokens, "_rank_file_lengths", lambda name: None)
+
+    lengths = BpeCounter("gpt-4o-mini").byte_lengths()
+
+    assert lengths[:3] == [1, 1, 1] and len(lengths) > 200_000
 
 
 def test_without_the_compiled_core_the_package_counts(monkeypatch: pytest.MonkeyPatch) -> None:
