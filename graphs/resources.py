@@ -120,7 +120,8 @@ async def open_resources(context: Context, emit: Emit) -> AsyncIterator[Resource
         store = None
         if context.store_path and (not context.dry_run or Path(context.store_path).exists()):
             store = ResultStore(context.store_path, read_only=context.dry_run)
-            stack.callback(store.close)
+            # Its error, if it lost writes, only when no other is on its way out (Ctrl-C stays "interrupted").
+            stack.push(lambda kind, _error, _tb, store=store: store.close(raise_errors=kind is None))
         runner = None
         if not context.dry_run:
             if context.memory_limit_mb:  # the tokenizer (~70 MB, built later otherwise) belongs to the start RSS

@@ -235,7 +235,7 @@ async def map_documents(entries: Sequence[Entry], *, plan: PlanSettings, call: C
     """Summarize `entries` on Ray, handing each document's reference and result to `on_document` as it lands.
 
     Raises the first error that stops the run (a refused key), once the answers of its
-    batch are committed.
+    batch are written to the store.
     """
     # The run shows its own progress; Ray Data's bars and status lines would only repeat it.
     ray.data.DataContext.get_current().enable_progress_bars = False

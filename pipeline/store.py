@@ -2,13 +2,13 @@
 
 Each result is committed in the turn of the event loop in which its call returns, so
 a run killed at any point and started again pays only for the calls whose answers it
-was reading when it died. The writes of one turn (a document's result beside its
-answer, and the other answers that came back in the same turn) share one transaction:
-a commit per write cost 40 us a document, a sixth of the client's CPU per call. Without
-a running event loop, each write is committed at once. All access goes through one
-connection used from the event loop's thread, one short statement at a time, so the
-many tasks of a run never write concurrently; WAL mode and a busy timeout let
-separate processes share the file.
+was reading when it died. The writes of one turn (the answers that came back in it and
+the document results they completed) share one transaction: a commit per write cost
+40 us a document, a sixth of the client's CPU per call. Without a running event loop,
+each write is committed at once. A store is written from one thread, one short
+statement at a time, so the many tasks of a run never write concurrently; WAL mode and a
+busy timeout let separate processes share the file, and stores open on the same file in
+one process commit each other's open turn before they begin their own.
 """
 
 from __future__ import annotations
@@ -18,7 +18,9 @@ import hashlib
 import logging
 import os
 import sqlite3
+import threading
 import time
+import weakref
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,6 +41,11 @@ CREATE TABLE IF NOT EXISTS documents (
     error TEXT, chunks INTEGER, tokens_in INTEGER, tokens_out INTEGER, updated REAL NOT NULL,
     kind TEXT NOT NULL DEFAULT 'file');
 """
+# The writable stores open in this process, by file. One whose turn is still uncommitted
+# holds SQLite's write lock, and another on the same file waiting for it in the same
+# thread would block the very event loop that is to commit it.
+_OPEN: dict[str, weakref.WeakSet[ResultStore]] = {}
+
 # Stores made before documents had a kind (a file, or a text handed over in memory).
 _ADD_KIND = "ALTER TABLE documents ADD COLUMN kind TEXT NOT NULL DEFAULT 'file'"
 
@@ -112,8 +119,12 @@ class ResultStore:
 
     def __init__(self, path: str | Path, *, read_only: bool = False) -> None:
         self.path = Path(path)
-        self._commit_due = False  # a commit is scheduled on the running loop
-        self._failed: StoreError | None = None  # a commit that failed, raised by the next write
+        self._file = os.path.realpath(self.path)
+        self._closed = False
+        self._commit_on: asyncio.AbstractEventLoop | None = None  # the loop a commit is scheduled on
+        self._commit_handle: asyncio.Handle | None = None
+        self._writer = 0  # the thread that began the open transaction
+        self._failed: StoreError | None = None  # writes were lost: the next write and close raise it
         try:
             if read_only:  # a dry run looks, and neither creates nor changes anything
                 self._db = sqlite3.connect(f"{self.path.resolve().as_uri()}?mode=ro", uri=True, timeout=30.0,
@@ -128,23 +139,41 @@ class ResultStore:
                 self._db.execute(_ADD_KIND)
         except (OSError, sqlite3.Error) as exc:
             raise InputError(f"cannot open the result store {self.path}: {exc}") from exc
+        _OPEN.setdefault(self._file, weakref.WeakSet()).add(self)
 
-    def close(self) -> None:
-        self.commit()
-        self._db.close()
+    def close(self, *, raise_errors: bool = True) -> None:
+        """Commit what is written and close; raise if writes were lost, unless `raise_errors` is false
+        (another error is on its way out, and this one is logged instead)."""
+        if self._closed:
+            return
+        try:
+            self.commit(final=True)
+        finally:
+            self._closed = True
+            if self._commit_handle is not None:
+                self._commit_handle.cancel()
+            _OPEN.get(self._file, weakref.WeakSet()).discard(self)
+            self._db.close()
         if self._failed is not None:
-            raise self._failed
+            if not raise_errors:
+                log.error("%s", self._failed)
+                return
+            raise StoreError(str(self._failed)) from self._failed.__cause__
 
-    def commit(self) -> None:
+    def commit(self, *, final: bool = False) -> None:
         """Commit what was written since the last commit (scheduled by every write on a running loop)."""
-        self._commit_due = False
-        if not self._db.in_transaction:
+        self._commit_on = self._commit_handle = None
+        if self._closed or not self._db.in_transaction:
             return
         try:
             self._db.execute("COMMIT")
-        except sqlite3.Error as exc:  # the writes since the last commit are lost: stop at the next one
-            self._failed = StoreError(f"cannot write to the result store {self.path}: {exc}")
-            log.error("%s", self._failed)
+        except sqlite3.Error as exc:
+            if self._db.in_transaction and not final:  # nothing lost (the file is busy): the next commit retries
+                log.warning("result store %s: commit postponed: %s", self.path, exc)
+                return
+            failed = StoreError(f"cannot write to the result store {self.path}: {exc}")
+            failed.__cause__ = exc
+            self._failed = self._failed or failed
 
     def get(self, key: str) -> StoredResult | None:
         row = self._db.execute("SELECT text, tokens_in, tokens_out FROM results WHERE key = ?", (key,)).fetchone()
@@ -155,23 +184,47 @@ class ResultStore:
         self._write("INSERT OR REPLACE INTO results VALUES (?, ?, ?, ?, ?, ?)",
                     (key, step, text, tokens_in, tokens_out, time.time()))
 
-    def _write(self, sql: str, args: tuple[Any, ...]) -> None:
+    def _write(self, sql: str, args: Any, *, many: bool = False) -> None:
+        if self._closed:
+            raise StoreError(f"cannot write to the result store {self.path}: it is closed")
         if self._failed is not None:
-            raise self._failed
+            raise StoreError(str(self._failed)) from self._failed.__cause__
+        pending = self._db.in_transaction  # earlier writes of this turn, not yet committed
         try:
-            if not self._db.in_transaction:
-                self._db.execute("BEGIN")
-            self._db.execute(sql, args)
-        except sqlite3.Error as exc:  # a full disk, a store deleted under us
-            raise StoreError(f"cannot write to the result store {self.path}: {exc}") from exc
-        if not self._commit_due:
-            try:
-                loop = asyncio.get_running_loop()
-            except RuntimeError:
-                self.commit()
+            if not pending:
+                self._begin()
+            if many:
+                self._db.executemany(sql, args)
             else:
-                self._commit_due = True
-                loop.call_soon(self.commit)
+                self._db.execute(sql, args)
+        except sqlite3.Error as exc:  # a full disk, a store deleted under us
+            error = StoreError(f"cannot write to the result store {self.path}: {exc}")
+            if pending and not self._db.in_transaction:  # SQLite rolled the whole turn back
+                self._failed = StoreError(f"{error}; the results written just before it were lost with it")
+                self._failed.__cause__ = exc
+            raise error from exc
+        finally:
+            self._schedule_commit()
+
+    def _begin(self) -> None:
+        me = threading.get_ident()
+        for other in list(_OPEN.get(self._file, ())):
+            if other is not self and other._writer == me and not other._closed and other._db.in_transaction:
+                other.commit()  # its turn holds the file's write lock, and its loop is this thread
+        self._db.execute("BEGIN")
+        self._writer = me
+
+    def _schedule_commit(self) -> None:
+        if self._closed or not self._db.in_transaction:
+            return
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            self.commit()
+            return
+        if self._commit_on is not loop:  # (a loop that closed with a commit pending is not this one)
+            self._commit_on = loop
+            self._commit_handle = loop.call_soon(self.commit)
 
     def count(self, step: str | None = None) -> int:
         sql, args = ("SELECT COUNT(*) FROM results", ()) if step is None else (
@@ -205,7 +258,7 @@ class ResultStore:
              result["chunks"], result["tokens_in"], result["tokens_out"], time.time(), kind))
 
     def forget_documents(self, sources: Iterable[str]) -> None:
-        self._db.executemany("DELETE FROM documents WHERE source = ?", ((s,) for s in sources))
+        self._write("DELETE FROM documents WHERE source = ?", ((s,) for s in sources), many=True)
 
     def integrity_ok(self) -> bool:
         return self._db.execute("PRAGMA integrity_check").fetchone()[0] == "ok"

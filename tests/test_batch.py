@@ -209,6 +209,93 @@ def test_without_an_event_loop_each_write_is_committed_at_once(tmp_path: Path) -
     store.close()
 
 
+async def test_two_stores_on_one_file_in_one_loop_do_not_lock_each_other_out(tmp_path: Path) -> None:
+    # Two runs in one process (a LangGraph server, or gather over two graphs) may share a store.
+    # The first one's uncommitted turn holds the write lock; the second's busy wait would block
+    # the loop that is to commit it.
+    import asyncio
+
+    path = tmp_path / "store.sqlite"
+    first, second = ResultStore(path), ResultStore(path)
+    second._db.execute("PRAGMA busy_timeout = 200")  # a failure here is a quick StoreError, not a 30 s hang
+
+    first.put("a", "map", "answer a", 1, 1)
+    second.put("b", "map", "answer b", 1, 1)
+    first.put("c", "map", "answer c", 1, 1)
+    second.forget_documents(["gone.txt"])
+    await asyncio.sleep(0)
+
+    reader = sqlite3.connect(path)
+    assert {row[0] for row in reader.execute("SELECT key FROM results")} == {"a", "b", "c"}
+    reader.close()
+    first.close()
+    second.close()
+
+
+async def test_closing_with_a_commit_pending_writes_it_and_leaves_nothing_behind(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    import asyncio
+
+    path = tmp_path / "store.sqlite"
+    store = ResultStore(path)
+    loop_errors: list[dict] = []
+    asyncio.get_running_loop().set_exception_handler(lambda _loop, context: loop_errors.append(context))
+
+    store.put("a", "map", "answer a", 1, 1)  # its commit is scheduled for the loop's next turn
+    store.close()
+    store.close()  # twice is harmless
+    await asyncio.sleep(0)  # the scheduled commit would run now
+
+    assert loop_errors == [] and "Traceback" not in caplog.text
+    reader = sqlite3.connect(path)
+    assert reader.execute("SELECT COUNT(*) FROM results").fetchone()[0] == 1
+    reader.close()
+
+
+def test_forgetting_documents_is_committed_like_any_write(tmp_path: Path) -> None:
+    path = tmp_path / "store.sqlite"
+    store = ResultStore(path)
+    for name in ("a.txt", "b.txt"):
+        store.record_document({"source": name, "sha256": "0" * 64, "status": "ok", "chunks": 1,
+                               "tokens_in": 1, "tokens_out": 1})
+
+    store.forget_documents(["a.txt"])
+
+    reader = sqlite3.connect(path)
+    assert [row[0] for row in reader.execute("SELECT source FROM documents")] == ["b.txt"]
+    reader.close()
+    store.close()
+
+
+async def test_a_turn_rolled_back_by_sqlite_is_reported_not_forgotten(tmp_path: Path) -> None:
+    # A full disk or an I/O error makes SQLite roll back the whole transaction, taking the turn's
+    # earlier writes with it: the run is told at the next write, and again when the store closes.
+    from pipeline.errors import StoreError
+
+    store = ResultStore(tmp_path / "store.sqlite")
+    store._db.execute("CREATE TEMP TRIGGER full BEFORE INSERT ON results WHEN NEW.key = 'full' "
+                      "BEGIN SELECT RAISE(ROLLBACK, 'database or disk is full'); END")  # as SQLITE_FULL does
+    store.put("a", "map", "answer a", 1, 1)
+    with pytest.raises(StoreError, match="disk is full"):
+        store.put("full", "map", "answer", 1, 1)
+
+    with pytest.raises(StoreError, match="lost"):
+        store.put("b", "map", "answer b", 1, 1)
+    with pytest.raises(StoreError, match="lost"):
+        store.close()
+    store.close(raise_errors=False)  # already closed: nothing more to say
+
+
+def test_a_store_error_does_not_hide_the_interrupt_on_its_way_out(tmp_path: Path) -> None:
+    # Resources close the store with raise_errors=False while another exception unwinds.
+    from pipeline.errors import StoreError
+
+    store = ResultStore(tmp_path / "store.sqlite")
+    store._failed = StoreError("cannot write to the result store: disk full")
+
+    store.close(raise_errors=False)  # logs it; the KeyboardInterrupt stays the run's outcome
+
+
 def test_dry_run_counts_calls_and_cost_without_calling(cli, fake: FakeOpenAI, tmp_path: Path) -> None:
     docs = _write_docs(tmp_path / "in", 4)
     (docs / "long.txt").write_text("\n\n".join("A paragraph about harbors and ferries. " * 20
