@@ -82,6 +82,10 @@ async def run_pipeline(args: argparse.Namespace, base_url: str, inputs: dict[str
     logger.addHandler(levels)
     logger.setLevel(logging.INFO)
     logger.propagate = False
+    if args.memory_headroom_mb:  # a run with a limit builds the tokenizer before it measures its start
+        from pipeline.tokens import token_counter
+
+        token_counter(MODEL).preload()
     limit = args.memory_headroom_mb and psutil.Process().memory_info().rss / 2**20 + args.memory_headroom_mb
     out = await graph.ainvoke(inputs, context=_context(args, base_url, args.c, limit or None))
     stats = out["stats"]
