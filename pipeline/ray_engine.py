@@ -18,6 +18,7 @@ import functools
 import json
 import logging
 import math
+import os
 import re
 import socket
 from collections.abc import AsyncIterator, Callable, Sequence
@@ -76,7 +77,13 @@ async def ray_session(address: str | None) -> AsyncIterator[None]:
                                                   logging_level=logging.ERROR, **options))
     except (ConnectionError, RuntimeError, ValueError) as exc:
         where = f"join the Ray cluster at {address}" if address else "start a local Ray instance"
-        raise InputError(f"cannot {where}: {_first_line(exc)}") from exc
+        hint = ""
+        if address and os.environ.get("RAY_AUTH_MODE", "").lower() != "token":
+            # A cluster with token authentication (what `ray start` turns on when it finds a
+            # token) turns away a driver that sends none, and Ray says only that it failed.
+            hint = ("; if the cluster uses token authentication, set RAY_AUTH_MODE=token and its token in "
+                    "RAY_AUTH_TOKEN (or ~/.ray/auth_token)")
+        raise InputError(f"cannot {where}: {_first_line(exc)}{hint}") from exc
     try:
         yield
     finally:

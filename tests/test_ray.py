@@ -7,8 +7,17 @@ on 127.0.0.1. Ray is installed in CI (the `ray` extra); elsewhere without it the
 from __future__ import annotations
 
 import asyncio
+import json
 import os
+import secrets
+import shutil
+import signal
+import socket
 import sqlite3
+import subprocess
+import sys
+import tempfile
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -28,7 +37,7 @@ KEY = "sk-test-ray-0123456789abcdef"
 def local_ray() -> Iterator[None]:
     """One local Ray instance for the module: 2 CPUs, no dashboard, on loopback; CI has Ray, so never skips there."""
     ray = __import__("ray") if os.environ.get("CI") else pytest.importorskip("ray")
-    ray.init(num_cpus=2, include_dashboard=False, logging_level="ERROR", _node_ip_address="127.0.0.1")
+    ray.init(address="local", num_cpus=2, include_dashboard=False, logging_level="ERROR", _node_ip_address="127.0.0.1")
     try:
         yield
     finally:
@@ -142,6 +151,80 @@ def test_an_interrupted_ray_run_resumes_without_paying_twice(local_ray: None, cl
     assert len(resumed.lines()) == len(paths)
     shown = resumed.out + resumed.err + (resumed.out_dir / "report.json").read_text()
     assert KEY not in shown
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _stop_tree(process: subprocess.Popen[bytes]) -> None:
+    """Kill a `ray start --block` and every process under it (it would drain for 30 s on SIGTERM)."""
+    import psutil
+
+    try:
+        tree = psutil.Process(process.pid).children(recursive=True)
+    except psutil.NoSuchProcess:
+        tree = []
+    for child in tree:
+        try:
+            child.send_signal(signal.SIGKILL)
+        except psutil.NoSuchProcess:
+            pass
+    process.kill()
+    process.wait(timeout=30)
+    psutil.wait_procs(tree, timeout=30)
+
+
+def test_a_run_joins_a_running_cluster_that_asks_for_a_token(fake: FakeOpenAI, tmp_path: Path) -> None:
+    # The README's recipe with the real tools: a head started by `ray start` that requires Ray's
+    # token authentication, and the CLI joining it through RAY_ADDRESS with RAY_AUTH_MODE=token
+    # and RAY_AUTH_TOKEN. Ray's CLI resolves 127.0.0.1 to the machine's outward address unless
+    # cluster mode is off (RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0), which keeps all of it on loopback.
+    __import__("ray") if os.environ.get("CI") else pytest.importorskip("ray")
+    ray_cli = Path(sys.executable).with_name("ray")
+    if not ray_cli.exists():
+        pytest.skip("the ray command is not installed beside this interpreter")
+    fake.api_key = KEY
+    paths = [p for p in _corpus(tmp_path / "in", 6) if "report" in p]
+    port, token = _free_port(), secrets.token_hex(32)
+    env = {key: value for key, value in os.environ.items() if not key.startswith(("RAY_", "OPENAI_"))}
+    env |= {"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": token, "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0",
+            "RAY_USAGE_STATS_ENABLED": "0", "HOME": str(tmp_path)}  # no ~/.ray/auth_token of the machine's
+    # Its own temporary folder (short: it holds Unix sockets), so that the address it records
+    # for `ray.init()` to find never outlives the test in the machine's /tmp/ray.
+    temp = tempfile.mkdtemp(prefix="ray-", dir="/tmp")
+    head = subprocess.Popen([str(ray_cli), "start", "--head", "--block", f"--port={port}", "--num-cpus=2",
+                             "--node-ip-address=127.0.0.1", "--include-dashboard=false", "--disable-usage-stats",
+                             f"--temp-dir={temp}"],
+                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and head.poll() is None:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                break
+            except OSError:
+                time.sleep(0.5)
+        else:
+            pytest.fail(f"ray start --head did not listen on port {port} within 60 s (exit {head.poll()})")
+        out = tmp_path / "out"
+
+        run = subprocess.run([sys.executable, "run.py", *paths, "--engine", "ray", "--base-url", fake.base_url,
+                              "--api-key", KEY, "--model", "fake", "--out", str(out), "-q"],
+                             env=env | {"RAY_ADDRESS": f"127.0.0.1:{port}"}, cwd=Path(__file__).resolve().parents[1],
+                             capture_output=True, text=True, timeout=240)
+    finally:
+        _stop_tree(head)
+        shutil.rmtree(temp, ignore_errors=True)
+
+    assert run.returncode == 0, run.stderr[-2000:]
+    report = json.loads((out / "report.json").read_text(encoding="utf-8"))
+    results = [json.loads(line) for line in (out / "summaries.jsonl").read_text(encoding="utf-8").splitlines()]
+    assert [r["status"] for r in results] == ["ok"] * len(paths)
+    assert report["llm_calls"]["map"] == sum(r["chunks"] for r in results) == fake.chat_calls - 1  # and a final
+    assert token not in run.stdout + run.stderr and KEY not in run.stdout + run.stderr
 
 
 def test_the_ray_engine_without_ray_is_one_line(cli, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
