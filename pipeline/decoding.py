@@ -232,8 +232,8 @@ def _utf8_with_others(data: bytes) -> str | None:
     lines = data.splitlines(keepends=True)
     readings = [_utf8_reading(line) for line in lines]
     proofs = [_utf8_proof(*reading) for reading in readings]
-    if not any(proofs):
-        return _legacy(data)
+    if not any(proofs) and (legacy := _legacy_over_utf8(data, readings)):
+        return legacy
     foreign = b"".join(line for line, (_, good, bad) in zip(lines, readings) if good < bad)
     if len(foreign) - len(foreign.translate(None, HIGH_BYTES)) < _MIN_FOREIGN_BYTES:
         return "utf-8"
@@ -243,6 +243,30 @@ def _utf8_with_others(data: bytes) -> str | None:
     if all(_line_codec(line, fallback) == fallback for line, proof in zip(lines, proofs) if proof):
         return fallback  # the lines that looked like UTF-8 read better in the fallback: not mixed after all
     return f"utf-8+{fallback}"
+
+
+def _legacy_over_utf8(data: bytes, readings: list[tuple[str, int, int]]) -> str | None:
+    """The legacy encoding `data` is in, when no line proves UTF-8; None if it is UTF-8 with stray bytes after all.
+
+    Prose in Latin script has a few accented letters a line ("café", "Müller"), too few for
+    one line to prove anything, so the file as a whole is weighed: valid multi-byte
+    characters far outnumbering undecodable bytes are UTF-8 (legacy text is the other way
+    round: a Latin-1 accent before ASCII is never valid UTF-8, and only about one CJK
+    character in eleven is). With too few of either to count, the reading that makes more
+    sense wins.
+    """
+    good, bad = sum(r[1] for r in readings), sum(r[2] for r in readings)
+    if good < max(bad, 1):
+        return _legacy(data)
+    if good >= _MIN_FOREIGN_BYTES and good >= 4 * bad:
+        return None
+    legacy = _legacy(data)
+    head = data[:_SNIFF_BYTES]
+    # A tie goes to UTF-8: its valid characters are at least as many as its errors, and a
+    # legacy reading of them is mojibake ("cafÃ©") that a script's letters explain as well.
+    if legacy is None or best_fit(head.decode("utf-8", "replace")) >= best_fit(head.decode(legacy, "replace")):
+        return None
+    return legacy
 
 
 # ISO-2022 text is 7-bit, so it passes as UTF-8; its escapes into double-byte sets give it away.

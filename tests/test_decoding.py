@@ -235,3 +235,38 @@ def test_unicode_text_round_trips(text: str, encoding: str) -> None:
     decoded = decode_twice(text.encode(encoding))
 
     assert decoded.text == text
+
+
+# Sentences of Western prose with a few accented letters each, as minutes, mail and reports have.
+WESTERN = ["The committee met at the café on Elm Street.", "Mrs. Müller chaired the meeting.",
+           "The façade repairs cost 3,450 euros.", "A naïve estimate was rejected.",
+           "Coffee was served, as always.", "The next meeting is on 9 April.",
+           "Señor Núñez sent his regrets.", "Attendance: seventeen households."]
+
+
+@settings(max_examples=200, deadline=None)
+@given(lines=st.lists(st.lists(st.sampled_from(WESTERN), min_size=1, max_size=3).map(" ".join),
+                      min_size=1, max_size=30),
+       stray=st.sampled_from([0x80, 0x92, 0x9D, 0xC0, 0xFF]), where=st.floats(0, 1))
+def test_utf8_prose_with_one_stray_byte_stays_utf8(lines: list[str], stray: int, where: float) -> None:
+    # No line has enough accented letters to prove UTF-8 by itself; the file as a whole does.
+    text = "\n".join(lines) + "\n"
+    assume(any(not c.isascii() for c in text))
+    cut = text.find(" ", int(len(text) * where))  # between two characters, never inside one's bytes
+    cut = cut if cut >= 0 else text.rfind(" ")
+    data = text[:cut].encode() + bytes([stray]) + text[cut:].encode()
+
+    decoded = decode_twice(data)
+
+    assert decoded.encoding == "utf-8"
+    assert decoded.text == text[:cut] + "\ufffd" + text[cut:]
+    assert decoded.replaced == 1 and "1 undecodable" in (decoded.warning or "")
+
+
+@settings(max_examples=100, deadline=None)
+@given(lines=st.lists(st.sampled_from(WESTERN), min_size=1, max_size=30), encoding=st.sampled_from(["cp1252", "latin-1"]))
+def test_the_same_prose_in_a_western_code_page_is_still_read_as_such(lines: list[str], encoding: str) -> None:
+    text = "\n".join(lines) + "\n"
+    assume(any(not c.isascii() for c in text))
+
+    assert decode_twice(text.encode(encoding)).text == text
