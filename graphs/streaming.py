@@ -14,6 +14,7 @@ consumer (the server's SDK, Studio) sees the same events:
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
 from typing import Any
 
@@ -34,6 +35,8 @@ async def run_with_progress(graph_input: dict[str, Any], *, context: Context, vi
     """
     view = BarView() if view is None else view
     final: dict[str, Any] = {}
+    # A view that reports on a clock (log lines) is ticked while no event comes.
+    ticking = asyncio.ensure_future(_tick(tick)) if (tick := getattr(view, "tick", None)) else None
     try:
         async for mode, chunk in graph.astream(graph_input, config=config, context=context,
                                                stream_mode=["custom", "values"]):
@@ -47,5 +50,14 @@ async def run_with_progress(graph_input: dict[str, Any], *, context: Context, vi
             elif chunk.get("event") == "result" and on_result is not None:
                 on_result(chunk["result"])
     finally:
+        if ticking is not None:
+            ticking.cancel()
         view.close()
     return final
+
+
+async def _tick(tick: Callable[[], None], period: float = 1.0) -> None:
+    """Call `tick` every `period` seconds until cancelled with the stream it watches."""
+    while True:  # ends with the run: cancelled in run_with_progress's finally
+        await asyncio.sleep(period)
+        tick()

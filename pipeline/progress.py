@@ -112,17 +112,26 @@ class BarView:
 
 
 class LogView:
-    """A log line every `every` seconds with done/total, rate and ETA, for unattended runs."""
+    """A log line per phase every `every` seconds with done/total, rate and ETA, for unattended runs.
+
+    The lines come on time whether or not calls complete meanwhile (`tick`, called about
+    once a second by whoever runs the stream): a slow model or a long reduce call still
+    shows the run alive. Counts already logged are not logged again at the end.
+    """
 
     def __init__(self, every: float = 5.0) -> None:
         self.every = every
         self._counts: dict[str, tuple[int, int]] = {}
+        self._logged: dict[str, tuple[int, int]] = {}
         self._start = self._last = time.monotonic()
 
     def show(self, phase: str, done: int, total: int) -> None:
         self._counts[phase] = (done, total)
+        self.tick()
+
+    def tick(self) -> None:
         now = time.monotonic()
-        if now - self._last >= self.every:
+        if self._counts and now - self._last >= self.every:
             self._last = now
             self._log(now)
 
@@ -132,7 +141,8 @@ class LogView:
             eta = (total - done) / rate if rate and total > done else 0.0
             unit = "documents" if phase == "documents" else "calls"
             log.info("%s: %d/%d %s, %.1f/s, eta %.0fs", phase, done, total, unit, rate, eta)
+        self._logged = dict(self._counts)
 
     def close(self) -> None:
-        if self._counts:
+        if self._counts and self._counts != self._logged:
             self._log(time.monotonic())

@@ -261,3 +261,37 @@ async def test_a_summary_that_cites_nothing_still_names_what_it_summarized(fake_
     assert body.splitlines()[2:5] == [f"- SUMMARY[62 words]: Document {i} " + " ".join(f"fact{i}-{j}" for j in range(10))
                                       + f" [D{i + 1}]" for i in range(3)]
     assert "Summarized but not cited" not in out["summary"]
+
+
+def test_unattended_progress_logs_on_a_clock_and_never_repeats_itself(
+        monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    from pipeline import progress
+
+    clock = [100.0]
+    monkeypatch.setattr(progress.time, "monotonic", lambda: clock[0])
+    view = progress.LogView(every=5.0)
+    caplog.set_level("INFO", logger="pipeline.progress")
+
+    view.show("map", 0, 4)
+    clock[0] += 6
+    view.tick()  # no call completed, but 5 s passed: the run shows it is alive
+    clock[0] += 1
+    view.tick()  # too soon for another
+    view.close()  # nothing new since the last line
+
+    assert [r.getMessage().split(",")[0] for r in caplog.records] == ["map: 0/4 calls"]
+
+
+async def test_a_slow_call_still_gets_progress_lines(fake_in_loop: FakeOpenAI,
+                                                     caplog: pytest.LogCaptureFixture) -> None:
+    from graphs import run_with_progress
+    from pipeline.progress import LogView
+
+    fake_in_loop.latency = 3.0  # one call, out for longer than the view's period and the tick's
+    caplog.set_level("INFO", logger="pipeline.progress")
+
+    await run_with_progress({"texts": [{"id": "a", "text": ENGLISH}]},
+                            context=Context(base_url=fake_in_loop.base_url), view=LogView(every=0.5))
+
+    waiting = [r.getMessage() for r in caplog.records if r.getMessage().startswith("map: 0/1")]
+    assert waiting  # logged while the only call was out, when no event came
