@@ -69,7 +69,8 @@ class ChatActor:
         runner = await self._open()
         docs = [json.loads(raw) for raw in batch["doc"]]
         answered = await asyncio.gather(*(self._answer(runner, doc["prompts"], doc["language"]) for doc in docs))
-        out = [json.dumps({"ref": doc["ref"], "keys": doc["keys"], "language": doc["language"], "outcomes": outcomes})
+        out = [json.dumps({"ref": doc["ref"], "keys": doc["keys"], "language": doc["language"], "outcomes": outcomes,
+                           "warnings": doc.get("warnings", [])})
                for doc, outcomes in zip(docs, answered)]
         counters = [json.dumps(self._counters(runner.stats))] + [""] * (len(out) - 1) if out else []
         return {"doc": np.array(out, dtype=object), "stats": np.array(counters, dtype=object)}

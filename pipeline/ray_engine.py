@@ -37,6 +37,7 @@ from pipeline import errors
 from pipeline.errors import FatalLLMError, InputError, LLMError, SummarizerError
 from pipeline.llm import CallStats, Completion
 from pipeline.loading import DocRef, Entry
+from pipeline.loading import log as loading_log
 from pipeline.ray_calls import CallSettings, ChatActor
 from pipeline.ray_plan import PlanSettings, make_snapshot, plan_batch
 from pipeline.store import PriorDocument, ResultStore
@@ -189,6 +190,8 @@ def absorb(row: dict[str, Any], store: ResultStore | None, stats: CallStats) -> 
     Returns its reference, its result, and the error that stops the run if a call hit one.
     """
     ref: DocRef = row["ref"]
+    for warning in row.get("warnings", ()):  # from planning on a worker, logged here as in-process
+        loading_log.warning("%s", warning)
     if (settled := settled_result(ref)) is not None:
         return ref, settled, None
     language = row["language"]

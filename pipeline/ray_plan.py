@@ -11,9 +11,12 @@ client nor LangChain, so that a planning worker starts quickly.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
+import logging
 from dataclasses import dataclass
+from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
@@ -21,6 +24,7 @@ import ray
 
 from pipeline.language import answer_language, language_instruction
 from pipeline.loading import DocRef, makes_calls, plan_document
+from pipeline.loading import log as _loading_log
 from pipeline.prompting import chunk_prompt, firmer
 from pipeline.store import call_key
 from pipeline.tokens import Chunker, token_counter
@@ -92,10 +96,39 @@ def plan_batch(batch: Batch, settings: PlanSettings, snapshot: Any = None) -> Ba
     for raw in batch["entry"]:
         entry = json.loads(raw)
         texts: dict[int, str] = {}
-        ref = plan_document(entry["id"], entry["source"], chunker, path=entry.get("path"), text=entry.get("text"),
-                            guess_language=settings.language == "auto", keep=texts)
-        docs.append(json.dumps(_prompts(ref, texts.get(ref["id"], ref.get("text", "")), settings, snap)))
+        with _held_warnings() as warnings:
+            ref = plan_document(entry["id"], entry["source"], chunker, path=entry.get("path"), text=entry.get("text"),
+                                guess_language=settings.language == "auto", keep=texts)
+        planned = _prompts(ref, texts.get(ref["id"], ref.get("text", "")), settings, snap)
+        docs.append(json.dumps(planned | {"warnings": warnings} if warnings else planned))
     return {"doc": np.array(docs, dtype=object)}
+
+
+class _Held(logging.Handler):
+    def __init__(self, sink: list[str]) -> None:
+        super().__init__(logging.WARNING)
+        self.sink = sink
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.sink.append(record.getMessage())
+
+
+@contextlib.contextmanager
+def _held_warnings() -> Iterator[list[str]]:
+    """Keep a document's planning warnings (an undecodable byte, a repaired file) to travel with it.
+
+    A worker's own log lines reach the driver's terminal through Ray, prefixed and coloured,
+    outside `--log-json` and the redaction; the driver logs these as the in-process run does.
+    """
+    logger, held = _loading_log, []
+    handler, propagate = _Held(held), logger.propagate
+    logger.addHandler(handler)
+    logger.propagate = False
+    try:
+        yield held
+    finally:
+        logger.removeHandler(handler)
+        logger.propagate = propagate
 
 
 def _prompts(ref: DocRef, text: str, settings: PlanSettings, snap: StoreSnapshot | None) -> dict[str, Any]:

@@ -227,6 +227,29 @@ def test_a_run_joins_a_running_cluster_that_asks_for_a_token(fake: FakeOpenAI, t
     assert token not in run.stdout + run.stderr and KEY not in run.stdout + run.stderr
 
 
+def test_planning_warnings_from_ray_workers_come_out_as_the_drivers_own_log_lines(fake: FakeOpenAI,
+                                                                                     tmp_path: Path) -> None:
+    # A worker's log lines would reach the terminal through Ray, prefixed and coloured, even
+    # with --log-json; the driver logs them instead, as JSON like every other line.
+    __import__("ray") if os.environ.get("CI") else pytest.importorskip("ray")
+    folder = tmp_path / "in"
+    folder.mkdir()
+    (folder / "minutes.txt").write_bytes("The café opened.\nMrs. Müller spoke.\n".encode().replace(b"spoke", b"sp\x9doke"))
+    (folder / "plain.txt").write_text("The ferry runs at dawn.", encoding="utf-8")
+    env = {key: value for key, value in os.environ.items() if not key.startswith(("RAY_", "OPENAI_"))}
+
+    run = subprocess.run([sys.executable, "run.py", str(folder), "--engine", "ray", "--base-url", fake.base_url,
+                          "--out", str(tmp_path / "out"), "--log-json"], env=env,
+                         cwd=Path(__file__).resolve().parents[1], capture_output=True, text=True, timeout=240)
+
+    assert run.returncode == 0, run.stderr[-2000:]
+    ours = [line for line in run.stderr.splitlines() if not line.startswith("[20")]  # Ray's C++ core logs as it will
+    entries = [json.loads(line) for line in ours]  # every line of ours is JSON
+    warned = [e for e in entries if e["level"] == "warning" and "minutes.txt" in e["message"]]
+    assert len(warned) == 1 and "1 undecodable character(s)" in warned[0]["message"]
+    assert "pid=" not in run.stderr and "\x1b[" not in run.stderr
+
+
 def test_the_ray_engine_without_ray_is_one_line(cli, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.setattr(graphs.context, "ray_installed", lambda: False)
     (tmp_path / "a.txt").write_text("Some text.", encoding="utf-8")
