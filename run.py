@@ -28,8 +28,11 @@ from typing import Any
 
 EXIT_OK, EXIT_ERROR, EXIT_PARTIAL, EXIT_INTERRUPTED, EXIT_TERMINATED = 0, 1, 3, 130, 143
 # The embedded model is small: short chunks, short answers, greedy decoding with a
-# repetition penalty (it loops at higher temperatures), one request per server slot.
-LOCAL_DEFAULTS = {"concurrency": 4, "chunk_tokens": 800, "token_max": 2000}
+# repetition penalty (it loops at higher temperatures), one request per server slot, and
+# one request at a time: on 2 cores four slots were slower (62 s for data/*.txt against
+# 54 s), and llama.cpp's batching of concurrent requests turned near-tie tokens one way or
+# the other from run to run; one at a time, two runs give the same summary.
+LOCAL_DEFAULTS = {"concurrency": 1, "chunk_tokens": 800, "token_max": 2000}
 LOCAL_SETTINGS = {"temperature": 0.0, "extra_body": {"repeat_penalty": 1.1},
                   "map_max_tokens": 150, "final_max_tokens": 500}
 
