@@ -40,7 +40,7 @@ from pipeline.citations import cited
 from pipeline.errors import CollapseError, InputError
 from pipeline.language import answer_language
 from pipeline.length import parse_length
-from pipeline.loading import DocRef, Entry, list_inputs, plan_entries
+from pipeline.loading import DocRef, Entry, expand_named, list_inputs, plan_entries
 from pipeline.preview import preview as preview_calls
 from pipeline.prompting import escape_label
 from pipeline.store import compare_with_prior, removed_sources
@@ -351,7 +351,7 @@ def make_builder(endpoint: Mapping[str, Any] | None = None) -> StateGraph:
         context = (get_runtime(Context).context or Context()).with_endpoint(endpoint)
         context.validate()
         emit = get_stream_writer()
-        run_input = RunState(paths=[str(p) for p in state.get("paths") or []], texts=state.get("texts") or [])
+        run_input = RunState(paths=expand_named(state.get("paths") or []), texts=state.get("texts") or [])
         async with open_resources(context, emit) as resources:
             out = await mapreduce.ainvoke(run_input, config={"recursion_limit": RECURSION_LIMIT},
                                           context=resources)

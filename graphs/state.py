@@ -34,6 +34,9 @@ class TextInput(TypedDict):
 class InputState(TypedDict, total=False):
     """Give file paths, in-memory texts, or both.
 
+    A path may also be a folder (its *.txt and *.md files, recursively) or a glob
+    ("notes/**/*.md"), as on the command line.
+
     Each run takes only the inputs it is given: on a reused thread, the previous run's
     paths and texts are gone (an ephemeral channel holds them for one step).
     """

@@ -75,6 +75,39 @@ def expand_inputs(patterns: Sequence[str]) -> list[str]:
     return list(seen)
 
 
+def expand_named(paths: Iterable[str | os.PathLike[str]]) -> list[str]:
+    """The graph's `paths` as files: a folder or a glob among them becomes the files it names.
+
+    The CLI expands its arguments before the run; a notebook or a server client may pass
+    "data/" or "notes/*.md" as well. Only a name that may be one is looked at (glob
+    characters, or no .txt/.md ending), so a listing of 200,000 files costs no stat. A
+    folder or glob that names nothing stays as it is and is reported as that input's
+    failure, never the run's.
+    """
+    out: list[str] = []
+    expanded = False
+    for name in map(str, paths):
+        if ("*" in name or "?" in name or "[" in name or not name.lower().endswith(DIRECTORY_SUFFIXES)) and (
+                found := _named(name)):
+            out.extend(found)
+            expanded = True
+        else:
+            out.append(name)
+    return list(dict.fromkeys(out)) if expanded else out
+
+
+def _named(name: str) -> list[str] | None:
+    """The files a folder or a glob names, or None when `name` is to be read as a file (or is nothing)."""
+    try:
+        if os.path.isdir(name):
+            return sorted(_walk(Path(name).expanduser())) or None
+        if _GLOB_CHARS & set(name) and not os.path.lexists(name):
+            return sorted(m for m in glob.glob(os.path.expanduser(name), recursive=True) if _is_input(Path(m))) or None
+    except OSError:
+        return None
+    return None
+
+
 def _expand_one(pattern: str) -> Iterable[str]:
     path = Path(pattern).expanduser()
     if path.is_dir():

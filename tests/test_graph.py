@@ -295,3 +295,20 @@ async def test_a_slow_call_still_gets_progress_lines(fake_in_loop: FakeOpenAI,
 
     waiting = [r.getMessage() for r in caplog.records if r.getMessage().startswith("map: 0/1")]
     assert waiting  # logged while the only call was out, when no event came
+
+
+async def test_a_folder_or_a_glob_in_paths_gives_its_files(fake_in_loop: FakeOpenAI, tmp_path: Path) -> None:
+    # The CLI expands its arguments; a notebook passing "data/" or "notes/*.md" gets the same files.
+    (tmp_path / "a").mkdir()
+    (tmp_path / "a" / "one.txt").write_text("The ferry ran at dawn.", encoding="utf-8")
+    (tmp_path / "a" / "two.md").write_text("The bakery sold bread.", encoding="utf-8")
+    (tmp_path / "b").mkdir()
+    (tmp_path / "b" / "three.txt").write_text("The orchard was picked.", encoding="utf-8")
+
+    out = await graph.ainvoke({"paths": [str(tmp_path / "a"), str(tmp_path / "b" / "*.txt"),
+                                         str(tmp_path / "a" / "one.txt"), str(tmp_path / "none" / "*.txt")]},
+                              context=Context(base_url=fake_in_loop.base_url))
+
+    got = {Path(r["source"]).name if "*" not in r["source"] else "pattern": r["status"] for r in out["results"]}
+    assert got == {"one.txt": "ok", "two.md": "ok", "three.txt": "ok", "pattern": "skipped"}
+    assert len(out["results"]) == 4  # one.txt, named twice, once
