@@ -452,6 +452,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     code = _exit_code(status, outcome, total)
     if code == EXIT_ERROR and error is None:
         status, error = "error", "nothing could be summarized: every input failed or was skipped"
+    elif code == EXIT_PARTIAL:
+        status = "partial"  # as the exit code says: some inputs failed or were skipped
     if job.out:
         report = _report(job, total, outcome, status, error, code, started, time.monotonic() - t0)
         try:

@@ -54,6 +54,7 @@ def test_one_failing_document_gives_exit_3_and_a_recorded_reason(cli, fake: Fake
     assert "HTTP 500" in by_name["poison.txt"]["error"]
     assert by_name["ferry.txt"]["status"] == "ok"
     assert result.report()["documents"]["failed"] == 1
+    assert (result.report()["status"], result.report()["exit_code"]) == ("partial", 3)
     assert "poison.txt" not in result.out  # the reduce ran on the rest only
     assert "Traceback" not in result.err
 
