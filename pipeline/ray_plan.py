@@ -15,8 +15,8 @@ import contextlib
 import functools
 import json
 import logging
-from dataclasses import dataclass
 from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
