@@ -130,36 +130,30 @@ def _with_tags(line: str, tags: Sequence[int]) -> str:
     return f"{bare} [{', '.join(f'D{k}' for k in tags)}]" if tags else bare
 
 
-def document_terms(call_docs: Sequence[int], summary_of: Callable[[int], str],
-                   answer: str | None = None) -> dict[int, frozenset[str]]:
+def _document_terms(call_docs: Sequence[int], summary_of: Callable[[int], str],
+                    answer: str) -> dict[int, frozenset[str]]:
     """The terms of what a call's documents say of themselves, by their tag number in the call.
 
     A call of many documents (a late collapse level, the final call of a big run) is
     checked against the documents its `answer` cites: their terms, not every document's,
-    are held, so memory follows the answer's size, not the run's. A smaller call's
-    terms need no answer, and may be made while the call is out.
+    are held, so memory follows the answer's size, not the run's.
     """
-    if len(call_docs) <= INDEX_MOST:
-        local: Sequence[int] = range(1, len(call_docs) + 1)
-    elif answer is None:
-        raise ValueError(f"a call of more than {INDEX_MOST} documents is checked against the ones its answer cites")
-    else:
-        local = sorted(k for k in set(cited(answer)) if 0 < k <= len(call_docs))
+    local: Sequence[int] = range(1, len(call_docs) + 1) if len(call_docs) <= INDEX_MOST else \
+        sorted(k for k in set(cited(answer)) if 0 < k <= len(call_docs))
     return {k: terms(summary_of(call_docs[k - 1])) for k in local}
 
 
 def check_bullets(text: str, call_docs: Sequence[int], summary_of: Callable[[int], str],
-                  counts: Counter[str] | None = None, docs: dict[int, frozenset[str]] | None = None) -> str:
+                  counts: Counter[str] | None = None) -> str:
     """Check the tags of every bullet in `text`, whose [Dk] names `call_docs[k-1]`; return the checked text.
 
-    `summary_of(doc)` gives a document's own map summary; `docs`, if given, is
-    `document_terms` of the call, made beforehand. `counts` gets `checked` (tags the
-    model wrote), of those `kept` and `removed`; `moved` and `added` (tags given to
-    bullets left with none, or written with none); `bullets_dropped` and, of those,
-    `invented_numbers`.
+    `summary_of(doc)` gives a document's own map summary. `counts` gets `checked`
+    (tags the model wrote), of those `kept` and `removed`; `moved` and `added` (tags
+    given to bullets left with none, or written with none); `bullets_dropped` and, of
+    those, `invented_numbers`.
     """
     counts = Counter() if counts is None else counts
-    docs = document_terms(call_docs, summary_of, text) if docs is None else docs
+    docs = _document_terms(call_docs, summary_of, text)
     lines: list[tuple[str, list[int], frozenset[str] | None]] = []
     for line in text.splitlines():
         tags = [k for k in cited(line) if 0 < k <= len(call_docs)]

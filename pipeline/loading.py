@@ -97,15 +97,13 @@ def expand_named(paths: Iterable[str | os.PathLike[str]]) -> list[str]:
 
 
 def _named(name: str) -> list[str] | None:
-    """The files a folder or a glob names, or None when `name` is to be read as a file (or is nothing)."""
-    try:
-        if os.path.isdir(name):
-            return sorted(_walk(Path(name).expanduser())) or None
-        if _GLOB_CHARS & set(name) and not os.path.lexists(name):
-            return sorted(m for m in glob.glob(os.path.expanduser(name), recursive=True) if _is_input(Path(m))) or None
-    except OSError:
+    """The files a folder or a glob names, or None when `name` is to be read as a file (or names nothing)."""
+    if not os.path.isdir(name) and not (_GLOB_CHARS & set(name) and not os.path.lexists(name)):
         return None
-    return None
+    try:
+        return list(_expand_one(name))
+    except (InputError, OSError):  # a folder without documents, a glob without matches
+        return None
 
 
 def _expand_one(pattern: str) -> Iterable[str]:

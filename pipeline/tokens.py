@@ -58,22 +58,24 @@ def _compiled_core() -> Any | None:
         return _load_core()
 
 
+def _package_folders() -> list[Path]:
+    """Where the bpe_openai package's files are, found without running the package."""
+    spec = importlib.util.find_spec("bpe_openai")  # a top-level package: found, not run
+    return [Path(folder) for folder in (spec.submodule_search_locations or [])] if spec else []
+
+
 @functools.cache
 def _load_core() -> Any | None:
     name = "bpe_openai._bindings"
     if name in sys.modules:  # the package was imported after all: its module is this one
         return sys.modules[name]
     try:
-        spec = importlib.util.find_spec("bpe_openai")  # a top-level package: found, not run
-        if spec is None or not spec.submodule_search_locations:
-            return None
-        folders = [Path(folder) for folder in spec.submodule_search_locations]
-        path = next(p for folder in folders for suffix in importlib.machinery.EXTENSION_SUFFIXES
+        path = next(p for folder in _package_folders() for suffix in importlib.machinery.EXTENSION_SUFFIXES
                     if (p := folder / f"_bindings{suffix}").is_file())
         loader = importlib.machinery.ExtensionFileLoader(name, str(path))
         module = importlib.util.module_from_spec(importlib.util.spec_from_file_location(name, path, loader=loader))
         loader.exec_module(module)
-        module.tokenizer_for_encoding, module.tokenizer_for_model, module.supported_encodings  # noqa: B018 - the API used
+        module.tokenizer_for_encoding, module.tokenizer_for_model, module.supported_encodings  # noqa: B018 - API used
         sys.modules[name] = module  # an import of the package later finds it, rather than loading it twice
         return module
     except Exception:  # noqa: BLE001 - any failure here means: use the package
@@ -93,14 +95,9 @@ def _rank_file_lengths(encoding_name: str) -> list[int] | None:
     text, so nothing is decoded: 0.06-0.12 s and a list of ints, where the package's
     encoding object parses all three encodings' tables (0.36 s, ~70 MB).
     """
-    spec = importlib.util.find_spec("bpe_openai")
-    if spec is None or not spec.submodule_search_locations:
-        return None
-    for folder in spec.submodule_search_locations:
-        path = Path(folder) / "data" / f"{encoding_name}.tiktoken.gz"
-        if path.is_file():
-            break
-    else:
+    files = [folder / "data" / f"{encoding_name}.tiktoken.gz" for folder in _package_folders()]
+    path = next((p for p in files if p.is_file()), None)
+    if path is None:
         return None
     lengths = []
     for rank, line in enumerate(gzip.decompress(path.read_bytes()).splitlines()):
@@ -214,7 +211,7 @@ class BpeCounter:
             log.debug("loading the tokenizer for %r failed", self.model, exc_info=True)
 
     def __call__(self, text: str) -> int:
-        encode = self._encode or self._loaded_encode()
+        encode = self._encode or self.load()
         if len(text) <= PIECE_CHARS:  # the common small document: one encoder call, as before
             try:
                 return len(encode(text))
@@ -238,13 +235,10 @@ class BpeCounter:
             self._byte_lengths = lengths
         return self._byte_lengths
 
-    def _loaded_encode(self) -> Callable[[str], list[int]]:
-        return self.load()
-
     def _encode_split(self, piece: str) -> Iterator[list[int]]:
         # Some models' encoders refuse far fewer tokens (2,048 for gpt2, 8,192 for the
         # embedding models); halving the piece is deterministic, so counts stay stable.
-        encode = self._encode or self._loaded_encode()
+        encode = self._encode or self.load()
         try:
             yield encode(piece)
         except self._too_long:
