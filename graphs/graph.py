@@ -351,7 +351,9 @@ def make_builder(endpoint: Mapping[str, Any] | None = None) -> StateGraph:
         context = (get_runtime(Context).context or Context()).with_endpoint(endpoint)
         context.validate()
         emit = get_stream_writer()
-        run_input = RunState(paths=expand_named(state.get("paths") or []), texts=state.get("texts") or [])
+        # In a worker thread: a folder or a glob is listed from disk, off the event loop.
+        paths = await asyncio.to_thread(expand_named, state.get("paths") or [])
+        run_input = RunState(paths=paths, texts=state.get("texts") or [])
         async with open_resources(context, emit) as resources:
             out = await mapreduce.ainvoke(run_input, config={"recursion_limit": RECURSION_LIMIT},
                                           context=resources)

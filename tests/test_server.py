@@ -152,6 +152,17 @@ async def test_a_run_on_paths_reads_the_files_on_the_server(
     assert (await endpoint.astats())["chat_calls"] == 3
 
 
+async def test_a_run_on_a_folder_with_long_documents_passes_the_servers_blocking_checks(
+        client: LangGraphClient, endpoint: FakeOpenAIProcess) -> None:
+    # A folder is expanded, and documents longer than a chunk are split (token byte lengths
+    # read from the tokenizer's rank file), under the dev server's detection of blocking calls.
+    out = _ok(await _wait(client, await _thread(client), input={"paths": [str(ROOT / "data")]},
+                          context={"chunk_tokens": "200"}))
+
+    assert sorted(Path(r["source"]).name for r in out["results"]) == sorted(p.name for p in (ROOT / "data").glob("*.txt"))
+    assert all(r["status"] == "ok" for r in out["results"]) and max(r["chunks"] for r in out["results"]) > 1
+
+
 @pytest.mark.parametrize("concurrency", ["many", 0])
 async def test_a_bad_setting_fails_the_run_with_one_line_naming_it(
         client: LangGraphClient, endpoint: FakeOpenAIProcess, concurrency: object) -> None:
