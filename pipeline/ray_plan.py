@@ -44,17 +44,22 @@ class PlanSettings:
     keyed: bool  # a store is kept: compute each prompt's key
 
 
+# NumPy's bytes strings drop trailing NUL bytes, so a digest ending in 0x00 (one key in 256)
+# was never found and its chunk was paid for again on every rerun; a byte after each keeps them.
+_END = b"\x01"
+
+
 @dataclass(frozen=True)
 class StoreSnapshot:
     """What the driver's store held when the run started: map keys, and documents that failed."""
 
-    digests: np.ndarray  # the stored map keys as sorted 32-byte digests
+    digests: np.ndarray  # the stored map keys as sorted 32-byte digests, each with _END after it
     failed: dict[str, tuple[str, str]]  # source -> (sha256, error) of documents that failed before
     retry_failed: bool
 
     def holds(self, key: str) -> bool:
         """Whether the store held an answer under `key` (a hex digest)."""
-        digest = np.bytes_(bytes.fromhex(key))
+        digest = np.bytes_(bytes.fromhex(key) + _END)
         at = int(np.searchsorted(self.digests, digest))
         return at < len(self.digests) and self.digests[at] == digest
 
@@ -68,7 +73,7 @@ class StoreSnapshot:
 
 def make_snapshot(keys: list[str], failed: dict[str, tuple[str, str]], retry_failed: bool) -> StoreSnapshot:
     """Pack stored keys compactly (32 bytes each) for the planning workers."""
-    digests = np.array(sorted(bytes.fromhex(k) for k in keys), dtype="S32")
+    digests = np.array(sorted(bytes.fromhex(k) + _END for k in keys), dtype="S33")
     return StoreSnapshot(digests, failed, retry_failed)
 
 
