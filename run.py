@@ -183,7 +183,7 @@ def build_parser(env: dict[str, str]) -> argparse.ArgumentParser:
 
 def parse_args(argv: Sequence[str] | None, env: dict[str, str]) -> argparse.Namespace:
     """Parse the command line over the config file's settings over the environment."""
-    from pipeline.config import load_settings
+    from pipeline.config_file import load_settings
 
     parser = build_parser(env)
     parser.as_json = "--log-json" in (sys.argv[1:] if argv is None else argv)
@@ -222,7 +222,7 @@ def settings(args: argparse.Namespace) -> Job:
     from graphs import Context
     from pipeline.errors import InputError
 
-    from pipeline.pool import EndpointSpec, parse_endpoint
+    from pipeline.llm.pool import EndpointSpec, parse_endpoint
 
     urls = _urls(args.base_url)
     local = args.model == "local" or (not urls and not args.api_key)
@@ -282,8 +282,8 @@ def graph_input(patterns: Sequence[str], stdin: Any) -> tuple[dict[str, Any], in
 
     Standard input is read as bytes and decoded as a file is, whatever the locale says.
     """
-    from pipeline.decoding import decode_bytes
-    from pipeline.loading import expand_inputs
+    from pipeline.text.decoding import decode_bytes
+    from pipeline.text.loading import expand_inputs
 
     paths = expand_inputs([p for p in patterns if p != "-"]) if set(patterns) - {"-"} else []
     texts = []
@@ -314,7 +314,7 @@ async def run_job(job: Job, inputs: dict[str, Any], outcome: Outcome, view: Any)
     async with contextlib.AsyncExitStack() as stack:
         context = job.context
         if job.local and not context.dry_run:
-            from pipeline.embedded import EmbeddedServer, default_settings
+            from pipeline.llm.embedded import EmbeddedServer, default_settings
 
             log.info("no endpoint configured: starting the embedded local model, a small demo-grade model "
                      "(set OPENAI_BASE_URL or OPENAI_API_KEY to use a real one)")
@@ -344,7 +344,7 @@ def _server_peak(server: Any) -> dict[str, Any]:
 
 
 def _shown_endpoint(context: Any) -> str:
-    from pipeline.client import redact_url
+    from pipeline.llm.client import redact_url
 
     if context.base_urls:
         return f"{len(context.base_urls)} endpoints ({', '.join(redact_url(s.url) or '' for s in context.endpoints)})"
@@ -373,7 +373,7 @@ def _view(args: argparse.Namespace) -> Any:
 
 def _report(job: Job, total: int, outcome: Outcome, status: str, error: str | None, exit_code: int,
             started: datetime, wall: float) -> dict[str, Any]:
-    from pipeline.client import redact_url
+    from pipeline.llm.client import redact_url
     from pipeline.report import document_counts
 
     return {

@@ -73,9 +73,9 @@ def measure(paths: list[str], chunk_tokens: int) -> dict[str, Any]:
     """Plan `paths` in this process; return the figures as a dict (runs inside the child)."""
     import psutil
 
-    from pipeline.decoding import decode_bytes
-    from pipeline.loading import plan_document
-    from pipeline.tokens import Chunker, token_counter
+    from pipeline.text.decoding import decode_bytes
+    from pipeline.text.loading import plan_document
+    from pipeline.text.chunking import Chunker, token_counter
 
     count = token_counter(MODEL)
     chunker = Chunker(chunk_tokens, count)

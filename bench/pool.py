@@ -35,7 +35,7 @@ from bench.scenario import MODEL
 
 def _time_calls() -> tuple[list[float], list[float]]:
     """Record when each pool call starts and ends (bench only: wraps EndpointPool.acomplete)."""
-    from pipeline.pool import EndpointPool
+    from pipeline.llm.pool import EndpointPool
 
     starts: list[float] = []
     ends: list[float] = []

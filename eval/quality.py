@@ -109,7 +109,7 @@ def _git_commit() -> str:
 @contextlib.asynccontextmanager
 async def model_server(model_path: Path | None, alias: str | None, threads: int | None):
     """The embedded server, started once: the shipped model, or the GGUF at model_path."""
-    from pipeline.embedded import MODEL_NAME, EmbeddedServer, default_settings
+    from pipeline.llm.embedded import MODEL_NAME, EmbeddedServer, default_settings
 
     settings = default_settings(4, threads=threads, model_path=model_path)
     async with EmbeddedServer(settings, model=alias or MODEL_NAME) as server:
@@ -234,7 +234,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s", stream=sys.stderr)
     for noisy in ("httpx", "pipeline", "graphs", "run"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
-    from pipeline.embedded import MODEL_NAME
+    from pipeline.llm.embedded import MODEL_NAME
 
     args.alias = args.model_path.stem.lower() if args.model_path else None
     args.model_name = args.model_name or args.alias or MODEL_NAME

@@ -1,7 +1,7 @@
 """The systems compared: the pipeline as the command line runs it, a lead-N baseline, and the tutorial shape.
 
 Each takes an item's document files and gives back an `Output`. The two model systems
-talk to one embedded server that the harness starts once (`pipeline.embedded`).
+talk to one embedded server that the harness starts once (`pipeline.llm.embedded`).
 """
 
 from __future__ import annotations
@@ -118,7 +118,7 @@ async def tutorial(paths: list[Path], base_url: str, model: str, *, map_max_toke
     from langchain_openai import ChatOpenAI
     from langchain_text_splitters import CharacterTextSplitter
 
-    from pipeline.tokens import token_counter
+    from pipeline.text.chunking import token_counter
 
     count = token_counter(model)
     llm = ChatOpenAI(base_url=base_url, api_key="local", model=model, temperature=temperature,

@@ -19,12 +19,12 @@ from langchain_core.language_models.chat_models import BaseChatModel
 from pydantic import Field, TypeAdapter, ValidationError
 from pydantic.json_schema import SkipJsonSchema
 
-from pipeline.budget import Price, price_for
-from pipeline.client import check_base_url
+from pipeline.llm.budget import Price, price_for
+from pipeline.llm.client import check_base_url
 from pipeline.errors import InputError
-from pipeline.language import check_language
-from pipeline.length import parse_length
-from pipeline.pool import EndpointSpec, parse_endpoint
+from pipeline.text.language import check_language
+from pipeline.answers.length import parse_length
+from pipeline.llm.pool import EndpointSpec, parse_endpoint
 from pipeline.secrets import url_credentials
 
 DEFAULT_MODEL = "gpt-4o-mini"
@@ -72,7 +72,7 @@ class Context:
     """Everything a run needs to know; the CLI, a notebook and the server build it the same way.
 
     `base_url` (any OpenAI-compatible endpoint), `base_urls` (several, calls spread over
-    them: see pipeline.pool), `api_key` alone (OpenAI itself) or
+    them: see pipeline.llm.pool), `api_key` alone (OpenAI itself) or
     `chat_model` (any LangChain chat model, which then takes precedence) says where
     summaries come from.
     """

@@ -36,14 +36,14 @@ from graphs.context import Context
 from graphs.ray_map import map_ray
 from graphs.resources import Resources, open_resources
 from graphs.state import InputState, OutputState, RunState, ShardState, State, add_counts
-from pipeline.citations import cited
+from pipeline.answers.citations import cited
 from pipeline.errors import CollapseError, InputError
-from pipeline.language import answer_language
-from pipeline.length import parse_length
-from pipeline.loading import DocRef, Entry, expand_named, list_inputs, plan_entries
+from pipeline.text.language import answer_language
+from pipeline.answers.length import parse_length
+from pipeline.text.loading import DocRef, Entry, expand_named, list_inputs, plan_entries
 from pipeline.preview import preview as preview_calls
 from pipeline.prompting import escape_label
-from pipeline.store import compare_with_prior, removed_sources
+from pipeline.result_store import compare_with_prior, removed_sources
 from pipeline.summarize import (
     DocResult,
     collapse_level,

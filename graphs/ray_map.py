@@ -22,8 +22,8 @@ from langgraph.runtime import Runtime
 from graphs.context import DEFAULT_MODEL, Context
 from graphs.resources import Resources
 from graphs.state import RunState
-from pipeline.loading import DocRef, list_inputs
-from pipeline.store import compare_with_prior
+from pipeline.text.loading import DocRef, list_inputs
+from pipeline.result_store import compare_with_prior
 from pipeline.summarize import DocResult
 
 log = logging.getLogger(__name__)
@@ -35,8 +35,8 @@ def _settings(context: Context, concurrency: int, actors: int, keyed: bool) -> t
     """What the planning tasks and the call actors need, each actor with its share of the limits."""
     from pydantic import SecretStr
 
-    from pipeline.ray_calls import CallSettings
-    from pipeline.ray_plan import PlanSettings
+    from pipeline.ray.calls import CallSettings
+    from pipeline.ray.plan import PlanSettings
 
     model = context.model or DEFAULT_MODEL
     plan = PlanSettings(chunk_tokens=context.chunk_tokens, model=model, language=context.language,
@@ -54,7 +54,7 @@ def _settings(context: Context, concurrency: int, actors: int, keyed: bool) -> t
 
 async def map_ray(state: RunState, runtime: Runtime[Resources]) -> dict[str, Any]:
     """Summarize every document on Ray workers; commit and report each result as it arrives."""
-    from pipeline.ray_engine import actor_count, map_documents
+    from pipeline.ray.engine import actor_count, map_documents
 
     res, context = runtime.context, runtime.context.context
     runner, store = res.llm(), res.store

@@ -25,18 +25,18 @@ from typing import Any
 from pydantic import SecretStr
 
 from graphs.context import DEFAULT_MODEL, Context
-from pipeline.attribution import citation_counts
-from pipeline.budget import Budget
-from pipeline.checks import ANSWER_CHECKS
-from pipeline.client import OpenAICompatChat, open_session, probe_endpoint
+from pipeline.answers.attribution import citation_counts
+from pipeline.llm.budget import Budget
+from pipeline.answers.checks import ANSWER_CHECKS
+from pipeline.llm.client import OpenAICompatChat, open_session, probe_endpoint
 from pipeline.errors import SummarizerError
-from pipeline.limits import AdaptiveLimit, RateLimit
-from pipeline.llm import CallLimits, LLMRunner
-from pipeline.memory import MemoryGuard
-from pipeline.pool import EndpointPool, open_pool
+from pipeline.llm.limits import AdaptiveLimit, RateLimit
+from pipeline.llm.runner import CallLimits, LLMRunner
+from pipeline.llm.memory_guard import MemoryGuard
+from pipeline.llm.pool import EndpointPool, open_pool
 from pipeline.progress import EventProgress
-from pipeline.store import ResultStore
-from pipeline.tokens import BpeCounter, Chunker, TokenCounter, token_counter
+from pipeline.result_store import ResultStore
+from pipeline.text.chunking import BpeCounter, Chunker, TokenCounter, token_counter
 
 log = logging.getLogger(__name__)
 
@@ -131,7 +131,7 @@ async def open_resources(context: Context, emit: Emit) -> AsyncIterator[Resource
             context.validate()  # again, now that the model is known (a spending cap needs its price)
             runner = _runner(context, model, store, memory)
             if context.engine == "ray":  # after the endpoint answered: a bad key fails before Ray starts
-                from pipeline.ray_engine import ray_session
+                from pipeline.ray.engine import ray_session
 
                 await stack.enter_async_context(ray_session(context.ray_address))
         else:  # a dry run calls nothing, but the model decides the store's keys and the prices

@@ -8,13 +8,13 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 import prompts
-from pipeline.budget import Price
-from pipeline import length as lengths
-from pipeline.language import language_instruction
-from pipeline.llm import call_key
-from pipeline.loading import DocRef, load_text
+from pipeline.llm.budget import Price
+from pipeline.answers import length as lengths
+from pipeline.text.language import language_instruction
+from pipeline.llm.runner import call_key
+from pipeline.text.loading import DocRef, load_text
 from pipeline.prompting import Piece, Prompt, firmer, map_prompt, reduce_prompt, render_group
-from pipeline.store import ResultStore
+from pipeline.result_store import ResultStore
 from pipeline.summarize import (
     DocResult,
     final_prompt,
@@ -26,7 +26,7 @@ from pipeline.summarize import (
     settle,
     to_pieces,
 )
-from pipeline.tokens import TokenCounter
+from pipeline.text.chunking import TokenCounter
 
 # A map summary is assumed to be about a third of its chunk, within its token cap.
 MAP_OUTPUT_RATIO = 0.3

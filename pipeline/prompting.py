@@ -15,9 +15,9 @@ from typing import NamedTuple
 from typing_extensions import TypedDict
 
 import prompts
-from pipeline.citations import local_numbering, retag
-from pipeline.language import firm_language_instruction
-from pipeline.loading import DocRef
+from pipeline.answers.citations import local_numbering, retag
+from pipeline.text.language import firm_language_instruction
+from pipeline.text.loading import DocRef
 
 # Any tag that opens or closes a fence, in any letter case, with any spacing: a
 # document must not be able to end the block it sits in, or open a new one.

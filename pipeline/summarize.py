@@ -13,16 +13,16 @@ from typing import Any, Literal
 from typing_extensions import NotRequired, TypedDict
 
 import prompts
-from pipeline import length as lengths
-from pipeline.attribution import check_bullets
-from pipeline.checks import BULLET, clean, drop_labels, in_language
-from pipeline.citations import cited, retag
+from pipeline.answers import length as lengths
+from pipeline.answers.attribution import check_bullets
+from pipeline.answers.checks import BULLET, clean, drop_labels, in_language
+from pipeline.answers.citations import cited, retag
 from pipeline.errors import CollapseError, FatalLLMError, InputError, LLMError
-from pipeline.language import language_instruction
-from pipeline.llm import Completion, LLMRunner
-from pipeline.loading import DocRef, load_text
+from pipeline.text.language import language_instruction
+from pipeline.llm.runner import Completion, LLMRunner
+from pipeline.text.loading import DocRef, load_text
 from pipeline.prompting import Piece, Prompt, chunk_prompt, escape_label, firmer, reduce_prompt, render_group
-from pipeline.tokens import TokenCounter
+from pipeline.text.chunking import TokenCounter
 
 log = logging.getLogger(__name__)
 

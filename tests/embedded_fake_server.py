@@ -18,7 +18,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from aiohttp import web  # noqa: E402
 
-from pipeline.embedded import watch_parent  # noqa: E402
+from pipeline.llm.embedded import watch_parent  # noqa: E402
 
 
 async def health(request: web.Request) -> web.Response:

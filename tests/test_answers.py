@@ -7,8 +7,8 @@ from typing import Any
 
 import prompts
 from graphs import Context, graph
-from pipeline.checks import clean, drop_labels, in_language
-from pipeline.length import Length, fit, parse_length
+from pipeline.answers.checks import clean, drop_labels, in_language
+from pipeline.answers.length import Length, fit, parse_length
 from tests.conftest import ENGLISH, KOREAN
 from tests.fake_openai import FakeOpenAI, default_reply
 

@@ -19,7 +19,7 @@ from typing import Any
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pipeline.attribution import check_bullets
+from pipeline.answers.attribution import check_bullets
 from tests.fake_openai import FakeOpenAI
 
 _BLOCK_TAG = re.compile(r"\[D(\d+)\]")

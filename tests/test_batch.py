@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.store import ResultStore
+from pipeline.result_store import ResultStore
 from tests.fake_openai import FakeOpenAI
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -157,7 +157,7 @@ async def test_store_survives_many_concurrent_writers(tmp_path: Path) -> None:
 
     path = tmp_path / "store.sqlite"
     writer = (f"import sys; sys.path.insert(0, {str(ROOT)!r})\n"
-              "from pipeline.store import ResultStore\n"
+              "from pipeline.result_store import ResultStore\n"
               f"s = ResultStore({str(path)!r})\n"
               "for i in range(300): s.put(f'{sys.argv[1]}-{i}', 'map', 'x' * 200, 1, 1)\n")
     store = ResultStore(path)

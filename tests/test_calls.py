@@ -16,8 +16,8 @@ import pytest
 from langchain_core.callbacks import AsyncCallbackHandler
 from langchain_openai import ChatOpenAI
 
-import pipeline.llm as llm
-from pipeline.client import OpenAICompatChat, Usage
+import pipeline.llm.runner as llm
+from pipeline.llm.client import OpenAICompatChat, Usage
 from pipeline.errors import (
     AuthError,
     ConnectError,
@@ -28,7 +28,7 @@ from pipeline.errors import (
     error_for_exception,
     retry_after,
 )
-from pipeline.llm import LLMRunner
+from pipeline.llm.runner import LLMRunner
 from pipeline.logs import error_line
 from tests.fake_openai import FakeOpenAI
 

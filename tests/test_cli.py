@@ -121,7 +121,7 @@ def fake_embedded(monkeypatch: pytest.MonkeyPatch) -> list[int]:
 
     import psutil
 
-    from pipeline import embedded
+    from pipeline.llm import embedded
 
     pids: list[int] = []
     script = Path(__file__).with_name("embedded_fake_server.py")
@@ -160,7 +160,7 @@ def test_a_configured_endpoint_wins_over_the_embedded_model(cli, fake: FakeOpenA
 
 
 def test_missing_embedded_model_is_a_one_line_error(cli, docs: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from pipeline import embedded
+    from pipeline.llm import embedded
 
     original = embedded.locate_model_parts
     monkeypatch.setattr(embedded, "locate_model_parts", lambda: original(["no_such_model_package_xyz"]))

@@ -12,7 +12,7 @@ import pytest
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
-from pipeline.decoding import Decoded, decode_bytes
+from pipeline.text.decoding import Decoded, decode_bytes
 
 ENGLISH = ("The library opened a reading room for night-shift workers last spring. It stays open until "
            "four in the morning and lends laptops for the evening. Visits doubled by the autumn.\n")

@@ -17,8 +17,8 @@ import aiohttp
 import psutil
 import pytest
 
-from pipeline import embedded
-from pipeline.embedded import (
+from pipeline.llm import embedded
+from pipeline.llm.embedded import (
     EmbeddedServer,
     EmbeddedSettings,
     ModelIntegrityError,
@@ -131,7 +131,7 @@ async def test_start_failures_kill_the_child(mode: str, message: str, tmp_path: 
 PARENT = textwrap.dedent("""
     import asyncio, sys
     sys.path.insert(0, {root!r})
-    from pipeline.embedded import EmbeddedServer, EmbeddedSettings
+    from pipeline.llm.embedded import EmbeddedServer, EmbeddedSettings
     async def main():
         async with EmbeddedServer(EmbeddedSettings(startup_timeout=20), command={command!r}) as srv:
             print(srv.pid, flush=True)

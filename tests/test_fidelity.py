@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-import pipeline.tokens
+import pipeline.text.chunking
 from tests.fake_openai import FakeOpenAI, default_reply
 
 _DOCUMENT = re.compile(r"<document[^>]*>\n(.*?)\n</document>", re.DOTALL)
@@ -89,14 +89,14 @@ def test_huge_files_are_chunked_beside_good_ones(cli, fake: FakeOpenAI, tmp_path
 
 def test_a_file_that_cannot_be_planned_fails_alone(cli, fake: FakeOpenAI, tmp_path: Path,
                                                    monkeypatch: pytest.MonkeyPatch) -> None:
-    real = pipeline.tokens.Chunker.spans
+    real = pipeline.text.chunking.Chunker.spans
 
     def spans(self: Any, text: str) -> Any:
         if "BREAKS THE CHUNKER" in text:
             raise RuntimeError("the chunker gave up")
         return real(self, text)
 
-    monkeypatch.setattr(pipeline.tokens.Chunker, "spans", spans)
+    monkeypatch.setattr(pipeline.text.chunking.Chunker, "spans", spans)
     (tmp_path / "bad.txt").write_text("This text BREAKS THE CHUNKER.", encoding="utf-8")
     (tmp_path / "good.txt").write_text("The ferry trial ran for six months.", encoding="utf-8")
 
@@ -204,7 +204,7 @@ async def test_notebook_jobs_sharing_a_store_keep_each_others_texts(fake_in_loop
                                  context=context)
 
     assert second["stats"]["files"]["removed"] == 0
-    from pipeline.store import ResultStore
+    from pipeline.result_store import ResultStore
 
     assert set(ResultStore(tmp_path / "shared.sqlite").prior_documents()) == {"a-memo", "b-memo"}
 

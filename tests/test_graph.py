@@ -210,7 +210,7 @@ async def test_one_long_document_collapses_through_many_levels(fake_in_loop: Fak
 async def test_the_builtin_client_is_a_working_langchain_chat_model(fake_in_loop: FakeOpenAI) -> None:
     import aiohttp
 
-    from pipeline.client import OpenAICompatChat
+    from pipeline.llm.client import OpenAICompatChat
 
     async with aiohttp.ClientSession() as session:
         model = OpenAICompatChat(model="fake-model", base_url=fake_in_loop.base_url, session=session)

@@ -150,11 +150,11 @@ async def test_a_reused_thread_does_not_keep_a_dry_runs_preview(fake_in_loop: Fa
 
 async def test_the_first_calls_leave_before_every_file_is_planned(fake_in_loop: FakeOpenAI, tmp_path: Any,
                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
-    import pipeline.loading
+    import pipeline.text.loading
     from tests.fake_openai import default_reply
 
     order: list[str] = []
-    real = pipeline.loading.plan_document
+    real = pipeline.text.loading.plan_document
 
     def plan_document(*args: Any, **kwargs: Any) -> Any:
         order.append("plan")
@@ -164,7 +164,7 @@ async def test_the_first_calls_leave_before_every_file_is_planned(fake_in_loop: 
         order.append("call")
         return default_reply(messages)
 
-    monkeypatch.setattr(pipeline.loading, "plan_document", plan_document)
+    monkeypatch.setattr(pipeline.text.loading, "plan_document", plan_document)
     fake_in_loop.reply = reply
     fake_in_loop.latency = 0.01
     paths = []

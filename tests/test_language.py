@@ -8,7 +8,7 @@ from hypothesis import strategies as st
 
 from graphs import Context, graph
 from pipeline.errors import InputError
-from pipeline.language import check_language, language_name
+from pipeline.text.language import check_language, language_name
 from tests.fake_openai import FakeOpenAI
 
 

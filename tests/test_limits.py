@@ -6,8 +6,8 @@ import asyncio
 
 import pytest
 
-from pipeline import limits
-from pipeline.limits import AdaptiveLimit, RateLimit
+from pipeline.llm import limits
+from pipeline.llm.limits import AdaptiveLimit, RateLimit
 
 
 async def _peak(limit: AdaptiveLimit, tasks: int) -> int:

@@ -6,10 +6,10 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.decoding import decode_bytes
+from pipeline.text.decoding import decode_bytes
 from pipeline.errors import InputError
-from pipeline.loading import expand_inputs, load_text, plan_document
-from pipeline.tokens import Chunker, token_counter
+from pipeline.text.loading import expand_inputs, load_text, plan_document
+from pipeline.text.chunking import Chunker, token_counter
 from tests.conftest import KOREAN
 
 CHUNKER = Chunker(200, token_counter("gpt-4o-mini"))

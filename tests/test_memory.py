@@ -14,10 +14,10 @@ import psutil
 import pytest
 
 from graphs import Context, graph
-from pipeline import memory
+from pipeline.llm import memory_guard as memory
 from pipeline.errors import InputError, MemoryLimitError
-from pipeline.limits import AdaptiveLimit
-from pipeline.memory import MemoryGuard
+from pipeline.llm.limits import AdaptiveLimit
+from pipeline.llm.memory_guard import MemoryGuard
 from tests.fake_openai import FakeOpenAI
 
 MB = 2**20

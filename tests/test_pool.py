@@ -10,7 +10,7 @@ import pytest
 
 from graphs import Context, graph
 from pipeline.errors import InputError
-from pipeline.pool import EndpointSpec, parse_endpoint, split_concurrency
+from pipeline.llm.pool import EndpointSpec, parse_endpoint, split_concurrency
 from tests.conftest import ThreadedFake
 from tests.fake_openai import FakeOpenAI, default_reply
 
@@ -184,7 +184,7 @@ def test_no_endpoint_answering_is_one_line_and_exit_1(cli, docs: Path) -> None:
 
 
 def test_latency_percentiles_come_from_a_bounded_sample() -> None:
-    from pipeline.pool import LATENCY_SAMPLE, Endpoint
+    from pipeline.llm.pool import LATENCY_SAMPLE, Endpoint
 
     ep = Endpoint(EndpointSpec("http://a/v1"), chat=None, session=None,  # type: ignore[arg-type]
                   concurrency=1, order=0)

@@ -9,7 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import prompts
-from pipeline.citations import cited, retag
+from pipeline.answers.citations import cited, retag
 from pipeline.prompting import Piece, escape_label, fence, map_prompt, render_group
 
 _FENCE = re.compile(r"<\s*/?\s*(document|summaries)\b", re.IGNORECASE)

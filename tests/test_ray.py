@@ -261,7 +261,7 @@ def test_the_store_snapshot_holds_exactly_the_stored_keys(stored: set[bytes], ot
     # What planning workers skip as paid for. Keys that end in zero bytes (one in 256) come up
     # on purpose: NumPy drops trailing NULs from its byte strings, and such keys went unseen.
     __import__("ray") if os.environ.get("CI") else pytest.importorskip("ray")
-    from pipeline.ray_plan import make_snapshot
+    from pipeline.ray.plan import make_snapshot
 
     stored = {key[:32 - len(end)] + end for key, end in zip(sorted(stored), ends * 40)}
     snapshot = make_snapshot([k.hex() for k in stored], {}, retry_failed=False)

@@ -261,7 +261,7 @@ def test_the_key_in_an_unexpected_error_and_its_traceback_is_never_shown(
 
     async def leaky_probe(base_url: str, api_key: str | None, timeout: float = 15.0, session: object = None
                           ) -> list[str]:
-        logging.getLogger("pipeline.client").info("probing with %s", api_key)
+        logging.getLogger("pipeline.llm.client").info("probing with %s", api_key)
         raise RuntimeError(f"a bug that prints {api_key} and {MASKED}")
 
     monkeypatch.setattr(graphs.resources, "probe_endpoint", leaky_probe)

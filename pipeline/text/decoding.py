@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 from charset_normalizer import from_bytes
 
-from pipeline.codepages import (
+from pipeline.text.codepages import (
     CJK,
     HIGH_BYTES,
     SCORE_BYTES,

@@ -24,7 +24,7 @@ from typing import Any
 import psutil
 
 from pipeline.errors import InputError, MemoryLimitError
-from pipeline.limits import AdaptiveLimit
+from pipeline.llm.limits import AdaptiveLimit
 
 log = logging.getLogger(__name__)
 

@@ -17,8 +17,8 @@ import re
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 
-from pipeline.checks import BULLET
-from pipeline.citations import cited, retag
+from pipeline.answers.checks import BULLET
+from pipeline.answers.citations import cited, retag
 
 _TOKEN = re.compile(r"\d+(?:[.,:]\d+)*|[^\W\d_]+")
 # The same tokens in lower-case ASCII text, found sooner: numbers, and words of three letters or more.

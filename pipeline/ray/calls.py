@@ -1,6 +1,6 @@
-"""The map phase's second stage on Ray: async actors that ask the model (pipeline/ray_engine.py builds it).
+"""The map phase's second stage on Ray: async actors that ask the model (pipeline/ray/engine.py builds it).
 
-Each `ChatActor` answers the prompts that planning (pipeline/ray_plan.py) left to send,
+Each `ChatActor` answers the prompts that planning (pipeline/ray/plan.py) left to send,
 through the pipeline's own runner (retries with backoff, Retry-After, 429 handling)
 over one pooled aiohttp session, or an endpoint pool, sized to its share of the run's
 concurrency. It never opens the store: each answer goes back to the driver, which
@@ -19,14 +19,14 @@ import numpy as np
 import ray
 from pydantic import SecretStr
 
-from pipeline.client import OpenAICompatChat, open_session
+from pipeline.llm.client import OpenAICompatChat, open_session
 from pipeline.errors import FatalLLMError, LLMError
-from pipeline.limits import RateLimit
-from pipeline.llm import CallLimits, CallStats, LLMRunner
-from pipeline.pool import EndpointPool, EndpointSpec, open_pool
+from pipeline.llm.limits import RateLimit
+from pipeline.llm.runner import CallLimits, CallStats, LLMRunner
+from pipeline.llm.pool import EndpointPool, EndpointSpec, open_pool
 from pipeline.prompting import Prompt, firmer
 from pipeline.summarize import needs_retry
-from pipeline.tokens import token_counter
+from pipeline.text.chunking import token_counter
 
 Batch = dict[str, np.ndarray]
 

@@ -28,7 +28,7 @@ from typing import Any
 
 import prompts
 from pipeline.errors import InputError, StoreError
-from pipeline.loading import DocRef
+from pipeline.text.loading import DocRef
 
 log = logging.getLogger(__name__)
 

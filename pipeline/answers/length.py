@@ -6,8 +6,8 @@ import re
 from collections import Counter
 from typing import Any, NamedTuple
 
-from pipeline.checks import BULLET, WORD
-from pipeline.citations import cited
+from pipeline.answers.checks import BULLET, WORD
+from pipeline.answers.citations import cited
 from pipeline.errors import InputError
 
 _SPEC = re.compile(r"\s*(\d+)\s*(b|bullets?|w|words?)\s*", re.IGNORECASE)

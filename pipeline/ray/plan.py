@@ -1,7 +1,7 @@
-"""The map phase's first stage on Ray: plan the documents (pipeline/ray_engine.py builds the pipeline).
+"""The map phase's first stage on Ray: plan the documents (pipeline/ray/engine.py builds the pipeline).
 
 `plan_batch` runs as Ray tasks: it reads, hashes, decodes and chunks each input
-(pipeline/loading.py), makes each chunk's map prompt and store key, and leaves out the
+(pipeline/text/loading.py), makes each chunk's map prompt and store key, and leaves out the
 prompts whose answers the store already holds. It never opens the store: the driver
 reads it before the run and hands the workers a snapshot (the stored map keys, and the
 documents that failed before). A row is one document as JSON, so that any file name
@@ -22,12 +22,12 @@ from typing import Any
 import numpy as np
 import ray
 
-from pipeline.language import answer_language, language_instruction
-from pipeline.loading import DocRef, makes_calls, plan_document
-from pipeline.loading import log as _loading_log
+from pipeline.text.language import answer_language, language_instruction
+from pipeline.text.loading import DocRef, makes_calls, plan_document
+from pipeline.text.loading import log as _loading_log
 from pipeline.prompting import chunk_prompt, firmer
-from pipeline.store import call_key
-from pipeline.tokens import Chunker, token_counter
+from pipeline.result_store import call_key
+from pipeline.text.chunking import Chunker, token_counter
 
 Batch = dict[str, np.ndarray]
 

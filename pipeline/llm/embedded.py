@@ -39,7 +39,7 @@ SERVER_PIP = "pip install xllamacpp==2026.10.11549"
 DEFAULT_CACHE_DIR = Path.home() / ".cache" / "mapreduce-summarizer" / "models"
 DEFAULT_SLOT_CTX = 4096
 _STDERR_TAIL = 30
-_PROJECT_ROOT = Path(__file__).resolve().parents[1]  # where `-m pipeline.embedded` resolves
+_PROJECT_ROOT = Path(__file__).resolve().parents[1]  # where `-m pipeline.llm.embedded` resolves
 
 
 class EmbeddedModelError(SummarizerError):
@@ -147,7 +147,7 @@ def ensure_model(cache_dir: Path | None = None) -> Path:
 def server_command(model_path: Path, settings: EmbeddedSettings, alias: str = MODEL_NAME) -> list[str]:
     """Build the argv that runs this module as the server child process (from the project root)."""
     slots = max(1, settings.n_parallel)
-    return [sys.executable, "-m", "pipeline.embedded", "--model", str(model_path), "--alias", alias,
+    return [sys.executable, "-m", "pipeline.llm.embedded", "--model", str(model_path), "--alias", alias,
             "--threads", str(settings.threads or 1), "--parallel", str(slots),
             "--ctx", str((settings.n_ctx or DEFAULT_SLOT_CTX) * slots)]
 

@@ -16,8 +16,8 @@ import re
 from collections import Counter
 from collections.abc import Iterable
 
-from pipeline.citations import retag
-from pipeline.language import HAN, HANGUL, KANA, LETTER
+from pipeline.answers.citations import retag
+from pipeline.text.language import HAN, HANGUL, KANA, LETTER
 
 # Scripts whose presence or absence is unmistakable; languages in Latin script are told
 # apart only from languages in these.

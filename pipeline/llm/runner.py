@@ -19,7 +19,7 @@ from langchain_core.language_models.chat_models import BaseChatModel
 from langchain_core.messages import BaseMessage, HumanMessage, SystemMessage
 from langsmith.utils import tracing_is_enabled
 
-from pipeline.client import OpenAICompatChat, Usage
+from pipeline.llm.client import OpenAICompatChat, Usage
 from pipeline.errors import (
     ConnectError,
     EmptyAnswerError,
@@ -31,14 +31,14 @@ from pipeline.errors import (
     RetryableLLMError,
     error_for_exception,
 )
-from pipeline.budget import Budget
-from pipeline.limits import AdaptiveLimit, RateLimit
-from pipeline.memory import MemoryGuard
+from pipeline.llm.budget import Budget
+from pipeline.llm.limits import AdaptiveLimit, RateLimit
+from pipeline.llm.memory_guard import MemoryGuard
 from pipeline.progress import NoProgress, Progress
 from pipeline.prompting import Prompt
 from pipeline.secrets import Redactor, credential_secrets
-from pipeline.store import ResultStore, call_key
-from pipeline.tokens import TokenCounter
+from pipeline.result_store import ResultStore, call_key
+from pipeline.text.chunking import TokenCounter
 
 log = logging.getLogger(__name__)
 
@@ -71,8 +71,8 @@ class CallStats:
     peak_in_flight: int = 0
     succeeded: int = 0
     malformed: int = 0  # answers that were not chat completions at all
-    answers: Counter[str] = field(default_factory=Counter)  # what the answer checks did (pipeline/checks.py)
-    citations: Counter[str] = field(default_factory=Counter)  # what the tag checks did (pipeline/attribution.py)
+    answers: Counter[str] = field(default_factory=Counter)  # what the answer checks did (pipeline/answers/checks.py)
+    citations: Counter[str] = field(default_factory=Counter)  # what the tag checks did (pipeline/answers/attribution.py)
 
 
 @dataclass(frozen=True, slots=True)

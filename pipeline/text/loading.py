@@ -16,10 +16,10 @@ from pathlib import Path
 
 from typing_extensions import NotRequired, TypedDict
 
-from pipeline.decoding import decode_bytes
+from pipeline.text.decoding import decode_bytes
 from pipeline.errors import InputError
-from pipeline.language import detect_language
-from pipeline.tokens import Chunker
+from pipeline.text.language import detect_language
+from pipeline.text.chunking import Chunker
 
 log = logging.getLogger(__name__)
 

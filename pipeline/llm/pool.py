@@ -29,7 +29,7 @@ import aiohttp
 
 from pydantic import SecretStr
 
-from pipeline.client import OpenAICompatChat, Usage, endpoint, open_session, probe_endpoint, redact_url
+from pipeline.llm.client import OpenAICompatChat, Usage, endpoint, open_session, probe_endpoint, redact_url
 from pipeline.errors import (
     ConnectError,
     EndpointError,
@@ -39,7 +39,7 @@ from pipeline.errors import (
     RateLimitedError,
     RetryableLLMError,
 )
-from pipeline.limits import AdaptiveLimit
+from pipeline.llm.limits import AdaptiveLimit
 from pipeline.prompting import Prompt
 
 log = logging.getLogger(__name__)

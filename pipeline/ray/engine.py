@@ -1,4 +1,4 @@
-"""The map phase on Ray Data, driver side; the workers run pipeline/ray_plan.py and pipeline/ray_calls.py.
+"""The map phase on Ray Data, driver side; the workers run pipeline/ray/plan.py and pipeline/ray/calls.py.
 
     listed inputs ─▶ from_items ─▶ plan_batch (tasks) ─▶ ChatActor (N async actors) ─▶ iter_batches
                      (driver)      read, chunk, prompts,   calls, concurrency/N each    (driver): answers
@@ -35,13 +35,13 @@ import pipeline
 import prompts
 from pipeline import errors
 from pipeline.errors import FatalLLMError, InputError, LLMError, SummarizerError
-from pipeline.llm import CallStats, Completion
-from pipeline.loading import DocRef, Entry
-from pipeline.loading import log as loading_log
-from pipeline.ray_calls import CallSettings, ChatActor
-from pipeline.ray_plan import PlanSettings, make_snapshot, plan_batch
-from pipeline.store import PriorDocument, ResultStore
-from pipeline.language import language_instruction
+from pipeline.llm.runner import CallStats, Completion
+from pipeline.text.loading import DocRef, Entry
+from pipeline.text.loading import log as loading_log
+from pipeline.ray.calls import CallSettings, ChatActor
+from pipeline.ray.plan import PlanSettings, make_snapshot, plan_batch
+from pipeline.result_store import PriorDocument, ResultStore
+from pipeline.text.language import language_instruction
 from pipeline.prompting import Prompt, map_instructions
 from pipeline.summarize import DocResult, document_result, needs_retry, settle, settled_result
 

@@ -1,0 +1,1 @@
+"""Answers checked before they are used: language, echoes, loops, citations and their attribution, length."""
