@@ -36,7 +36,8 @@ from pipeline.llm.memory_guard import MemoryGuard
 from pipeline.llm.pool import EndpointPool, open_pool
 from pipeline.progress import EventProgress
 from pipeline.result_store import ResultStore
-from pipeline.text.chunking import BpeCounter, Chunker, TokenCounter, token_counter
+from pipeline.text.chunking import Chunker
+from pipeline.text.counting import BpeCounter, TokenCounter, token_counter
 
 log = logging.getLogger(__name__)
 

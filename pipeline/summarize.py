@@ -22,7 +22,7 @@ from pipeline.text.language import language_instruction
 from pipeline.llm.runner import Completion, LLMRunner
 from pipeline.text.loading import DocRef, load_text
 from pipeline.prompting import Piece, Prompt, chunk_prompt, escape_label, firmer, reduce_prompt, render_group
-from pipeline.text.chunking import TokenCounter
+from pipeline.text.counting import TokenCounter
 
 log = logging.getLogger(__name__)
 

@@ -38,7 +38,7 @@ from pipeline.progress import NoProgress, Progress
 from pipeline.prompting import Prompt
 from pipeline.secrets import Redactor, credential_secrets
 from pipeline.result_store import ResultStore, call_key
-from pipeline.text.chunking import TokenCounter
+from pipeline.text.counting import TokenCounter
 
 log = logging.getLogger(__name__)
 

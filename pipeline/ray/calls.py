@@ -26,7 +26,7 @@ from pipeline.llm.runner import CallLimits, CallStats, LLMRunner
 from pipeline.llm.pool import EndpointPool, EndpointSpec, open_pool
 from pipeline.prompting import Prompt, firmer
 from pipeline.summarize import needs_retry
-from pipeline.text.chunking import token_counter
+from pipeline.text.counting import token_counter
 
 Batch = dict[str, np.ndarray]
 

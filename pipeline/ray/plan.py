@@ -27,7 +27,8 @@ from pipeline.text.loading import DocRef, makes_calls, plan_document
 from pipeline.text.loading import log as _loading_log
 from pipeline.prompting import chunk_prompt, firmer
 from pipeline.result_store import call_key
-from pipeline.text.chunking import Chunker, token_counter
+from pipeline.text.chunking import Chunker
+from pipeline.text.counting import token_counter
 
 Batch = dict[str, np.ndarray]
 
