@@ -26,14 +26,14 @@ from pydantic import SecretStr
 
 from graphs.context import DEFAULT_MODEL, Context
 from pipeline.answers.attribution import citation_counts
-from pipeline.llm.budget import Budget
 from pipeline.answers.checks import ANSWER_CHECKS
-from pipeline.llm.client import OpenAICompatChat, open_session, probe_endpoint
+from pipeline.llm.client import probe_endpoint
 from pipeline.errors import SummarizerError
-from pipeline.llm.limits import AdaptiveLimit, RateLimit
-from pipeline.llm.runner import CallLimits, LLMRunner
+from pipeline.llm.factory import ChatSettings, make_runner, open_chat
+from pipeline.llm.limits import AdaptiveLimit
+from pipeline.llm.runner import LLMRunner
 from pipeline.llm.memory_guard import MemoryGuard
-from pipeline.llm.pool import EndpointPool, open_pool
+from pipeline.llm.pool import EndpointPool
 from pipeline.progress import EventProgress
 from pipeline.result_store import ResultStore
 from pipeline.text.chunking import Chunker
@@ -130,7 +130,8 @@ async def open_resources(context: Context, emit: Emit) -> AsyncIterator[Resource
             memory = MemoryGuard(context.memory_limit_mb)  # the start RSS, before the session and the model
             model, context = await _chat_model(context, stack)
             context.validate()  # again, now that the model is known (a spending cap needs its price)
-            runner = _runner(context, model, store, memory)
+            runner = make_runner(model, chat_settings(context), context.model or DEFAULT_MODEL, store=store,
+                                 memory=memory)
             if context.engine == "ray":  # after the endpoint answered: a bad key fails before Ray starts
                 from pipeline.ray.engine import ray_session
 
@@ -148,33 +149,23 @@ async def open_resources(context: Context, emit: Emit) -> AsyncIterator[Resource
         yield resources
 
 
+def chat_settings(context: Context) -> ChatSettings:
+    """What the run's chat client and runner are built from, as `context` says (the Ray actors' too)."""
+    return ChatSettings(
+        model=context.model, default_model=DEFAULT_MODEL, base_url=None if context.base_urls else context.base_url,
+        endpoints=context.endpoints if context.base_urls else [],
+        api_key=SecretStr(context.api_key) if context.api_key else None, concurrency=context.concurrency,
+        timeout=context.timeout, max_retries=context.max_retries, temperature=context.temperature, seed=context.seed,
+        request_body=context.request_body, identity=context.identity, rpm=context.rpm, tpm=context.tpm,
+        price=context.price, max_cost=context.max_cost)
+
+
 async def _chat_model(context: Context, stack: AsyncExitStack) -> tuple[Any, Context]:
     """The chat model the context asks for, with its session; the context with its model named."""
     if context.chat_model is not None:
         return context.chat_model, context
-    if context.base_urls:
-        pool, name = await open_pool(context.endpoints, concurrency=context.concurrency, timeout=context.timeout,
-                                     api_key=context.api_key, model=context.model, default_model=DEFAULT_MODEL,
-                                     temperature=context.temperature, extra_body=context.request_body)
-        stack.push_async_callback(pool.aclose)
-        return pool, dataclasses.replace(context, model=name)
-    if context.base_url:
-        session = open_session(context.concurrency, context.timeout)
-        stack.push_async_callback(session.close)
-        listed = await probe_endpoint(context.base_url, context.api_key, session=session)
-        context = dataclasses.replace(context, model=context.model or (listed[0] if listed else DEFAULT_MODEL))
-        return OpenAICompatChat(model=context.model, base_url=context.base_url,
-                                api_key=SecretStr(context.api_key) if context.api_key else None,
-                                temperature=context.temperature, extra_body=context.request_body,
-                                session=session), context
-    # A key alone means OpenAI itself, through langchain-openai and its own endpoint.
-    from langchain_openai import ChatOpenAI
-
-    context = dataclasses.replace(context, model=context.model or DEFAULT_MODEL)
-    model = ChatOpenAI(model=context.model, api_key=SecretStr(context.api_key or ""),
-                       temperature=context.temperature, seed=context.seed, timeout=context.timeout,
-                       max_retries=0)  # the runner retries, with backoff and adaptive concurrency
-    return model, context
+    model, name = await open_chat(chat_settings(context), stack)
+    return model, dataclasses.replace(context, model=name)
 
 
 async def _listed_model(context: Context) -> str:
@@ -189,19 +180,3 @@ async def _listed_model(context: Context) -> str:
             if listed:
                 return listed[0]
     return DEFAULT_MODEL
-
-
-def _runner(context: Context, model: Any, store: ResultStore | None, memory: MemoryGuard) -> LLMRunner:
-    price = context.price
-    limits = CallLimits(
-        rpm=RateLimit(context.rpm) if context.rpm else None,
-        tpm=RateLimit(context.tpm) if context.tpm else None,
-        budget=Budget(price, context.max_cost) if price else None,
-        memory=memory)
-    # A pool takes at most its endpoints' concurrencies together.
-    concurrency = context.concurrency
-    if isinstance(model, EndpointPool):
-        concurrency = min(concurrency, model.concurrency)
-    return LLMRunner(model, concurrency=concurrency, timeout=context.timeout,
-                     max_retries=context.max_retries, count_tokens=token_counter(context.model or DEFAULT_MODEL),
-                     limits=limits, store=store, identity=context.identity)

@@ -142,16 +142,16 @@ async def test_a_hung_call_times_out_and_is_retried(fake_in_loop: FakeOpenAI) ->
 
 
 def _track_sessions(monkeypatch: pytest.MonkeyPatch) -> list:
-    import graphs.resources
+    import pipeline.llm.factory
 
     opened: list = []
-    real = graphs.resources.open_session
+    real = pipeline.llm.factory.open_session
 
     def open_session(*args, **kwargs):
         opened.append(real(*args, **kwargs))
         return opened[-1]
 
-    monkeypatch.setattr(graphs.resources, "open_session", open_session)
+    monkeypatch.setattr(pipeline.llm.factory, "open_session", open_session)
     return opened
 
 

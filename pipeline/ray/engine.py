@@ -120,7 +120,7 @@ def build_dataset(entries: Sequence[Entry], plan: PlanSettings, call: CallSettin
     # An actor task answers one block (a batch no larger, so that blocks are not merged
     # and results come back a block at a time), its batches concurrently; enough tasks at
     # once to keep the actor's share of calls busy, and one more arriving.
-    tasks = math.ceil(call.concurrency / block) + 1
+    tasks = math.ceil(call.chat.concurrency / block) + 1
     items = [{"entry": json.dumps(e)} for e in entries]
     return (ray.data.from_items(items, override_num_blocks=math.ceil(len(items) / block))
             .map_batches(plan_batch, batch_size=None, batch_format="numpy", num_cpus=PLAN_CPUS,
