@@ -73,7 +73,8 @@ def _load_core() -> Any | None:
         module = importlib.util.module_from_spec(importlib.util.spec_from_file_location(name, path, loader=loader))
         loader.exec_module(module)
         module.tokenizer_for_encoding, module.tokenizer_for_model, module.supported_encodings  # noqa: B018 - API used
-        sys.modules[name] = module  # an import of the package later finds it, rather than loading it twice
+        # Python itself lists the loaded extension in sys.modules, so an import of the package
+        # later finds it there rather than loading it twice.
         return module
     except Exception:  # noqa: BLE001 - any failure here means: use the package
         log.debug("bpe-openai's compiled core could not be loaded alone; using the package", exc_info=True)
