@@ -116,8 +116,6 @@ async def map_shard(state: ShardState, runtime: Runtime[Resources]) -> dict[str,
     res, context = runtime.context, runtime.context.context
     runner = res.llm()
     files: dict[str, int] = {}
-    not_retried: set[int] = set()  # failed in an earlier run, and not sent again
-    in_memory: set[int] = set()
 
     async def planned() -> AsyncIterator[tuple[DocRef, str | None]]:
         nonlocal files
@@ -129,22 +127,16 @@ async def map_shard(state: ShardState, runtime: Runtime[Resources]) -> dict[str,
                                                        retry_failed=context.retry_failed, keep=texts)
             files = add_counts(files, batch_files)
             runner.progress.add_total("map", sum(len(r["spans"]) for r in refs if "prior_error" not in r))
-            not_retried.update(r["id"] for r in refs if "prior_error" in r)
-            in_memory.update(r["id"] for r in refs if "text" in r)
             for ref in refs:
                 yield ref, texts.pop(ref["id"], None)
 
-    def on_result(result: DocResult) -> None:
+    def on_result(ref: DocRef, result: DocResult) -> None:
         res.warm_tokenizer()  # once the first calls are answered, while the others are out
-        if res.store is not None and result["id"] not in not_retried:
-            res.store.record_document(result, kind="text" if result["id"] in in_memory else "file")
-        runner.progress.advance("documents")
-        res.emit({"event": "result", "result": result})
+        res.commit(ref, result)
 
     async with res.shard_slots:
         results = await summarize_shard(
-            runner, planned(), max_tokens=context.map_max_tokens, on_result=on_result,
-            room=res.map_room(runner.concurrency.maximum + 2 * PLAN_BATCH),
+            runner, planned(), max_tokens=context.map_max_tokens, on_result=on_result, room=res.map_room,
             language_of=lambda ref: answer_language(context.language, [ref.get("language")]))
     return {"results": results, "files": files}
 

@@ -23,7 +23,7 @@ from graphs.context import DEFAULT_MODEL, Context
 from graphs.resources import Resources, chat_settings
 from graphs.state import RunState
 from pipeline.text.loading import DocRef, list_inputs
-from pipeline.result_store import compare_with_prior
+from pipeline.result_store import count_against_prior
 from pipeline.summarize import DocResult
 
 log = logging.getLogger(__name__)
@@ -60,7 +60,6 @@ async def map_ray(state: RunState, runtime: Runtime[Resources]) -> dict[str, Any
     prior = store.prior_documents([e["source"] for e in entries]) if store is not None else {}
     actors = actor_count(context.ray_actors, runner.concurrency.maximum)
     plan, call = ray_settings(context, runner.concurrency.maximum, actors, keyed=store is not None)
-    in_memory = {e["id"] for e in entries if "text" in e}
     files = {"new": 0, "changed": 0, "unchanged": 0}
     results: list[DocResult] = []
     log.info("map on Ray: %d documents, %d actors of up to %d calls each", len(entries), actors, call.chat.concurrency)
@@ -70,13 +69,10 @@ async def map_ray(state: RunState, runtime: Runtime[Resources]) -> dict[str, Any
         calls = 0 if "prior_error" in ref else len(ref["spans"])
         runner.progress.add_total("map", calls)
         runner.progress.advance("map", calls)
-        if store is not None:
-            for name, n in compare_with_prior([ref], prior, context.retry_failed).items():
+        if store is not None:  # (planning marked the failures carried over, from the store's snapshot)
+            for name, n in count_against_prior([ref], prior).items():
                 files[name] += n
-            if "prior_error" not in ref:  # a failure carried over is not recorded again
-                store.record_document(result, kind="text" if result["id"] in in_memory else "file")
-        runner.progress.advance("documents")
-        res.emit({"event": "result", "result": result})
+        res.commit(ref, result)
         results.append(result)
 
     await map_documents(entries, plan=plan, call=call, actors=actors, store=store, prior=prior,

@@ -14,7 +14,7 @@ from collections import Counter
 from collections.abc import Sequence
 from typing import Any
 
-from pipeline.result_store import ResultStore, compare_with_prior
+from pipeline.result_store import ResultStore, count_against_prior, mark_prior_failures
 from pipeline.text.chunking import Chunker
 from pipeline.text.loading import DocRef, Entry, plan_entries
 
@@ -47,7 +47,8 @@ async def plan_and_compare(batch: Sequence[Entry], chunker: Chunker, store: Resu
     files: dict[str, int] = {}
     if store is not None:
         prior = store.prior_documents([r["source"] for r in refs])
-        files = compare_with_prior(refs, prior, retry_failed)
+        files = count_against_prior(refs, prior)
+        mark_prior_failures(refs, prior, retry_failed)
     return refs, files
 
 

@@ -46,6 +46,10 @@ BACKOFF_BASE_S = 0.5
 BACKOFF_CAP_S = 20.0
 RETRY_AFTER_CAP_S = 120.0
 
+STEPS = ("map", "collapse", "final")  # what calls are counted under
+# The counters that add up across runners (the Ray actors' into the run's).
+SUMMED = ("retries", "rate_limited", "prompt_tokens", "completion_tokens", "succeeded", "malformed")
+
 
 @dataclass(frozen=True, slots=True)
 class Completion:

@@ -20,9 +20,9 @@ import ray
 
 from pipeline.errors import FatalLLMError, LLMError
 from pipeline.llm.factory import ChatSettings, make_runner, open_chat
-from pipeline.llm.runner import CallStats, LLMRunner
-from pipeline.prompting import Prompt, firmer
-from pipeline.summarize import needs_retry
+from pipeline.llm.runner import SUMMED, CallStats, LLMRunner
+from pipeline.prompting import Prompt
+from pipeline.summarize import ask_in_language
 
 Batch = dict[str, np.ndarray]
 
@@ -33,9 +33,6 @@ class CallSettings:
 
     chat: ChatSettings
     map_max_tokens: int
-
-
-_ADDED = ("retries", "rate_limited", "prompt_tokens", "completion_tokens", "succeeded", "malformed")
 
 
 class ChatActor:
@@ -55,8 +52,7 @@ class ChatActor:
         runner = await self._open()
         docs = [json.loads(raw) for raw in batch["doc"]]
         answered = await asyncio.gather(*(self._answer(runner, doc["prompts"], doc["language"]) for doc in docs))
-        out = [json.dumps({"ref": doc["ref"], "keys": doc["keys"], "language": doc["language"], "outcomes": outcomes,
-                           "warnings": doc.get("warnings", [])})
+        out = [json.dumps({"ref": doc["ref"], "keys": doc["keys"], "language": doc["language"], "outcomes": outcomes})
                for doc, outcomes in zip(docs, answered)]
         counters = [json.dumps(self._counters(runner.stats))] + [""] * (len(out) - 1) if out else []
         return {"doc": np.array(out, dtype=object), "stats": np.array(counters, dtype=object)}
@@ -71,29 +67,25 @@ class ChatActor:
         async def one(raw: list[str] | None) -> list[Any]:
             if raw is None:
                 return ["stored"]
-            prompt = Prompt(*raw)
             try:
-                done = await runner.complete("map", prompt, max_tokens, phase="map")
-                answers = [[done.text, done.tokens_in, done.tokens_out]]
-                if needs_retry(done.text, language):
-                    again = await runner.complete("map", firmer(prompt, language or ""), max_tokens, phase="map")
-                    answers.append([again.text, again.tokens_in, again.tokens_out])
+                done, again = await ask_in_language(runner, "map", Prompt(*raw), max_tokens, phase="map",
+                                                    language=language)
             except FatalLLMError as exc:
                 return ["fatal", type(exc).__name__, str(exc)]
             except LLMError as exc:
                 return ["error", type(exc).__name__, str(exc)]
-            return ["ok", answers]
+            return ["ok", [[a.text, a.tokens_in, a.tokens_out] for a in (done, again) if a is not None]]
 
         return list(await asyncio.gather(*(one(p) for p in prompts)))
 
     def _counters(self, stats: CallStats) -> dict[str, Any]:
         """The counters grown since the last report, and this actor's peak of calls in flight."""
         sent = self._sent
-        delta: dict[str, Any] = {name: getattr(stats, name) - getattr(sent, name) for name in _ADDED}
+        delta: dict[str, Any] = {name: getattr(stats, name) - getattr(sent, name) for name in SUMMED}
         delta["calls"] = stats.calls["map"] - sent.calls["map"]
         delta["failed_calls"] = stats.failed_calls["map"] - sent.failed_calls["map"]
         delta["actor"], delta["peak_in_flight"] = self._actor, stats.peak_in_flight
-        for name in _ADDED:
+        for name in SUMMED:
             setattr(sent, name, getattr(stats, name))
         sent.calls["map"], sent.failed_calls["map"] = stats.calls["map"], stats.failed_calls["map"]
         return delta
