@@ -165,7 +165,7 @@ def chat_settings(context: Context) -> ChatSettings:
     """What the run's chat client and runner are built from, as `context` says (the Ray actors' too)."""
     return ChatSettings(
         model=context.model, default_model=DEFAULT_MODEL, base_url=None if context.base_urls else context.base_url,
-        endpoints=context.endpoints if context.base_urls else [],
+        endpoints=context.endpoints if context.base_urls and context.chat_model is None else [],
         api_key=SecretStr(context.api_key) if context.api_key else None, concurrency=context.concurrency,
         timeout=context.timeout, max_retries=context.max_retries, temperature=context.temperature, seed=context.seed,
         request_body=context.request_body, identity=context.identity, rpm=context.rpm, tpm=context.tpm,
