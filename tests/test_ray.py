@@ -104,7 +104,7 @@ async def test_ray_gives_the_same_summary_and_store_and_a_rerun_makes_no_calls(
     on_ray = await graph.ainvoke({"paths": paths, "texts": texts},
                                  context=_context(fake, tmp_path / "ray.sqlite", engine="ray", ray_actors=2))
     ray_calls = fake.chat_calls
-    assert _request_fields(fake) == local_fields and local_fields >= {'{"model": "fake", "seed": 0, "temperature": 0.0}'}
+    assert _request_fields(fake) == local_fields and all('"seed": 0' in fields for fields in local_fields)
 
     assert on_ray["summary"] == local["summary"] and "report05.txt" in on_ray["summary"]
     assert on_ray["results"] == local["results"]
