@@ -75,7 +75,8 @@ def measure(paths: list[str], chunk_tokens: int) -> dict[str, Any]:
 
     from pipeline.text.decoding import decode_bytes
     from pipeline.text.loading import plan_document
-    from pipeline.text.chunking import Chunker, token_counter
+    from pipeline.text.chunking import Chunker
+    from pipeline.text.counting import token_counter
 
     count = token_counter(MODEL)
     chunker = Chunker(chunk_tokens, count)

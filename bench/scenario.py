@@ -83,7 +83,7 @@ async def run_pipeline(args: argparse.Namespace, base_url: str, inputs: dict[str
     logger.setLevel(logging.INFO)
     logger.propagate = False
     if args.memory_headroom_mb:  # a run with a limit builds the tokenizer before it measures its start
-        from pipeline.text.chunking import token_counter
+        from pipeline.text.counting import token_counter
 
         token_counter(MODEL).preload()
     limit = args.memory_headroom_mb and psutil.Process().memory_info().rss / 2**20 + args.memory_headroom_mb

@@ -118,7 +118,7 @@ async def tutorial(paths: list[Path], base_url: str, model: str, *, map_max_toke
     from langchain_openai import ChatOpenAI
     from langchain_text_splitters import CharacterTextSplitter
 
-    from pipeline.text.chunking import token_counter
+    from pipeline.text.counting import token_counter
 
     count = token_counter(model)
     llm = ChatOpenAI(base_url=base_url, api_key="local", model=model, temperature=temperature,

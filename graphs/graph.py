@@ -19,7 +19,6 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import logging
-import os
 import time
 from collections.abc import AsyncIterator, Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
@@ -36,14 +35,14 @@ from graphs.context import Context
 from graphs.ray_map import map_ray
 from graphs.resources import Resources, open_resources
 from graphs.state import InputState, OutputState, RunState, ShardState, State, add_counts
-from pipeline.answers.citations import cited
 from pipeline.errors import CollapseError, InputError
 from pipeline.text.language import answer_language
 from pipeline.answers.length import parse_length
-from pipeline.text.loading import DocRef, Entry, expand_named, list_inputs, plan_entries
+from pipeline.text.loading import DocRef, expand_named, list_inputs
 from pipeline.preview import preview as preview_calls
-from pipeline.prompting import escape_label
-from pipeline.result_store import compare_with_prior, removed_sources
+from pipeline.legend import sources_legend
+from pipeline.planning import PLAN_BATCH, plan_and_compare, plan_and_compare_all
+from pipeline.result_store import removed_sources
 from pipeline.summarize import (
     DocResult,
     collapse_level,
@@ -106,54 +105,6 @@ def after_plan(state: RunState, runtime: Runtime[Resources]) -> list[Send] | Lit
             for i in range(0, n + len(texts), size)]
 
 
-# Planning shares the process with the calls in flight. Small documents are planned on
-# the event loop a few at a time, yielding between batches: a worker thread would fight
-# the loop for the GIL and slow every call. A big one goes to a thread, so that the loop
-# is never held for long.
-PLAN_BATCH = 16
-PLAN_IN_THREAD_BYTES = 256 * 1024
-
-
-def _big(entry: Entry) -> bool:
-    if "text" in entry:
-        return len(entry["text"]) > PLAN_IN_THREAD_BYTES
-    try:
-        return os.stat(entry["path"]).st_size > PLAN_IN_THREAD_BYTES
-    except OSError:
-        return False  # planning it will say why
-
-
-async def _plan_batch(res: Resources, batch: list[Entry],
-                      keep: dict[int, str] | None = None) -> tuple[list[DocRef], dict[str, int]]:
-    """Read, decode and chunk a few documents while other calls go on; compare them with the store.
-
-    With `keep`, the files' texts stay there for the summarizer that follows.
-    """
-    context = res.context
-    options: dict[str, Any] = {"guess_language": context.language == "auto", "keep": keep}
-    if any(map(_big, batch)):
-        refs = await asyncio.to_thread(plan_entries, batch, res.chunker, **options)
-    else:
-        refs = plan_entries(batch, res.chunker, **options)
-        await asyncio.sleep(0)
-    files: dict[str, int] = {}
-    if res.store is not None:
-        prior = res.store.prior_documents([r["source"] for r in refs])
-        files = compare_with_prior(refs, prior, context.retry_failed)
-    return refs, files
-
-
-async def _plan_shard(res: Resources, entries: list[Entry]) -> tuple[list[DocRef], dict[str, int]]:
-    """Plan every document of `entries`, a batch at a time; count them against the store."""
-    refs: list[DocRef] = []
-    files: dict[str, int] = {}
-    for i in range(0, len(entries), PLAN_BATCH):
-        batch_refs, batch_files = await _plan_batch(res, entries[i:i + PLAN_BATCH])
-        refs += batch_refs
-        files = add_counts(files, batch_files)
-    return refs, files
-
-
 async def map_shard(state: ShardState, runtime: Runtime[Resources]) -> dict[str, Any]:
     """Plan one shard's documents a batch at a time, summarizing those planned while the next are.
 
@@ -165,33 +116,27 @@ async def map_shard(state: ShardState, runtime: Runtime[Resources]) -> dict[str,
     res, context = runtime.context, runtime.context.context
     runner = res.llm()
     files: dict[str, int] = {}
-    not_retried: set[int] = set()  # failed in an earlier run, and not sent again
-    in_memory: set[int] = set()
 
     async def planned() -> AsyncIterator[tuple[DocRef, str | None]]:
         nonlocal files
         entries = list_inputs(state["paths"], state["texts"], first_id=state["first_id"])
         for i in range(0, len(entries), PLAN_BATCH):
             texts: dict[int, str] = {}  # read once: planned here, summarized right after
-            refs, batch_files = await _plan_batch(res, entries[i:i + PLAN_BATCH], keep=texts)
+            refs, batch_files = await plan_and_compare(entries[i:i + PLAN_BATCH], res.chunker, res.store,
+                                                       guess_language=context.language == "auto",
+                                                       retry_failed=context.retry_failed, keep=texts)
             files = add_counts(files, batch_files)
             runner.progress.add_total("map", sum(len(r["spans"]) for r in refs if "prior_error" not in r))
-            not_retried.update(r["id"] for r in refs if "prior_error" in r)
-            in_memory.update(r["id"] for r in refs if "text" in r)
             for ref in refs:
                 yield ref, texts.pop(ref["id"], None)
 
-    def on_result(result: DocResult) -> None:
+    def on_result(ref: DocRef, result: DocResult) -> None:
         res.warm_tokenizer()  # once the first calls are answered, while the others are out
-        if res.store is not None and result["id"] not in not_retried:
-            res.store.record_document(result, kind="text" if result["id"] in in_memory else "file")
-        runner.progress.advance("documents")
-        res.emit({"event": "result", "result": result})
+        res.commit(ref, result)
 
     async with res.shard_slots:
         results = await summarize_shard(
-            runner, planned(), max_tokens=context.map_max_tokens, on_result=on_result,
-            room=res.map_room(runner.concurrency.maximum + 2 * PLAN_BATCH),
+            runner, planned(), max_tokens=context.map_max_tokens, on_result=on_result, room=res.map_room,
             language_of=lambda ref: answer_language(context.language, [ref.get("language")]))
     return {"results": results, "files": files}
 
@@ -247,23 +192,6 @@ async def collapse(state: RunState, runtime: Runtime[Resources]) -> dict[str, An
     return {"pieces": pieces, "level": level}
 
 
-UNCITED_NAMED = 50  # past this many, the documents a summary leaves out are counted, not named
-
-
-def _sources_legend(summary: str, state: RunState) -> str:
-    """List the documents the summary cites by tag, in input order, and say which it leaves out."""
-    ids = set(cited(summary))
-    summarized = sorted((r for r in state["results"] if r["status"] == "ok"), key=lambda r: r["id"])
-    lines = [f"- [D{d['id']}] {escape_label(d['source'])}" for d in summarized if d["id"] in ids]
-    legend = "\n\n**Sources**\n\n" + "\n".join(lines) + "\n" if lines else ""
-    left_out = [d for d in summarized if d["id"] not in ids]
-    if left_out:
-        named = ", ".join(f"[D{d['id']}] {escape_label(d['source'])}" for d in left_out[:UNCITED_NAMED])
-        more = f", and {len(left_out) - UNCITED_NAMED} more (see summaries.jsonl)" if len(left_out) > UNCITED_NAMED else ""
-        legend += f"\n**Summarized but not cited above:** {named}{more}\n"
-    return legend
-
-
 def _summaries(state: RunState) -> Callable[[int], str]:
     """Each summarized document's name and map summary, by id: what reduce answers are checked against."""
     by_id = {r["id"]: r for r in state["results"] if r["status"] == "ok"}  # made into text when asked for
@@ -282,7 +210,7 @@ async def final(state: RunState, runtime: Runtime[Resources]) -> dict[str, Any]:
             whole=len(ok) == 1 and ok[0]["chunks"] == 1)
         # Only a length asked for may leave documents out; by default each is represented.
         text = text if context.length != "auto" else represent(text, ok)
-        summary = text.rstrip() + "\n" + _sources_legend(text, state)
+        summary = text.rstrip() + "\n" + sources_legend(text, state["results"])
     stats = _stats(state, res)
     if fitted is not None:
         stats["length"] = fitted
@@ -300,7 +228,9 @@ def _stats(state: RunState, res: Resources) -> dict[str, Any]:
 async def preview(state: RunState, runtime: Runtime[Resources]) -> dict[str, Any]:
     """Plan every document and count the calls, tokens and cost the run would take, calling nothing."""
     res, context = runtime.context, runtime.context.context
-    docs, files = await _plan_shard(res, list_inputs(state.get("paths") or [], state.get("texts") or []))
+    docs, files = await plan_and_compare_all(list_inputs(state.get("paths") or [], state.get("texts") or []),
+                                             res.chunker, res.store, guess_language=context.language == "auto",
+                                             retry_failed=context.retry_failed)
     if res.store is not None:
         files["removed"] = len(removed_sources(res.store.prior_documents(), {d["source"] for d in docs}))
     reduce_language = answer_language(context.language, (d.get("language") for d in docs))

@@ -20,10 +20,10 @@ from typing import Any
 from langgraph.runtime import Runtime
 
 from graphs.context import DEFAULT_MODEL, Context
-from graphs.resources import Resources
+from graphs.resources import Resources, chat_settings
 from graphs.state import RunState
 from pipeline.text.loading import DocRef, list_inputs
-from pipeline.result_store import compare_with_prior
+from pipeline.result_store import count_against_prior
 from pipeline.summarize import DocResult
 
 log = logging.getLogger(__name__)
@@ -31,25 +31,23 @@ log = logging.getLogger(__name__)
 OPENAI_BASE_URL = "https://api.openai.com/v1"  # where a key alone sends calls, as ChatOpenAI does
 
 
-def _settings(context: Context, concurrency: int, actors: int, keyed: bool) -> tuple[Any, Any]:
-    """What the planning tasks and the call actors need, each actor with its share of the limits."""
-    from pydantic import SecretStr
-
+def ray_settings(context: Context, concurrency: int, actors: int, keyed: bool) -> tuple[Any, Any]:
+    """What the planning tasks and the call actors need, from `context`: each actor with its share of the limits."""
     from pipeline.ray.calls import CallSettings
     from pipeline.ray.plan import PlanSettings
 
-    model = context.model or DEFAULT_MODEL
-    plan = PlanSettings(chunk_tokens=context.chunk_tokens, model=model, language=context.language,
-                        map_max_tokens=context.map_max_tokens, identity=context.identity, keyed=keyed)
-    endpoints = [dataclasses.replace(s, concurrency=max(1, s.concurrency // actors) if s.concurrency else None)
-                 for s in context.endpoints] if context.base_urls else []
-    call = CallSettings(
-        model=model, base_url=None if endpoints else context.base_url or OPENAI_BASE_URL, endpoints=endpoints,
-        api_key=SecretStr(context.api_key) if context.api_key else None, concurrency=max(1, concurrency // actors),
-        timeout=context.timeout, max_retries=context.max_retries, temperature=context.temperature,
-        extra_body=context.extra_body, map_max_tokens=context.map_max_tokens, identity=context.identity,
-        rpm=context.rpm / actors if context.rpm else None, tpm=context.tpm / actors if context.tpm else None)
-    return plan, call
+    chat = chat_settings(context)
+    plan = PlanSettings(chunk_tokens=context.chunk_tokens, model=context.model or DEFAULT_MODEL,
+                        language=context.language, map_max_tokens=context.map_max_tokens, identity=context.identity,
+                        keyed=keyed)
+    share = dataclasses.replace(
+        chat, concurrency=max(1, concurrency // actors),
+        endpoints=[dataclasses.replace(s, concurrency=max(1, s.concurrency // actors) if s.concurrency else None)
+                   for s in chat.endpoints],
+        base_url=None if chat.endpoints else chat.base_url or OPENAI_BASE_URL,
+        rpm=chat.rpm / actors if chat.rpm else None, tpm=chat.tpm / actors if chat.tpm else None,
+        price=None, max_cost=None)  # spending is not capped on Ray (Context refuses max_cost there)
+    return plan, CallSettings(chat=share, map_max_tokens=context.map_max_tokens)
 
 
 async def map_ray(state: RunState, runtime: Runtime[Resources]) -> dict[str, Any]:
@@ -61,24 +59,20 @@ async def map_ray(state: RunState, runtime: Runtime[Resources]) -> dict[str, Any
     entries = list_inputs(state.get("paths") or [], state.get("texts") or [])  # Ray holds them all anyway
     prior = store.prior_documents([e["source"] for e in entries]) if store is not None else {}
     actors = actor_count(context.ray_actors, runner.concurrency.maximum)
-    plan, call = _settings(context, runner.concurrency.maximum, actors, keyed=store is not None)
-    in_memory = {e["id"] for e in entries if "text" in e}
+    plan, call = ray_settings(context, runner.concurrency.maximum, actors, keyed=store is not None)
     files = {"new": 0, "changed": 0, "unchanged": 0}
     results: list[DocResult] = []
-    log.info("map on Ray: %d documents, %d actors of up to %d calls each", len(entries), actors, call.concurrency)
+    log.info("map on Ray: %d documents, %d actors of up to %d calls each", len(entries), actors, call.chat.concurrency)
 
     def on_document(ref: DocRef, result: DocResult) -> None:
         runner.memory.admit()  # the driver holds the results: its peak is measured, its limit kept
         calls = 0 if "prior_error" in ref else len(ref["spans"])
         runner.progress.add_total("map", calls)
         runner.progress.advance("map", calls)
-        if store is not None:
-            for name, n in compare_with_prior([ref], prior, context.retry_failed).items():
+        if store is not None:  # (planning marked the failures carried over, from the store's snapshot)
+            for name, n in count_against_prior([ref], prior).items():
                 files[name] += n
-            if "prior_error" not in ref:  # a failure carried over is not recorded again
-                store.record_document(result, kind="text" if result["id"] in in_memory else "file")
-        runner.progress.advance("documents")
-        res.emit({"event": "result", "result": result})
+        res.commit(ref, result)
         results.append(result)
 
     await map_documents(entries, plan=plan, call=call, actors=actors, store=store, prior=prior,

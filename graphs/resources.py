@@ -26,17 +26,21 @@ from pydantic import SecretStr
 
 from graphs.context import DEFAULT_MODEL, Context
 from pipeline.answers.attribution import citation_counts
-from pipeline.llm.budget import Budget
 from pipeline.answers.checks import ANSWER_CHECKS
-from pipeline.llm.client import OpenAICompatChat, open_session, probe_endpoint
+from pipeline.llm.client import probe_endpoint
 from pipeline.errors import SummarizerError
-from pipeline.llm.limits import AdaptiveLimit, RateLimit
-from pipeline.llm.runner import CallLimits, LLMRunner
+from pipeline.llm.factory import ChatSettings, make_runner, open_chat
+from pipeline.llm.limits import AdaptiveLimit
+from pipeline.llm.runner import STEPS, LLMRunner
 from pipeline.llm.memory_guard import MemoryGuard
-from pipeline.llm.pool import EndpointPool, open_pool
+from pipeline.llm.pool import EndpointPool
+from pipeline.planning import PLAN_BATCH
 from pipeline.progress import EventProgress
 from pipeline.result_store import ResultStore
-from pipeline.text.chunking import BpeCounter, Chunker, TokenCounter, token_counter
+from pipeline.summarize import DocResult
+from pipeline.text.chunking import Chunker
+from pipeline.text.loading import DocRef
+from pipeline.text.counting import BpeCounter, TokenCounter, token_counter
 
 log = logging.getLogger(__name__)
 
@@ -57,15 +61,9 @@ class Resources:
     store: ResultStore | None
     runner: LLMRunner | None  # None for a dry run, which calls nothing
     emit: Emit  # LangGraph's stream writer of the run: progress and per-document events
+    map_room: asyncio.Semaphore  # the documents the map may have begun and not finished, across shards
     shard_slots: AdaptiveLimit = dataclasses.field(default_factory=lambda: AdaptiveLimit(SHARD_SLOTS))
     _warming: threading.Thread | None = None
-    _map_room: asyncio.Semaphore | None = None
-
-    def map_room(self, size: int) -> asyncio.Semaphore:
-        """The documents the map may have begun and not finished, across shards: `size`, set on first use."""
-        if self._map_room is None:
-            self._map_room = asyncio.Semaphore(size)
-        return self._map_room
 
     def warm_tokenizer(self) -> None:
         """Build the tokenizer in a worker thread, once, so that the reduce's first count need not wait.
@@ -87,30 +85,38 @@ class Resources:
 
     def call_stats(self) -> dict[str, Any]:
         """The counters of the run's calls so far."""
-        runner = self.runner
-        if runner is None:
-            return {}
-        s = runner.stats
-        return {
-            "llm_calls": {step: s.calls[step] for step in ("map", "collapse", "final")},
-            "failed_calls": dict(s.failed_calls),
-            "from_store": {step: s.from_store[step] for step in ("map", "collapse", "final")},
-            "prompt_tokens": s.prompt_tokens,
-            "completion_tokens": s.completion_tokens,
-            "retries": s.retries,
-            "rate_limited": s.rate_limited,
-            "concurrency_lowest": runner.concurrency.lowest,
-            "peak_in_flight": s.peak_in_flight,
-            "answers": {key: s.answers[key] for key in ANSWER_CHECKS},
-            "citations": citation_counts(s.citations),
-            "peak_rss_mb": round(runner.memory.peak_mb, 1),
-            "memory": runner.memory.stats(),
-            "model": self.context.model if self.context.chat_model is None
-            else type(self.context.chat_model).__name__,
-            "concurrency": runner.concurrency.maximum,
-            **({"cost_usd": round(runner.limits.budget.spent, 6)} if runner.limits.budget else {}),
-            **({"endpoints": runner.model.report()} if isinstance(runner.model, EndpointPool) else {}),
-        }
+        return call_stats(self.runner, self.context) if self.runner is not None else {}
+
+    def commit(self, ref: DocRef, result: DocResult) -> None:
+        """Take a summarized document's result: record it in the store, count it done, send it to the stream."""
+        if self.store is not None and "prior_error" not in ref:  # a failure carried over is not recorded again
+            self.store.record_document(result, kind="file" if "path" in ref else "text")
+        self.llm().progress.advance("documents")
+        self.emit({"event": "result", "result": result})
+
+
+def call_stats(runner: LLMRunner, context: Context) -> dict[str, Any]:
+    """The counters of `runner`'s calls so far, for the run `context` describes."""
+    s = runner.stats
+    return {
+        "llm_calls": {step: s.calls[step] for step in STEPS},
+        "failed_calls": dict(s.failed_calls),
+        "from_store": {step: s.from_store[step] for step in STEPS},
+        "prompt_tokens": s.prompt_tokens,
+        "completion_tokens": s.completion_tokens,
+        "retries": s.retries,
+        "rate_limited": s.rate_limited,
+        "concurrency_lowest": runner.concurrency.lowest,
+        "peak_in_flight": s.peak_in_flight,
+        "answers": {key: s.answers[key] for key in ANSWER_CHECKS},
+        "citations": citation_counts(s.citations),
+        "peak_rss_mb": round(runner.memory.peak_mb, 1),
+        "memory": runner.memory.stats(),
+        "model": context.model if context.chat_model is None else type(context.chat_model).__name__,
+        "concurrency": runner.concurrency.maximum,
+        **({"cost_usd": round(runner.limits.budget.spent, 6)} if runner.limits.budget else {}),
+        **({"endpoints": runner.model.report()} if isinstance(runner.model, EndpointPool) else {}),
+    }
 
 
 @asynccontextmanager
@@ -129,51 +135,49 @@ async def open_resources(context: Context, emit: Emit) -> AsyncIterator[Resource
             memory = MemoryGuard(context.memory_limit_mb)  # the start RSS, before the session and the model
             model, context = await _chat_model(context, stack)
             context.validate()  # again, now that the model is known (a spending cap needs its price)
-            runner = _runner(context, model, store, memory)
+            named = context
+
+            def counters() -> dict[str, Any]:  # sent with the progress, which only the runner below advances
+                return call_stats(made, named)
+
+            progress = EventProgress(emit, stats=counters)
+            runner = made = make_runner(model, chat_settings(context), context.model or DEFAULT_MODEL, store=store,
+                                        memory=memory, progress=progress)
             if context.engine == "ray":  # after the endpoint answered: a bad key fails before Ray starts
                 from pipeline.ray.engine import ray_session
 
                 await stack.enter_async_context(ray_session(context.ray_address))
+            stack.callback(progress.close)  # the last counts, even from a run that fails
         else:  # a dry run calls nothing, but the model decides the store's keys and the prices
             context = dataclasses.replace(context, model=context.model or await _listed_model(context))
         count = token_counter(context.model or DEFAULT_MODEL)
         # A run needs only the spans, a dry run the token counts of every document as well.
         chunker = Chunker(context.chunk_tokens, count, count_fitting=context.dry_run)
-        resources = Resources(context, count, chunker, store, runner, emit)
+        # Planning runs at most two batches ahead of the calls the runner lets out.
+        room = asyncio.Semaphore((runner.concurrency.maximum if runner else context.concurrency) + 2 * PLAN_BATCH)
+        resources = Resources(context, count, chunker, store, runner, emit, room)
         if runner is not None:
             runner.memory.watch("shard_slots", resources.shard_slots)
-            runner.progress = EventProgress(emit, stats=resources.call_stats)
-            stack.callback(runner.progress.close)  # the last counts, even from a run that fails
         yield resources
+
+
+def chat_settings(context: Context) -> ChatSettings:
+    """What the run's chat client and runner are built from, as `context` says (the Ray actors' too)."""
+    return ChatSettings(
+        model=context.model, default_model=DEFAULT_MODEL, base_url=None if context.base_urls else context.base_url,
+        endpoints=context.endpoints if context.base_urls and context.chat_model is None else [],
+        api_key=SecretStr(context.api_key) if context.api_key else None, concurrency=context.concurrency,
+        timeout=context.timeout, max_retries=context.max_retries, temperature=context.temperature, seed=context.seed,
+        request_body=context.request_body, identity=context.identity, rpm=context.rpm, tpm=context.tpm,
+        price=context.price, max_cost=context.max_cost)
 
 
 async def _chat_model(context: Context, stack: AsyncExitStack) -> tuple[Any, Context]:
     """The chat model the context asks for, with its session; the context with its model named."""
     if context.chat_model is not None:
         return context.chat_model, context
-    if context.base_urls:
-        pool, name = await open_pool(context.endpoints, concurrency=context.concurrency, timeout=context.timeout,
-                                     api_key=context.api_key, model=context.model, default_model=DEFAULT_MODEL,
-                                     temperature=context.temperature, extra_body=context.request_body)
-        stack.push_async_callback(pool.aclose)
-        return pool, dataclasses.replace(context, model=name)
-    if context.base_url:
-        session = open_session(context.concurrency, context.timeout)
-        stack.push_async_callback(session.close)
-        listed = await probe_endpoint(context.base_url, context.api_key, session=session)
-        context = dataclasses.replace(context, model=context.model or (listed[0] if listed else DEFAULT_MODEL))
-        return OpenAICompatChat(model=context.model, base_url=context.base_url,
-                                api_key=SecretStr(context.api_key) if context.api_key else None,
-                                temperature=context.temperature, extra_body=context.request_body,
-                                session=session), context
-    # A key alone means OpenAI itself, through langchain-openai and its own endpoint.
-    from langchain_openai import ChatOpenAI
-
-    context = dataclasses.replace(context, model=context.model or DEFAULT_MODEL)
-    model = ChatOpenAI(model=context.model, api_key=SecretStr(context.api_key or ""),
-                       temperature=context.temperature, seed=context.seed, timeout=context.timeout,
-                       max_retries=0)  # the runner retries, with backoff and adaptive concurrency
-    return model, context
+    model, name = await open_chat(chat_settings(context), stack)
+    return model, dataclasses.replace(context, model=name)
 
 
 async def _listed_model(context: Context) -> str:
@@ -188,19 +192,3 @@ async def _listed_model(context: Context) -> str:
             if listed:
                 return listed[0]
     return DEFAULT_MODEL
-
-
-def _runner(context: Context, model: Any, store: ResultStore | None, memory: MemoryGuard) -> LLMRunner:
-    price = context.price
-    limits = CallLimits(
-        rpm=RateLimit(context.rpm) if context.rpm else None,
-        tpm=RateLimit(context.tpm) if context.tpm else None,
-        budget=Budget(price, context.max_cost) if price else None,
-        memory=memory)
-    # A pool takes at most its endpoints' concurrencies together.
-    concurrency = context.concurrency
-    if isinstance(model, EndpointPool):
-        concurrency = min(concurrency, model.concurrency)
-    return LLMRunner(model, concurrency=concurrency, timeout=context.timeout,
-                     max_retries=context.max_retries, count_tokens=token_counter(context.model or DEFAULT_MODEL),
-                     limits=limits, store=store, identity=context.identity)

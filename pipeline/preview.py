@@ -26,7 +26,7 @@ from pipeline.summarize import (
     settle,
     to_pieces,
 )
-from pipeline.text.chunking import TokenCounter
+from pipeline.text.counting import TokenCounter
 
 # A map summary is assumed to be about a third of its chunk, within its token cap.
 MAP_OUTPUT_RATIO = 0.3

@@ -83,25 +83,27 @@ class PriorDocument:
     kind: str = "file"  # or "text": a document handed over in memory, never "removed" from disk
 
 
-def compare_with_prior(docs: Sequence[DocRef], prior: dict[str, PriorDocument],
-                       retry_failed: bool) -> dict[str, int]:
-    """Count new, changed and unchanged documents against the previous run.
-
-    An unchanged document that failed before is marked with its earlier error (and not
-    sent again) unless `retry_failed`.
-    """
+def count_against_prior(docs: Iterable[DocRef], prior: dict[str, PriorDocument]) -> dict[str, int]:
+    """Count new, changed and unchanged documents against the previous run."""
     files = {"new": 0, "changed": 0, "unchanged": 0}
     for doc in docs:
         before = prior.get(doc["source"])
-        if before is None:
-            files["new"] += 1
-        elif before.sha256 != doc["sha256"]:
-            files["changed"] += 1
-        else:
-            files["unchanged"] += 1
-            if before.status == "failed" and not retry_failed:
-                doc["prior_error"] = before.error or "failed"
+        files["new" if before is None else "changed" if before.sha256 != doc["sha256"] else "unchanged"] += 1
     return files
+
+
+def prior_failure(before: PriorDocument | None, sha256: str, retry_failed: bool) -> str | None:
+    """The earlier error of a document unchanged since it failed, unless it is to be retried; else None."""
+    if before is None or before.status != "failed" or before.sha256 != sha256 or retry_failed:
+        return None
+    return before.error or "failed"
+
+
+def mark_prior_failures(docs: Iterable[DocRef], prior: dict[str, PriorDocument], retry_failed: bool) -> None:
+    """Mark each unchanged document that failed before with its earlier error: it is not sent again."""
+    for doc in docs:
+        if (error := prior_failure(prior.get(doc["source"]), doc["sha256"], retry_failed)) is not None:
+            doc["prior_error"] = error
 
 
 def removed_sources(prior: dict[str, PriorDocument], seen: set[str]) -> list[str]:

@@ -22,11 +22,11 @@ from pipeline.text.language import language_instruction
 from pipeline.llm.runner import Completion, LLMRunner
 from pipeline.text.loading import DocRef, load_text
 from pipeline.prompting import Piece, Prompt, chunk_prompt, escape_label, firmer, reduce_prompt, render_group
-from pipeline.text.chunking import TokenCounter
+from pipeline.text.counting import TokenCounter
 
 log = logging.getLogger(__name__)
 
-__all__ = ["DocResult", "Piece", "ask", "collapse_level", "document_result", "final_summary",
+__all__ = ["DocResult", "Piece", "ask", "ask_in_language", "collapse_level", "document_result", "final_summary",
            "max_collapse_levels", "pack", "settled_result", "summarize_document", "summarize_shard", "to_pieces"]
 
 SummaryOf = Callable[[int], str]
@@ -91,22 +91,32 @@ def needs_retry(text: str, language: str | None) -> bool:
     return bool(language) and not in_language(text, language)
 
 
-async def ask(runner: LLMRunner, step: str, prompt: Prompt, max_tokens: int, *, phase: str,
-              language: str | None) -> Completion:
-    """Answer one prompt; ask once more, more firmly, if the answer is in the wrong language; clean it.
+async def ask_in_language(runner: LLMRunner, step: str, prompt: Prompt, max_tokens: int, *, phase: str,
+                          language: str | None) -> tuple[Completion, Completion | None]:
+    """Answer one prompt; if the answer is not in `language`, ask once more, more firmly.
 
-    Both answers are stored under their own prompts, so a rerun makes the same choice
-    for free. What cleaning took out is counted in the runner's `answers` counters.
+    Returns the answer and the firmer one, if it was asked for (see `settle`). Both are
+    stored under their own prompts, so a rerun makes the same choice for free.
     """
     done = await runner.complete(step, prompt, max_tokens, phase=phase, key=runner.key(step, max_tokens, *prompt))
-    firm_text, tokens_in, tokens_out = None, done.tokens_in, done.tokens_out
-    if needs_retry(done.text, language):
-        runner.progress.add_total(phase, 1)
-        firm = firmer(prompt, language or "")
-        again = await runner.complete(step, firm, max_tokens, phase=phase, key=runner.key(step, max_tokens, *firm))
-        firm_text, tokens_in, tokens_out = again.text, tokens_in + again.tokens_in, tokens_out + again.tokens_out
-    text = settle(prompt, language, done.text, firm_text, runner.stats.answers)
-    return Completion(text, tokens_in, tokens_out)
+    if not needs_retry(done.text, language):
+        return done, None
+    runner.progress.add_total(phase, 1)
+    firm = firmer(prompt, language or "")
+    return done, await runner.complete(step, firm, max_tokens, phase=phase, key=runner.key(step, max_tokens, *firm))
+
+
+async def ask(runner: LLMRunner, step: str, prompt: Prompt, max_tokens: int, *, phase: str,
+              language: str | None) -> Completion:
+    """Answer one prompt in `language` (see ask_in_language), cleaned; with the tokens of every call it took.
+
+    What cleaning took out is counted in the runner's `answers` counters.
+    """
+    done, again = await ask_in_language(runner, step, prompt, max_tokens, phase=phase, language=language)
+    text = settle(prompt, language, done.text, again.text if again else None, runner.stats.answers)
+    if again is None:
+        return Completion(text, done.tokens_in, done.tokens_out)
+    return Completion(text, done.tokens_in + again.tokens_in, done.tokens_out + again.tokens_out)
 
 
 async def summarize_document(runner: LLMRunner, ref: DocRef, *, language: str | None,
@@ -175,7 +185,8 @@ def document_result(ref: DocRef, outcomes: Sequence[object]) -> DocResult:
 
 async def summarize_shard(runner: LLMRunner, planned: AsyncIterable[tuple[DocRef, str | None]], *,
                           max_tokens: int, language_of: Callable[[DocRef], str | None],
-                          on_result: Callable[[DocResult], None] | None, room: asyncio.Semaphore) -> list[DocResult]:
+                          on_result: Callable[[DocRef, DocResult], None] | None,
+                          room: asyncio.Semaphore) -> list[DocResult]:
     """Summarize documents as planning yields them, each with its text if at hand, reporting each as it completes.
 
     A document is begun only with a unit of `room` (shared by the shards of a run) and
@@ -193,7 +204,7 @@ async def summarize_shard(runner: LLMRunner, planned: AsyncIterable[tuple[DocRef
         finally:
             room.release()
         if on_result is not None:
-            on_result(result)
+            on_result(ref, result)
         results.append(result)
 
     def finished(task: asyncio.Task[None]) -> None:

@@ -12,8 +12,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from pipeline.text import chunking as tokens
-from pipeline.text.chunking import BpeCounter, Chunker, token_counter
+from pipeline.text import counting as tokens
+from pipeline.text.chunking import Chunker
+from pipeline.text.counting import BpeCounter, token_counter
 
 COUNT = token_counter("gpt-4o-mini")
 WORDS = ("harbor ferry battery council budget the and of to in for with is was on by that "
@@ -182,7 +183,7 @@ def test_the_compiled_core_counts_as_the_package_does(text: str) -> None:
 def test_counting_and_splitting_do_not_import_the_bpe_package() -> None:
     # Importing bpe_openai parses three encodings' rank tables in Python (~0.36 s, ~70 MB); neither
     # counting nor cutting a long document into chunks needs them.
-    code = ("import sys; from pipeline.text.chunking import Chunker, token_counter; "
+    code = ("import sys; from pipeline.text.chunking import Chunker; from pipeline.text.counting import token_counter; "
             "count = token_counter('gpt-4o-mini'); n = count('hello world'); "
             "spans, _ = Chunker(50, count).spans('Ferries cross the bay at dawn. ' * 100); "
             "print(n, len(spans) > 10, 'bpe_openai' in sys.modules)")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -142,16 +143,16 @@ async def test_a_hung_call_times_out_and_is_retried(fake_in_loop: FakeOpenAI) ->
 
 
 def _track_sessions(monkeypatch: pytest.MonkeyPatch) -> list:
-    import graphs.resources
+    import pipeline.llm.factory
 
     opened: list = []
-    real = graphs.resources.open_session
+    real = pipeline.llm.factory.open_session
 
     def open_session(*args, **kwargs):
         opened.append(real(*args, **kwargs))
         return opened[-1]
 
-    monkeypatch.setattr(graphs.resources, "open_session", open_session)
+    monkeypatch.setattr(pipeline.llm.factory, "open_session", open_session)
     return opened
 
 
@@ -312,3 +313,17 @@ async def test_a_folder_or_a_glob_in_paths_gives_its_files(fake_in_loop: FakeOpe
     got = {Path(r["source"]).name if "*" not in r["source"] else "pattern": r["status"] for r in out["results"]}
     assert got == {"one.txt": "ok", "two.md": "ok", "three.txt": "ok", "pattern": "skipped"}
     assert len(out["results"]) == 4  # one.txt, named twice, once
+
+
+@pytest.mark.parametrize("dry_run", [False, True])
+async def test_a_files_decoding_warning_is_logged_once_where_the_graph_runs(
+        fake_in_loop: FakeOpenAI, tmp_path: Path, caplog: pytest.LogCaptureFixture, dry_run: bool) -> None:
+    path = tmp_path / "minutes.txt"
+    path.write_bytes("The café opened.\nMrs. Müller spoke.\n".encode().replace(b"spoke", b"sp\x9doke"))
+    caplog.set_level(logging.WARNING, logger="pipeline.text.loading")
+
+    out = await graph.ainvoke({"paths": [str(path)]}, context=Context(base_url=fake_in_loop.base_url, dry_run=dry_run))
+
+    warned = [r.getMessage() for r in caplog.records if "minutes.txt" in r.getMessage()]
+    assert len(warned) == 1 and "1 undecodable character(s)" in warned[0]
+    assert dry_run or [r["status"] for r in out["results"]] == ["ok"]

@@ -9,7 +9,8 @@ import pytest
 from pipeline.text.decoding import decode_bytes
 from pipeline.errors import InputError
 from pipeline.text.loading import expand_inputs, load_text, plan_document
-from pipeline.text.chunking import Chunker, token_counter
+from pipeline.text.chunking import Chunker
+from pipeline.text.counting import token_counter
 from tests.conftest import KOREAN
 
 CHUNKER = Chunker(200, token_counter("gpt-4o-mini"))

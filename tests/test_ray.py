@@ -78,6 +78,12 @@ def _store(path: Path) -> tuple[list[Any], list[Any]]:
     return results, documents
 
 
+def _request_fields(fake: FakeOpenAI) -> set[str]:
+    """The fields the calls carried besides their messages and answer size (the seed among them), each set once."""
+    return {json.dumps({k: v for k, v in body.items() if k not in ("messages", "max_tokens")}, sort_keys=True)
+            for body in fake.bodies}
+
+
 def _context(fake: FakeOpenAI, store: Path, **options: Any) -> Context:
     return Context(base_url=fake.base_url, model="fake", concurrency=4, chunk_tokens=64, max_retries=1,
                    store_path=str(store), **options)
@@ -93,11 +99,12 @@ async def test_ray_gives_the_same_summary_and_store_and_a_rerun_makes_no_calls(
              {"id": "citrus", "text": KOREAN}]  # answered in English, then asked again firmly
 
     local = await graph.ainvoke({"paths": paths, "texts": texts}, context=_context(fake, tmp_path / "local.sqlite"))
-    local_calls = fake.chat_calls
+    local_calls, local_fields = fake.chat_calls, _request_fields(fake)
     fake.reset_stats()
     on_ray = await graph.ainvoke({"paths": paths, "texts": texts},
                                  context=_context(fake, tmp_path / "ray.sqlite", engine="ray", ray_actors=2))
     ray_calls = fake.chat_calls
+    assert _request_fields(fake) == local_fields and all('"seed": 0' in fields for fields in local_fields)
 
     assert on_ray["summary"] == local["summary"] and "report05.txt" in on_ray["summary"]
     assert on_ray["results"] == local["results"]
@@ -279,3 +286,22 @@ def test_the_ray_engine_without_ray_is_one_line(cli, monkeypatch: pytest.MonkeyP
     assert result.code == 1
     assert result.err.strip().splitlines() == [
         "error: the ray engine needs Ray, which is not installed: pip install -e '.[ray]'"]
+
+
+def test_each_ray_actor_calls_with_its_share_of_the_runs_settings() -> None:
+    # The actors' settings come from the run's Context: its endpoints, key and request fields,
+    # with the concurrency and the rate limits split among them.
+    __import__("ray") if os.environ.get("CI") else pytest.importorskip("ray")
+    from graphs.ray_map import ray_settings
+
+    context = Context(base_urls=["http://127.0.0.1:9/v1=concurrency:8", "http://127.0.0.1:10/v1"], api_key=KEY,
+                      model="fake", rpm=60, tpm=6000, seed=7, extra_body={"top_k": 5})
+
+    plan, call = ray_settings(context, concurrency=16, actors=4, keyed=True)
+
+    chat = call.chat
+    assert (chat.concurrency, [e.concurrency for e in chat.endpoints], chat.rpm, chat.tpm) == (4, [2, None], 15, 1500)
+    assert chat.request_body == {"seed": 7, "top_k": 5} and chat.model == plan.model == "fake"
+    assert chat.identity == plan.identity == context.identity  # the keys planning makes are those of the calls
+    assert chat.price is None  # spending is not capped on Ray
+    assert KEY not in repr(call)

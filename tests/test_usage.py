@@ -257,14 +257,14 @@ def test_a_key_echoed_in_a_500_is_never_shown(
 @pytest.mark.parametrize("log_options", [["-v"], ["--log-json", "-v"]])
 def test_the_key_in_an_unexpected_error_and_its_traceback_is_never_shown(
         cli, fake: FakeOpenAI, docs: Path, log_options: list[str], monkeypatch: pytest.MonkeyPatch) -> None:
-    import graphs.resources
+    import pipeline.llm.factory
 
     async def leaky_probe(base_url: str, api_key: str | None, timeout: float = 15.0, session: object = None
                           ) -> list[str]:
         logging.getLogger("pipeline.llm.client").info("probing with %s", api_key)
         raise RuntimeError(f"a bug that prints {api_key} and {MASKED}")
 
-    monkeypatch.setattr(graphs.resources, "probe_endpoint", leaky_probe)
+    monkeypatch.setattr(pipeline.llm.factory, "probe_endpoint", leaky_probe)
 
     result = cli(str(docs), "--api-key", KEY, *log_options, base_url=fake.base_url, quiet=False)
 

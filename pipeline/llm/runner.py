@@ -38,13 +38,17 @@ from pipeline.progress import NoProgress, Progress
 from pipeline.prompting import Prompt
 from pipeline.secrets import Redactor, credential_secrets
 from pipeline.result_store import ResultStore, call_key
-from pipeline.text.chunking import TokenCounter
+from pipeline.text.counting import TokenCounter
 
 log = logging.getLogger(__name__)
 
 BACKOFF_BASE_S = 0.5
 BACKOFF_CAP_S = 20.0
 RETRY_AFTER_CAP_S = 120.0
+
+STEPS = ("map", "collapse", "final")  # what calls are counted under
+# The counters that add up across runners (the Ray actors' into the run's).
+SUMMED = ("retries", "rate_limited", "prompt_tokens", "completion_tokens", "succeeded", "malformed")
 
 
 @dataclass(frozen=True, slots=True)

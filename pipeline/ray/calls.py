@@ -10,47 +10,29 @@ commits it.
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import json
+from contextlib import AsyncExitStack
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import ray
-from pydantic import SecretStr
 
-from pipeline.llm.client import OpenAICompatChat, open_session
 from pipeline.errors import FatalLLMError, LLMError
-from pipeline.llm.limits import RateLimit
-from pipeline.llm.runner import CallLimits, CallStats, LLMRunner
-from pipeline.llm.pool import EndpointPool, EndpointSpec, open_pool
-from pipeline.prompting import Prompt, firmer
-from pipeline.summarize import needs_retry
-from pipeline.text.chunking import token_counter
+from pipeline.llm.factory import ChatSettings, make_runner, open_chat
+from pipeline.llm.runner import SUMMED, CallStats, LLMRunner
+from pipeline.prompting import Prompt
+from pipeline.summarize import ask_in_language
 
 Batch = dict[str, np.ndarray]
 
 
 @dataclass(frozen=True)
 class CallSettings:
-    """What an actor needs to call the model: the endpoint(s), its share of the limits."""
+    """What an actor needs to call the model: its share of the run's client settings, and the map's answer size."""
 
-    model: str
-    base_url: str | None = dataclasses.field(repr=False)  # it may carry user:password
-    endpoints: list[EndpointSpec]  # several: an endpoint pool, each with its share of concurrency
-    api_key: SecretStr | None = dataclasses.field(repr=False)  # SecretStr: never shown, even by Ray
-    concurrency: int
-    timeout: float
-    max_retries: int
-    temperature: float
-    extra_body: dict[str, Any]
+    chat: ChatSettings
     map_max_tokens: int
-    identity: str
-    rpm: float | None = None
-    tpm: float | None = None
-
-
-_ADDED = ("retries", "rate_limited", "prompt_tokens", "completion_tokens", "succeeded", "malformed")
 
 
 class ChatActor:
@@ -59,6 +41,7 @@ class ChatActor:
     def __init__(self, settings: CallSettings) -> None:
         self.settings = settings
         self._runner: LLMRunner | None = None
+        self._open_until_closed = AsyncExitStack()  # the session (or pool) the runner calls through
         self._lock = asyncio.Lock()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._sent = CallStats()  # what earlier batches already reported
@@ -69,8 +52,7 @@ class ChatActor:
         runner = await self._open()
         docs = [json.loads(raw) for raw in batch["doc"]]
         answered = await asyncio.gather(*(self._answer(runner, doc["prompts"], doc["language"]) for doc in docs))
-        out = [json.dumps({"ref": doc["ref"], "keys": doc["keys"], "language": doc["language"], "outcomes": outcomes,
-                           "warnings": doc.get("warnings", [])})
+        out = [json.dumps({"ref": doc["ref"], "keys": doc["keys"], "language": doc["language"], "outcomes": outcomes})
                for doc, outcomes in zip(docs, answered)]
         counters = [json.dumps(self._counters(runner.stats))] + [""] * (len(out) - 1) if out else []
         return {"doc": np.array(out, dtype=object), "stats": np.array(counters, dtype=object)}
@@ -85,29 +67,25 @@ class ChatActor:
         async def one(raw: list[str] | None) -> list[Any]:
             if raw is None:
                 return ["stored"]
-            prompt = Prompt(*raw)
             try:
-                done = await runner.complete("map", prompt, max_tokens, phase="map")
-                answers = [[done.text, done.tokens_in, done.tokens_out]]
-                if needs_retry(done.text, language):
-                    again = await runner.complete("map", firmer(prompt, language or ""), max_tokens, phase="map")
-                    answers.append([again.text, again.tokens_in, again.tokens_out])
+                done, again = await ask_in_language(runner, "map", Prompt(*raw), max_tokens, phase="map",
+                                                    language=language)
             except FatalLLMError as exc:
                 return ["fatal", type(exc).__name__, str(exc)]
             except LLMError as exc:
                 return ["error", type(exc).__name__, str(exc)]
-            return ["ok", answers]
+            return ["ok", [[a.text, a.tokens_in, a.tokens_out] for a in (done, again) if a is not None]]
 
         return list(await asyncio.gather(*(one(p) for p in prompts)))
 
     def _counters(self, stats: CallStats) -> dict[str, Any]:
         """The counters grown since the last report, and this actor's peak of calls in flight."""
         sent = self._sent
-        delta: dict[str, Any] = {name: getattr(stats, name) - getattr(sent, name) for name in _ADDED}
+        delta: dict[str, Any] = {name: getattr(stats, name) - getattr(sent, name) for name in SUMMED}
         delta["calls"] = stats.calls["map"] - sent.calls["map"]
         delta["failed_calls"] = stats.failed_calls["map"] - sent.failed_calls["map"]
         delta["actor"], delta["peak_in_flight"] = self._actor, stats.peak_in_flight
-        for name in _ADDED:
+        for name in SUMMED:
             setattr(sent, name, getattr(stats, name))
         sent.calls["map"], sent.failed_calls["map"] = stats.calls["map"], stats.failed_calls["map"]
         return delta
@@ -116,32 +94,15 @@ class ChatActor:
         """Open the actor's session (or pool) and runner on its own event loop, once."""
         async with self._lock:
             if self._runner is None:
-                s = self.settings
-                key = s.api_key.get_secret_value() if s.api_key else None
-                model: OpenAICompatChat | EndpointPool
-                concurrency = s.concurrency
-                if s.endpoints:
-                    model, _ = await open_pool(s.endpoints, concurrency=s.concurrency, timeout=s.timeout,
-                                               api_key=key, model=s.model, default_model=s.model,
-                                               temperature=s.temperature, extra_body=s.extra_body)
-                    concurrency = min(concurrency, model.concurrency)
-                else:
-                    model = OpenAICompatChat(model=s.model, base_url=s.base_url, api_key=s.api_key,
-                                             temperature=s.temperature, extra_body=s.extra_body,
-                                             session=open_session(s.concurrency, s.timeout))
-                limits = CallLimits(rpm=RateLimit(s.rpm) if s.rpm else None, tpm=RateLimit(s.tpm) if s.tpm else None)
                 self._loop = asyncio.get_running_loop()
-                self._runner = LLMRunner(model, concurrency=concurrency, timeout=s.timeout,
-                                         max_retries=s.max_retries, count_tokens=token_counter(s.model),
-                                         limits=limits, identity=s.identity)
+                chat = self.settings.chat
+                # The driver asked the endpoint already: its model is named, its key known good.
+                model, name = await open_chat(chat, self._open_until_closed, probe=False)
+                self._runner = make_runner(model, chat, name)
             return self._runner
 
     async def _close(self) -> None:
-        model = self._runner.model if self._runner else None
-        if isinstance(model, EndpointPool):
-            await model.aclose()
-        elif isinstance(model, OpenAICompatChat) and model.session is not None:
-            await model.session.close()
+        await self._open_until_closed.aclose()
 
     def __del__(self) -> None:
         # Ray Data drops the actor's instance when the pipeline ends; its session lives on its loop.

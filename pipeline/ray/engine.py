@@ -35,9 +35,8 @@ import pipeline
 import prompts
 from pipeline import errors
 from pipeline.errors import FatalLLMError, InputError, LLMError, SummarizerError
-from pipeline.llm.runner import CallStats, Completion
-from pipeline.text.loading import DocRef, Entry
-from pipeline.text.loading import log as loading_log
+from pipeline.llm.runner import SUMMED, CallStats, Completion
+from pipeline.text.loading import DocRef, Entry, log_warning
 from pipeline.ray.calls import CallSettings, ChatActor
 from pipeline.ray.plan import PlanSettings, make_snapshot, plan_batch
 from pipeline.result_store import PriorDocument, ResultStore
@@ -120,7 +119,7 @@ def build_dataset(entries: Sequence[Entry], plan: PlanSettings, call: CallSettin
     # An actor task answers one block (a batch no larger, so that blocks are not merged
     # and results come back a block at a time), its batches concurrently; enough tasks at
     # once to keep the actor's share of calls busy, and one more arriving.
-    tasks = math.ceil(call.concurrency / block) + 1
+    tasks = math.ceil(call.chat.concurrency / block) + 1
     items = [{"entry": json.dumps(e)} for e in entries]
     return (ray.data.from_items(items, override_num_blocks=math.ceil(len(items) / block))
             .map_batches(plan_batch, batch_size=None, batch_format="numpy", num_cpus=PLAN_CPUS,
@@ -134,7 +133,7 @@ def snapshot_store(store: ResultStore | None, prior: dict[str, PriorDocument], r
     """Put the store's map keys and earlier failures in Ray's object store, for every planning task."""
     if store is None:
         return None
-    failed = {source: (p.sha256, p.error or "") for source, p in prior.items() if p.status == "failed"}
+    failed = {source: p for source, p in prior.items() if p.status == "failed"}
     return ray.put(make_snapshot(store.keys("map"), failed, retry_failed))
 
 
@@ -190,8 +189,7 @@ def absorb(row: dict[str, Any], store: ResultStore | None, stats: CallStats) -> 
     Returns its reference, its result, and the error that stops the run if a call hit one.
     """
     ref: DocRef = row["ref"]
-    for warning in row.get("warnings", ()):  # from planning on a worker, logged here as in-process
-        loading_log.warning("%s", warning)
+    log_warning(ref)  # from planning on a worker, logged here as in-process
     if (settled := settled_result(ref)) is not None:
         return ref, settled, None
     language = row["language"]
@@ -232,7 +230,7 @@ def absorb(row: dict[str, Any], store: ResultStore | None, stats: CallStats) -> 
 
 def add_counters(stats: CallStats, counters: dict[str, Any], peaks: dict[str, int]) -> None:
     """Add an actor's counters to the run's; keep each actor's peak of calls in flight."""
-    for name in ("retries", "rate_limited", "prompt_tokens", "completion_tokens", "succeeded", "malformed"):
+    for name in SUMMED:
         setattr(stats, name, getattr(stats, name) + counters[name])
     stats.calls["map"] += counters["calls"]
     stats.failed_calls["map"] += counters["failed_calls"]

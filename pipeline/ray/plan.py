@@ -11,11 +11,8 @@ client nor LangChain, so that a planning worker starts quickly.
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import json
-import logging
-from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -24,10 +21,10 @@ import ray
 
 from pipeline.text.language import answer_language, language_instruction
 from pipeline.text.loading import DocRef, makes_calls, plan_document
-from pipeline.text.loading import log as _loading_log
 from pipeline.prompting import chunk_prompt, firmer
-from pipeline.result_store import call_key
-from pipeline.text.chunking import Chunker, token_counter
+from pipeline.result_store import PriorDocument, call_key, prior_failure
+from pipeline.text.chunking import Chunker
+from pipeline.text.counting import token_counter
 
 Batch = dict[str, np.ndarray]
 
@@ -54,7 +51,7 @@ class StoreSnapshot:
     """What the driver's store held when the run started: map keys, and documents that failed."""
 
     digests: np.ndarray  # the stored map keys as sorted 32-byte digests, each with _END after it
-    failed: dict[str, tuple[str, str]]  # source -> (sha256, error) of documents that failed before
+    failed: dict[str, PriorDocument]  # the documents that failed before, by source
     retry_failed: bool
 
     def holds(self, key: str) -> bool:
@@ -65,13 +62,10 @@ class StoreSnapshot:
 
     def prior_error(self, ref: DocRef) -> str | None:
         """The earlier error of an unchanged document that is not to be retried."""
-        before = self.failed.get(ref["source"])
-        if before is None or self.retry_failed or before[0] != ref["sha256"]:
-            return None
-        return before[1] or "failed"
+        return prior_failure(self.failed.get(ref["source"]), ref["sha256"], self.retry_failed)
 
 
-def make_snapshot(keys: list[str], failed: dict[str, tuple[str, str]], retry_failed: bool) -> StoreSnapshot:
+def make_snapshot(keys: list[str], failed: dict[str, PriorDocument], retry_failed: bool) -> StoreSnapshot:
     """Pack stored keys compactly (32 bytes each) for the planning workers."""
     digests = np.array(sorted(bytes.fromhex(k) + _END for k in keys), dtype="S33")
     return StoreSnapshot(digests, failed, retry_failed)
@@ -101,39 +95,10 @@ def plan_batch(batch: Batch, settings: PlanSettings, snapshot: Any = None) -> Ba
     for raw in batch["entry"]:
         entry = json.loads(raw)
         texts: dict[int, str] = {}
-        with _held_warnings() as warnings:
-            ref = plan_document(entry["id"], entry["source"], chunker, path=entry.get("path"), text=entry.get("text"),
-                                guess_language=settings.language == "auto", keep=texts)
-        planned = _prompts(ref, texts.get(ref["id"], ref.get("text", "")), settings, snap)
-        docs.append(json.dumps(planned | {"warnings": warnings} if warnings else planned))
+        ref = plan_document(entry["id"], entry["source"], chunker, path=entry.get("path"), text=entry.get("text"),
+                            guess_language=settings.language == "auto", keep=texts)  # its warning goes with it
+        docs.append(json.dumps(_prompts(ref, texts.get(ref["id"], ref.get("text", "")), settings, snap)))
     return {"doc": np.array(docs, dtype=object)}
-
-
-class _Held(logging.Handler):
-    def __init__(self, sink: list[str]) -> None:
-        super().__init__(logging.WARNING)
-        self.sink = sink
-
-    def emit(self, record: logging.LogRecord) -> None:
-        self.sink.append(record.getMessage())
-
-
-@contextlib.contextmanager
-def _held_warnings() -> Iterator[list[str]]:
-    """Keep a document's planning warnings (an undecodable byte, a repaired file) to travel with it.
-
-    A worker's own log lines reach the driver's terminal through Ray, prefixed and coloured,
-    outside `--log-json` and the redaction; the driver logs these as the in-process run does.
-    """
-    logger, held = _loading_log, []
-    handler, propagate = _Held(held), logger.propagate
-    logger.addHandler(handler)
-    logger.propagate = False
-    try:
-        yield held
-    finally:
-        logger.removeHandler(handler)
-        logger.propagate = propagate
 
 
 def _prompts(ref: DocRef, text: str, settings: PlanSettings, snap: StoreSnapshot | None) -> dict[str, Any]:

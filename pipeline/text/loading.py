@@ -50,6 +50,7 @@ class DocRef(TypedDict):
     skip_reason: NotRequired[str]  # nothing to summarize: empty, binary, unreadable
     plan_error: NotRequired[str]  # reading, decoding or chunking it failed
     prior_error: NotRequired[str]  # failed in an earlier run and not to be retried
+    warning: NotRequired[str]  # what decoding it noticed (a repaired file, undecodable bytes): see log_warning
 
 
 def makes_calls(ref: DocRef) -> bool:
@@ -218,7 +219,7 @@ def _plan(ref: DocRef, chunker: Chunker, text: str | None, guess_language: bool,
         if decoded.replaced:
             ref["replaced"] = decoded.replaced
         if decoded.warning:
-            log.warning("%s: %s", ref["source"], decoded.warning)
+            ref["warning"] = decoded.warning
         if decoded.skip_reason:
             ref["skip_reason"] = decoded.skip_reason
             return
@@ -272,8 +273,22 @@ def plan_entries(entries: Sequence[Entry], chunker: Chunker, guess_language: boo
     `guess_language=False` skips detection when the answer language is fixed anyway;
     `keep` collects the files' texts (see plan_document).
     """
-    return [plan_document(e["id"], e["source"], chunker, path=e.get("path"), text=e.get("text"),
+    refs = [plan_document(e["id"], e["source"], chunker, path=e.get("path"), text=e.get("text"),
                           guess_language=guess_language, keep=keep) for e in entries]
+    for ref in refs:
+        log_warning(ref)
+    return refs
+
+
+def log_warning(ref: DocRef) -> None:
+    """Log what planning noticed about a document, in the process that runs the graph.
+
+    A document planned on a Ray worker carries its warning to the driver, which logs it
+    here: a worker's own log lines would reach the terminal through Ray, prefixed and
+    coloured, outside `--log-json` and the redaction.
+    """
+    if warning := ref.get("warning"):
+        log.warning("%s: %s", ref["source"], warning)
 
 
 def load_text(ref: DocRef) -> str:
