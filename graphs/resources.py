@@ -28,9 +28,11 @@ from graphs.context import DEFAULT_MODEL, Context
 from pipeline.answers.attribution import citation_counts
 from pipeline.llm.budget import Budget
 from pipeline.answers.checks import ANSWER_CHECKS
-from pipeline.llm.client import OpenAICompatChat, open_session, probe_endpoint
+from pipeline.llm.client import OpenAICompatChat, open_session, probe_endpoint, redact_url
 from pipeline.errors import SummarizerError
+from pipeline.llm.embedded import MODEL_NAME, EmbeddedServer
 from pipeline.llm.limits import AdaptiveLimit, RateLimit
+from pipeline.llm.local_model import local_endpoint, peak_rss
 from pipeline.llm.runner import CallLimits, LLMRunner
 from pipeline.llm.memory_guard import MemoryGuard
 from pipeline.llm.pool import EndpointPool, open_pool
@@ -57,6 +59,7 @@ class Resources:
     store: ResultStore | None
     runner: LLMRunner | None  # None for a dry run, which calls nothing
     emit: Emit  # LangGraph's stream writer of the run: progress and per-document events
+    embedded: EmbeddedServer | None = None  # the embedded model, where it answers
     shard_slots: AdaptiveLimit = dataclasses.field(default_factory=lambda: AdaptiveLimit(SHARD_SLOTS))
     _warming: threading.Thread | None = None
     _map_room: asyncio.Semaphore | None = None
@@ -107,6 +110,8 @@ class Resources:
             "memory": runner.memory.stats(),
             "model": self.context.model if self.context.chat_model is None
             else type(self.context.chat_model).__name__,
+            "base_url": redact_url(self.context.base_url),
+            **(peak_rss(self.embedded) if self.embedded is not None else {}),
             "concurrency": runner.concurrency.maximum,
             **({"cost_usd": round(runner.limits.budget.spent, 6)} if runner.limits.budget else {}),
             **({"endpoints": runner.model.report()} if isinstance(runner.model, EndpointPool) else {}),
@@ -115,36 +120,61 @@ class Resources:
 
 @asynccontextmanager
 async def open_resources(context: Context, emit: Emit) -> AsyncIterator[Resources]:
-    """Open what a run needs inside the running loop, and close all of it on the way out."""
+    """Open what a run needs inside the running loop, and close all of it on the way out.
+
+    `context` comes resolved and validated (Context.resolved, Context.validate). Its model
+    is named here, once, as the run will call it: the embedded model's, the endpoint's first
+    listed, or the default; the Resources' context carries it.
+    """
     async with AsyncExitStack() as stack:
         store = None
         if context.store_path and (not context.dry_run or Path(context.store_path).exists()):
             store = ResultStore(context.store_path, read_only=context.dry_run)
             # Its error, if it lost writes, only when no other is on its way out (Ctrl-C stays "interrupted").
             stack.push(lambda kind, _error, _tb, store=store: store.close(raise_errors=kind is None))
+        embedded = None
+        if context.local and not context.dry_run:
+            embedded = await stack.enter_async_context(local_endpoint(context.concurrency, context.local_threads))
+            context = dataclasses.replace(context, base_url=embedded.base_url, base_urls=[], api_key=None,
+                                          model=embedded.model)
+        elif context.local:  # a dry run starts nothing, but counts and keys as the embedded model would
+            context = dataclasses.replace(context, base_url=None, base_urls=[], api_key=None, model=MODEL_NAME)
         runner = None
         if not context.dry_run:
             if context.memory_limit_mb:  # the tokenizer (~70 MB, built later otherwise) belongs to the start RSS
                 token_counter(context.model or DEFAULT_MODEL).preload()
             memory = MemoryGuard(context.memory_limit_mb)  # the start RSS, before the session and the model
             model, context = await _chat_model(context, stack)
-            context.validate()  # again, now that the model is known (a spending cap needs its price)
+            if context.model is None:  # a chat model given: counted and priced as the default model
+                context = dataclasses.replace(context, model=DEFAULT_MODEL)
+            context.check_spending_cap()
             runner = _runner(context, model, store, memory)
+            log.info("calling %s, up to %d calls at a time", _shown(context), runner.concurrency.maximum)
             if context.engine == "ray":  # after the endpoint answered: a bad key fails before Ray starts
                 from pipeline.ray.engine import ray_session
 
                 await stack.enter_async_context(ray_session(context.ray_address))
         else:  # a dry run calls nothing, but the model decides the store's keys and the prices
             context = dataclasses.replace(context, model=context.model or await _listed_model(context))
-        count = token_counter(context.model or DEFAULT_MODEL)
+        count = token_counter(context.model)
         # A run needs only the spans, a dry run the token counts of every document as well.
         chunker = Chunker(context.chunk_tokens, count, count_fitting=context.dry_run)
-        resources = Resources(context, count, chunker, store, runner, emit)
+        resources = Resources(context, count, chunker, store, runner, emit, embedded)
         if runner is not None:
             runner.memory.watch("shard_slots", resources.shard_slots)
             runner.progress = EventProgress(emit, stats=resources.call_stats)
             stack.callback(runner.progress.close)  # the last counts, even from a run that fails
         yield resources
+
+
+def _shown(context: Context) -> str:
+    """The model and where its calls go, for a log line: no credentials."""
+    if context.chat_model is not None:
+        return f"the chat model given ({type(context.chat_model).__name__})"
+    if context.base_urls:
+        urls = ", ".join(redact_url(s.url) or "" for s in context.endpoints)
+        return f"{context.model} at {len(context.base_urls)} endpoints ({urls})"
+    return f"{context.model} at {redact_url(context.base_url) or 'OpenAI'}"
 
 
 async def _chat_model(context: Context, stack: AsyncExitStack) -> tuple[Any, Context]:
