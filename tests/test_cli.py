@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.conftest import EmbeddedStandIn
 from tests.fake_openai import FakeOpenAI
 
 
@@ -115,29 +116,9 @@ def test_key_from_environment_is_sent_and_not_reported(cli, fake: FakeOpenAI, do
 
 
 @pytest.fixture
-def fake_embedded(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+def fake_embedded(embedded_stand_in: EmbeddedStandIn) -> list[int]:
     """Make the embedded model a stand-in server; collect the pids it ran under."""
-    import sys
-
-    import psutil
-
-    from pipeline.llm import embedded
-
-    pids: list[int] = []
-    script = Path(__file__).with_name("embedded_fake_server.py")
-    monkeypatch.setattr(embedded, "ensure_model", lambda cache_dir=None: Path("model.gguf"))
-    monkeypatch.setattr(embedded, "server_command",
-                        lambda path, settings, alias="": [sys.executable, str(script), "--mode", "ok"])
-    started = embedded.EmbeddedServer._start
-
-    async def record(self, command):  # type: ignore[no-untyped-def]
-        await started(self, command)
-        pids.append(self.pid)
-
-    monkeypatch.setattr(embedded.EmbeddedServer, "_start", record)
-    yield pids
-    for pid in pids:
-        assert not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+    return embedded_stand_in.pids
 
 
 def test_no_endpoint_configured_runs_the_embedded_model_and_stops_it(cli, docs: Path,
