@@ -71,6 +71,10 @@ def check_number(name: str, value: object, *, whole: bool, lowest: float, inclus
         raise InputError(f"{shown} must be {bound}, got {value!r}")
 
 
+# A setting that may be left unset (None) until the run resolves it; Studio's form shows its type alone.
+Unset = SkipJsonSchema[None]
+
+
 def _about(text: str) -> Any:
     return Field(description=text)
 
@@ -100,30 +104,30 @@ class Context:
                                                                                           repr=False)
     api_key: SkipJsonSchema[str | None] = field(default=None, repr=False)
     chat_model: SkipJsonSchema[BaseChatModel | None] = field(default=None, repr=False, compare=False)
-    concurrency: Annotated[int | SkipJsonSchema[None], _about(
+    concurrency: Annotated[int | Unset, _about(
         "Most LLM calls in flight (default 16, 1 for the embedded model; for endpoints that all give "
         "their own concurrency, their sum, which a value given here caps)")] = None
-    chunk_tokens: Annotated[int | SkipJsonSchema[None], _about("Documents longer than this many tokens are split into "
-                                               "chunks (default 2000, 800 for the embedded model)")] = None
-    token_max: Annotated[int | SkipJsonSchema[None], _about("Most tokens one reduce call takes in; summaries are merged until "
-                                            "they fit (default 8000, 2000 for the embedded model)")] = None
+    chunk_tokens: Annotated[int | Unset, _about("Documents longer than this many tokens are split into "
+                                                "chunks (default 2000, 800 for the embedded model)")] = None
+    token_max: Annotated[int | Unset, _about("Most tokens one reduce call takes in; summaries are merged until "
+                                             "they fit (default 8000, 2000 for the embedded model)")] = None
     language: Annotated[str, _about("Language of the summaries: 'auto' (the documents' own) or a code "
                                     "such as en, ko")] = "auto"
     timeout: Annotated[float, _about("Seconds one LLM call may take")] = 120.0
     max_retries: Annotated[int, _about("Retries of a call after 429/5xx, timeouts and malformed answers")] = 4
-    temperature: Annotated[float | SkipJsonSchema[None], _about("Sampling temperature; 0 (the default) answers the same "
-                                                "prompt the same way")] = None
+    temperature: Annotated[float | Unset, _about("Sampling temperature; 0 (the default) answers the same "
+                                                 "prompt the same way")] = None
     seed: Annotated[int | None, _about("Sampling seed sent with every call, for repeatable answers where the "
                                        "server honours it; null sends none")] = 0
     length: Annotated[str, _about("Length of the final summary: 'auto' (the prompt asks for two bullets "
                                   "per document, 6 to 12), or 'N bullets' or 'N words', held to by cutting bullets")] = "auto"
-    extra_body: Annotated[dict[str, Any] | SkipJsonSchema[None], _about(
+    extra_body: Annotated[dict[str, Any] | Unset, _about(
         "Extra request fields for the server, e.g. llama.cpp's repeat_penalty (the embedded model "
         "gets repeat_penalty 1.1)")] = None
-    map_max_tokens: Annotated[int | SkipJsonSchema[None], _about("Most tokens of one chunk's summary (default 400, 150 "
-                                                 "for the embedded model)")] = None
-    final_max_tokens: Annotated[int | SkipJsonSchema[None], _about("Most tokens of the final summary (default 1200, 500 "
-                                                   "for the embedded model)")] = None
+    map_max_tokens: Annotated[int | Unset, _about("Most tokens of one chunk's summary (default 400, 150 "
+                                                  "for the embedded model)")] = None
+    final_max_tokens: Annotated[int | Unset, _about("Most tokens of the final summary (default 1200, 500 "
+                                                    "for the embedded model)")] = None
     memory_limit_mb: Annotated[float | None, _about(
         "Most RSS (MB) the process may reach; calls and documents held are lowered past 85% of the "
         "room above the RSS at start, and the run stops cleanly above it")] = None

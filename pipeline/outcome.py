@@ -9,13 +9,13 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
-from pipeline.llm.client import redact_url
-from pipeline.report import document_counts
-from pipeline.summarize import DocResult
+if TYPE_CHECKING:
+    from pipeline.summarize import DocResult
 
 EXIT_OK, EXIT_ERROR, EXIT_PARTIAL, EXIT_INTERRUPTED, EXIT_TERMINATED = 0, 1, 3, 130, 143
 NOTHING_SUMMARIZED = "nothing could be summarized: every input failed or was skipped"
@@ -89,6 +89,9 @@ class Outcome:
 
     def report(self) -> dict[str, Any]:
         """report.json's fields: the outcome, the documents by status, and the run's counters."""
+        # Imported here: the command line loads this module before its usage checks, and this loads LangChain.
+        from pipeline.llm.client import redact_url
+
         return {
             "status": self.status,
             "exit_code": self.return_code,
@@ -100,3 +103,12 @@ class Outcome:
             **self.stats,
             "wall_seconds": round(time.monotonic() - self._clock, 3),
         }
+
+
+def document_counts(results: Iterable[DocResult], total: int) -> dict[str, int]:
+    """Count documents by status; those never reached count as not done."""
+    counts = {"total": total, "ok": 0, "failed": 0, "skipped": 0}
+    for r in results:
+        counts[r["status"]] += 1
+    counts["not_done"] = total - counts["ok"] - counts["failed"] - counts["skipped"]
+    return counts

@@ -42,15 +42,6 @@ def _umask() -> int:
 _UMASK = _umask()
 
 
-def document_counts(results: Iterable[DocResult], total: int) -> dict[str, int]:
-    """Count documents by status; those never reached count as not done."""
-    counts = {"total": total, "ok": 0, "failed": 0, "skipped": 0}
-    for r in results:
-        counts[r["status"]] += 1
-    counts["not_done"] = total - counts["ok"] - counts["failed"] - counts["skipped"]
-    return counts
-
-
 def write_outputs(out_dir: Path, summary: str, results: Iterable[DocResult], report: Mapping[str, Any]) -> None:
     """Write the three output files into `out_dir`."""
     lines = [json.dumps({k: r.get(k, default) for k, default in JSONL_FIELDS.items()}, ensure_ascii=False)
