@@ -133,6 +133,16 @@ def test_no_endpoint_configured_runs_the_embedded_model_and_stops_it(cli, docs: 
     assert report["embedded_server_peak_rss_mb"] > 1
 
 
+def test_local_threads_and_settings_given_reach_the_embedded_model(cli, docs: Path,
+                                                                   embedded_stand_in: EmbeddedStandIn) -> None:
+    result = cli(str(docs), "--local-threads", "1", "--concurrency", "2")
+
+    assert result.code == 0, result.err
+    assert (embedded_stand_in.settings[0].threads, embedded_stand_in.settings[0].n_parallel) == (1, 2)
+    assert result.report()["concurrency"] == 2 and result.report()["model"] == "qwen2.5-coder-0.5b-instruct-q4_k_m"
+    assert {b["max_tokens"] for b in embedded_stand_in.bodies()} == {150, 500}  # the rest of its tuning
+
+
 def test_a_configured_endpoint_wins_over_the_embedded_model(cli, fake: FakeOpenAI, docs: Path,
                                                              fake_embedded: list[int]) -> None:
     result = cli(str(docs), base_url=fake.base_url)
