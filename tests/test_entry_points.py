@@ -38,6 +38,19 @@ async def test_a_context_with_no_endpoint_runs_the_embedded_model_with_its_tunin
     assert out["stats"]["embedded_server_peak_rss_mb"] > 1
 
 
+async def test_the_embedded_model_starts_under_the_dev_servers_blocking_call_checks(
+        embedded_stand_in: EmbeddedStandIn) -> None:
+    # `langgraph dev` fails a run that blocks its event loop (listing /sys to count cores did).
+    queue = pytest.importorskip("langgraph_runtime_inmem.queue", reason="the dev server comes with the test extra")
+    checks = queue._enable_blockbuster()  # the checks exactly as the dev server turns them on
+    try:
+        out = await SERVER_GRAPH.ainvoke({"texts": TEXTS}, context=Context())
+    finally:
+        checks.deactivate()
+
+    assert out["summary"].startswith("FAKE SUMMARY") and len(embedded_stand_in.pids) == 1
+
+
 async def test_settings_given_win_over_the_embedded_models_tuning(embedded_stand_in: EmbeddedStandIn) -> None:
     context = Context(concurrency=2, map_max_tokens=120, extra_body={}, temperature=0.5)
 

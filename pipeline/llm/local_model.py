@@ -7,6 +7,7 @@ weights it loads, are in pipeline.llm.embedded.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -40,7 +41,9 @@ async def local_endpoint(concurrency: int, threads: int | None = None) -> AsyncI
     """Run the embedded model for the block, with a slot per call in flight; yield it (its base_url, model)."""
     log.info("no endpoint configured: starting the embedded local model, a small demo-grade model "
              "(set OPENAI_BASE_URL or OPENAI_API_KEY, or give base_url, to use a real one)")
-    async with EmbeddedServer(default_settings(concurrency, threads=threads)) as server:
+    # In a worker thread: counting the cores lists /sys, which the dev server forbids on the event loop.
+    settings = await asyncio.to_thread(default_settings, concurrency, threads=threads)
+    async with EmbeddedServer(settings) as server:
         yield server
 
 
