@@ -35,10 +35,11 @@ def _setting(name: str) -> Any:
         whole, lowest, inclusive = BOUNDS[name]
         try:
             value = (int if whole else float)(text)
-            check_number(name, value, whole=whole, lowest=lowest, inclusive=inclusive)
         except ValueError:
             raise argparse.ArgumentTypeError(f"expected {'a whole number' if whole else 'a number'}, "
                                              f"got {text!r}") from None
+        try:
+            check_number(name, value, whole=whole, lowest=lowest, inclusive=inclusive)
         except InputError as exc:
             raise argparse.ArgumentTypeError(str(exc).removeprefix(name.replace("_", "-") + " ")) from None
         return value

@@ -128,3 +128,25 @@ def test_a_pool_runs_as_many_calls_at_once_from_every_entry_point(
             s.close()
 
     assert peaks == {name: [12, 12] for name in ("cli", "notebook", "run_with_progress")}
+
+
+def test_chunk_tokens_has_one_lower_bound_from_every_entry_point(capsys: pytest.CaptureFixture[str],
+                                                                 tmp_path: Path) -> None:
+    import run
+    from pipeline.errors import InputError
+
+    config = tmp_path / "job.toml"
+    config.write_text("chunk-tokens = 63\n", encoding="utf-8")
+    notes = tmp_path / "notes.txt"
+    notes.write_text(ENGLISH, encoding="utf-8")
+    with pytest.raises(SystemExit):
+        run.main([str(notes), "--chunk-tokens", "63"])
+    from_option = capsys.readouterr().err
+    assert run.main([str(notes), "--config", str(config), "--dry-run"]) == 1
+    from_config = capsys.readouterr().err
+    with pytest.raises(InputError) as from_notebook:
+        asyncio.run(graph.ainvoke({"texts": TEXTS}, context=Context(chunk_tokens=63, dry_run=True)))
+
+    for said in (from_option, from_config, str(from_notebook.value)):
+        assert "chunk-tokens" in said and "must be at least 64, got 63" in said, said
+    assert Context(chunk_tokens=64, dry_run=True).validate() is None
