@@ -118,14 +118,14 @@ async def model_server(model_path: Path | None, alias: str | None, threads: int 
 
 async def run_items(args: argparse.Namespace) -> dict[str, Any]:
     """Run every chosen system on every chosen item and score them."""
-    import run as cli
+    from pipeline.llm.local_model import TUNING
 
     manifest, refs = load_manifest(), json.loads(REFERENCES.read_text(encoding="utf-8"))["items"]
     items = [i for i in manifest["items"] if not args.items or i["id"] in args.items]
     wanted_docs = {d for i in items for d in i["documents"]}
     doc_paths = await asyncio.to_thread(assemble, manifest, args.cache, only=wanted_docs)
     runs = args.cache / "runs" / dt.datetime.now().strftime("%Y%m%d-%H%M%S")
-    decoding = {k: cli.LOCAL_SETTINGS[k] for k in ("map_max_tokens", "final_max_tokens", "temperature", "extra_body")}
+    decoding = {k: TUNING[k] for k in ("map_max_tokens", "final_max_tokens", "temperature", "extra_body")}
     results: dict[str, Any] = {
         "date": args.date, "model": args.model_name, "model_path": str(args.model_path or "shipped"),
         "commit": _git_commit(), "items": [i["id"] for i in items], "decoding": decoding, "systems": {}}

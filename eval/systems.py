@@ -55,10 +55,11 @@ def _cli_job(paths: list[Path], out: Path, base_url: str, model: str) -> tuple[A
     import run
 
     args = run.parse_args([*map(str, paths), "--out", str(out), "--no-store", "-q"], env={})
-    job = run.settings(args)
-    context = dataclasses.replace(job.context, base_url=base_url, model=model)
+    job = run.settings(args, env={})
+    # Settled as for the embedded model (its tuning), then pointed at our server.
+    context = dataclasses.replace(job.context.resolved(), base_url=base_url, model=model)
     inputs, _ = run.graph_input(args.inputs, sys.stdin)
-    return dataclasses.replace(job, local=False, context=context), inputs
+    return dataclasses.replace(job, context=context), inputs
 
 
 async def pipeline(paths: list[Path], out: Path, base_url: str, model: str) -> Output:
@@ -68,14 +69,16 @@ async def pipeline(paths: list[Path], out: Path, base_url: str, model: str) -> O
     command line writes them, and the tags are read back from the Sources list and
     summaries.jsonl.
     """
-    import run
+    from graphs import run_with_progress
+    from pipeline.outcome import Outcome
     from pipeline.progress import NoView
     from pipeline.report import write_outputs
 
     job, inputs = _cli_job(paths, out, base_url, model)
-    outcome = run.Outcome()
+    outcome = Outcome(len(paths))
     started = time.monotonic()
-    await run.run_job(job, inputs, outcome, NoView())
+    outcome.finish(await run_with_progress(inputs, context=job.context, view=NoView(),
+                                           on_result=outcome.results.append, on_event=outcome.on_event))
     seconds = time.monotonic() - started
     report = {"wall_seconds": round(seconds, 3), **outcome.stats}
     write_outputs(out, outcome.summary, outcome.results, report)

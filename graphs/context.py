@@ -11,7 +11,9 @@ import dataclasses
 import functools
 import importlib.util
 import math
+import os
 import typing
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Annotated, Any, Literal
 
@@ -24,10 +26,14 @@ from pipeline.llm.client import check_base_url
 from pipeline.errors import InputError
 from pipeline.text.language import check_language
 from pipeline.answers.length import parse_length
+from pipeline.llm.local_model import LOCAL, TUNING
 from pipeline.llm.pool import EndpointSpec, parse_endpoint
 from pipeline.secrets import url_credentials
 
 DEFAULT_MODEL = "gpt-4o-mini"
+# What a setting left unset (None) becomes for an endpoint; the embedded model has its own (TUNING).
+DEFAULTS: dict[str, Any] = {"concurrency": 16, "chunk_tokens": 2000, "token_max": 8000, "temperature": 0.0,
+                            "extra_body": {}, "map_max_tokens": 400, "final_max_tokens": 1200}
 
 # The numeric settings: (name, whole number?, lowest value, is the lowest allowed?). Checked
 # here, not only by the command line: a config file or a notebook passes values unchecked.
@@ -47,7 +53,9 @@ _RANGES = (
     ("max_cost", False, 0, True),
     ("memory_limit_mb", False, 0, False),
     ("ray_actors", True, 1, True),
+    ("local_threads", True, 1, True),
 )
+BOUNDS = {name: (whole, lowest, inclusive) for name, whole, lowest, inclusive in _RANGES}
 
 
 def check_number(name: str, value: object, *, whole: bool, lowest: float, inclusive: bool) -> None:
@@ -63,6 +71,10 @@ def check_number(name: str, value: object, *, whole: bool, lowest: float, inclus
         raise InputError(f"{shown} must be {bound}, got {value!r}")
 
 
+# A setting that may be left unset (None) until the run resolves it; Studio's form shows its type alone.
+Unset = SkipJsonSchema[None]
+
+
 def _about(text: str) -> Any:
     return Field(description=text)
 
@@ -74,11 +86,16 @@ class Context:
     `base_url` (any OpenAI-compatible endpoint), `base_urls` (several, calls spread over
     them: see pipeline.llm.pool), `api_key` alone (OpenAI itself) or
     `chat_model` (any LangChain chat model, which then takes precedence) says where
-    summaries come from.
+    summaries come from; none of them, or the model `local`, runs the embedded model.
+    Settings left None take their default when the run starts (`resolved`): the
+    embedded model's own tuning where it runs, else `DEFAULTS`.
+    `Context.from_env()` takes the endpoint, key and model from the standard OpenAI
+    variables; `Context()` itself reads no environment.
     """
 
     model: Annotated[str | None, _about("Model name; by default the endpoint's first listed model, "
-                                        f"else {DEFAULT_MODEL}")] = None
+                                        f"else {DEFAULT_MODEL}; '{LOCAL}' runs the embedded model, as "
+                                        "happens when no endpoint, key or chat model is given")] = None
     # Not in the repr: a URL may carry user:password.
     base_url: Annotated[str | None, _about("OpenAI-compatible base URL, ending in /v1")] = field(default=None,
                                                                                                  repr=False)
@@ -87,24 +104,30 @@ class Context:
                                                                                           repr=False)
     api_key: SkipJsonSchema[str | None] = field(default=None, repr=False)
     chat_model: SkipJsonSchema[BaseChatModel | None] = field(default=None, repr=False, compare=False)
-    concurrency: Annotated[int, _about("Most LLM calls in flight")] = 16
-    chunk_tokens: Annotated[int, _about("Documents longer than this many tokens are split into chunks")] = 2000
-    token_max: Annotated[int, _about("Most tokens one reduce call takes in; summaries are merged until "
-                                     "they fit")] = 8000
+    concurrency: Annotated[int | Unset, _about(
+        "Most LLM calls in flight (default 16, 1 for the embedded model; for endpoints that all give "
+        "their own concurrency, their sum, which a value given here caps)")] = None
+    chunk_tokens: Annotated[int | Unset, _about("Documents longer than this many tokens are split into "
+                                                "chunks (default 2000, 800 for the embedded model)")] = None
+    token_max: Annotated[int | Unset, _about("Most tokens one reduce call takes in; summaries are merged until "
+                                             "they fit (default 8000, 2000 for the embedded model)")] = None
     language: Annotated[str, _about("Language of the summaries: 'auto' (the documents' own) or a code "
                                     "such as en, ko")] = "auto"
     timeout: Annotated[float, _about("Seconds one LLM call may take")] = 120.0
     max_retries: Annotated[int, _about("Retries of a call after 429/5xx, timeouts and malformed answers")] = 4
-    temperature: Annotated[float, _about("Sampling temperature; 0 (the default) answers the same prompt "
-                                         "the same way")] = 0.0
+    temperature: Annotated[float | Unset, _about("Sampling temperature; 0 (the default) answers the same "
+                                                 "prompt the same way")] = None
     seed: Annotated[int | None, _about("Sampling seed sent with every call, for repeatable answers where the "
                                        "server honours it; null sends none")] = 0
     length: Annotated[str, _about("Length of the final summary: 'auto' (the prompt asks for two bullets "
                                   "per document, 6 to 12), or 'N bullets' or 'N words', held to by cutting bullets")] = "auto"
-    extra_body: Annotated[dict[str, Any], _about("Extra request fields for the server, e.g. "
-                                                 "llama.cpp's repeat_penalty")] = field(default_factory=dict)
-    map_max_tokens: Annotated[int, _about("Most tokens of one chunk's summary")] = 400
-    final_max_tokens: Annotated[int, _about("Most tokens of the final summary")] = 1200
+    extra_body: Annotated[dict[str, Any] | Unset, _about(
+        "Extra request fields for the server, e.g. llama.cpp's repeat_penalty (the embedded model "
+        "gets repeat_penalty 1.1)")] = None
+    map_max_tokens: Annotated[int | Unset, _about("Most tokens of one chunk's summary (default 400, 150 "
+                                                  "for the embedded model)")] = None
+    final_max_tokens: Annotated[int | Unset, _about("Most tokens of the final summary (default 1200, 500 "
+                                                    "for the embedded model)")] = None
     memory_limit_mb: Annotated[float | None, _about(
         "Most RSS (MB) the process may reach; calls and documents held are lowered past 85% of the "
         "room above the RSS at start, and the run stops cleanly above it")] = None
@@ -125,6 +148,7 @@ class Context:
                                               "ray://head:10001); by default a local Ray instance")] = None
     ray_actors: Annotated[int | None, _about("With engine 'ray': actors making the map calls, the "
                                              "concurrency split among them (default: one per CPU)")] = None
+    local_threads: Annotated[int | None, _about("CPU threads of the embedded model (default: cores - 1)")] = None
 
     def __post_init__(self) -> None:
         # Every setting must be of its declared type; text (JSON from the server, a form)
@@ -139,30 +163,74 @@ class Context:
             if coerced is not value:
                 object.__setattr__(self, name, coerced)
 
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Context:
+        """Build a context whose endpoint, key and model default to OPENAI_BASE_URL, OPENAI_API_KEY, OPENAI_MODEL.
+
+        `environ` defaults to os.environ. Each setting given in `overrides` (None leaves it
+        unset) wins over its variable on its own, as the OpenAI client takes them: a
+        base_url given still gets the environment's key. Several endpoints (`base_urls`) or
+        a `chat_model` take the place of the environment's endpoint.
+        """
+        env = os.environ if environ is None else environ
+        given = {k: v for k, v in overrides.items() if v is not None}
+        named = {"base_url": env.get("OPENAI_BASE_URL"), "api_key": env.get("OPENAI_API_KEY"),
+                 "model": env.get("OPENAI_MODEL")}
+        if given.get("base_urls") or given.get("chat_model") is not None:
+            named.pop("base_url")
+        return cls(**{**{k: v for k, v in named.items() if v}, **given})
+
+    @property
+    def names_endpoint(self) -> bool:
+        """Whether the run says where its calls go: a base URL, several, a key or a chat model."""
+        return bool(self.base_url or self.base_urls or self.api_key or self.chat_model is not None)
+
+    @property
+    def local(self) -> bool:
+        """Whether the embedded model answers: asked for by name, or nothing else named."""
+        return self.chat_model is None and (self.model == LOCAL or not self.names_endpoint)
+
+    def resolved(self) -> Context:
+        """This context with every setting left unset given its value: the embedded model's own where it runs.
+
+        The calls in flight follow one rule: a pool whose endpoints all give their own
+        concurrency takes their sum, which a concurrency given caps; anything else takes
+        the concurrency given, else the default.
+        """
+        defaults = TUNING if self.local else DEFAULTS
+        filled = {k: v for k, v in defaults.items() if getattr(self, k) is None}
+        own = [s.concurrency for s in self.endpoints] if self.base_urls and not self.local else []
+        if own and all(own):
+            total = sum(c or 0 for c in own)
+            filled["concurrency"] = total if self.concurrency is None else min(self.concurrency, total)
+        if filled.get("concurrency", self.concurrency) == self.concurrency:
+            filled.pop("concurrency", None)
+        return dataclasses.replace(self, **filled) if filled else self
+
     def validate(self) -> None:
-        """Raise InputError for settings out of range or that cannot work together."""
-        if self.chat_model is None and not self.base_url and not self.base_urls and not self.api_key \
-                and not self.dry_run:
-            raise InputError("no LLM endpoint: set base_url (an OpenAI-compatible /v1 URL, or "
-                             "OPENAI_BASE_URL for the server), api_key, or chat_model")
-        check_language(self.language)
-        parse_length(self.length)
-        if self.base_url and self.base_urls:
+        """Raise InputError for settings out of range or that cannot work together (unset ones as resolved)."""
+        context = self.resolved()
+        check_language(context.language)
+        parse_length(context.length)
+        if context.base_url and context.base_urls:
             raise InputError("give base_url (one endpoint) or base_urls (several), not both")
-        for spec in self.endpoints if self.chat_model is None else ():
+        for spec in context.endpoints if context.chat_model is None else ():
             check_base_url(spec.url)
-            if self.api_key and url_credentials(spec.url):
+            if context.api_key and url_credentials(spec.url):
                 raise InputError("the base URL carries credentials (user and password) and an API key is set as well; "
                                  "give one of them (the URL's credentials go as HTTP Basic auth)")
         for name, whole, lowest, inclusive in _RANGES:
-            value = getattr(self, name)
+            value = getattr(context, name)
             if value is not None:
                 check_number(name, value, whole=whole, lowest=lowest, inclusive=inclusive)
-        if self.token_max < 4 * self.map_max_tokens:
-            raise InputError(f"token max ({self.token_max}) must be at least 4x the per-summary "
-                             f"budget ({self.map_max_tokens}) so that collapsing can converge")
-        if self.engine == "ray":
-            self._check_ray()
+        if context.token_max < 4 * context.map_max_tokens:
+            raise InputError(f"token max ({context.token_max}) must be at least 4x the per-summary "
+                             f"budget ({context.map_max_tokens}) so that collapsing can converge")
+        if context.engine == "ray":
+            context._check_ray()
+
+    def check_spending_cap(self) -> None:
+        """Raise InputError for a spending cap without prices (the model named, as the run resolved it)."""
         if self.max_cost is not None and self.price is None:
             raise InputError(f"a spending cap needs prices: no known price for model {self.model!r}; "
                              "give --price-in and --price-out (price-in, price-out in a config file; USD per million "
@@ -179,17 +247,6 @@ class Context:
             raise InputError("max-cost is not available with the ray engine: its workers' spending is "
                              "not counted against one cap; leave it out or use the local engine")
 
-    def with_endpoint(self, endpoint: dict[str, Any]) -> Context:
-        """Take `endpoint` (base_url, api_key, model: the server's environment) when the run names none.
-
-        All or nothing: a run that names its own endpoint never gets the server's key,
-        nor its model.
-        """
-        if self.base_url or self.base_urls or self.api_key or self.chat_model is not None:
-            return self
-        given = {k: v for k, v in endpoint.items() if v is not None and not (k == "model" and self.model)}
-        return dataclasses.replace(self, **given) if given else self
-
     @property
     def endpoints(self) -> list[EndpointSpec]:
         """The endpoints named, base_url's or base_urls' (InputError for a bad one)."""
@@ -199,7 +256,7 @@ class Context:
     @property
     def price(self) -> Price | None:
         """Prices per million tokens, given or known for the model."""
-        return price_for(self.model or DEFAULT_MODEL, self.price_in, self.price_out)
+        return price_for(self.model or "", self.price_in, self.price_out)
 
     @property
     def identity(self) -> str:
@@ -211,7 +268,8 @@ class Context:
     @property
     def request_body(self) -> dict[str, Any]:
         """Fields every request carries besides the prompt: the seed, then `extra_body`."""
-        return self.extra_body if self.seed is None else {"seed": self.seed, **self.extra_body}
+        extra = self.extra_body or {}
+        return extra if self.seed is None else {"seed": self.seed, **extra}
 
     @property
     def collapse_max_tokens(self) -> int:

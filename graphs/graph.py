@@ -22,6 +22,7 @@ import logging
 import time
 from collections.abc import AsyncIterator, Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import fields
 from typing import Any, Literal
 
 from langchain_core.runnables import RunnableConfig, RunnableLambda
@@ -267,18 +268,21 @@ mapreduce = mapreduce_builder.compile(name="map-reduce")
 # --- the outer graph: one run, its resources around the subgraph ------------------------
 
 
-def make_builder(endpoint: Mapping[str, Any] | None = None) -> StateGraph:
-    """The summarizer's graph builder; `endpoint` (base_url, api_key, model) serves runs that name none.
+def make_builder(environ: Mapping[str, str] | None = None) -> StateGraph:
+    """The summarizer's graph builder; `environ`'s OpenAI variables serve runs that name no endpoint.
 
-    The server entry point (graphs/server.py) passes the endpoint it reads from the
-    environment; a notebook or the CLI names its endpoint in the context.
-    Compile it with a checkpointer to keep threads: `builder.compile(checkpointer=...)`.
+    The server entry point (graphs/server.py) passes its environment (see Context.from_env):
+    all or nothing, so that a run naming its own endpoint never gets the server's key.
+    A notebook or the CLI names its endpoint in the context, or names none for the
+    embedded model. Compile it with a checkpointer to keep threads: `builder.compile(checkpointer=...)`.
     """
-    endpoint = dict(endpoint or {})
 
     async def summarize(state: State, config: RunnableConfig) -> dict[str, Any]:
         """Open the run's resources, run the map-reduce inside them, and close them."""
-        context = (get_runtime(Context).context or Context()).with_endpoint(endpoint)
+        context = get_runtime(Context).context or Context()
+        if environ is not None and not context.names_endpoint:
+            context = Context.from_env(environ, **{f.name: getattr(context, f.name) for f in fields(Context)})
+        context = context.resolved()
         context.validate()
         emit = get_stream_writer()
         # In a worker thread: a folder or a glob is listed from disk, off the event loop.

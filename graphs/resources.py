@@ -27,10 +27,12 @@ from pydantic import SecretStr
 from graphs.context import DEFAULT_MODEL, Context
 from pipeline.answers.attribution import citation_counts
 from pipeline.answers.checks import ANSWER_CHECKS
-from pipeline.llm.client import probe_endpoint
+from pipeline.llm.client import probe_endpoint, redact_url
+from pipeline.llm.embedded import MODEL_NAME, EmbeddedServer
 from pipeline.errors import SummarizerError
 from pipeline.llm.factory import ChatSettings, make_runner, open_chat
 from pipeline.llm.limits import AdaptiveLimit
+from pipeline.llm.local_model import local_endpoint, peak_rss
 from pipeline.llm.runner import STEPS, LLMRunner
 from pipeline.llm.memory_guard import MemoryGuard
 from pipeline.llm.pool import EndpointPool
@@ -62,6 +64,7 @@ class Resources:
     runner: LLMRunner | None  # None for a dry run, which calls nothing
     emit: Emit  # LangGraph's stream writer of the run: progress and per-document events
     map_room: asyncio.Semaphore  # the documents the map may have begun and not finished, across shards
+    embedded: EmbeddedServer | None = None  # the embedded model, where it answers
     shard_slots: AdaptiveLimit = dataclasses.field(default_factory=lambda: AdaptiveLimit(SHARD_SLOTS))
     _warming: threading.Thread | None = None
 
@@ -85,7 +88,9 @@ class Resources:
 
     def call_stats(self) -> dict[str, Any]:
         """The counters of the run's calls so far."""
-        return call_stats(self.runner, self.context) if self.runner is not None else {}
+        if self.runner is None:
+            return {}
+        return {**call_stats(self.runner, self.context), **(peak_rss(self.embedded) if self.embedded else {})}
 
     def commit(self, ref: DocRef, result: DocResult) -> None:
         """Take a summarized document's result: record it in the store, count it done, send it to the stream."""
@@ -113,6 +118,7 @@ def call_stats(runner: LLMRunner, context: Context) -> dict[str, Any]:
         "peak_rss_mb": round(runner.memory.peak_mb, 1),
         "memory": runner.memory.stats(),
         "model": context.model if context.chat_model is None else type(context.chat_model).__name__,
+        "base_url": redact_url(context.base_url),
         "concurrency": runner.concurrency.maximum,
         **({"cost_usd": round(runner.limits.budget.spent, 6)} if runner.limits.budget else {}),
         **({"endpoints": runner.model.report()} if isinstance(runner.model, EndpointPool) else {}),
@@ -121,28 +127,43 @@ def call_stats(runner: LLMRunner, context: Context) -> dict[str, Any]:
 
 @asynccontextmanager
 async def open_resources(context: Context, emit: Emit) -> AsyncIterator[Resources]:
-    """Open what a run needs inside the running loop, and close all of it on the way out."""
+    """Open what a run needs inside the running loop, and close all of it on the way out.
+
+    `context` comes resolved and validated (Context.resolved, Context.validate). Its model
+    is named here, once, as the run will call it: the embedded model's, the endpoint's first
+    listed, or the default; the Resources' context carries it.
+    """
     async with AsyncExitStack() as stack:
         store = None
         if context.store_path and (not context.dry_run or Path(context.store_path).exists()):
             store = ResultStore(context.store_path, read_only=context.dry_run)
             # Its error, if it lost writes, only when no other is on its way out (Ctrl-C stays "interrupted").
             stack.push(lambda kind, _error, _tb, store=store: store.close(raise_errors=kind is None))
+        embedded = None
+        if context.local and not context.dry_run:
+            embedded = await stack.enter_async_context(local_endpoint(context.concurrency, context.local_threads))
+            context = dataclasses.replace(context, base_url=embedded.base_url, base_urls=[], api_key=None,
+                                          model=embedded.model)
+        elif context.local:  # a dry run starts nothing, but counts and keys as the embedded model would
+            context = dataclasses.replace(context, base_url=None, base_urls=[], api_key=None, model=MODEL_NAME)
         runner = None
         if not context.dry_run:
             if context.memory_limit_mb:  # the tokenizer (~70 MB, built later otherwise) belongs to the start RSS
                 token_counter(context.model or DEFAULT_MODEL).preload()
             memory = MemoryGuard(context.memory_limit_mb)  # the start RSS, before the session and the model
             model, context = await _chat_model(context, stack)
-            context.validate()  # again, now that the model is known (a spending cap needs its price)
+            if context.model is None:  # a chat model given: counted and priced as the default model
+                context = dataclasses.replace(context, model=DEFAULT_MODEL)
+            context.check_spending_cap()
             named = context
 
             def counters() -> dict[str, Any]:  # sent with the progress, which only the runner below advances
-                return call_stats(made, named)
+                return {**call_stats(made, named), **(peak_rss(embedded) if embedded else {})}
 
             progress = EventProgress(emit, stats=counters)
             runner = made = make_runner(model, chat_settings(context), context.model or DEFAULT_MODEL, store=store,
                                         memory=memory, progress=progress)
+            log.info("calling %s, up to %d calls at a time", _shown(context), runner.concurrency.maximum)
             if context.engine == "ray":  # after the endpoint answered: a bad key fails before Ray starts
                 from pipeline.ray.engine import ray_session
 
@@ -155,7 +176,7 @@ async def open_resources(context: Context, emit: Emit) -> AsyncIterator[Resource
         chunker = Chunker(context.chunk_tokens, count, count_fitting=context.dry_run)
         # Planning runs at most two batches ahead of the calls the runner lets out.
         room = asyncio.Semaphore((runner.concurrency.maximum if runner else context.concurrency) + 2 * PLAN_BATCH)
-        resources = Resources(context, count, chunker, store, runner, emit, room)
+        resources = Resources(context, count, chunker, store, runner, emit, room, embedded)
         if runner is not None:
             runner.memory.watch("shard_slots", resources.shard_slots)
         yield resources
@@ -192,3 +213,13 @@ async def _listed_model(context: Context) -> str:
             if listed:
                 return listed[0]
     return DEFAULT_MODEL
+
+
+def _shown(context: Context) -> str:
+    """The model and where its calls go, for a log line: no credentials."""
+    if context.chat_model is not None:
+        return f"the chat model given ({type(context.chat_model).__name__})"
+    if context.base_urls:
+        urls = ", ".join(redact_url(s.url) or "" for s in context.endpoints)
+        return f"{context.model} at {len(context.base_urls)} endpoints ({urls})"
+    return f"{context.model} at {redact_url(context.base_url) or 'OpenAI'}"

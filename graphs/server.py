@@ -1,8 +1,9 @@
 """The graph as LangGraph Server and Studio load it (`langgraph dev`, see langgraph.json).
 
-The one module besides run.py that reads the environment: the endpoint, key and model
-come from the standard OpenAI variables, so that `OPENAI_BASE_URL=... langgraph dev`
-serves a graph whose runs need no context at all; a run's own context still wins.
+Runs that name no endpoint take the server's: OPENAI_BASE_URL, OPENAI_API_KEY and
+OPENAI_MODEL, read as Context.from_env reads them, so that `OPENAI_BASE_URL=... langgraph dev`
+serves a graph whose runs need no context at all; with none of them set, the embedded
+model answers. A run's own endpoint wins, and never gets the server's key.
 """
 
 from __future__ import annotations
@@ -11,10 +12,4 @@ import os
 
 from graphs.graph import NAME, make_builder
 
-ENDPOINT = {
-    "base_url": os.environ.get("OPENAI_BASE_URL") or None,
-    "api_key": os.environ.get("OPENAI_API_KEY") or None,
-    "model": os.environ.get("OPENAI_MODEL") or None,
-}
-
-graph = make_builder(endpoint=ENDPOINT).compile(name=NAME)
+graph = make_builder(environ=dict(os.environ)).compile(name=NAME)

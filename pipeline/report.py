@@ -1,4 +1,4 @@
-"""Write a run's outputs atomically: summary.md, summaries.jsonl and report.json."""
+"""Write a run's outputs atomically (summary.md, summaries.jsonl, report.json), once sure they can be written."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
+from pipeline.errors import InputError
 from pipeline.summarize import DocResult
 
 # Each line's fields, in order, with what a result that leaves one out means by it.
@@ -41,15 +42,6 @@ def _umask() -> int:
 _UMASK = _umask()
 
 
-def document_counts(results: Iterable[DocResult], total: int) -> dict[str, int]:
-    """Count documents by status; those never reached count as not done."""
-    counts = {"total": total, "ok": 0, "failed": 0, "skipped": 0}
-    for r in results:
-        counts[r["status"]] += 1
-    counts["not_done"] = total - counts["ok"] - counts["failed"] - counts["skipped"]
-    return counts
-
-
 def write_outputs(out_dir: Path, summary: str, results: Iterable[DocResult], report: Mapping[str, Any]) -> None:
     """Write the three output files into `out_dir`."""
     lines = [json.dumps({k: r.get(k, default) for k, default in JSONL_FIELDS.items()}, ensure_ascii=False)
@@ -58,3 +50,29 @@ def write_outputs(out_dir: Path, summary: str, results: Iterable[DocResult], rep
     atomic_write(out_dir / "report.json", json.dumps(report, indent=2, ensure_ascii=False) + "\n")
     if summary:
         atomic_write(out_dir / "summary.md", summary)
+
+
+def check_writable(out: Path | None, store: Path | None) -> None:
+    """Check every place a run will write (the output folder, the store), before anything is read or called.
+
+    Raise InputError naming the place that cannot be written.
+    """
+    if out is not None:
+        _writable(out, "--out")
+    if store is not None:
+        if store.is_dir():
+            raise InputError(f"the store {store} is a folder; give a file such as {store / 'store.sqlite'}")
+        _writable(store.parent, "the store's folder")
+        if store.exists() and not os.access(store, os.R_OK | os.W_OK):
+            raise InputError(f"cannot write to the store {store}: permission denied")
+
+
+def _writable(folder: Path, what: str) -> None:
+    """Make `folder` and prove that files can be created in it, or raise InputError."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(dir=folder, prefix=".write-check-")
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as exc:
+        raise InputError(f"cannot write to {what} {folder}: {exc.strerror or exc}") from exc

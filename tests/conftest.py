@@ -7,7 +7,7 @@ import json
 import logging
 import threading
 from collections.abc import AsyncIterator, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -108,3 +108,48 @@ def cli(tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.
         return CliResult(code, captured.out, captured.err, out_dir)
 
     return invoke
+
+
+@dataclass
+class EmbeddedStandIn:
+    """The embedded model replaced by tests/embedded_fake_server.py: what each start was given and asked."""
+
+    bodies_file: Path
+    pids: list[int] = field(default_factory=list)
+    settings: list[Any] = field(default_factory=list)  # the EmbeddedSettings of each start
+
+    def bodies(self) -> list[dict[str, Any]]:
+        """The chat requests the stand-in received, in order."""
+        if not self.bodies_file.exists():
+            return []
+        return [json.loads(line) for line in self.bodies_file.read_text(encoding="utf-8").splitlines()]
+
+
+@pytest.fixture
+def embedded_stand_in(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[EmbeddedStandIn]:
+    """Make the embedded model a stand-in server; check that every one started was stopped."""
+    import sys
+
+    import psutil
+
+    from pipeline.llm import embedded
+
+    stand_in = EmbeddedStandIn(tmp_path / "embedded-bodies.jsonl")
+    script = Path(__file__).with_name("embedded_fake_server.py")
+
+    def command(path: Path, settings: Any, alias: str = "") -> list[str]:
+        stand_in.settings.append(settings)
+        return [sys.executable, str(script), "--mode", "ok", "--bodies", str(stand_in.bodies_file)]
+
+    monkeypatch.setattr(embedded, "ensure_model", lambda cache_dir=None: Path("model.gguf"))
+    monkeypatch.setattr(embedded, "server_command", command)
+    started = embedded.EmbeddedServer._start
+
+    async def record(self, command):  # type: ignore[no-untyped-def]
+        await started(self, command)
+        stand_in.pids.append(self.pid)
+
+    monkeypatch.setattr(embedded.EmbeddedServer, "_start", record)
+    yield stand_in
+    for pid in stand_in.pids:
+        assert not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE

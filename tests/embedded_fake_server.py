@@ -28,8 +28,11 @@ async def health(request: web.Request) -> web.Response:
 
 
 async def chat(request: web.Request) -> web.Response:
-    """Answer a chat completion with a fixed summary."""
+    """Answer a chat completion with a fixed summary; with --bodies, append the request to that file."""
     body = await request.json()
+    if request.app["bodies"]:
+        with open(request.app["bodies"], "a", encoding="utf-8") as fh:
+            fh.write(json.dumps(body) + "\n")
     return web.json_response({
         "id": "fake", "object": "chat.completion", "created": 0, "model": body.get("model", ""),
         "choices": [{"index": 0, "finish_reason": "stop",
@@ -38,7 +41,7 @@ async def chat(request: web.Request) -> web.Response:
     })
 
 
-async def main(mode: str, pid_file: str | None) -> None:
+async def main(mode: str, pid_file: str | None, bodies: str | None = None) -> None:
     """Serve on 127.0.0.1 with a free port until the parent closes stdin."""
     if pid_file:
         Path(pid_file).write_text("ready")
@@ -50,6 +53,7 @@ async def main(mode: str, pid_file: str | None) -> None:
         await asyncio.sleep(3600)
     app = web.Application()
     app["mode"] = mode
+    app["bodies"] = bodies
     app.router.add_get("/health", health)
     app.router.add_post("/v1/chat/completions", chat)
     runner = web.AppRunner(app)
@@ -67,6 +71,7 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser()
     parser.add_argument("--mode", default="ok")
     parser.add_argument("--pid-file")
+    parser.add_argument("--bodies")
     args = parser.parse_args()
     watch_parent()
-    asyncio.run(main(args.mode, args.pid_file))
+    asyncio.run(main(args.mode, args.pid_file, args.bodies))

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.conftest import EmbeddedStandIn
 from tests.fake_openai import FakeOpenAI
 
 
@@ -115,29 +116,9 @@ def test_key_from_environment_is_sent_and_not_reported(cli, fake: FakeOpenAI, do
 
 
 @pytest.fixture
-def fake_embedded(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+def fake_embedded(embedded_stand_in: EmbeddedStandIn) -> list[int]:
     """Make the embedded model a stand-in server; collect the pids it ran under."""
-    import sys
-
-    import psutil
-
-    from pipeline.llm import embedded
-
-    pids: list[int] = []
-    script = Path(__file__).with_name("embedded_fake_server.py")
-    monkeypatch.setattr(embedded, "ensure_model", lambda cache_dir=None: Path("model.gguf"))
-    monkeypatch.setattr(embedded, "server_command",
-                        lambda path, settings, alias="": [sys.executable, str(script), "--mode", "ok"])
-    started = embedded.EmbeddedServer._start
-
-    async def record(self, command):  # type: ignore[no-untyped-def]
-        await started(self, command)
-        pids.append(self.pid)
-
-    monkeypatch.setattr(embedded.EmbeddedServer, "_start", record)
-    yield pids
-    for pid in pids:
-        assert not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+    return embedded_stand_in.pids
 
 
 def test_no_endpoint_configured_runs_the_embedded_model_and_stops_it(cli, docs: Path,
@@ -150,6 +131,16 @@ def test_no_endpoint_configured_runs_the_embedded_model_and_stops_it(cli, docs: 
     report = result.report()
     assert report["base_url"].startswith("http://127.0.0.1:")
     assert report["embedded_server_peak_rss_mb"] > 1
+
+
+def test_local_threads_and_settings_given_reach_the_embedded_model(cli, docs: Path,
+                                                                   embedded_stand_in: EmbeddedStandIn) -> None:
+    result = cli(str(docs), "--local-threads", "1", "--concurrency", "2")
+
+    assert result.code == 0, result.err
+    assert (embedded_stand_in.settings[0].threads, embedded_stand_in.settings[0].n_parallel) == (1, 2)
+    assert result.report()["concurrency"] == 2 and result.report()["model"] == "qwen2.5-coder-0.5b-instruct-q4_k_m"
+    assert {b["max_tokens"] for b in embedded_stand_in.bodies()} == {150, 500}  # the rest of its tuning
 
 
 def test_a_configured_endpoint_wins_over_the_embedded_model(cli, fake: FakeOpenAI, docs: Path,

@@ -128,8 +128,8 @@ async def test_reordered_inputs_in_two_languages_make_no_calls(fake_in_loop: Fak
 
 async def test_the_servers_key_goes_only_to_the_servers_endpoint(fake_in_loop: FakeOpenAI) -> None:
     async with FakeOpenAI() as other:
-        served = make_builder(endpoint={"base_url": fake_in_loop.base_url, "api_key": "sk-server-only",
-                                        "model": "server-model"}).compile(name=NAME)
+        served = make_builder(environ={"OPENAI_BASE_URL": fake_in_loop.base_url, "OPENAI_API_KEY": "sk-server-only",
+                                       "OPENAI_MODEL": "server-model"}).compile(name=NAME)
         await served.ainvoke({"texts": _texts("o", 1)}, context=Context(base_url=other.base_url))
 
         sent = {body.get("model") for body in other.bodies}

@@ -72,8 +72,7 @@ def redact_url(url: str | None) -> str | None:
     if not url:
         return url
     parts = urlsplit(url)
-    host = parts.hostname or ""
-    netloc = f"{host}:{parts.port}" if parts.port else host
+    netloc = parts.netloc.rpartition("@")[2]  # as given: a port out of range is shown, not raised on
     return urlunsplit((parts.scheme, netloc, parts.path, "", ""))
 
 

@@ -1,0 +1,114 @@
+"""What a run gave back, as a batch job reports it: report.json's fields and the exit code.
+
+    0   every input summarized (or a dry run planned)
+    3   some inputs failed or were skipped, the rest summarized
+    1   bad usage, an error, or nothing could be summarized
+    130 interrupted (Ctrl-C), 143 terminated (SIGTERM)
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import TYPE_CHECKING, Any, Literal
+
+if TYPE_CHECKING:
+    from pipeline.summarize import DocResult
+
+EXIT_OK, EXIT_ERROR, EXIT_PARTIAL, EXIT_INTERRUPTED, EXIT_TERMINATED = 0, 1, 3, 130, 143
+NOTHING_SUMMARIZED = "nothing could be summarized: every input failed or was skipped"
+
+Stop = Literal["interrupted", "terminated", "error"]
+
+
+def _now() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+@dataclass
+class Outcome:
+    """What a run gave back, kept as it streams in, so that a run stopped half-way still reports it."""
+
+    total: int  # the inputs named
+    base_url: str | None = None  # where the calls go, until the run's own counters say
+    results: list[DocResult] = field(default_factory=list)
+    stats: dict[str, Any] = field(default_factory=dict)
+    summary: str = ""
+    preview: dict[str, Any] | None = None
+    stopped: Stop | None = None
+    error: str | None = None
+    started: datetime = field(default_factory=_now)
+    _clock: float = field(default_factory=time.monotonic, repr=False)
+
+    def on_event(self, event: dict[str, Any]) -> None:
+        """Keep the run's latest counters (a stream event of graphs.run_with_progress)."""
+        if event.get("event") == "stats":
+            self.stats = event["stats"]
+
+    def finish(self, output: dict[str, Any]) -> None:
+        """Take the graph's output: the summary, the final counters, or a dry run's estimate."""
+        self.summary = output.get("summary") or ""
+        self.stats = output.get("stats") or self.stats
+        self.preview = output.get("preview")
+
+    def stop(self, how: Stop, error: str) -> None:
+        """Record that the run ended early, and why (one line for the user)."""
+        self.stopped, self.error = how, error
+
+    @property
+    def summarized(self) -> int:
+        return sum(r["status"] == "ok" for r in self.results)
+
+    @property
+    def return_code(self) -> int:
+        """The process's exit code for this outcome."""
+        if self.stopped == "interrupted":
+            return EXIT_INTERRUPTED
+        if self.stopped == "terminated":
+            return EXIT_TERMINATED
+        if self.stopped == "error":
+            return EXIT_ERROR
+        if self.preview is not None:
+            return EXIT_OK
+        if not self.summary or self.summarized == 0:
+            return EXIT_ERROR
+        return EXIT_PARTIAL if self.summarized < self.total else EXIT_OK
+
+    @property
+    def status(self) -> str:
+        """ok, partial (as exit code 3 says), error, interrupted or terminated."""
+        code = self.return_code
+        return self.stopped or ("error" if code == EXIT_ERROR else "partial" if code == EXIT_PARTIAL else "ok")
+
+    @property
+    def message(self) -> str | None:
+        """The run's closing error, if it has one: why it stopped, or that nothing was summarized."""
+        return self.error or (NOTHING_SUMMARIZED if self.return_code == EXIT_ERROR else None)
+
+    def report(self) -> dict[str, Any]:
+        """report.json's fields: the outcome, the documents by status, and the run's counters."""
+        # Imported here: the command line loads this module before its usage checks, and this loads LangChain.
+        from pipeline.llm.client import redact_url
+
+        return {
+            "status": self.status,
+            "exit_code": self.return_code,
+            "error": self.message,
+            "started_at": self.started.isoformat(timespec="seconds"),
+            "finished_at": _now().isoformat(timespec="seconds"),
+            "documents": document_counts(self.results, self.total),
+            "base_url": redact_url(self.base_url),
+            **self.stats,
+            "wall_seconds": round(time.monotonic() - self._clock, 3),
+        }
+
+
+def document_counts(results: Iterable[DocResult], total: int) -> dict[str, int]:
+    """Count documents by status; those never reached count as not done."""
+    counts = {"total": total, "ok": 0, "failed": 0, "skipped": 0}
+    for r in results:
+        counts[r["status"]] += 1
+    counts["not_done"] = total - counts["ok"] - counts["failed"] - counts["skipped"]
+    return counts
