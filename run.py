@@ -410,7 +410,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv, dict(os.environ))
     from tqdm.contrib.logging import logging_redirect_tqdm
 
-    from pipeline.errors import InputError, SummarizerError
+    from pipeline.errors import InputError, NothingSummarizedError, SummarizerError
     from pipeline.logs import setup_logging
     from pipeline.progress import BarView
     from pipeline.report import atomic_write, write_outputs
@@ -442,6 +442,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         error, status = "interrupted", "interrupted"
     except asyncio.CancelledError:
         error, status = "terminated by SIGTERM", "terminated"
+    except NothingSummarizedError:
+        pass  # each input's reason came with its result: the exit code and its message follow below
     except SummarizerError as exc:
         error, status = str(exc), "error"
     except Exception as exc:  # noqa: BLE001 - a bug: one line for the user, the traceback in the log

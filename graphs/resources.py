@@ -117,9 +117,8 @@ class Resources:
 async def open_resources(context: Context, emit: Emit) -> AsyncIterator[Resources]:
     """Open what a run needs inside the running loop, and close all of it on the way out."""
     async with AsyncExitStack() as stack:
-        store = None
-        if context.store_path and (not context.dry_run or Path(context.store_path).exists()):
-            store = ResultStore(context.store_path, read_only=context.dry_run)
+        store = await asyncio.to_thread(_open_store, context)  # it makes folders: off the event loop
+        if store is not None:
             # Its error, if it lost writes, only when no other is on its way out (Ctrl-C stays "interrupted").
             stack.push(lambda kind, _error, _tb, store=store: store.close(raise_errors=kind is None))
         runner = None
@@ -145,6 +144,13 @@ async def open_resources(context: Context, emit: Emit) -> AsyncIterator[Resource
             runner.progress = EventProgress(emit, stats=resources.call_stats)
             stack.callback(runner.progress.close)  # the last counts, even from a run that fails
         yield resources
+
+
+def _open_store(context: Context) -> ResultStore | None:
+    """The run's result store, if it keeps one (a dry run only reads one that exists)."""
+    if context.store_path and (not context.dry_run or Path(context.store_path).exists()):
+        return ResultStore(context.store_path, read_only=context.dry_run)
+    return None
 
 
 async def _chat_model(context: Context, stack: AsyncExitStack) -> tuple[Any, Context]:

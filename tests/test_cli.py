@@ -72,6 +72,23 @@ def test_binary_and_empty_files_are_skipped_with_a_reason(cli, fake: FakeOpenAI,
     assert fake.chat_calls == 3  # two maps and the final: nothing was sent for the skipped files
 
 
+def test_nothing_summarized_exits_1_with_one_line_and_still_writes_each_reason(cli, fake: FakeOpenAI,
+                                                                              tmp_path: Path) -> None:
+    (tmp_path / "blob.txt").write_bytes(bytes(range(256)) * 8)
+    (tmp_path / "empty.txt").write_bytes(b"")
+
+    result = cli(str(tmp_path / "blob.txt"), str(tmp_path / "empty.txt"), base_url=fake.base_url)
+
+    assert result.code == 1 and result.out == ""
+    assert result.err.strip().splitlines()[-1] == "error: nothing could be summarized: every input failed or was skipped"
+    assert "Traceback" not in result.err and "blob.txt: binary" in result.err  # each reason, then one error line
+    assert [(Path(r["source"]).name, r["status"]) for r in result.lines()] == [
+        ("blob.txt", "skipped"), ("empty.txt", "skipped")]
+    report = result.report()
+    assert (report["status"], report["exit_code"], report["documents"]["skipped"]) == ("error", 1, 2)
+    assert fake.chat_calls == 0
+
+
 @pytest.mark.parametrize(("argv", "message"), [
     (["no/such/file.txt"], "no such file or directory"),
     (["nothing-here-*.txt"], "no files match"),
