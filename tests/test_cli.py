@@ -247,3 +247,25 @@ def test_standard_input_is_one_document_decoded_like_a_file(cli, fake: FakeOpenA
     assert result.code == 0, result.err
     assert {r["source"] for r in result.lines()} == {"<stdin>", str(docs / "ferry.txt")}
     assert any(KOREAN[:20] in body["messages"][-1]["content"] for body in fake.bodies)
+
+
+@pytest.mark.parametrize(("line", "message"), [
+    ('inputs = "notes"', "key 'inputs' must be a list of strings, got a string"),
+    ('inputs = "/srv/x"', "key 'inputs' must be a list of strings, got a string"),
+    ("inputs = [1, 2]", "key 'inputs' must be a list of strings, got a list holding a whole number"),
+    ('concurrency = "8"', "key 'concurrency' must be a whole number, got a string"),
+    ("timeout = true", "key 'timeout' must be a number, got a boolean"),
+    ('dry-run = "yes"', "key 'dry-run' must be a boolean, got a string"),
+    ("language = 3", "key 'language' must be a string, got a whole number"),
+    ("base-url = [{ url = 'x' }]", "key 'base-url' must be a string or list of strings, got a list holding a table"),
+])
+def test_a_config_value_of_the_wrong_type_is_refused_in_one_line(
+        cli, tmp_path: Path, capsys: pytest.CaptureFixture[str], line: str, message: str) -> None:
+    config = tmp_path / "job.toml"
+    config.write_text(line + "\n", encoding="utf-8")
+
+    with pytest.raises(SystemExit) as exit_info:
+        cli("--config", str(config))
+
+    assert exit_info.value.code == 1
+    assert capsys.readouterr().err.strip().splitlines() == [f"error: config {config}: {message} (see --help)"]
