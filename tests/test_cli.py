@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
 from tests.fake_openai import FakeOpenAI
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_summarizes_documents_and_writes_outputs(cli, fake: FakeOpenAI, docs: Path) -> None:
@@ -269,3 +274,23 @@ def test_a_config_value_of_the_wrong_type_is_refused_in_one_line(
 
     assert exit_info.value.code == 1
     assert capsys.readouterr().err.strip().splitlines() == [f"error: config {config}: {message} (see --help)"]
+
+
+@pytest.mark.parametrize("dry_run", [True, False])
+def test_a_reader_that_goes_away_ends_the_output_quietly(fake: FakeOpenAI, docs: Path, tmp_path: Path,
+                                                         dry_run: bool) -> None:
+    # As `run.py ... | head -3` does: the pipe is closed before the summary is written.
+    argv = [sys.executable, str(ROOT / "run.py"), str(docs), "--base-url", fake.base_url, "-q",
+            "--out", str(tmp_path / "out"), *(["--dry-run"] if dry_run else [])]
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL,
+                            cwd=tmp_path, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert proc.stdout is not None
+    proc.stdout.close()
+    try:
+        _, err = proc.communicate(timeout=120)
+    finally:
+        proc.kill()
+
+    assert proc.returncode == 0, err
+    assert b"Traceback" not in err and b"BrokenPipe" not in err
+    assert (tmp_path / "out" / ("preview.json" if dry_run else "summary.md")).exists()
