@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +16,8 @@ from graphs import Context, graph
 from pipeline.errors import CollapseError
 from tests.conftest import ENGLISH, KOREAN
 from tests.fake_openai import FakeOpenAI, default_reply
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def _texts(n: int, words: int = 60) -> list[dict[str, str]]:
@@ -312,3 +317,32 @@ async def test_a_folder_or_a_glob_in_paths_gives_its_files(fake_in_loop: FakeOpe
     got = {Path(r["source"]).name if "*" not in r["source"] else "pattern": r["status"] for r in out["results"]}
     assert got == {"one.txt": "ok", "two.md": "ok", "three.txt": "ok", "pattern": "skipped"}
     assert len(out["results"]) == 4  # one.txt, named twice, once
+
+
+_NOTEBOOK_WITHOUT_WIDGETS = """
+import sys, types
+# A Jupyter kernel, as tqdm recognises one, and no ipywidgets.
+sys.modules["ipykernel.zmqshell"] = types.ModuleType("ipykernel.zmqshell")
+ipython = types.ModuleType("IPython")
+ipython.get_ipython = lambda: type("ZMQInteractiveShell", (), {})()
+sys.modules["IPython"] = ipython
+sys.modules["ipywidgets"] = None
+import graphs
+from pipeline.progress import BarView
+view = BarView()
+for done in range(4):
+    view.show("documents", done, 3)
+    view.show("map", done, 5)
+view.close()
+"""
+
+
+def test_a_notebook_without_ipywidgets_gets_one_clean_line_of_progress() -> None:
+    done = subprocess.run([sys.executable, "-c", _NOTEBOOK_WITHOUT_WIDGETS], capture_output=True,
+                          timeout=120, cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    err = done.stderr.decode()  # as written: each redraw begins with a carriage return
+
+    assert done.returncode == 0, err
+    assert "IProgress" not in err and "Warning" not in err
+    assert "\x1b[" not in err  # no cursor moves: a notebook prints them as they are
+    assert err.count("\n") == 1 and err.rstrip("\n").rsplit("\r", 1)[-1] == "documents 3/3  map 3/5"
