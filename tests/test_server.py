@@ -255,3 +255,12 @@ async def test_a_run_in_which_nothing_could_be_summarized_fails_with_the_reasons
     message = out["__error__"]["message"]
     assert message.startswith("nothing could be summarized"), message
     assert "no-such-report.txt: skipped" in message and "blank: skipped" in message
+
+
+async def test_studio_draws_the_steps_inside_the_run(client: LangGraphClient) -> None:
+    assistant = (await client.assistants.search(graph_id=GRAPH))[0]
+
+    drawn = await client.assistants.get_graph(assistant["assistant_id"], xray=True)
+
+    ids = {node["id"] for node in drawn["nodes"]}
+    assert {f"summarize:{step}" for step in ("plan", "map_shard", "collect", "collapse", "final")} <= ids, ids
