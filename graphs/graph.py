@@ -8,11 +8,12 @@
 
 The outer graph has one node, which opens the run's resources and runs the subgraph
 inside that block (graphs/resources.py says why); LangGraph finds the subgraph through
-that node, so Studio and `get_graph(xray=True)` draw its steps. Planning streams: `plan` only lists
-the inputs, and each shard reads, decodes and chunks its own documents when its turn
-comes, so the first calls leave once the first shard is planned, and the graph state
-holds a name per document rather than its chunk spans. Progress and each document's
-result go out as they happen through LangGraph's stream writer (`stream_mode="custom"`).
+that node, so Studio and `get_graph(xray=True)` draw its steps. Planning streams: `plan`
+only lists the inputs, and each shard reads, decodes and chunks its own documents when
+its turn comes, so the first calls leave once the first shard is planned, and the graph
+state holds a name per document rather than its chunk spans. Progress and each
+document's result go out as they happen through LangGraph's stream writer
+(`stream_mode="custom"`).
 """
 
 from __future__ import annotations
