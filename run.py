@@ -112,7 +112,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from tqdm.contrib.logging import logging_redirect_tqdm
 
     from graphs import run_with_progress
-    from pipeline.errors import InputError, SummarizerError
+    from pipeline.errors import InputError, NothingSummarizedError, SummarizerError
     from pipeline.logs import setup_logging
     from pipeline.progress import BarView
     from pipeline.report import atomic_write, write_outputs
@@ -145,6 +145,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         outcome.stop("interrupted", "interrupted")
     except asyncio.CancelledError:
         outcome.stop("terminated", "terminated by SIGTERM")
+    except NothingSummarizedError:
+        pass  # each input's reason came with its result: the exit code and its message follow below
     except SummarizerError as exc:
         outcome.stop("error", str(exc))
     except Exception as exc:  # noqa: BLE001 - a bug: one line for the user, the traceback in the log
@@ -167,7 +169,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         fail(outcome.message)
     if outcome.summary:
         summary = content.text(outcome.summary)
-        sys.stdout.write(summary if summary.endswith("\n") else summary + "\n")
+        _to_stdout(summary if summary.endswith("\n") else summary + "\n")
     if code == EXIT_PARTIAL:
         failed = sum(r["status"] == "failed" for r in outcome.results)
         skipped = sum(r["status"] == "skipped" for r in outcome.results)
@@ -194,13 +196,25 @@ def _redacted(result: dict[str, Any], redact: Any, content: Any) -> dict[str, An
 
 def _print_preview(estimate: dict[str, Any], job: Job, atomic_write: Any, redact: Any) -> int:
     text = redact.text(json.dumps(estimate, indent=2, ensure_ascii=False))
-    print(text)
+    _to_stdout(text + "\n")
     if job.out:
         atomic_write(job.out / "preview.json", text + "\n")
     if "estimated_cost_usd" not in estimate:
         print(f"no price known for {estimate.get('model')!r}: pass --price-in and --price-out for a cost",
               file=sys.stderr)
     return EXIT_OK
+
+
+def _to_stdout(text: str) -> None:
+    """Write `text` to standard output; a reader that went away (`| head`) ends the output quietly."""
+    try:
+        sys.stdout.write(text)
+        sys.stdout.flush()
+    except BrokenPipeError:
+        # What is still buffered would fail again at exit, with a traceback: it goes nowhere.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
 
 
 def _say(level: str, message: str, *, as_json: bool, redact: Any) -> None:

@@ -7,20 +7,24 @@
           └──(dry run)──▶ preview
 
 The outer graph has one node, which opens the run's resources and runs the subgraph
-inside that block (graphs/resources.py says why). Planning streams: `plan` only lists
-the inputs, and each shard reads, decodes and chunks its own documents when its turn
-comes, so the first calls leave once the first shard is planned, and the graph state
-holds a name per document rather than its chunk spans. Progress and each document's
-result go out as they happen through LangGraph's stream writer (`stream_mode="custom"`).
+inside that block (graphs/resources.py says why); LangGraph finds the subgraph through
+that node, so Studio and `get_graph(xray=True)` draw its steps. Planning streams: `plan`
+only lists the inputs, and each shard reads, decodes and chunks its own documents when
+its turn comes, so the first calls leave once the first shard is planned, and the graph
+state holds a name per document rather than its chunk spans. Progress and each
+document's result go out as they happen through LangGraph's stream writer
+(`stream_mode="custom"`).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextvars
+import functools
 import logging
+import os
 import time
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import fields
 from typing import Any, Literal
@@ -36,7 +40,8 @@ from graphs.context import Context
 from graphs.ray_map import map_ray
 from graphs.resources import Resources, open_resources
 from graphs.state import InputState, OutputState, RunState, ShardState, State, add_counts
-from pipeline.errors import CollapseError, InputError
+from pipeline.errors import CollapseError, InputError, NothingSummarizedError
+from pipeline.text.confine import inside, refuse_paths
 from pipeline.text.language import answer_language
 from pipeline.answers.length import parse_length
 from pipeline.text.loading import DocRef, expand_named, list_inputs
@@ -268,13 +273,18 @@ mapreduce = mapreduce_builder.compile(name="map-reduce")
 # --- the outer graph: one run, its resources around the subgraph ------------------------
 
 
-def make_builder(environ: Mapping[str, str] | None = None) -> StateGraph:
+def make_builder(environ: Mapping[str, str] | None = None,
+                 root: str | os.PathLike[str] | Literal[False] | None = None) -> StateGraph:
     """The summarizer's graph builder; `environ`'s OpenAI variables serve runs that name no endpoint.
 
     The server entry point (graphs/server.py) passes its environment (see Context.from_env):
     all or nothing, so that a run naming its own endpoint never gets the server's key.
     A notebook or the CLI names its endpoint in the context, or names none for the
-    embedded model. Compile it with a checkpointer to keep threads: `builder.compile(checkpointer=...)`.
+    embedded model. `root` confines the runs' `paths`: a folder, and only files inside it
+    are read (relative paths are taken from it; a symbolic link leading out is refused);
+    False, and no files at all, only `texts`; None (a notebook, the CLI), and any path.
+    A run in which no input could be summarized raises NothingSummarizedError.
+    Compile it with a checkpointer to keep threads: `builder.compile(checkpointer=...)`.
     """
 
     async def summarize(state: State, config: RunnableConfig) -> dict[str, Any]:
@@ -286,22 +296,48 @@ def make_builder(environ: Mapping[str, str] | None = None) -> StateGraph:
         context.validate()
         emit = get_stream_writer()
         # In a worker thread: a folder or a glob is listed from disk, off the event loop.
-        paths = await asyncio.to_thread(expand_named, state.get("paths") or [])
+        paths = await asyncio.to_thread(_files, state.get("paths") or [], root)
         run_input = RunState(paths=paths, texts=state.get("texts") or [])
         async with open_resources(context, emit) as resources:
             out = await mapreduce.ainvoke(run_input, config={"recursion_limit": RECURSION_LIMIT},
                                           context=resources)
         results = sorted(out.get("results", []), key=lambda r: r["id"])
+        if out.get("preview") is None and not any(r["status"] == "ok" for r in results):
+            raise NothingSummarizedError(results)
         # Every key, every run: a reused thread must not show the last run's preview.
         return {"summary": out.get("summary", ""), "results": results, "stats": out.get("stats", {}),
                 "preview": out.get("preview")}
 
-    def summarize_sync(state: State, config: RunnableConfig) -> dict[str, Any]:
-        # `graph.invoke`: the run is async (one HTTP session, many calls in flight), so it
-        # gets a loop of its own in a worker thread, which also works where a loop already
-        # runs in this one (a notebook). Ctrl-C here cancels the run there.
+    builder = StateGraph(State, context_schema=Context, input_schema=InputState, output_schema=OutputState)
+    # LangGraph finds the subgraph a node runs through the names its function uses (the sync
+    # variant says, by __wrapped__, that it is the async one), so Studio and
+    # `get_graph(xray=True)` draw plan, map, collapse and final inside `summarize`.
+    builder.add_node("summarize", RunnableLambda(_in_own_loop(summarize), afunc=summarize, name="summarize"))
+    builder.add_edge(START, "summarize")
+    builder.add_edge("summarize", END)
+    return builder
+
+
+def _files(paths: list[str], root: str | os.PathLike[str] | Literal[False] | None) -> list[str]:
+    """The files `paths` name, folders and globs expanded, all of them inside `root` (see make_builder)."""
+    if root is False:
+        refuse_paths(paths)
+    if root is None or root is False:
+        return expand_named(paths)
+    return inside(root, expand_named(inside(root, paths)))
+
+
+def _in_own_loop(node: Callable[[State, RunnableConfig], Awaitable[dict[str, Any]]]
+                 ) -> Callable[[State, RunnableConfig], dict[str, Any]]:
+    """Run the async `node` from `graph.invoke`, in an event loop of its own."""
+
+    @functools.wraps(node)
+    def run(state: State, config: RunnableConfig) -> dict[str, Any]:
+        # The run is async (one HTTP session, many calls in flight), so it gets a loop of
+        # its own in a worker thread, which also works where a loop already runs in this
+        # one (a notebook). Ctrl-C here cancels the run there.
         loop = asyncio.new_event_loop()
-        task = loop.create_task(summarize(state, config), context=contextvars.copy_context())
+        task = loop.create_task(node(state, config), context=contextvars.copy_context())
         pool = ThreadPoolExecutor(max_workers=1)
         try:
             return pool.submit(loop.run_until_complete, task).result()
@@ -315,11 +351,7 @@ def make_builder(environ: Mapping[str, str] | None = None) -> StateGraph:
             pool.shutdown(wait=True)
             loop.close()
 
-    builder = StateGraph(State, context_schema=Context, input_schema=InputState, output_schema=OutputState)
-    builder.add_node("summarize", RunnableLambda(summarize_sync, afunc=summarize, name="summarize"))
-    builder.add_edge(START, "summarize")
-    builder.add_edge("summarize", END)
-    return builder
+    return run
 
 
 NAME = "map-reduce-summarizer"

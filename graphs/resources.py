@@ -134,9 +134,8 @@ async def open_resources(context: Context, emit: Emit) -> AsyncIterator[Resource
     listed, or the default; the Resources' context carries it.
     """
     async with AsyncExitStack() as stack:
-        store = None
-        if context.store_path and (not context.dry_run or Path(context.store_path).exists()):
-            store = ResultStore(context.store_path, read_only=context.dry_run)
+        store = await asyncio.to_thread(_open_store, context)  # it makes folders: off the event loop
+        if store is not None:
             # Its error, if it lost writes, only when no other is on its way out (Ctrl-C stays "interrupted").
             stack.push(lambda kind, _error, _tb, store=store: store.close(raise_errors=kind is None))
         embedded = None
@@ -191,6 +190,11 @@ def chat_settings(context: Context) -> ChatSettings:
         timeout=context.timeout, max_retries=context.max_retries, temperature=context.temperature, seed=context.seed,
         request_body=context.request_body, identity=context.identity, rpm=context.rpm, tpm=context.tpm,
         price=context.price, max_cost=context.max_cost)
+def _open_store(context: Context) -> ResultStore | None:
+    """The run's result store, if it keeps one (a dry run only reads one that exists)."""
+    if context.store_path and (not context.dry_run or Path(context.store_path).exists()):
+        return ResultStore(context.store_path, read_only=context.dry_run)
+    return None
 
 
 async def _chat_model(context: Context, stack: AsyncExitStack) -> tuple[Any, Context]:

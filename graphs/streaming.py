@@ -2,8 +2,9 @@
 
     out = await run_with_progress({"paths": ["data/a.txt"]}, context=Context(...))
 
-In a notebook the bar is a widget (tqdm.auto); the CLI passes its own view (a bar on a
-terminal, log lines otherwise) and keeps each result for summaries.jsonl. Everything
+In a notebook the bars are widgets where ipywidgets is installed, else one line of text;
+the CLI passes its own view (bars on a terminal, log lines otherwise) and keeps each
+result for summaries.jsonl. Everything
 comes from LangGraph's own stream (`stream_mode=["custom", "values"]`), so any other
 consumer (the server's SDK, Studio) sees the same events:
 

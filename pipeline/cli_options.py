@@ -162,13 +162,13 @@ def build_parser(env: dict[str, str]) -> argparse.ArgumentParser:
 
 def parse_args(argv: Sequence[str] | None, env: dict[str, str]) -> argparse.Namespace:
     """Parse the command line over the config file's settings over the environment."""
-    from pipeline.config_file import load_settings
+    from pipeline.config_file import load_settings, option_kinds
 
     parser = build_parser(env)
     parser.as_json = "--log-json" in (sys.argv[1:] if argv is None else argv)
     first, _ = parser.parse_known_args(argv)
     if first.config:
-        known = {a.dest for a in parser._actions if a.dest not in ("help", "config", "version")}
+        known = option_kinds(a for a in parser._actions if a.dest not in ("help", "config", "version"))
         try:
             settings = load_settings(first.config, known)
         except Exception as exc:  # noqa: BLE001 - shown to the user as a usage error

@@ -13,6 +13,7 @@
     │       ├── AuthError           401/403: wrong or missing API key
     │       └── EndpointError       unreachable endpoint, unknown model, bad base URL,
     │                               a web page or other non-API answers before any call worked
+    ├── NothingSummarizedError      no input could be summarized (the first reasons in its message)
     ├── CollapseError               the reduce step stopped shrinking the summaries
     ├── BudgetExceededError         the next call could pass --max-cost
     ├── StoreError                  the result store cannot be written
@@ -82,6 +83,20 @@ class AuthError(FatalLLMError):
 
 class EndpointError(FatalLLMError):
     """The endpoint cannot be reached or does not serve the model."""
+
+
+class NothingSummarizedError(SummarizerError):
+    """No input could be summarized; `results` holds each input's outcome and reason."""
+
+    NAMED = 3  # inputs named in the message; the rest are counted
+
+    def __init__(self, results: list[dict[str, Any]]) -> None:
+        self.results = results
+        reasons = "; ".join(f"{r['source']}: {r['status']} ({' '.join(str(r.get('error') or 'no reason given').split())})"
+                            for r in results[:self.NAMED])
+        more = f"; and {len(results) - self.NAMED} more" if len(results) > self.NAMED else ""
+        super().__init__(f"nothing could be summarized: every input failed or was skipped: {reasons}{more}"
+                         if results else "nothing could be summarized: no input was found")
 
 
 class CollapseError(SummarizerError):

@@ -2,19 +2,20 @@
 
 The runner counts calls per phase through the `Progress` protocol; `EventProgress`
 sends those counts as LangGraph custom stream events (`{"event": "progress", ...}`), a
-few times a second rather than once a call. Whoever watches the stream shows them: a
-tqdm bar (`tqdm.auto`, so a notebook gets its widget), log lines for unattended runs,
-or nothing.
+few times a second rather than once a call. Whoever watches the stream shows them: tqdm
+bars (a terminal's, or a notebook's widgets where ipywidgets is installed, else one line
+of text), log lines for unattended runs, or nothing.
 """
 
 from __future__ import annotations
 
 import logging
+import sys
 import time
 from collections.abc import Callable
 from typing import Any, Protocol
 
-from tqdm.auto import tqdm
+from tqdm.std import tqdm
 
 log = logging.getLogger(__name__)
 
@@ -92,21 +93,53 @@ class NoView:
     def close(self) -> None: pass
 
 
+def in_notebook() -> bool:
+    """Whether this process is a Jupyter kernel (notebook, lab, VS Code, Colab, JupyterLite)."""
+    return "ipykernel.zmqshell" in sys.modules or "IPython.utils._process_emscripten" in sys.modules
+
+
+def notebook_widgets() -> type | None:
+    """tqdm's widget bar where ipywidgets can draw it, else None (and no warning printed)."""
+    try:
+        from tqdm import notebook
+    except ImportError:
+        return None
+    return notebook.tqdm if notebook.IProgress is not None else None
+
+
 class BarView:
-    """One tqdm bar per phase: on stderr at a terminal, a widget in a notebook."""
+    """One bar per phase: tqdm's on a terminal or as notebook widgets; elsewhere one line of text.
+
+    Bars stacked on a terminal move the cursor up to redraw; where that cannot be done
+    (a notebook without ipywidgets, a file), every phase shares a single line instead.
+    """
 
     def __init__(self) -> None:
         self._bars: dict[str, Any] = {}
+        widgets = notebook_widgets() if in_notebook() else None
+        self._bar: Any = widgets or tqdm
+        self._one_line = widgets is None and not sys.stderr.isatty()  # bars cannot be stacked
+        self._line: Any = None
+        self._counts: dict[str, tuple[int, int]] = {}
 
     def show(self, phase: str, done: int, total: int) -> None:
+        if self._one_line:
+            if self._line is None:
+                self._line = tqdm(bar_format="{desc}", file=sys.stderr, leave=True)
+            self._counts[phase] = (done, max(total, done))
+            self._line.set_description_str("  ".join(f"{p} {d}/{t}" for p, (d, t) in self._counts.items()))
+            return
         bar = self._bars.get(phase)
         if bar is None:
-            bar = self._bars[phase] = tqdm(total=total, desc=f"{phase:>9}", unit="doc" if phase == "documents" else "call",
-                                           position=len(self._bars), leave=True, dynamic_ncols=True)
+            bar = self._bars[phase] = self._bar(total=total, desc=f"{phase:>9}",
+                                                unit="doc" if phase == "documents" else "call",
+                                                position=len(self._bars), leave=True, dynamic_ncols=True)
         bar.total = max(total, done)
         bar.update(done - bar.n)
 
     def close(self) -> None:
+        if self._line is not None:
+            self._line.close()
         for bar in self._bars.values():
             bar.close()
 

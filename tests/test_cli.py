@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
 from tests.conftest import EmbeddedStandIn
 from tests.fake_openai import FakeOpenAI
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_summarizes_documents_and_writes_outputs(cli, fake: FakeOpenAI, docs: Path) -> None:
@@ -71,6 +76,23 @@ def test_binary_and_empty_files_are_skipped_with_a_reason(cli, fake: FakeOpenAI,
     assert by_name["blob.txt"]["status"] == "skipped" and "binary" in by_name["blob.txt"]["error"]
     assert by_name["empty.txt"]["status"] == "skipped" and "empty" in by_name["empty.txt"]["error"]
     assert fake.chat_calls == 3  # two maps and the final: nothing was sent for the skipped files
+
+
+def test_nothing_summarized_exits_1_with_one_line_and_still_writes_each_reason(cli, fake: FakeOpenAI,
+                                                                              tmp_path: Path) -> None:
+    (tmp_path / "blob.txt").write_bytes(bytes(range(256)) * 8)
+    (tmp_path / "empty.txt").write_bytes(b"")
+
+    result = cli(str(tmp_path / "blob.txt"), str(tmp_path / "empty.txt"), base_url=fake.base_url)
+
+    assert result.code == 1 and result.out == ""
+    assert result.err.strip().splitlines()[-1] == "error: nothing could be summarized: every input failed or was skipped"
+    assert "Traceback" not in result.err and "blob.txt: binary" in result.err  # each reason, then one error line
+    assert [(Path(r["source"]).name, r["status"]) for r in result.lines()] == [
+        ("blob.txt", "skipped"), ("empty.txt", "skipped")]
+    report = result.report()
+    assert (report["status"], report["exit_code"], report["documents"]["skipped"]) == ("error", 1, 2)
+    assert fake.chat_calls == 0
 
 
 @pytest.mark.parametrize(("argv", "message"), [
@@ -221,3 +243,45 @@ def test_standard_input_is_one_document_decoded_like_a_file(cli, fake: FakeOpenA
     assert result.code == 0, result.err
     assert {r["source"] for r in result.lines()} == {"<stdin>", str(docs / "ferry.txt")}
     assert any(KOREAN[:20] in body["messages"][-1]["content"] for body in fake.bodies)
+
+
+@pytest.mark.parametrize(("line", "message"), [
+    ('inputs = "notes"', "key 'inputs' must be a list of strings, got a string"),
+    ('inputs = "/srv/x"', "key 'inputs' must be a list of strings, got a string"),
+    ("inputs = [1, 2]", "key 'inputs' must be a list of strings, got a list holding a whole number"),
+    ('concurrency = "8"', "key 'concurrency' must be a whole number, got a string"),
+    ("timeout = true", "key 'timeout' must be a number, got a boolean"),
+    ('dry-run = "yes"', "key 'dry-run' must be a boolean, got a string"),
+    ("language = 3", "key 'language' must be a string, got a whole number"),
+    ("base-url = [{ url = 'x' }]", "key 'base-url' must be a string or list of strings, got a list holding a table"),
+])
+def test_a_config_value_of_the_wrong_type_is_refused_in_one_line(
+        cli, tmp_path: Path, capsys: pytest.CaptureFixture[str], line: str, message: str) -> None:
+    config = tmp_path / "job.toml"
+    config.write_text(line + "\n", encoding="utf-8")
+
+    with pytest.raises(SystemExit) as exit_info:
+        cli("--config", str(config))
+
+    assert exit_info.value.code == 1
+    assert capsys.readouterr().err.strip().splitlines() == [f"error: config {config}: {message} (see --help)"]
+
+
+@pytest.mark.parametrize("dry_run", [True, False])
+def test_a_reader_that_goes_away_ends_the_output_quietly(fake: FakeOpenAI, docs: Path, tmp_path: Path,
+                                                         dry_run: bool) -> None:
+    # As `run.py ... | head -3` does: the pipe is closed before the summary is written.
+    argv = [sys.executable, str(ROOT / "run.py"), str(docs), "--base-url", fake.base_url, "-q",
+            "--out", str(tmp_path / "out"), *(["--dry-run"] if dry_run else [])]
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL,
+                            cwd=tmp_path, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert proc.stdout is not None
+    proc.stdout.close()
+    try:
+        _, err = proc.communicate(timeout=120)
+    finally:
+        proc.kill()
+
+    assert proc.returncode == 0, err
+    assert b"Traceback" not in err and b"BrokenPipe" not in err
+    assert (tmp_path / "out" / ("preview.json" if dry_run else "summary.md")).exists()

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +17,8 @@ from graphs import Context, graph
 from pipeline.errors import CollapseError
 from tests.conftest import ENGLISH, KOREAN
 from tests.fake_openai import FakeOpenAI, default_reply
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def _texts(n: int, words: int = 60) -> list[dict[str, str]]:
@@ -327,3 +332,30 @@ async def test_a_files_decoding_warning_is_logged_once_where_the_graph_runs(
     warned = [r.getMessage() for r in caplog.records if "minutes.txt" in r.getMessage()]
     assert len(warned) == 1 and "1 undecodable character(s)" in warned[0]
     assert dry_run or [r["status"] for r in out["results"]] == ["ok"]
+_NOTEBOOK_WITHOUT_WIDGETS = """
+import sys, types
+# A Jupyter kernel, as tqdm recognises one, and no ipywidgets.
+sys.modules["ipykernel.zmqshell"] = types.ModuleType("ipykernel.zmqshell")
+ipython = types.ModuleType("IPython")
+ipython.get_ipython = lambda: type("ZMQInteractiveShell", (), {})()
+sys.modules["IPython"] = ipython
+sys.modules["ipywidgets"] = None
+import graphs
+from pipeline.progress import BarView
+view = BarView()
+for done in range(4):
+    view.show("documents", done, 3)
+    view.show("map", done, 5)
+view.close()
+"""
+
+
+def test_a_notebook_without_ipywidgets_gets_one_clean_line_of_progress() -> None:
+    done = subprocess.run([sys.executable, "-c", _NOTEBOOK_WITHOUT_WIDGETS], capture_output=True,
+                          timeout=120, cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    err = done.stderr.decode()  # as written: each redraw begins with a carriage return
+
+    assert done.returncode == 0, err
+    assert "IProgress" not in err and "Warning" not in err
+    assert "\x1b[" not in err  # no cursor moves: a notebook prints them as they are
+    assert err.count("\n") == 1 and err.rstrip("\n").rsplit("\r", 1)[-1] == "documents 3/3  map 3/5"

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import importlib
 import logging
 import re
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -11,7 +13,7 @@ from langgraph.checkpoint.memory import InMemorySaver
 
 from graphs import Context, builder, graph, make_builder, run_with_progress
 from graphs.graph import NAME
-from pipeline.errors import InputError
+from pipeline.errors import InputError, NothingSummarizedError
 from pipeline.progress import NoView
 from tests.fake_openai import FakeOpenAI
 
@@ -176,3 +178,107 @@ async def test_the_first_calls_leave_before_every_file_is_planned(fake_in_loop: 
 
     assert len(out["results"]) == 300
     assert order.index("call") < len(order) - order[::-1].index("plan") - 1  # a call before the last planning
+
+
+def test_studio_draws_the_map_reduce_inside_the_run() -> None:
+    nodes = set(graph.get_graph(xray=True).nodes)
+
+    assert {f"summarize:{step}" for step in ("plan", "map_shard", "collect", "collapse", "final")} <= nodes
+
+
+async def test_a_run_in_which_nothing_could_be_summarized_raises_with_the_reasons(
+        fake_in_loop: FakeOpenAI, tmp_path: Path) -> None:
+    (tmp_path / "empty.txt").write_text("", encoding="utf-8")
+    paths = [str(tmp_path / "empty.txt"), str(tmp_path / "missing.txt")]
+
+    with pytest.raises(NothingSummarizedError, match=r"^nothing could be summarized: .*empty\.txt: skipped \(.+\)"
+                                                     r".*missing\.txt: skipped \(.+\)") as caught:
+        await graph.ainvoke({"paths": paths}, context=Context(base_url=fake_in_loop.base_url))
+
+    assert [(Path(r["source"]).name, r["status"]) for r in caught.value.results] == [
+        ("empty.txt", "skipped"), ("missing.txt", "skipped")]
+    assert "\n" not in str(caught.value)
+    assert fake_in_loop.chat_calls == 0
+
+
+def test_a_synchronous_run_in_which_nothing_could_be_summarized_raises(fake: FakeOpenAI, tmp_path: Path) -> None:
+    with pytest.raises(NothingSummarizedError, match="missing.txt"):
+        graph.invoke({"paths": [str(tmp_path / "missing.txt")]}, context=Context(base_url=fake.base_url))
+
+
+async def test_a_dry_run_of_inputs_that_cannot_be_read_still_previews(tmp_path: Path) -> None:
+    out = await graph.ainvoke({"paths": [str(tmp_path / "missing.txt")]}, context=Context(dry_run=True))
+
+    assert out["preview"] is not None and out["summary"] == ""
+
+
+@pytest.fixture
+def rooted(tmp_path: Path) -> Path:
+    """A root folder with a document, a link inside it leading out, and a document outside it."""
+    root = tmp_path / "root"
+    (root / "notes").mkdir(parents=True)
+    (root / "notes" / "tide.txt").write_text("The tide table changes on Monday.", encoding="utf-8")
+    (tmp_path / "secret.txt").write_text("The vault code is 4711.", encoding="utf-8")
+    (root / "notes" / "leak.txt").symlink_to(tmp_path / "secret.txt")
+    return root
+
+
+@pytest.mark.parametrize("name", ["{outside}/secret.txt", "../secret.txt", "notes/leak.txt", "notes",
+                                  "notes/../../*.txt", "/etc/os-release"])
+async def test_paths_outside_the_root_are_refused_in_one_line(fake_in_loop: FakeOpenAI, rooted: Path,
+                                                              name: str) -> None:
+    confined = make_builder(root=rooted).compile(name=NAME)
+
+    with pytest.raises(InputError, match=r"^refused: '.+' is outside the folder this server reads") as caught:
+        await confined.ainvoke({"paths": [name.format(outside=rooted.parent)]},
+                               context=Context(base_url=fake_in_loop.base_url))
+
+    assert "\n" not in str(caught.value) and fake_in_loop.chat_calls == 0
+
+
+async def test_paths_inside_the_root_are_read_relative_ones_from_it(fake_in_loop: FakeOpenAI, rooted: Path) -> None:
+    (rooted / "notes" / "leak.txt").unlink()
+    confined = make_builder(root=rooted).compile(name=NAME)
+
+    out = await confined.ainvoke({"paths": ["notes/tide.txt", str(rooted / "notes")]},
+                                 context=Context(base_url=fake_in_loop.base_url))
+
+    assert [r["status"] for r in out["results"]] == ["ok"]
+    assert Path(out["results"][0]["source"]).resolve() == (rooted / "notes" / "tide.txt").resolve()
+
+
+async def test_without_a_root_a_confined_graph_takes_texts_only(fake_in_loop: FakeOpenAI, rooted: Path) -> None:
+    texts_only = make_builder(root=False).compile(name=NAME)
+    context = Context(base_url=fake_in_loop.base_url)
+
+    with pytest.raises(InputError, match=r"^refused: .*reads no files.*`texts`"):
+        await texts_only.ainvoke({"paths": [str(rooted / "notes" / "tide.txt")]}, context=context)
+    out = await texts_only.ainvoke({"texts": _texts("t", 1)}, context=context)
+
+    assert [r["status"] for r in out["results"]] == ["ok"]
+
+
+def test_the_server_reads_its_root_from_the_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    import graphs.server
+
+    monkeypatch.delenv("SUMMARIZER_ROOT", raising=False)
+    assert importlib.reload(graphs.server).ROOT is False
+    monkeypatch.setenv("SUMMARIZER_ROOT", str(tmp_path))
+    assert importlib.reload(graphs.server).ROOT == str(tmp_path)
+
+
+async def test_the_result_store_makes_its_folder_off_the_event_loop(fake_in_loop: FakeOpenAI, tmp_path: Path) -> None:
+    # `langgraph dev` fails a run that makes a folder on the event loop; so does this.
+    from blockbuster import BlockBuster
+
+    checker = BlockBuster(["graphs", "pipeline"])
+    mkdir = checker.functions["os.mkdir"]
+    store = tmp_path / "runs" / "store.sqlite"
+    mkdir.activate()
+    try:
+        out = await graph.ainvoke({"texts": _texts("s", 2)},
+                                  context=Context(base_url=fake_in_loop.base_url, store_path=str(store)))
+    finally:
+        mkdir.deactivate()
+
+    assert [r["status"] for r in out["results"]] == ["ok", "ok"] and store.exists()

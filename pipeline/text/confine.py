@@ -1,0 +1,34 @@
+"""Keep a run's file paths inside one folder: the root a server's operator names.
+
+A path is inside when its real path (every symbolic link followed, `..` resolved) is
+the root or below it, so a link inside the root that leads out of it is outside. A
+relative path is taken from the root.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable
+
+from pipeline.errors import InputError
+
+
+def inside(root: str | os.PathLike[str], paths: Iterable[str]) -> list[str]:
+    """Return `paths`, relative ones taken from `root`; raise InputError for the first one outside it."""
+    real_root = os.path.realpath(os.fspath(root))
+    out: list[str] = []
+    for name in paths:
+        path = os.path.join(real_root, os.path.expanduser(name))
+        real = os.path.realpath(path)
+        if os.path.commonpath([real_root, real]) != real_root:
+            raise InputError(f"refused: {name!r} is outside the folder this server reads; "
+                             "give a path relative to that folder")
+        out.append(path)
+    return out
+
+
+def refuse_paths(paths: list[str]) -> None:
+    """Raise InputError when there are paths: this server takes documents as texts only."""
+    if paths:
+        raise InputError(f"refused: {paths[0]!r}: this server reads no files (its operator named no folder); "
+                         "send the documents as `texts`")
