@@ -45,6 +45,7 @@ def _setting(name: str) -> Any:
         return value
 
     parse.__name__ = name
+    parse.setting = name  # type: ignore[attr-defined]  # its kind, for a config file's values
     return parse
 
 
@@ -168,7 +169,13 @@ def parse_args(argv: Sequence[str] | None, env: dict[str, str]) -> argparse.Name
     parser.as_json = "--log-json" in (sys.argv[1:] if argv is None else argv)
     first, _ = parser.parse_known_args(argv)
     if first.config:
-        known = option_kinds(a for a in parser._actions if a.dest not in ("help", "config", "version"))
+        from graphs.context import BOUNDS
+
+        actions = [a for a in parser._actions if a.dest not in ("help", "config", "version")]
+        known = option_kinds(actions)
+        for action in actions:  # a numeric setting's kind is Context's
+            if (setting := getattr(action.type, "setting", None)) is not None:
+                known[action.dest] = "whole number" if BOUNDS[setting][0] else "number"
         try:
             settings = load_settings(first.config, known)
         except Exception as exc:  # noqa: BLE001 - shown to the user as a usage error
