@@ -17,6 +17,7 @@ import json
 import logging
 import os
 import signal
+import stat
 import sys
 import tempfile
 import time
@@ -106,7 +107,8 @@ def build_parser(env: dict[str, str]) -> argparse.ArgumentParser:
                "1 bad usage or nothing summarized, 130 interrupted, 143 terminated.")
     p.add_argument("inputs", nargs="*", metavar="PATH_OR_GLOB",
                    help="files, globs (quote them to recurse with **), directories (*.txt, *.md inside), "
-                        "or - for a document on standard input")
+                        "or - for a document on standard input (read without - when it is piped in and "
+                        "nothing else is given)")
     p.add_argument("--config", type=Path, help="TOML file with any of these options; the command line wins")
     p.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
     g = p.add_argument_group("endpoint")
@@ -145,6 +147,14 @@ def build_parser(env: dict[str, str]) -> argparse.ArgumentParser:
     s.add_argument("--seed", type=int,
                    help="sampling seed sent with every call, so that the same files give the same summary "
                         "where the server honours it (default 0)")
+    s.add_argument("--instructions", metavar="TEXT|@FILE",
+                   help="what the summary is for, in your words, or @FILE to read them from a file; added to "
+                        "the instructions of every step (a changed text never reuses a stored summary)")
+    s.add_argument("--focus", metavar="TEXT", help="a question or topic the summary should answer")
+    s.add_argument("--prompts", metavar="DIR",
+                   help="a folder of template files replacing the package's own: any of map.txt, collapse.txt, "
+                        "final.txt, document.txt, summaries.txt, instructions.txt, focus.txt, each with the "
+                        "placeholders of the one it replaces")
     g.add_argument("--local-threads", type=COUNT,
                    help="CPU threads for the embedded model (default: cores - 1; on 2 cores, 2 threads are "
                         "faster when idle but stall when anything else runs)")
@@ -197,9 +207,41 @@ def parse_args(argv: Sequence[str] | None, env: dict[str, str]) -> argparse.Name
         parser.set_defaults(**settings)
         parser.as_json = parser.as_json or bool(settings.get("log_json"))
     args = parser.parse_args(argv)
-    if not args.inputs:
-        parser.error("give at least one PATH_OR_GLOB, '-' for standard input (or `inputs` in the config file)")
+    if not args.inputs and not stdin_piped(sys.stdin):
+        parser.error("give at least one PATH_OR_GLOB, '-' for standard input, or pipe a document in "
+                     "(or `inputs` in the config file)")
     return args
+
+
+def stdin_piped(stdin: Any) -> bool:
+    """Whether standard input is a pipe or a file, to be read when no input is named.
+
+    A terminal, /dev/null (a job started by cron), a closed stream or one without a file
+    descriptor (a test runner's) is not: the run then asks for its inputs rather than wait.
+    """
+    try:
+        mode = os.fstat(stdin.fileno()).st_mode
+    except (AttributeError, OSError, ValueError):
+        return False
+    return stat.S_ISFIFO(mode) or stat.S_ISREG(mode)
+
+
+def instructions_text(value: Any) -> Any:
+    """The --instructions given, or the text of the file named by `@FILE`; InputError if unreadable."""
+    from pipeline.errors import InputError
+
+    if not isinstance(value, str) or not value.startswith("@"):
+        return value
+    path = Path(value[1:]).expanduser()
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise InputError(f"cannot read the instructions file {path}: {exc.strerror or exc}") from None
+    except UnicodeDecodeError:
+        raise InputError(f"cannot read the instructions file {path}: not UTF-8 text") from None
+    if not text.strip():
+        raise InputError(f"the instructions file {path} is empty")
+    return text
 
 
 _TUNING = ("concurrency", "chunk_tokens", "token_max", "timeout", "max_retries", "memory_limit_mb", "rpm", "tpm",
@@ -240,7 +282,8 @@ def settings(args: argparse.Namespace) -> Job:
         base_urls=urls if pool and not local else [], api_key=None if local else args.api_key,
         **{**(LOCAL_DEFAULTS | LOCAL_SETTINGS if local else {}), **given}, language=args.language, length=args.length,
         store_path=str(store) if store else None, retry_failed=args.retry_failed, dry_run=args.dry_run,
-        engine=args.engine, ray_address=args.ray_address or None, ray_actors=args.ray_actors)
+        engine=args.engine, ray_address=args.ray_address or None, ray_actors=args.ray_actors,
+        instructions=instructions_text(args.instructions), focus=args.focus, prompts_dir=args.prompts)
     # The embedded model's address is known only once it runs: check the rest with a stand-in.
     (dataclasses.replace(context, base_url="http://127.0.0.1/v1") if local else context).validate()
     if args.local_threads is not None and args.local_threads < 1:
@@ -426,7 +469,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     started, t0 = datetime.now(timezone.utc), time.monotonic()
     try:
         job = settings(args)
-        inputs, total = graph_input(args.inputs, sys.stdin)
+        inputs, total = graph_input(args.inputs or ["-"], sys.stdin)  # none named: stdin is piped in
     except InputError as exc:
         fail(str(exc))
         return EXIT_ERROR

@@ -19,6 +19,7 @@ from langchain_core.language_models.chat_models import BaseChatModel
 from pydantic import Field, TypeAdapter, ValidationError
 from pydantic.json_schema import SkipJsonSchema
 
+import prompts
 from pipeline.llm.budget import Price, price_for
 from pipeline.llm.client import check_base_url
 from pipeline.errors import InputError
@@ -26,6 +27,7 @@ from pipeline.text.language import check_language
 from pipeline.answers.length import parse_length
 from pipeline.llm.pool import EndpointSpec, parse_endpoint
 from pipeline.secrets import url_credentials
+from prompts import Templates
 
 DEFAULT_MODEL = "gpt-4o-mini"
 
@@ -125,6 +127,12 @@ class Context:
                                               "ray://head:10001); by default a local Ray instance")] = None
     ray_actors: Annotated[int | None, _about("With engine 'ray': actors making the map calls, the "
                                              "concurrency split among them (default: one per CPU)")] = None
+    instructions: Annotated[str | None, _about("What the summary is for, in your words; added to the "
+                                               "instructions of every step")] = None
+    focus: Annotated[str | None, _about("A question or topic the summary should answer")] = None
+    prompts_dir: Annotated[str | None, _about("A folder of template files (map.txt, collapse.txt, final.txt, "
+                                              "document.txt, summaries.txt, instructions.txt, focus.txt) "
+                                              "replacing the package's own")] = None
 
     def __post_init__(self) -> None:
         # Every setting must be of its declared type; text (JSON from the server, a form)
@@ -163,6 +171,7 @@ class Context:
                              f"budget ({self.map_max_tokens}) so that collapsing can converge")
         if self.engine == "ray":
             self._check_ray()
+        self.templates()  # a prompts folder that cannot be used stops the run before it starts
         if self.max_cost is not None and self.price is None:
             raise InputError(f"a spending cap needs prices: no known price for model {self.model!r}; "
                              "give --price-in and --price-out (price-in, price-out in a config file; USD per million "
@@ -189,6 +198,10 @@ class Context:
             return self
         given = {k: v for k, v in endpoint.items() if v is not None and not (k == "model" and self.model)}
         return dataclasses.replace(self, **given) if given else self
+
+    def templates(self) -> Templates:
+        """The prompt templates of a run, the reader's instructions and focus in them (InputError if unusable)."""
+        return prompts.load(self.prompts_dir, instructions=self.instructions, focus=self.focus)
 
     @property
     def endpoints(self) -> list[EndpointSpec]:

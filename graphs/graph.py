@@ -69,9 +69,9 @@ def shard_size(concurrency: int) -> int:
     return max(MIN_SHARD, 2 * concurrency)
 
 
-def reduce_budget(context: Context, count: Any) -> int:
+def reduce_budget(context: Context, count: Any, templates: prompts.Templates) -> int:
     """Tokens of summaries one reduce call may take: token_max less the prompt's own."""
-    template = max(prompts.COLLAPSE, prompts.FINAL, key=len) + prompts.SUMMARIES
+    template = max(templates.collapse, templates.final, key=len) + templates.reader + templates.summaries
     return context.token_max - count(template) - 64
 
 
@@ -190,7 +190,7 @@ async def map_shard(state: ShardState, runtime: Runtime[Resources]) -> dict[str,
 
     async with res.shard_slots:
         results = await summarize_shard(
-            runner, planned(), max_tokens=context.map_max_tokens, on_result=on_result,
+            runner, planned(), max_tokens=context.map_max_tokens, on_result=on_result, templates=res.templates,
             room=res.map_room(runner.concurrency.maximum + 2 * PLAN_BATCH),
             language_of=lambda ref: answer_language(context.language, [ref.get("language")]))
     return {"results": results, "files": files}
@@ -229,7 +229,8 @@ def _sources(state: RunState) -> set[str]:
 def should_collapse(state: RunState, runtime: Runtime[Resources]) -> Literal["collapse", "final"]:
     """Collapse again while the summaries together exceed the reduce budget."""
     total = sum(p["tokens"] for p in state["pieces"])
-    return "collapse" if total > reduce_budget(runtime.context.context, runtime.context.count) else "final"
+    res = runtime.context
+    return "collapse" if total > reduce_budget(res.context, res.count, res.templates) else "final"
 
 
 async def collapse(state: RunState, runtime: Runtime[Resources]) -> dict[str, Any]:
@@ -240,8 +241,9 @@ async def collapse(state: RunState, runtime: Runtime[Resources]) -> dict[str, An
         raise CollapseError(f"summaries still exceed --token-max after {state['max_levels']} collapse levels")
     calls_before = res.llm().stats.calls["collapse"]
     pieces = await collapse_level(
-        res.llm(), state["pieces"], budget=reduce_budget(context, res.count), max_tokens=context.collapse_max_tokens,
-        language=state["reduce_language"], count=res.count, summary_of=_summaries(state))
+        res.llm(), state["pieces"], budget=reduce_budget(context, res.count, res.templates),
+        max_tokens=context.collapse_max_tokens, language=state["reduce_language"], count=res.count,
+        summary_of=_summaries(state), templates=res.templates)
     log.info("collapse level %d: %d summaries -> %d in %d calls", level, len(state["pieces"]), len(pieces),
              res.llm().stats.calls["collapse"] - calls_before)
     return {"pieces": pieces, "level": level}
@@ -278,7 +280,8 @@ async def final(state: RunState, runtime: Runtime[Resources]) -> dict[str, Any]:
         ok = [r for r in state["results"] if r["status"] == "ok"]
         text, fitted = await final_summary(
             res.llm(), pieces, max_tokens=context.final_max_tokens, language=state["reduce_language"],
-            summary_of=_summaries(state), documents=len(ok), length=parse_length(context.length),
+            summary_of=_summaries(state), documents=len(ok), templates=res.templates,
+            length=parse_length(context.length),
             whole=len(ok) == 1 and ok[0]["chunks"] == 1)
         # Only a length asked for may leave documents out; by default each is represented.
         text = text if context.length != "auto" else represent(text, ok)
@@ -307,9 +310,9 @@ async def preview(state: RunState, runtime: Runtime[Resources]) -> dict[str, Any
     estimate = await asyncio.to_thread(
         preview_calls, docs, count=res.count, map_max_tokens=context.map_max_tokens,
         collapse_max_tokens=context.collapse_max_tokens, final_max_tokens=context.final_max_tokens,
-        budget=reduce_budget(context, res.count), identity=context.identity, store=res.store,
+        budget=reduce_budget(context, res.count, res.templates), identity=context.identity, store=res.store,
         price=context.price, language_of=lambda ref: answer_language(context.language, [ref.get("language")]),
-        reduce_language=reduce_language, length=parse_length(context.length))
+        reduce_language=reduce_language, templates=res.templates, length=parse_length(context.length))
     estimate["reduce_language"] = reduce_language
     estimate["model"] = context.model
     return {"preview": estimate, "stats": {"files": files}}

@@ -31,7 +31,7 @@ log = logging.getLogger(__name__)
 OPENAI_BASE_URL = "https://api.openai.com/v1"  # where a key alone sends calls, as ChatOpenAI does
 
 
-def _settings(context: Context, concurrency: int, actors: int, keyed: bool) -> tuple[Any, Any]:
+def _settings(context: Context, concurrency: int, actors: int, keyed: bool, templates: Any) -> tuple[Any, Any]:
     """What the planning tasks and the call actors need, each actor with its share of the limits."""
     from pydantic import SecretStr
 
@@ -40,7 +40,8 @@ def _settings(context: Context, concurrency: int, actors: int, keyed: bool) -> t
 
     model = context.model or DEFAULT_MODEL
     plan = PlanSettings(chunk_tokens=context.chunk_tokens, model=model, language=context.language,
-                        map_max_tokens=context.map_max_tokens, identity=context.identity, keyed=keyed)
+                        map_max_tokens=context.map_max_tokens, identity=context.identity, keyed=keyed,
+                        templates=templates)
     endpoints = [dataclasses.replace(s, concurrency=max(1, s.concurrency // actors) if s.concurrency else None)
                  for s in context.endpoints] if context.base_urls else []
     call = CallSettings(
@@ -61,7 +62,8 @@ async def map_ray(state: RunState, runtime: Runtime[Resources]) -> dict[str, Any
     entries = list_inputs(state.get("paths") or [], state.get("texts") or [])  # Ray holds them all anyway
     prior = store.prior_documents([e["source"] for e in entries]) if store is not None else {}
     actors = actor_count(context.ray_actors, runner.concurrency.maximum)
-    plan, call = _settings(context, runner.concurrency.maximum, actors, keyed=store is not None)
+    plan, call = _settings(context, runner.concurrency.maximum, actors, keyed=store is not None,
+                           templates=res.templates)
     in_memory = {e["id"] for e in entries if "text" in e}
     files = {"new": 0, "changed": 0, "unchanged": 0}
     results: list[DocResult] = []

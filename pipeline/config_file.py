@@ -9,7 +9,7 @@ from typing import Any
 
 from pipeline.errors import InputError
 
-PATH_SETTINGS = frozenset({"inputs", "out", "store"})
+PATH_SETTINGS = frozenset({"inputs", "out", "store", "prompts"})
 
 
 def load_settings(path: Path, known: Collection[str]) -> dict[str, Any]:
@@ -31,6 +31,8 @@ def load_settings(path: Path, known: Collection[str]) -> dict[str, Any]:
             raise InputError(f"unknown setting {key!r} in {path}")
         if name in PATH_SETTINGS:
             value = [_relative(path, v) for v in value] if isinstance(value, list) else _relative(path, value)
+        elif name == "instructions" and isinstance(value, str) and value.startswith("@"):
+            value = "@" + _relative(path, value[1:])  # a file of instructions, beside the config file
         settings[name] = value
     return settings
 
