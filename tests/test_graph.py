@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 from langchain_openai import ChatOpenAI
 
+import prompts
 from graphs import Context, graph
 from pipeline.errors import CollapseError
 from tests.conftest import ENGLISH, KOREAN
@@ -312,3 +313,38 @@ async def test_a_folder_or_a_glob_in_paths_gives_its_files(fake_in_loop: FakeOpe
     got = {Path(r["source"]).name if "*" not in r["source"] else "pattern": r["status"] for r in out["results"]}
     assert got == {"one.txt": "ok", "two.md": "ok", "three.txt": "ok", "pattern": "skipped"}
     assert len(out["results"]) == 4  # one.txt, named twice, once
+
+
+async def test_instructions_and_focus_reach_the_map_collapse_and_final_calls(fake_in_loop: FakeOpenAI) -> None:
+    long_reply = " ".join(f"point{i}" for i in range(150))
+    fake_in_loop.reply = lambda messages: long_reply
+    context = Context(base_url=fake_in_loop.base_url, token_max=1600, map_max_tokens=400, language="en",
+                      instructions="A briefing for {the} night shift.", focus="Which faults stopped service?")
+
+    out = await graph.ainvoke({"texts": _texts(40)}, context=context)
+
+    assert out["stats"]["llm_calls"]["collapse"] >= 1
+    systems = [body["messages"][0]["content"] for body in fake_in_loop.bodies]
+    steps = {"map": prompts.MAP, "collapse": prompts.COLLAPSE, "final": prompts.FINAL}
+    seen = {step: [s for s in systems if s.startswith(t.split("{")[0])] for step, t in steps.items()}
+    assert [len(seen[s]) for s in steps] == [40, out["stats"]["llm_calls"]["collapse"], 1]
+    reader = prompts.load(instructions=context.instructions, focus=context.focus).reader
+    for step, messages in seen.items():
+        # The reader's words follow the fixed text, just before the language instruction.
+        assert all(s.endswith(reader + "Write your answer in English.\n") for s in messages)
+        if step != "final":  # and every call of a step starts the same
+            assert all(s.startswith(steps[step].split("{")[0] + reader) for s in messages)
+    assert "A briefing for {the} night shift." in reader and "Which faults stopped service?" in reader
+
+
+async def test_an_answer_that_restates_the_focus_is_kept(fake_in_loop: FakeOpenAI) -> None:
+    # Cleaning drops lines that copy the instructions; the reader's question is not one of them.
+    focus = "how many battery faults stopped the electric ferry service"
+    fake_in_loop.reply = lambda messages: ("- The trial ran for six months.\n"
+                                           "- Two battery faults stopped the electric ferry service for nine days.")
+
+    out = await graph.ainvoke({"texts": [{"id": "ferry", "text": ENGLISH}]},
+                              context=Context(base_url=fake_in_loop.base_url, focus=focus))
+
+    assert "Two battery faults stopped the electric ferry service for nine days." in out["results"][0]["summary"]
+    assert out["stats"]["answers"]["echo"] == 0
