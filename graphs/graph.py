@@ -33,6 +33,7 @@ from langgraph.types import Send
 
 import prompts
 from graphs.context import Context
+from graphs.documents import locations
 from graphs.ray_map import map_ray
 from graphs.resources import Resources, open_resources
 from graphs.state import InputState, OutputState, RunState, ShardState, State, add_counts
@@ -83,7 +84,7 @@ async def plan(state: RunState, runtime: Runtime[Resources]) -> dict[str, Any]:
     res = runtime.context
     paths, texts = state.get("paths") or [], state.get("texts") or []
     if not paths and not texts:
-        raise InputError("nothing to summarize: give `paths` or `texts`")
+        raise InputError("nothing to summarize: give `paths`, `texts` or `documents`")
     if res.runner is not None:
         res.runner.progress.add_total("documents", len(paths) + len(texts))
     return {"started_at": time.time()}
@@ -167,6 +168,7 @@ async def map_shard(state: ShardState, runtime: Runtime[Resources]) -> dict[str,
     files: dict[str, int] = {}
     not_retried: set[int] = set()  # failed in an earlier run, and not sent again
     in_memory: set[int] = set()
+    where = locations(state["first_id"], state["paths"], state["texts"])
 
     async def planned() -> AsyncIterator[tuple[DocRef, str | None]]:
         nonlocal files
@@ -182,6 +184,8 @@ async def map_shard(state: ShardState, runtime: Runtime[Resources]) -> dict[str,
                 yield ref, texts.pop(ref["id"], None)
 
     def on_result(result: DocResult) -> None:
+        if result["id"] in where:
+            result["location"] = where[result["id"]]
         res.warm_tokenizer()  # once the first calls are answered, while the others are out
         if res.store is not None and result["id"] not in not_retried:
             res.store.record_document(result, kind="text" if result["id"] in in_memory else "file")
@@ -256,14 +260,20 @@ def _sources_legend(summary: str, state: RunState) -> str:
     """List the documents the summary cites by tag, in input order, and say which it leaves out."""
     ids = set(cited(summary))
     summarized = sorted((r for r in state["results"] if r["status"] == "ok"), key=lambda r: r["id"])
-    lines = [f"- [D{d['id']}] {escape_label(d['source'])}" for d in summarized if d["id"] in ids]
+    lines = [f"- [D{d['id']}] {_label(d)}" for d in summarized if d["id"] in ids]
     legend = "\n\n**Sources**\n\n" + "\n".join(lines) + "\n" if lines else ""
     left_out = [d for d in summarized if d["id"] not in ids]
     if left_out:
-        named = ", ".join(f"[D{d['id']}] {escape_label(d['source'])}" for d in left_out[:UNCITED_NAMED])
+        named = ", ".join(f"[D{d['id']}] {_label(d)}" for d in left_out[:UNCITED_NAMED])
         more = f", and {len(left_out) - UNCITED_NAMED} more (see summaries.jsonl)" if len(left_out) > UNCITED_NAMED else ""
         legend += f"\n**Summarized but not cited above:** {named}{more}\n"
     return legend
+
+
+def _label(result: DocResult) -> str:
+    """A document as the sources list names it: its source, and where in it when known ("page 3")."""
+    where = result.get("location")
+    return escape_label(result["source"]) + (f" ({escape_label(where)})" if where else "")
 
 
 def _summaries(state: RunState) -> Callable[[int], str]:
@@ -356,7 +366,8 @@ def make_builder(endpoint: Mapping[str, Any] | None = None) -> StateGraph:
         emit = get_stream_writer()
         # In a worker thread: a folder or a glob is listed from disk, off the event loop.
         paths = await asyncio.to_thread(expand_named, state.get("paths") or [])
-        run_input = RunState(paths=paths, texts=state.get("texts") or [])
+        texts = [*(state.get("texts") or []), *(state.get("documents") or [])]  # the documents, as texts
+        run_input = RunState(paths=paths, texts=texts)
         async with open_resources(context, emit) as resources:
             out = await mapreduce.ainvoke(run_input, config={"recursion_limit": RECURSION_LIMIT},
                                           context=resources)

@@ -20,6 +20,7 @@ from typing import Any
 from langgraph.runtime import Runtime
 
 from graphs.context import DEFAULT_MODEL, Context
+from graphs.documents import locations
 from graphs.resources import Resources
 from graphs.state import RunState
 from pipeline.text.loading import DocRef, list_inputs
@@ -65,11 +66,14 @@ async def map_ray(state: RunState, runtime: Runtime[Resources]) -> dict[str, Any
     plan, call = _settings(context, runner.concurrency.maximum, actors, keyed=store is not None,
                            templates=res.templates)
     in_memory = {e["id"] for e in entries if "text" in e}
+    where = locations(1, state.get("paths") or [], state.get("texts") or [])
     files = {"new": 0, "changed": 0, "unchanged": 0}
     results: list[DocResult] = []
     log.info("map on Ray: %d documents, %d actors of up to %d calls each", len(entries), actors, call.concurrency)
 
     def on_document(ref: DocRef, result: DocResult) -> None:
+        if result["id"] in where:
+            result["location"] = where[result["id"]]
         runner.memory.admit()  # the driver holds the results: its peak is measured, its limit kept
         calls = 0 if "prior_error" in ref else len(ref["spans"])
         runner.progress.add_total("map", calls)

@@ -53,6 +53,7 @@ class DocResult(TypedDict):
     encoding: NotRequired[str]
     repaired: NotRequired[bool]
     replaced: NotRequired[int]
+    location: NotRequired[str]  # where in its source the document comes from ("page 3"), when given
 
 
 _FROM_REF = ("language", "encoding", "repaired", "replaced")

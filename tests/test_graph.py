@@ -7,11 +7,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from langchain_core.documents import Document
 from langchain_openai import ChatOpenAI
+from langgraph.checkpoint.memory import InMemorySaver
+from langgraph.checkpoint.serde.jsonplus import JsonPlusSerializer
 
 import prompts
-from graphs import Context, graph
-from pipeline.errors import CollapseError
+from graphs import Context, builder, graph
+from pipeline.errors import CollapseError, InputError
 from tests.conftest import ENGLISH, KOREAN
 from tests.fake_openai import FakeOpenAI, default_reply
 
@@ -348,3 +351,68 @@ async def test_an_answer_that_restates_the_focus_is_kept(fake_in_loop: FakeOpenA
 
     assert "Two battery faults stopped the electric ferry service for nine days." in out["results"][0]["summary"]
     assert out["stats"]["answers"]["echo"] == 0
+
+
+def _loaded() -> list[Document]:
+    """What LangChain loaders return: PyPDFLoader a Document per page, TextLoader one per file."""
+    pdf = "reports/ferry-review.pdf"
+    pages = ["The harbor authority ran an electric ferry trial for six months.",
+             "Ridership reached 1,450 trips a day; two battery faults stopped service for nine days.",
+             "The review recommends a second boat and a covered shelter."]
+    return [Document(page_content=text, metadata={"source": pdf, "page": i, "page_label": str(i + 1),
+                                                  "total_pages": 3, "producer": "pypdf"})
+            for i, text in enumerate(pages)] + [Document(page_content=KOREAN, metadata={"source": "notes/citrus.txt"})]
+
+
+async def test_langchain_documents_are_summarized_with_their_sources_and_pages(fake_in_loop: FakeOpenAI) -> None:
+    documents = _loaded()
+    # A strict checkpoint serializer loads no LangChain object: the run must hold only plain data.
+    saver = InMemorySaver(serde=JsonPlusSerializer(allowed_msgpack_modules=None))
+    thread = {"configurable": {"thread_id": "notebook"}}
+
+    out = await builder.compile(checkpointer=saver).ainvoke(
+        {"documents": documents, "texts": [{"id": "memo", "text": "The council approved the library budget."}]},
+        config=thread,
+        context=Context(base_url=fake_in_loop.base_url))
+
+    maps = [body["messages"][-1]["content"] for body in fake_in_loop.bodies if "<document" in
+            body["messages"][-1]["content"]]
+    for document in documents:  # each page's text, and only it, in one call under its source
+        source = document.metadata["source"]
+        sent = [m for m in maps if document.page_content in m]
+        assert len(sent) == 1 and sent[0].startswith(f'<document source="{source}">\n{document.page_content}\n')
+    assert [(r["id"], r["source"], r.get("location"), r["status"]) for r in out["results"]] == [
+        (1, "memo", None, "ok"),
+        (2, "reports/ferry-review.pdf", "page 1", "ok"), (3, "reports/ferry-review.pdf", "page 2", "ok"),
+        (4, "reports/ferry-review.pdf", "page 3", "ok"), (5, "notes/citrus.txt", None, "ok")]
+    assert "[D3] reports/ferry-review.pdf (page 2)" in out["summary"]
+    history = [snapshot async for snapshot in builder.compile(checkpointer=saver).aget_state_history(thread)]
+    held = [v for snapshot in history for v in snapshot.values.get("documents", [])]
+    assert held and all(type(v) is dict for v in held)
+
+
+async def test_documents_as_json_gives_them_are_taken_the_same_way(fake_in_loop: FakeOpenAI) -> None:
+    as_json = [{"page_content": d.page_content, "metadata": d.metadata, "type": "Document"} for d in _loaded()]
+
+    out = await graph.ainvoke({"documents": as_json}, context=Context(base_url=fake_in_loop.base_url))
+
+    assert [(r["source"], r.get("location")) for r in out["results"]] == [
+        (d.metadata["source"], f"page {d.metadata['page'] + 1}" if "page" in d.metadata else None) for d in _loaded()]
+
+
+async def test_a_document_without_text_is_a_one_line_error(fake_in_loop: FakeOpenAI) -> None:
+    with pytest.raises(InputError, match=r"^documents\[1\] has no page_content text \(got NoneType\)"):
+        await graph.ainvoke({"documents": [Document(page_content="fine"), {"metadata": {"source": "x"}}]},
+                            context=Context(base_url=fake_in_loop.base_url))
+    assert fake_in_loop.chat_calls == 0
+
+
+def test_a_document_is_labelled_by_its_source_else_its_id_else_its_content() -> None:
+    from graphs.documents import as_text
+
+    assert as_text(Document(page_content="a", metadata={"source": "s.md", "page_number": 4}), 0) == \
+        {"id": "s.md", "text": "a", "location": "page 4"}
+    assert as_text(Document(page_content="a", id="doc-7", metadata={"page": "xii"}), 0) == \
+        {"id": "doc-7", "text": "a", "location": "page xii"}
+    unnamed = as_text(Document(page_content="same words"), 0)
+    assert unnamed == as_text({"page_content": "same words"}, 5) and unnamed["id"].startswith("document ")
