@@ -279,3 +279,24 @@ def test_the_ray_engine_without_ray_is_one_line(cli, monkeypatch: pytest.MonkeyP
     assert result.code == 1
     assert result.err.strip().splitlines() == [
         "error: the ray engine needs Ray, which is not installed: pip install -e '.[ray]'"]
+
+
+async def test_ray_sends_the_readers_instructions_and_keeps_documents_pages_as_in_process(
+        local_ray: None, fake_in_loop: FakeOpenAI, tmp_path: Path) -> None:
+    from langchain_core.documents import Document
+
+    fake = fake_in_loop
+    documents = [Document(page_content=f"Page {i + 1} of the ferry review: {100 + i} riders a day.",
+                          metadata={"source": "review.pdf", "page": i}) for i in range(3)]
+    options = {"instructions": "For the harbor board.", "focus": "How many riders?"}
+
+    local = await graph.ainvoke({"documents": documents}, context=_context(fake, tmp_path / "local.sqlite", **options))
+    sent_here = sorted((b["messages"][0]["content"], b["messages"][-1]["content"]) for b in fake.bodies)
+    fake.reset_stats()
+    on_ray = await graph.ainvoke({"documents": documents},
+                                 context=_context(fake, tmp_path / "ray.sqlite", engine="ray", ray_actors=1, **options))
+
+    assert sorted((b["messages"][0]["content"], b["messages"][-1]["content"]) for b in fake.bodies) == sent_here
+    assert all("For the harbor board." in system and "How many riders?" in system for system, _ in sent_here)
+    assert on_ray["results"] == local["results"]
+    assert [r["location"] for r in on_ray["results"]] == ["page 1", "page 2", "page 3"]
