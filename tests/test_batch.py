@@ -474,3 +474,16 @@ def test_a_changed_instruction_focus_or_template_is_never_answered_from_the_stor
     assert fake.chat_calls == 4 * 4 + 3
     with sqlite3.connect(tmp_path / "out" / "store.sqlite") as db:
         assert db.execute("SELECT COUNT(*) FROM results").fetchone()[0] == 4 * 4 + 3
+
+
+def test_a_dry_run_counts_as_stored_only_the_calls_made_with_the_same_instructions(cli, fake: FakeOpenAI,
+                                                                                    tmp_path: Path) -> None:
+    docs = _write_docs(tmp_path / "in", 3)
+    assert cli(str(docs), "--instructions", "For the board.", base_url=fake.base_url).code == 0
+
+    same = cli(str(docs), "--dry-run", "--instructions", "For the board.", base_url=fake.base_url)
+    other = cli(str(docs), "--dry-run", "--instructions", "For new staff.", base_url=fake.base_url)
+
+    assert json.loads(same.out)["from_store"] == {"map": 3, "collapse": 0, "final": 1}
+    assert json.loads(other.out)["from_store"] == {"map": 0, "collapse": 0, "final": 0}
+    assert json.loads(other.out)["llm_calls"] == {"map": 3, "collapse": 0, "final": 1}
