@@ -26,13 +26,15 @@ from graphs.state import RunState
 from pipeline.text.loading import DocRef, list_inputs
 from pipeline.result_store import compare_with_prior
 from pipeline.summarize import DocResult
+from prompts import Templates
 
 log = logging.getLogger(__name__)
 
 OPENAI_BASE_URL = "https://api.openai.com/v1"  # where a key alone sends calls, as ChatOpenAI does
 
 
-def _settings(context: Context, concurrency: int, actors: int, keyed: bool, templates: Any) -> tuple[Any, Any]:
+def _settings(context: Context, concurrency: int, actors: int, keyed: bool,
+              templates: Templates) -> tuple[Any, Any]:
     """What the planning tasks and the call actors need, each actor with its share of the limits."""
     from pydantic import SecretStr
 

@@ -24,7 +24,6 @@ from typing import Any
 
 from pydantic import SecretStr
 
-import prompts
 from graphs.context import DEFAULT_MODEL, Context
 from pipeline.answers.attribution import citation_counts
 from pipeline.llm.budget import Budget
@@ -59,7 +58,7 @@ class Resources:
     store: ResultStore | None
     runner: LLMRunner | None  # None for a dry run, which calls nothing
     emit: Emit  # LangGraph's stream writer of the run: progress and per-document events
-    templates: Templates = prompts.DEFAULT  # read once per run, with the reader's instructions in them
+    templates: Templates  # read once per run, with the reader's instructions in them
     shard_slots: AdaptiveLimit = dataclasses.field(default_factory=lambda: AdaptiveLimit(SHARD_SLOTS))
     _warming: threading.Thread | None = None
     _map_room: asyncio.Semaphore | None = None
@@ -142,7 +141,7 @@ async def open_resources(context: Context, emit: Emit) -> AsyncIterator[Resource
         count = token_counter(context.model or DEFAULT_MODEL)
         # A run needs only the spans, a dry run the token counts of every document as well.
         chunker = Chunker(context.chunk_tokens, count, count_fitting=context.dry_run)
-        resources = Resources(context, count, chunker, store, runner, emit, templates=context.templates())
+        resources = Resources(context, count, chunker, store, runner, emit, context.templates())
         if runner is not None:
             runner.memory.watch("shard_slots", resources.shard_slots)
             runner.progress = EventProgress(emit, stats=resources.call_stats)
