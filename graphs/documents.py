@@ -52,14 +52,14 @@ def _page(metadata: Mapping[str, Any]) -> str | None:
     LangChain's PDF loaders number `page` from 0, and give `page_label`, the page's own
     number (iv, 12), where the file has one.
     """
-    if (label := metadata.get("page_label")) not in (None, ""):
-        return f"page {label}"
-    if isinstance(number := metadata.get("page_number"), int) and not isinstance(number, bool):
+    label, number, page = (metadata.get(key) for key in ("page_label", "page_number", "page"))
+    if isinstance(label, (str, int)) and not isinstance(label, bool) and str(label).strip():
+        return f"page {str(label).strip()}"
+    if isinstance(number, int) and not isinstance(number, bool):
         return f"page {number}"
-    page = metadata.get("page")
     if isinstance(page, int) and not isinstance(page, bool):
         return f"page {page + 1}"
-    return None if page in (None, "") else f"page {page}"
+    return f"page {page.strip()}" if isinstance(page, str) and page.strip() else None
 
 
 def as_texts(documents: Iterable[Any]) -> list[TextInput]:

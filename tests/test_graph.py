@@ -7,6 +7,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from langchain_core.documents import Document
 from langchain_openai import ChatOpenAI
 from langgraph.checkpoint.memory import InMemorySaver
@@ -416,3 +418,22 @@ def test_a_document_is_labelled_by_its_source_else_its_id_else_its_content() -> 
         {"id": "doc-7", "text": "a", "location": "page xii"}
     unnamed = as_text(Document(page_content="same words"), 0)
     assert unnamed == as_text({"page_content": "same words"}, 5) and unnamed["id"].startswith("document ")
+
+
+_METADATA_VALUES = st.none() | st.integers(-3, 10_000) | st.booleans() | st.text(max_size=12) | \
+    st.lists(st.integers(), max_size=2)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.text(max_size=40), st.dictionaries(st.sampled_from(["source", "page", "page_label", "page_number", "row"]),
+                                             _METADATA_VALUES), st.none() | st.text(max_size=8))
+def test_any_document_with_text_becomes_a_labelled_text_as_it_is(content: str, metadata: dict[str, Any],
+                                                                 doc_id: str | None) -> None:
+    from graphs.documents import as_text
+
+    text = as_text(Document(page_content=content, metadata=metadata, id=doc_id), 0)
+
+    assert text["text"] == content and text["id"]  # every character as given, and a name to show
+    assert set(text) <= {"id", "text", "location"}
+    assert "location" not in text or text["location"].startswith("page ")
+    assert text == as_text({"page_content": content, "metadata": metadata, "id": doc_id}, 9)
