@@ -22,6 +22,7 @@ from pipeline.errors import InputError
 if TYPE_CHECKING:
     from graphs.state import TextInput
 
+
 def as_text(document: Any, index: int) -> TextInput:
     """The in-memory text input for one Document (or a mapping shaped like one); InputError if it has no text.
 
