@@ -24,10 +24,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from pipeline.cli_options import build_parser, given_urls, parse_args
+from pipeline.cli_options import build_parser, given_urls, instructions_text, parse_args, stdin_piped
 from pipeline.outcome import EXIT_ERROR, EXIT_OK, EXIT_PARTIAL, Outcome
 
-__all__ = ["build_parser", "graph_input", "main", "parse_args", "settings"]
+__all__ = ["build_parser", "graph_input", "main", "parse_args", "settings", "stdin_piped"]
 
 log = logging.getLogger("run")
 
@@ -62,7 +62,8 @@ def settings(args: argparse.Namespace, env: dict[str, str] | None = None) -> Job
         {} if env is None else env, model=args.model, api_key=args.api_key, **endpoint,
         **{k: getattr(args, k) for k in _TUNING}, language=args.language, length=args.length,
         store_path=str(store) if store else None, retry_failed=args.retry_failed, dry_run=args.dry_run,
-        engine=args.engine, ray_address=args.ray_address or None, ray_actors=args.ray_actors)
+        engine=args.engine, ray_address=args.ray_address or None, ray_actors=args.ray_actors,
+        instructions=instructions_text(args.instructions), focus=args.focus, prompts_dir=args.prompts)
     check_writable(args.out, None if args.dry_run else store)
     return Job(context, args.out, store)
 
@@ -128,7 +129,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     fail = functools.partial(_say, "error", as_json=args.log_json, redact=redact.text)
     try:
         job = settings(args, env)
-        inputs, total = graph_input(args.inputs, sys.stdin)
+        inputs, total = graph_input(args.inputs or ["-"], sys.stdin)  # none named: stdin is piped in
     except InputError as exc:
         fail(str(exc))
         return EXIT_ERROR

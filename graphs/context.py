@@ -21,6 +21,7 @@ from langchain_core.language_models.chat_models import BaseChatModel
 from pydantic import Field, TypeAdapter, ValidationError
 from pydantic.json_schema import SkipJsonSchema
 
+import prompts
 from pipeline.llm.budget import Price, price_for
 from pipeline.llm.client import check_base_url
 from pipeline.errors import InputError
@@ -29,6 +30,7 @@ from pipeline.answers.length import parse_length
 from pipeline.llm.local_model import LOCAL, TUNING
 from pipeline.llm.pool import EndpointSpec, parse_endpoint
 from pipeline.secrets import url_credentials
+from prompts import Templates
 
 DEFAULT_MODEL = "gpt-4o-mini"
 # What a setting left unset (None) becomes for an endpoint; the embedded model has its own (TUNING).
@@ -149,6 +151,12 @@ class Context:
     ray_actors: Annotated[int | None, _about("With engine 'ray': actors making the map calls, the "
                                              "concurrency split among them (default: one per CPU)")] = None
     local_threads: Annotated[int | None, _about("CPU threads of the embedded model (default: cores - 1)")] = None
+    instructions: Annotated[str | None, _about("What the summary is for, in your words; added to the "
+                                               "instructions of every step")] = None
+    focus: Annotated[str | None, _about("A question or topic the summary should answer")] = None
+    prompts_dir: Annotated[str | None, _about("A folder of template files (map.txt, collapse.txt, final.txt, "
+                                              "document.txt, summaries.txt, instructions.txt, focus.txt) "
+                                              "replacing the package's own")] = None
 
     def __post_init__(self) -> None:
         # Every setting must be of its declared type; text (JSON from the server, a form)
@@ -228,6 +236,7 @@ class Context:
                              f"budget ({context.map_max_tokens}) so that collapsing can converge")
         if context.engine == "ray":
             context._check_ray()
+        context.templates()  # a prompts folder that cannot be used stops the run before it starts
 
     def check_spending_cap(self) -> None:
         """Raise InputError for a spending cap without prices (the model named, as the run resolved it)."""
@@ -247,6 +256,9 @@ class Context:
             raise InputError("max-cost is not available with the ray engine: its workers' spending is "
                              "not counted against one cap; leave it out or use the local engine")
 
+    def templates(self) -> Templates:
+        """The prompt templates of a run, the reader's instructions and focus in them (InputError if unusable)."""
+        return prompts.load(self.prompts_dir, instructions=self.instructions, focus=self.focus)
     @property
     def endpoints(self) -> list[EndpointSpec]:
         """The endpoints named, base_url's or base_urls' (InputError for a bad one)."""

@@ -37,6 +37,7 @@ from langgraph.types import Send
 
 import prompts
 from graphs.context import Context
+from graphs.documents import locations
 from graphs.ray_map import map_ray
 from graphs.resources import Resources, open_resources
 from graphs.state import InputState, OutputState, RunState, ShardState, State, add_counts
@@ -74,9 +75,9 @@ def shard_size(concurrency: int) -> int:
     return max(MIN_SHARD, 2 * concurrency)
 
 
-def reduce_budget(context: Context, count: Any) -> int:
+def reduce_budget(context: Context, count: Any, templates: prompts.Templates) -> int:
     """Tokens of summaries one reduce call may take: token_max less the prompt's own."""
-    template = max(prompts.COLLAPSE, prompts.FINAL, key=len) + prompts.SUMMARIES
+    template = max(templates.collapse, templates.final, key=len) + templates.reader + templates.summaries
     return context.token_max - count(template) - 64
 
 
@@ -88,7 +89,7 @@ async def plan(state: RunState, runtime: Runtime[Resources]) -> dict[str, Any]:
     res = runtime.context
     paths, texts = state.get("paths") or [], state.get("texts") or []
     if not paths and not texts:
-        raise InputError("nothing to summarize: give `paths` or `texts`")
+        raise InputError("nothing to summarize: give `paths`, `texts` or `documents`")
     if res.runner is not None:
         res.runner.progress.add_total("documents", len(paths) + len(texts))
     return {"started_at": time.time()}
@@ -122,6 +123,7 @@ async def map_shard(state: ShardState, runtime: Runtime[Resources]) -> dict[str,
     res, context = runtime.context, runtime.context.context
     runner = res.llm()
     files: dict[str, int] = {}
+    where = locations(state["first_id"], state["paths"], state["texts"])
 
     async def planned() -> AsyncIterator[tuple[DocRef, str | None]]:
         nonlocal files
@@ -137,12 +139,15 @@ async def map_shard(state: ShardState, runtime: Runtime[Resources]) -> dict[str,
                 yield ref, texts.pop(ref["id"], None)
 
     def on_result(ref: DocRef, result: DocResult) -> None:
+        if result["id"] in where:
+            result["location"] = where[result["id"]]
         res.warm_tokenizer()  # once the first calls are answered, while the others are out
         res.commit(ref, result)
 
     async with res.shard_slots:
         results = await summarize_shard(
-            runner, planned(), max_tokens=context.map_max_tokens, on_result=on_result, room=res.map_room,
+            runner, planned(), max_tokens=context.map_max_tokens, on_result=on_result, templates=res.templates,
+            room=res.map_room,
             language_of=lambda ref: answer_language(context.language, [ref.get("language")]))
     return {"results": results, "files": files}
 
@@ -180,7 +185,8 @@ def _sources(state: RunState) -> set[str]:
 def should_collapse(state: RunState, runtime: Runtime[Resources]) -> Literal["collapse", "final"]:
     """Collapse again while the summaries together exceed the reduce budget."""
     total = sum(p["tokens"] for p in state["pieces"])
-    return "collapse" if total > reduce_budget(runtime.context.context, runtime.context.count) else "final"
+    res = runtime.context
+    return "collapse" if total > reduce_budget(res.context, res.count, res.templates) else "final"
 
 
 async def collapse(state: RunState, runtime: Runtime[Resources]) -> dict[str, Any]:
@@ -191,8 +197,9 @@ async def collapse(state: RunState, runtime: Runtime[Resources]) -> dict[str, An
         raise CollapseError(f"summaries still exceed --token-max after {state['max_levels']} collapse levels")
     calls_before = res.llm().stats.calls["collapse"]
     pieces = await collapse_level(
-        res.llm(), state["pieces"], budget=reduce_budget(context, res.count), max_tokens=context.collapse_max_tokens,
-        language=state["reduce_language"], count=res.count, summary_of=_summaries(state))
+        res.llm(), state["pieces"], budget=reduce_budget(context, res.count, res.templates),
+        max_tokens=context.collapse_max_tokens, language=state["reduce_language"], count=res.count,
+        summary_of=_summaries(state), templates=res.templates)
     log.info("collapse level %d: %d summaries -> %d in %d calls", level, len(state["pieces"]), len(pieces),
              res.llm().stats.calls["collapse"] - calls_before)
     return {"pieces": pieces, "level": level}
@@ -212,7 +219,8 @@ async def final(state: RunState, runtime: Runtime[Resources]) -> dict[str, Any]:
         ok = [r for r in state["results"] if r["status"] == "ok"]
         text, fitted = await final_summary(
             res.llm(), pieces, max_tokens=context.final_max_tokens, language=state["reduce_language"],
-            summary_of=_summaries(state), documents=len(ok), length=parse_length(context.length),
+            summary_of=_summaries(state), documents=len(ok), templates=res.templates,
+            length=parse_length(context.length),
             whole=len(ok) == 1 and ok[0]["chunks"] == 1)
         # Only a length asked for may leave documents out; by default each is represented.
         text = text if context.length != "auto" else represent(text, ok)
@@ -243,9 +251,9 @@ async def preview(state: RunState, runtime: Runtime[Resources]) -> dict[str, Any
     estimate = await asyncio.to_thread(
         preview_calls, docs, count=res.count, map_max_tokens=context.map_max_tokens,
         collapse_max_tokens=context.collapse_max_tokens, final_max_tokens=context.final_max_tokens,
-        budget=reduce_budget(context, res.count), identity=context.identity, store=res.store,
+        budget=reduce_budget(context, res.count, res.templates), identity=context.identity, store=res.store,
         price=context.price, language_of=lambda ref: answer_language(context.language, [ref.get("language")]),
-        reduce_language=reduce_language, length=parse_length(context.length))
+        reduce_language=reduce_language, templates=res.templates, length=parse_length(context.length))
     estimate["reduce_language"] = reduce_language
     estimate["model"] = context.model
     return {"preview": estimate, "stats": {"files": files}}
@@ -297,7 +305,8 @@ def make_builder(environ: Mapping[str, str] | None = None,
         emit = get_stream_writer()
         # In a worker thread: a folder or a glob is listed from disk, off the event loop.
         paths = await asyncio.to_thread(_files, state.get("paths") or [], root)
-        run_input = RunState(paths=paths, texts=state.get("texts") or [])
+        texts = [*(state.get("texts") or []), *(state.get("documents") or [])]  # the documents, as texts
+        run_input = RunState(paths=paths, texts=texts)
         async with open_resources(context, emit) as resources:
             out = await mapreduce.ainvoke(run_input, config={"recursion_limit": RECURSION_LIMIT},
                                           context=resources)

@@ -20,18 +20,21 @@ from typing import Any
 from langgraph.runtime import Runtime
 
 from graphs.context import DEFAULT_MODEL, Context
+from graphs.documents import locations
 from graphs.resources import Resources, chat_settings
 from graphs.state import RunState
 from pipeline.text.loading import DocRef, list_inputs
 from pipeline.result_store import count_against_prior
 from pipeline.summarize import DocResult
+from prompts import Templates
 
 log = logging.getLogger(__name__)
 
 OPENAI_BASE_URL = "https://api.openai.com/v1"  # where a key alone sends calls, as ChatOpenAI does
 
 
-def ray_settings(context: Context, concurrency: int, actors: int, keyed: bool) -> tuple[Any, Any]:
+def ray_settings(context: Context, concurrency: int, actors: int, keyed: bool,
+                 templates: Templates) -> tuple[Any, Any]:
     """What the planning tasks and the call actors need, from `context`: each actor with its share of the limits."""
     from pipeline.ray.calls import CallSettings
     from pipeline.ray.plan import PlanSettings
@@ -39,7 +42,7 @@ def ray_settings(context: Context, concurrency: int, actors: int, keyed: bool) -
     chat = chat_settings(context)
     plan = PlanSettings(chunk_tokens=context.chunk_tokens, model=context.model or DEFAULT_MODEL,
                         language=context.language, map_max_tokens=context.map_max_tokens, identity=context.identity,
-                        keyed=keyed)
+                        keyed=keyed, templates=templates)
     share = dataclasses.replace(
         chat, concurrency=max(1, concurrency // actors),
         endpoints=[dataclasses.replace(s, concurrency=max(1, s.concurrency // actors) if s.concurrency else None)
@@ -59,12 +62,16 @@ async def map_ray(state: RunState, runtime: Runtime[Resources]) -> dict[str, Any
     entries = list_inputs(state.get("paths") or [], state.get("texts") or [])  # Ray holds them all anyway
     prior = store.prior_documents([e["source"] for e in entries]) if store is not None else {}
     actors = actor_count(context.ray_actors, runner.concurrency.maximum)
-    plan, call = ray_settings(context, runner.concurrency.maximum, actors, keyed=store is not None)
+    plan, call = ray_settings(context, runner.concurrency.maximum, actors, keyed=store is not None,
+                              templates=res.templates)
+    where = locations(1, state.get("paths") or [], state.get("texts") or [])
     files = {"new": 0, "changed": 0, "unchanged": 0}
     results: list[DocResult] = []
     log.info("map on Ray: %d documents, %d actors of up to %d calls each", len(entries), actors, call.chat.concurrency)
 
     def on_document(ref: DocRef, result: DocResult) -> None:
+        if result["id"] in where:
+            result["location"] = where[result["id"]]
         runner.memory.admit()  # the driver holds the results: its peak is measured, its limit kept
         calls = 0 if "prior_error" in ref else len(ref["spans"])
         runner.progress.add_total("map", calls)

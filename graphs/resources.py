@@ -43,6 +43,7 @@ from pipeline.summarize import DocResult
 from pipeline.text.chunking import Chunker
 from pipeline.text.loading import DocRef
 from pipeline.text.counting import BpeCounter, TokenCounter, token_counter
+from prompts import Templates
 
 log = logging.getLogger(__name__)
 
@@ -64,6 +65,7 @@ class Resources:
     runner: LLMRunner | None  # None for a dry run, which calls nothing
     emit: Emit  # LangGraph's stream writer of the run: progress and per-document events
     map_room: asyncio.Semaphore  # the documents the map may have begun and not finished, across shards
+    templates: Templates  # read once per run, with the reader's instructions in them
     embedded: EmbeddedServer | None = None  # the embedded model, where it answers
     shard_slots: AdaptiveLimit = dataclasses.field(default_factory=lambda: AdaptiveLimit(SHARD_SLOTS))
     _warming: threading.Thread | None = None
@@ -175,7 +177,7 @@ async def open_resources(context: Context, emit: Emit) -> AsyncIterator[Resource
         chunker = Chunker(context.chunk_tokens, count, count_fitting=context.dry_run)
         # Planning runs at most two batches ahead of the calls the runner lets out.
         room = asyncio.Semaphore((runner.concurrency.maximum if runner else context.concurrency) + 2 * PLAN_BATCH)
-        resources = Resources(context, count, chunker, store, runner, emit, room, embedded)
+        resources = Resources(context, count, chunker, store, runner, emit, room, context.templates(), embedded)
         if runner is not None:
             runner.memory.watch("shard_slots", resources.shard_slots)
         yield resources

@@ -10,8 +10,9 @@ import operator
 from typing import Annotated, Any
 
 from langgraph.channels import EphemeralValue
-from typing_extensions import TypedDict
+from typing_extensions import NotRequired, TypedDict
 
+from graphs.documents import DocumentsChannel
 from pipeline.prompting import Piece
 from pipeline.summarize import DocResult
 
@@ -29,13 +30,25 @@ class TextInput(TypedDict):
 
     id: str
     text: str
+    location: NotRequired[str]  # where in its source it comes from ("page 3"), kept in its result
+
+
+class DocumentInput(TypedDict, total=False):
+    """A LangChain Document (langchain_core.documents.Document), or a mapping of its keys as JSON gives it.
+
+    `metadata["source"]` labels it and its page is kept as its location (graphs/documents.py).
+    """
+
+    page_content: str
+    metadata: dict[str, Any]
+    id: str | None
 
 
 class InputState(TypedDict, total=False):
-    """Give file paths, in-memory texts, or both.
+    """Give file paths, in-memory texts, LangChain Documents, or any of them together.
 
     A path may also be a folder (its *.txt and *.md files, recursively) or a glob
-    ("notes/**/*.md"), as on the command line.
+    ("notes/**/*.md"), as on the command line. Documents become texts as the run starts.
 
     Each run takes only the inputs it is given: on a reused thread, the previous run's
     paths and texts are gone (an ephemeral channel holds them for one step).
@@ -43,6 +56,7 @@ class InputState(TypedDict, total=False):
 
     paths: Annotated[list[str], EphemeralValue(list[str])]
     texts: Annotated[list[TextInput], EphemeralValue(list[TextInput])]
+    documents: Annotated[list[DocumentInput], DocumentsChannel(list[DocumentInput])]  # held as TextInputs
 
 
 class OutputState(TypedDict, total=False):

@@ -7,6 +7,8 @@ option out of range fails as a usage error naming the option, before anything ru
 from __future__ import annotations
 
 import argparse
+import os
+import stat
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -84,7 +86,8 @@ def build_parser(env: dict[str, str]) -> argparse.ArgumentParser:
                "1 bad usage or nothing summarized, 130 interrupted, 143 terminated.")
     p.add_argument("inputs", nargs="*", metavar="PATH_OR_GLOB",
                    help="files, globs (quote them to recurse with **), directories (*.txt, *.md inside), "
-                        "or - for a document on standard input")
+                        "or - for a document on standard input (read without - when it is piped in and "
+                        "nothing else is given)")
     p.add_argument("--config", type=Path, help="TOML file with any of these options; the command line wins")
     p.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
     g = p.add_argument_group("endpoint")
@@ -124,6 +127,14 @@ def build_parser(env: dict[str, str]) -> argparse.ArgumentParser:
     s.add_argument("--seed", type=int,
                    help="sampling seed sent with every call, so that the same files give the same summary "
                         "where the server honours it (default 0)")
+    s.add_argument("--instructions", metavar="TEXT|@FILE",
+                   help="what the summary is for, in your words, or @FILE to read them from a file; added to "
+                        "the instructions of every step (a changed text never reuses a stored summary)")
+    s.add_argument("--focus", metavar="TEXT", help="a question or topic the summary should answer")
+    s.add_argument("--prompts", metavar="DIR",
+                   help="a folder of template files replacing the package's own: any of map.txt, collapse.txt, "
+                        "final.txt, document.txt, summaries.txt, instructions.txt, focus.txt, each with the "
+                        "placeholders of the one it replaces")
     g.add_argument("--local-threads", type=_setting("local_threads"),
                    help="CPU threads for the embedded model (default: cores - 1; on 2 cores, 2 threads are "
                         "faster when idle but stall when anything else runs)")
@@ -183,6 +194,38 @@ def parse_args(argv: Sequence[str] | None, env: dict[str, str]) -> argparse.Name
         parser.set_defaults(**settings)
         parser.as_json = parser.as_json or bool(settings.get("log_json"))
     args = parser.parse_args(argv)
-    if not args.inputs:
-        parser.error("give at least one PATH_OR_GLOB, '-' for standard input (or `inputs` in the config file)")
+    if not args.inputs and not stdin_piped(sys.stdin):
+        parser.error("give at least one PATH_OR_GLOB, '-' for standard input, or pipe a document in "
+                     "(or `inputs` in the config file)")
     return args
+
+
+def stdin_piped(stdin: Any) -> bool:
+    """Whether standard input is a pipe or a file, to be read when no input is named.
+
+    A terminal, /dev/null (a job started by cron), a closed stream or one without a file
+    descriptor (a test runner's) is not: the run then asks for its inputs rather than wait.
+    """
+    try:
+        mode = os.fstat(stdin.fileno()).st_mode
+    except (AttributeError, OSError, ValueError):
+        return False
+    return stat.S_ISFIFO(mode) or stat.S_ISREG(mode)
+
+
+def instructions_text(value: Any) -> Any:
+    """The --instructions given, or the text of the file named by `@FILE`; InputError if unreadable."""
+    from pipeline.errors import InputError
+
+    if not isinstance(value, str) or not value.startswith("@"):
+        return value
+    path = Path(value[1:]).expanduser()
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise InputError(f"cannot read the instructions file {path}: {exc.strerror or exc}") from None
+    except UnicodeDecodeError:
+        raise InputError(f"cannot read the instructions file {path}: not UTF-8 text") from None
+    if not text.strip():
+        raise InputError(f"the instructions file {path} is empty")
+    return text

@@ -10,7 +10,7 @@ from typing import Any, Literal
 
 from pipeline.errors import InputError
 
-PATH_SETTINGS = frozenset({"inputs", "out", "store"})
+PATH_SETTINGS = frozenset({"inputs", "out", "store", "prompts"})
 
 # What a setting must hold, as its command-line option takes it.
 Kind = Literal["string", "list of strings", "string or list of strings", "whole number", "number", "boolean"]
@@ -54,6 +54,8 @@ def load_settings(path: Path, known: Mapping[str, Kind]) -> dict[str, Any]:
             raise InputError(f"config {path}: key {key!r} must be {_a(known[name])}, got {_a(_kind_of(value))}")
         if name in PATH_SETTINGS:
             value = [_relative(path, v) for v in value] if isinstance(value, list) else _relative(path, value)
+        elif name == "instructions" and isinstance(value, str) and value.startswith("@"):
+            value = "@" + _relative(path, value[1:])  # a file of instructions, beside the config file
         settings[name] = value
     return settings
 

@@ -7,7 +7,6 @@ from collections import Counter
 from collections.abc import Callable, Sequence
 from typing import Any
 
-import prompts
 from pipeline.llm.budget import Price
 from pipeline.answers import length as lengths
 from pipeline.text.language import language_instruction
@@ -27,6 +26,7 @@ from pipeline.summarize import (
     to_pieces,
 )
 from pipeline.text.counting import TokenCounter
+from prompts import Templates
 
 # A map summary is assumed to be about a third of its chunk, within its token cap.
 MAP_OUTPUT_RATIO = 0.3
@@ -39,7 +39,7 @@ def _map_output(chunk_tokens: int, cap: int) -> int:
 def preview(docs: Sequence[DocRef], *, count: TokenCounter, map_max_tokens: int, collapse_max_tokens: int,
             final_max_tokens: int, budget: int, language_of: Callable[[DocRef], str | None],
             reduce_language: str | None, identity: str, store: ResultStore | None,
-            price: Price | None, length: lengths.Length | None = None) -> dict[str, Any]:
+            price: Price | None, templates: Templates, length: lengths.Length | None = None) -> dict[str, Any]:
     """Estimate the calls, tokens and cost of summarizing `docs`; nothing is sent anywhere.
 
     Where the store holds a document's every map answer, its summary is known exactly, and
@@ -47,8 +47,8 @@ def preview(docs: Sequence[DocRef], *, count: TokenCounter, map_max_tokens: int,
     are counted as stored, level by level, as the run would find them. The rest is
     estimated from sizes.
     """
-    map_overhead = count(prompts.MAP + prompts.DOCUMENT) + 20
-    reduce_overhead = count(prompts.COLLAPSE + prompts.SUMMARIES) + 20
+    map_overhead = count(templates.map + templates.reader + templates.document) + 20
+    reduce_overhead = count(templates.collapse + templates.reader + templates.summaries) + 20
     calls = {"map": 0, "collapse": 0, "final": 0}
     stored = {"map": 0, "collapse": 0, "final": 0}
     tokens_in = tokens_out = 0
@@ -68,8 +68,9 @@ def preview(docs: Sequence[DocRef], *, count: TokenCounter, map_max_tokens: int,
             out = _map_output(chunk_tokens, map_max_tokens)
             doc_out += out
             if text and store is not None:
-                prompt = map_prompt(ref["source"], text[start:end], part, len(spans), instruction)
-                if (answer := stored_answer(store, "map", identity, map_max_tokens, prompt, language)) is not None:
+                prompt = map_prompt(ref["source"], text[start:end], part, len(spans), instruction, templates)
+                if (answer := stored_answer(store, "map", identity, map_max_tokens, prompt, language,
+                                            templates.reader)) is not None:
                     stored["map"] += 1
                     answers.append(answer)
                     continue
@@ -87,7 +88,7 @@ def preview(docs: Sequence[DocRef], *, count: TokenCounter, map_max_tokens: int,
         parts = max(1, math.ceil((doc_out + 12) / collapse_max_tokens))
         pieces += [Piece(label="", text=f"{ref['source']}#{i}", tokens=math.ceil((doc_out + 12) / parts), docs=[])
                    for i in range(parts)]
-    reduce = _Reduce(store, identity, reduce_language, count, known)
+    reduce = _Reduce(store, identity, reduce_language, count, known, templates)
     levels = 0
     while sum(p["tokens"] for p in pieces) > budget and levels < max_collapse_levels(len(pieces)):
         levels += 1
@@ -133,7 +134,7 @@ def preview(docs: Sequence[DocRef], *, count: TokenCounter, map_max_tokens: int,
 
 
 def stored_answer(store: ResultStore, step: str, identity: str, max_tokens: int, prompt: Prompt,
-                  language: str | None) -> str | None:
+                  language: str | None, reader: str = "") -> str | None:
     """The answer a run would take from the store for `prompt`, cleaned as it would be; None if it would call.
 
     As `summarize.ask` does, an answer in the wrong language sends for the firmer prompt's.
@@ -147,15 +148,16 @@ def stored_answer(store: ResultStore, step: str, identity: str, max_tokens: int,
         if again is None:
             return None
         firm = again.text
-    return settle(prompt, language, hit.text, firm, Counter())
+    return settle(prompt, language, hit.text, firm, Counter(), reader)
 
 
 class _Reduce:
     """Look a reduce call up in the store, when every piece it would take is known exactly."""
 
     def __init__(self, store: ResultStore | None, identity: str, language: str | None, count: TokenCounter,
-                 known: dict[int, str]) -> None:
+                 known: dict[int, str], templates: Templates) -> None:
         self.store, self.identity, self.language, self.count, self.known = store, identity, language, count, known
+        self.templates = templates
         self.instruction = language_instruction(language, "the summaries")
 
     def collapse(self, group: Sequence[Piece], max_tokens: int) -> Piece | None:
@@ -163,8 +165,9 @@ class _Reduce:
         if self.store is None or not all(p["docs"] for p in group):  # an estimated piece has no documents
             return None
         joined, call_docs = render_group(group)
-        prompt = reduce_prompt(prompts.COLLAPSE, joined, self.instruction)
-        answer = stored_answer(self.store, "collapse", self.identity, max_tokens, prompt, self.language)
+        prompt = reduce_prompt("collapse", joined, self.instruction, self.templates)
+        answer = stored_answer(self.store, "collapse", self.identity, max_tokens, prompt, self.language,
+                               self.templates.reader)
         if answer is None:
             return None
         return merged_piece(answer, group, call_docs, lambda doc: self.known.get(doc, ""), self.count)
@@ -173,5 +176,6 @@ class _Reduce:
         """Whether the final call's answer is stored."""
         if self.store is None or not all(p["docs"] for p in pieces):
             return False
-        prompt, _ = final_prompt(pieces, self.language, length)
-        return stored_answer(self.store, "final", self.identity, max_tokens, prompt, self.language) is not None
+        prompt, _ = final_prompt(pieces, self.language, length, self.templates)
+        return stored_answer(self.store, "final", self.identity, max_tokens, prompt, self.language,
+                             self.templates.reader) is not None

@@ -10,11 +10,11 @@ from __future__ import annotations
 import re
 import unicodedata
 from collections.abc import Sequence
-from typing import NamedTuple
+from typing import Literal, NamedTuple
 
 from typing_extensions import TypedDict
 
-import prompts
+from prompts import Templates
 from pipeline.answers.citations import local_numbering, retag
 from pipeline.text.language import firm_language_instruction
 from pipeline.text.loading import DocRef
@@ -66,23 +66,23 @@ def firmer(prompt: Prompt, language: str) -> Prompt:
     return Prompt(prompt.system + "\n" + firm_language_instruction(language), prompt.user)
 
 
-def map_instructions(instruction: str) -> str:
+def map_instructions(instruction: str, templates: Templates) -> str:
     """The system message of every map call with this language instruction."""
-    return prompts.MAP.format(language_instruction=instruction)
+    return templates.map.format(language_instruction=templates.reader + instruction)
 
 
-def map_prompt(source: str, chunk: str, part: int, parts: int, instruction: str) -> Prompt:
+def map_prompt(source: str, chunk: str, part: int, parts: int, instruction: str, templates: Templates) -> Prompt:
     """The prompt that summarizes one chunk of one document."""
-    return Prompt(map_instructions(instruction),
-                  prompts.DOCUMENT.format(source=escape_label(source),
-                                          part=f' part="{part} of {parts}"' if parts > 1 else "",
-                                          document=fence(chunk)))
+    return Prompt(map_instructions(instruction, templates),
+                  templates.document.format(source=escape_label(source),
+                                            part=f' part="{part} of {parts}"' if parts > 1 else "",
+                                            document=fence(chunk)))
 
 
-def chunk_prompt(ref: DocRef, text: str, part: int, instruction: str) -> Prompt:
+def chunk_prompt(ref: DocRef, text: str, part: int, instruction: str, templates: Templates) -> Prompt:
     """The map prompt of chunk `part` (from 1) of a planned document whose text is `text`."""
     start, end = ref["spans"][part - 1]
-    return map_prompt(ref["source"], text[start:end], part, len(ref["spans"]), instruction)
+    return map_prompt(ref["source"], text[start:end], part, len(ref["spans"]), instruction, templates)
 
 
 def render_group(group: Sequence[Piece]) -> tuple[str, list[int]]:
@@ -102,7 +102,9 @@ def render_group(group: Sequence[Piece]) -> tuple[str, list[int]]:
     return fence("\n\n".join(blocks)), list(numbering)
 
 
-def reduce_prompt(template: str, joined: str, instruction: str, length: str = "") -> Prompt:
+def reduce_prompt(step: Literal["collapse", "final"], joined: str, instruction: str, templates: Templates,
+                  length: str = "") -> Prompt:
     """A collapse or final prompt around summaries joined by `render_group`."""
-    return Prompt(template.format(language_instruction=instruction, length_instruction=length),
-                  prompts.SUMMARIES.format(summaries=joined))
+    template = templates.collapse if step == "collapse" else templates.final
+    return Prompt(template.format(language_instruction=templates.reader + instruction, length_instruction=length),
+                  templates.summaries.format(summaries=joined))

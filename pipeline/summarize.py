@@ -12,7 +12,6 @@ from typing import Any, Literal
 
 from typing_extensions import NotRequired, TypedDict
 
-import prompts
 from pipeline.answers import length as lengths
 from pipeline.answers.attribution import check_bullets
 from pipeline.answers.checks import BULLET, clean, drop_labels, in_language
@@ -23,6 +22,7 @@ from pipeline.llm.runner import Completion, LLMRunner
 from pipeline.text.loading import DocRef, load_text
 from pipeline.prompting import Piece, Prompt, chunk_prompt, escape_label, firmer, reduce_prompt, render_group
 from pipeline.text.counting import TokenCounter
+from prompts import Templates
 
 log = logging.getLogger(__name__)
 
@@ -53,6 +53,7 @@ class DocResult(TypedDict):
     encoding: NotRequired[str]
     repaired: NotRequired[bool]
     replaced: NotRequired[int]
+    location: NotRequired[str]  # where in its source the document comes from ("page 3"), when given
 
 
 _FROM_REF = ("language", "encoding", "repaired", "replaced")
@@ -68,11 +69,14 @@ def _result(ref: DocRef, status: Literal["ok", "failed", "skipped"], **fields: A
     return result
 
 
-def settle(prompt: Prompt, language: str | None, first: str, firm: str | None, counts: Counter[str]) -> str:
+def settle(prompt: Prompt, language: str | None, first: str, firm: str | None, counts: Counter[str],
+           reader: str = "") -> str:
     """Choose between an answer and, if there is one, its firmer retry; clean the one chosen.
 
     `firm` is the answer to `firmer(prompt)`, asked for because `first` was in the wrong
-    language. `counts` gets what was retried, still wrong, and taken out.
+    language. `counts` gets what was retried, still wrong, and taken out. An answer may
+    repeat the words of the reader's own instructions (`reader`, part of the system
+    message): a point that restates the question asked is no copied instruction.
     """
     text, system = first, prompt.system
     if firm is not None and language:
@@ -81,7 +85,7 @@ def settle(prompt: Prompt, language: str | None, first: str, firm: str | None, c
             text, system = firm, firmer(prompt, language).system
         else:
             counts["wrong_language"] += 1
-    cleaned, removed = clean(text, (system,))
+    cleaned, removed = clean(text, (system.replace(reader, "") if reader else system,))
     counts.update(removed)
     return cleaned
 
@@ -107,20 +111,21 @@ async def ask_in_language(runner: LLMRunner, step: str, prompt: Prompt, max_toke
 
 
 async def ask(runner: LLMRunner, step: str, prompt: Prompt, max_tokens: int, *, phase: str,
-              language: str | None) -> Completion:
+              language: str | None, reader: str = "") -> Completion:
     """Answer one prompt in `language` (see ask_in_language), cleaned; with the tokens of every call it took.
 
-    What cleaning took out is counted in the runner's `answers` counters.
+    What cleaning took out is counted in the runner's `answers` counters; `reader` holds the
+    reader's own words (instructions, focus), which an answer may repeat without being an echo.
     """
     done, again = await ask_in_language(runner, step, prompt, max_tokens, phase=phase, language=language)
-    text = settle(prompt, language, done.text, again.text if again else None, runner.stats.answers)
+    text = settle(prompt, language, done.text, again.text if again else None, runner.stats.answers, reader)
     if again is None:
         return Completion(text, done.tokens_in, done.tokens_out)
     return Completion(text, done.tokens_in + again.tokens_in, done.tokens_out + again.tokens_out)
 
 
 async def summarize_document(runner: LLMRunner, ref: DocRef, *, language: str | None,
-                             max_tokens: int, text: str | None = None) -> DocResult:
+                             max_tokens: int, templates: Templates, text: str | None = None) -> DocResult:
     """Summarize every chunk of one document concurrently; record a failure rather than raise.
 
     Only a FatalLLMError (bad key, unreachable endpoint) escapes, since it dooms every
@@ -138,8 +143,8 @@ async def summarize_document(runner: LLMRunner, ref: DocRef, *, language: str | 
     async def summarize_chunk(part: int) -> object:
         # The prompt is made when the chunk's turn comes, so a document of thousands of
         # chunks holds its text once rather than every prompt at once.
-        prompt = chunk_prompt(ref, text, part, instruction)
-        return await ask(runner, "map", prompt, max_tokens, phase="map", language=language)
+        prompt = chunk_prompt(ref, text, part, instruction, templates)
+        return await ask(runner, "map", prompt, max_tokens, phase="map", language=language, reader=templates.reader)
 
     calls = [summarize_chunk(part) for part in range(1, len(ref["spans"]) + 1)]
     if len(calls) == 1:  # the common small document: no gather, no extra task
@@ -184,7 +189,7 @@ def document_result(ref: DocRef, outcomes: Sequence[object]) -> DocResult:
 
 
 async def summarize_shard(runner: LLMRunner, planned: AsyncIterable[tuple[DocRef, str | None]], *,
-                          max_tokens: int, language_of: Callable[[DocRef], str | None],
+                          max_tokens: int, language_of: Callable[[DocRef], str | None], templates: Templates,
                           on_result: Callable[[DocRef, DocResult], None] | None,
                           room: asyncio.Semaphore) -> list[DocResult]:
     """Summarize documents as planning yields them, each with its text if at hand, reporting each as it completes.
@@ -200,7 +205,7 @@ async def summarize_shard(runner: LLMRunner, planned: AsyncIterable[tuple[DocRef
     async def summarize(ref: DocRef, text: str | None) -> None:
         try:
             result = await summarize_document(runner, ref, language=language_of(ref), max_tokens=max_tokens,
-                                              text=text)
+                                              templates=templates, text=text)
         finally:
             room.release()
         if on_result is not None:
@@ -348,7 +353,8 @@ def merged_piece(answer: str, group: Sequence[Piece], call_docs: list[int], summ
 
 
 async def collapse_level(runner: LLMRunner, pieces: Sequence[Piece], *, budget: int, language: str | None,
-                         max_tokens: int, count: TokenCounter, summary_of: SummaryOf) -> list[Piece]:
+                         max_tokens: int, count: TokenCounter, summary_of: SummaryOf,
+                         templates: Templates) -> list[Piece]:
     """Merge each group of pieces that fits the budget into one piece, all groups concurrently.
 
     `summary_of(doc)` is a document's own map summary, which each merged bullet's tags
@@ -363,9 +369,10 @@ async def collapse_level(runner: LLMRunner, pieces: Sequence[Piece], *, budget: 
         if len(group) == 1:
             return _truncate(group[0], budget) if group[0]["tokens"] > budget else group[0]
         joined, call_docs = render_group(group)
-        prompt = reduce_prompt(prompts.COLLAPSE, joined, instruction)
+        prompt = reduce_prompt("collapse", joined, instruction, templates)
         del joined  # the prompt holds its own copy; all of a level's calls are out at once
-        done = await ask(runner, "collapse", prompt, max_tokens, phase="reduce", language=language)
+        done = await ask(runner, "collapse", prompt, max_tokens, phase="reduce", language=language,
+                         reader=templates.reader)
         return merged_piece(done.text, group, call_docs, summary_of, count, runner.stats.citations,
                             runner.stats.answers)
 
@@ -377,15 +384,16 @@ async def collapse_level(runner: LLMRunner, pieces: Sequence[Piece], *, budget: 
     return list(merged)
 
 
-def final_prompt(pieces: Sequence[Piece], language: str | None, length: lengths.Length) -> tuple[Prompt, list[int]]:
+def final_prompt(pieces: Sequence[Piece], language: str | None, length: lengths.Length,
+                 templates: Templates) -> tuple[Prompt, list[int]]:
     """The final call's prompt, and the documents its tags number."""
     joined, call_docs = render_group(pieces)
-    return reduce_prompt(prompts.FINAL, joined, language_instruction(language, "the summaries"),
+    return reduce_prompt("final", joined, language_instruction(language, "the summaries"), templates,
                          lengths.instruction(length)), call_docs
 
 
 async def final_summary(runner: LLMRunner, pieces: Sequence[Piece], *, language: str | None,
-                        max_tokens: int, summary_of: SummaryOf, documents: int,
+                        max_tokens: int, summary_of: SummaryOf, documents: int, templates: Templates,
                         length: lengths.Length | None = None, whole: bool = False) -> tuple[str, dict[str, Any]]:
     """Write the final summary from pieces that fit one call; its tags name the run's document ids.
 
@@ -400,8 +408,9 @@ async def final_summary(runner: LLMRunner, pieces: Sequence[Piece], *, language:
         text = "\n".join(f"{line.rstrip()} {tag}" if line.strip() else line for line in pieces[0]["text"].splitlines())
         return lengths.fit(text, goal, cut=length is not None)
     runner.progress.add_total("reduce", 1)
-    prompt, call_docs = final_prompt(pieces, language, goal)
-    done = await ask(runner, "final", prompt, max_tokens, phase="reduce", language=language)
+    prompt, call_docs = final_prompt(pieces, language, goal, templates)
+    done = await ask(runner, "final", prompt, max_tokens, phase="reduce", language=language,
+                     reader=templates.reader)
     answer = _without_labels(done.text, pieces, runner.stats.answers)
     checked = check_bullets(answer, call_docs, summary_of, runner.stats.citations)
     text = retag(checked, lambda k: call_docs[k - 1] if 0 < k <= len(call_docs) else None)

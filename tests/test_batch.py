@@ -444,3 +444,46 @@ def test_a_store_from_before_document_kinds_opens_and_gains_them(tmp_path: Path)
     store.record_document({"source": "memo", "sha256": "y", "status": "ok", "summary": "s", "error": None,
                            "chunks": 1, "tokens_in": 1, "tokens_out": 1}, kind="text")
     assert {s: d.kind for s, d in store.prior_documents().items()} == {"a.txt": "file", "memo": "text"}
+
+
+def test_a_changed_instruction_focus_or_template_is_never_answered_from_the_store(cli, fake: FakeOpenAI,
+                                                                                   tmp_path: Path) -> None:
+    docs = _write_docs(tmp_path / "in", 3)
+    folder = tmp_path / "prompts"
+    folder.mkdir()
+    (folder / "document.txt").write_text('The memo to summarize:\n<document source="{source}"{part}>\n{document}\n'
+                                         '</document>\n', encoding="utf-8")
+    runs = [("--instructions", "For the board."), ("--instructions", "For the board."),
+            ("--instructions", "For new staff."), ("--instructions", "For new staff.", "--focus", "Costs?"),
+            ("--prompts", str(folder)), ()]
+    reports = []
+    for options in runs:
+        result = cli(str(docs), *options, base_url=fake.base_url)
+        assert result.code == 0, result.err
+        reports.append(result.report())
+
+    first, same, *changed, plain = reports
+    assert first["llm_calls"] == {"map": 3, "collapse": 0, "final": 1}
+    assert same["llm_calls"] == {"map": 0, "collapse": 0, "final": 0}  # the same words: all stored
+    for report in changed:
+        assert report["llm_calls"] == {"map": 3, "collapse": 0, "final": 1}
+        assert report["from_store"] == {"map": 0, "collapse": 0, "final": 0}
+    # Without any, the map messages are new again; the final call's are the --prompts run's
+    # (document.txt wraps only the map's material), and the store answers it.
+    assert plain["llm_calls"] == {"map": 3, "collapse": 0, "final": 0} and plain["from_store"]["final"] == 1
+    assert fake.chat_calls == 4 * 4 + 3
+    with sqlite3.connect(tmp_path / "out" / "store.sqlite") as db:
+        assert db.execute("SELECT COUNT(*) FROM results").fetchone()[0] == 4 * 4 + 3
+
+
+def test_a_dry_run_counts_as_stored_only_the_calls_made_with_the_same_instructions(cli, fake: FakeOpenAI,
+                                                                                    tmp_path: Path) -> None:
+    docs = _write_docs(tmp_path / "in", 3)
+    assert cli(str(docs), "--instructions", "For the board.", base_url=fake.base_url).code == 0
+
+    same = cli(str(docs), "--dry-run", "--instructions", "For the board.", base_url=fake.base_url)
+    other = cli(str(docs), "--dry-run", "--instructions", "For new staff.", base_url=fake.base_url)
+
+    assert json.loads(same.out)["from_store"] == {"map": 3, "collapse": 0, "final": 1}
+    assert json.loads(other.out)["from_store"] == {"map": 0, "collapse": 0, "final": 0}
+    assert json.loads(other.out)["llm_calls"] == {"map": 3, "collapse": 0, "final": 1}

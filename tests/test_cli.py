@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import os
 import subprocess
 import sys
@@ -285,3 +286,134 @@ def test_a_reader_that_goes_away_ends_the_output_quietly(fake: FakeOpenAI, docs:
     assert proc.returncode == 0, err
     assert b"Traceback" not in err and b"BrokenPipe" not in err
     assert (tmp_path / "out" / ("preview.json" if dry_run else "summary.md")).exists()
+def _system_messages(fake: FakeOpenAI) -> list[str]:
+    return [body["messages"][0]["content"] for body in fake.bodies if body["messages"][0]["role"] == "system"]
+
+
+def test_instructions_from_a_file_and_a_focus_reach_every_step(cli, fake: FakeOpenAI, docs: Path,
+                                                               tmp_path: Path) -> None:
+    brief = tmp_path / "brief.txt"
+    brief.write_text("For the harbor board's budget meeting.\nKeep every amount in won.\n", encoding="utf-8")
+
+    result = cli(str(docs), "--instructions", f"@{brief}", "--focus", "What will it cost?", base_url=fake.base_url)
+
+    assert result.code == 0, result.err
+    systems = _system_messages(fake)
+    assert len(systems) == fake.chat_calls == 3  # two maps and the final
+    for system in systems:
+        assert "For the harbor board's budget meeting.\nKeep every amount in won." in system
+        assert "What will it cost?" in system
+        assert system.index("budget meeting") < system.index("What will it cost?") < system.index("Write your answer")
+
+
+def test_a_prompts_folder_replaces_a_template_and_a_bad_one_stops_before_any_call(cli, fake: FakeOpenAI,
+                                                                                  docs: Path, tmp_path: Path) -> None:
+    folder = tmp_path / "house-style"
+    folder.mkdir()
+    (folder / "map.txt").write_text("List the facts a ferry operator needs.\n{language_instruction}\n",
+                                    encoding="utf-8")
+
+    good = cli(str(docs), "--prompts", str(folder), base_url=fake.base_url)
+
+    assert good.code == 0, good.err
+    maps = [s for s in _system_messages(fake) if s.startswith("List the facts a ferry operator needs.")]
+    assert len(maps) == 2
+    calls = fake.chat_calls
+    (folder / "final.txt").write_text("Summarize all of it. {language_instruction}\n", encoding="utf-8")
+
+    bad = cli(str(docs), "--prompts", str(folder), base_url=fake.base_url)
+
+    assert bad.code == 1 and fake.chat_calls == calls
+    assert bad.err.strip() == f"error: {folder / 'final.txt'}: missing placeholder {{length_instruction}}; " \
+                              "final.txt takes {language_instruction}, {length_instruction}"
+
+
+def test_an_unreadable_instructions_file_is_a_one_line_error(cli, fake: FakeOpenAI, docs: Path,
+                                                            tmp_path: Path) -> None:
+    result = cli(str(docs), "--instructions", f"@{tmp_path / 'missing.txt'}", base_url=fake.base_url)
+
+    assert result.code == 1 and fake.chat_calls == 0
+    assert result.err.strip() == f"error: cannot read the instructions file {tmp_path / 'missing.txt'}: " \
+                                 "No such file or directory"
+
+
+def test_a_config_file_names_instructions_and_prompts_beside_it(cli, fake: FakeOpenAI, docs: Path,
+                                                                tmp_path: Path) -> None:
+    job = tmp_path / "job"
+    (job / "prompts").mkdir(parents=True)
+    (job / "prompts" / "focus.txt").write_text("Answer this first: {focus}\n", encoding="utf-8")
+    (job / "brief.md").write_text("Written for new crew members.", encoding="utf-8")
+    (job / "nightly.toml").write_text(f'inputs = ["{docs}"]\nbase-url = "{fake.base_url}"\n'
+                                      'instructions = "@brief.md"\nfocus = "Who runs the trial?"\n'
+                                      'prompts = "prompts"\n', encoding="utf-8")
+
+    result = cli("--config", str(job / "nightly.toml"))
+
+    assert result.code == 0, result.err
+    assert all("Written for new crew members." in s and "Answer this first: Who runs the trial?\n" in s
+               for s in _system_messages(fake))
+
+
+class _Stdin:
+    """Standard input as the CLI sees it: bytes to read and, for a pipe or a file, a descriptor."""
+
+    def __init__(self, data: bytes, descriptor: int | None) -> None:
+        self.buffer, self._descriptor = io.BytesIO(data), descriptor
+
+    def fileno(self) -> int:
+        if self._descriptor is None:
+            raise io.UnsupportedOperation("no descriptor")
+        return self._descriptor
+
+
+def test_piped_standard_input_is_read_when_no_input_is_named(cli, fake: FakeOpenAI,
+                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    from tests.conftest import KOREAN
+
+    read_end, write_end = os.pipe()
+    os.close(write_end)
+    try:
+        monkeypatch.setattr(sys, "stdin", _Stdin(KOREAN.encode("cp949"), read_end))
+        result = cli(base_url=fake.base_url)
+    finally:
+        os.close(read_end)
+
+    assert result.code == 0, result.err
+    assert [r["source"] for r in result.lines()] == ["<stdin>"]
+    assert any(KOREAN[:20] in body["messages"][-1]["content"] for body in fake.bodies)
+
+
+@pytest.mark.parametrize("stdin", ["terminal-like", "no descriptor", "test runner's own"])
+def test_no_input_and_nothing_piped_is_a_usage_error_without_waiting(
+        cli, fake: FakeOpenAI, monkeypatch: pytest.MonkeyPatch, tmp_path: Path, stdin: str) -> None:
+    import run
+
+    if stdin == "test runner's own" and run.stdin_piped(sys.stdin):
+        pytest.skip("this test runner hands its own standard input on (pytest -s in a pipe)")
+    null = os.open(os.devnull, os.O_RDONLY)  # a character device, as a terminal or cron's /dev/null
+    if stdin != "test runner's own":
+        monkeypatch.setattr(sys, "stdin", _Stdin(b"never read", null if stdin == "terminal-like" else None))
+
+    try:
+        with pytest.raises(SystemExit) as exit_info:
+            cli(base_url=fake.base_url)
+    finally:
+        os.close(null)
+
+    assert exit_info.value.code == 1 and fake.chat_calls == 0
+
+
+def test_standard_input_counts_as_piped_only_from_a_pipe_or_a_file(tmp_path: Path) -> None:
+    import run
+
+    read_end, write_end = os.pipe()
+    regular = tmp_path / "doc.txt"
+    regular.write_text("text", encoding="utf-8")
+    with open(regular, "rb") as file, open(os.devnull, "rb") as null:
+        try:
+            assert run.stdin_piped(_Stdin(b"", read_end)) and run.stdin_piped(file)
+            assert not run.stdin_piped(null) and not run.stdin_piped(_Stdin(b"", None)) \
+                and not run.stdin_piped(object())
+        finally:
+            os.close(read_end)
+            os.close(write_end)

@@ -11,10 +11,16 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from langchain_core.documents import Document
 from langchain_openai import ChatOpenAI
+from langgraph.checkpoint.memory import InMemorySaver
+from langgraph.checkpoint.serde.jsonplus import JsonPlusSerializer
 
-from graphs import Context, graph
-from pipeline.errors import CollapseError
+import prompts
+from graphs import Context, builder, graph
+from pipeline.errors import CollapseError, InputError
 from tests.conftest import ENGLISH, KOREAN
 from tests.fake_openai import FakeOpenAI, default_reply
 
@@ -359,3 +365,122 @@ def test_a_notebook_without_ipywidgets_gets_one_clean_line_of_progress() -> None
     assert "IProgress" not in err and "Warning" not in err
     assert "\x1b[" not in err  # no cursor moves: a notebook prints them as they are
     assert err.count("\n") == 1 and err.rstrip("\n").rsplit("\r", 1)[-1] == "documents 3/3  map 3/5"
+
+
+async def test_instructions_and_focus_reach_the_map_collapse_and_final_calls(fake_in_loop: FakeOpenAI) -> None:
+    long_reply = " ".join(f"point{i}" for i in range(150))
+    fake_in_loop.reply = lambda messages: long_reply
+    context = Context(base_url=fake_in_loop.base_url, token_max=1600, map_max_tokens=400, language="en",
+                      instructions="A briefing for {the} night shift.", focus="Which faults stopped service?")
+
+    out = await graph.ainvoke({"texts": _texts(40)}, context=context)
+
+    assert out["stats"]["llm_calls"]["collapse"] >= 1
+    systems = [body["messages"][0]["content"] for body in fake_in_loop.bodies]
+    steps = {"map": prompts.MAP, "collapse": prompts.COLLAPSE, "final": prompts.FINAL}
+    seen = {step: [s for s in systems if s.startswith(t.split("{")[0])] for step, t in steps.items()}
+    assert [len(seen[s]) for s in steps] == [40, out["stats"]["llm_calls"]["collapse"], 1]
+    reader = prompts.load(instructions=context.instructions, focus=context.focus).reader
+    for step, messages in seen.items():
+        # The reader's words follow the fixed text, just before the language instruction.
+        assert all(s.endswith(reader + "Write your answer in English.\n") for s in messages)
+        if step != "final":  # and every call of a step starts the same
+            assert all(s.startswith(steps[step].split("{")[0] + reader) for s in messages)
+    assert "A briefing for {the} night shift." in reader and "Which faults stopped service?" in reader
+
+
+async def test_an_answer_that_restates_the_focus_is_kept(fake_in_loop: FakeOpenAI) -> None:
+    # Cleaning drops lines that copy the instructions; the reader's question is not one of them.
+    focus = "how many battery faults stopped the electric ferry service"
+    fake_in_loop.reply = lambda messages: ("- The trial ran for six months.\n"
+                                           "- Two battery faults stopped the electric ferry service for nine days.")
+
+    out = await graph.ainvoke({"texts": [{"id": "ferry", "text": ENGLISH}]},
+                              context=Context(base_url=fake_in_loop.base_url, focus=focus))
+
+    assert "Two battery faults stopped the electric ferry service for nine days." in out["results"][0]["summary"]
+    assert out["stats"]["answers"]["echo"] == 0
+
+
+def _loaded() -> list[Document]:
+    """What LangChain loaders return: PyPDFLoader a Document per page, TextLoader one per file."""
+    pdf = "reports/ferry-review.pdf"
+    pages = ["The harbor authority ran an electric ferry trial for six months.",
+             "Ridership reached 1,450 trips a day; two battery faults stopped service for nine days.",
+             "The review recommends a second boat and a covered shelter."]
+    return [Document(page_content=text, metadata={"source": pdf, "page": i, "page_label": str(i + 1),
+                                                  "total_pages": 3, "producer": "pypdf"})
+            for i, text in enumerate(pages)] + [Document(page_content=KOREAN, metadata={"source": "notes/citrus.txt"})]
+
+
+async def test_langchain_documents_are_summarized_with_their_sources_and_pages(fake_in_loop: FakeOpenAI) -> None:
+    documents = _loaded()
+    # A strict checkpoint serializer loads no LangChain object: the run must hold only plain data.
+    saver = InMemorySaver(serde=JsonPlusSerializer(allowed_msgpack_modules=None))
+    thread = {"configurable": {"thread_id": "notebook"}}
+
+    out = await builder.compile(checkpointer=saver).ainvoke(
+        {"documents": documents, "texts": [{"id": "memo", "text": "The council approved the library budget."}]},
+        config=thread,
+        context=Context(base_url=fake_in_loop.base_url))
+
+    maps = [body["messages"][-1]["content"] for body in fake_in_loop.bodies if "<document" in
+            body["messages"][-1]["content"]]
+    for document in documents:  # each page's text, and only it, in one call under its source
+        source = document.metadata["source"]
+        sent = [m for m in maps if document.page_content in m]
+        assert len(sent) == 1 and sent[0].startswith(f'<document source="{source}">\n{document.page_content}\n')
+    assert [(r["id"], r["source"], r.get("location"), r["status"]) for r in out["results"]] == [
+        (1, "memo", None, "ok"),
+        (2, "reports/ferry-review.pdf", "page 1", "ok"), (3, "reports/ferry-review.pdf", "page 2", "ok"),
+        (4, "reports/ferry-review.pdf", "page 3", "ok"), (5, "notes/citrus.txt", None, "ok")]
+    assert "[D3] reports/ferry-review.pdf (page 2)" in out["summary"]
+    history = [snapshot async for snapshot in builder.compile(checkpointer=saver).aget_state_history(thread)]
+    held = [v for snapshot in history for v in snapshot.values.get("documents", [])]
+    assert held and all(type(v) is dict for v in held)
+
+
+async def test_documents_as_json_gives_them_are_taken_the_same_way(fake_in_loop: FakeOpenAI) -> None:
+    as_json = [{"page_content": d.page_content, "metadata": d.metadata, "type": "Document"} for d in _loaded()]
+
+    out = await graph.ainvoke({"documents": as_json}, context=Context(base_url=fake_in_loop.base_url))
+
+    assert [(r["source"], r.get("location")) for r in out["results"]] == [
+        (d.metadata["source"], f"page {d.metadata['page'] + 1}" if "page" in d.metadata else None) for d in _loaded()]
+
+
+async def test_a_document_without_text_is_a_one_line_error(fake_in_loop: FakeOpenAI) -> None:
+    with pytest.raises(InputError, match=r"^documents\[1\] has no page_content text \(got NoneType\)"):
+        await graph.ainvoke({"documents": [Document(page_content="fine"), {"metadata": {"source": "x"}}]},
+                            context=Context(base_url=fake_in_loop.base_url))
+    assert fake_in_loop.chat_calls == 0
+
+
+def test_a_document_is_labelled_by_its_source_else_its_id_else_its_content() -> None:
+    from graphs.documents import as_text
+
+    assert as_text(Document(page_content="a", metadata={"source": "s.md", "page_number": 4}), 0) == \
+        {"id": "s.md", "text": "a", "location": "page 4"}
+    assert as_text(Document(page_content="a", id="doc-7", metadata={"page": "xii"}), 0) == \
+        {"id": "doc-7", "text": "a", "location": "page xii"}
+    unnamed = as_text(Document(page_content="same words"), 0)
+    assert unnamed == as_text({"page_content": "same words"}, 5) and unnamed["id"].startswith("document ")
+
+
+_METADATA_VALUES = st.none() | st.integers(-3, 10_000) | st.booleans() | st.text(max_size=12) | \
+    st.lists(st.integers(), max_size=2)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.text(max_size=40), st.dictionaries(st.sampled_from(["source", "page", "page_label", "page_number", "row"]),
+                                             _METADATA_VALUES), st.none() | st.text(max_size=8))
+def test_any_document_with_text_becomes_a_labelled_text_as_it_is(content: str, metadata: dict[str, Any],
+                                                                 doc_id: str | None) -> None:
+    from graphs.documents import as_text
+
+    text = as_text(Document(page_content=content, metadata=metadata, id=doc_id), 0)
+
+    assert text["text"] == content and text["id"]  # every character as given, and a name to show
+    assert set(text) <= {"id", "text", "location"}
+    assert "location" not in text or text["location"].startswith("page ")
+    assert text == as_text({"page_content": content, "metadata": metadata, "id": doc_id}, 9)

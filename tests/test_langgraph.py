@@ -27,7 +27,7 @@ def _texts(prefix: str, n: int) -> list[dict[str, str]]:
 
 def test_input_output_and_context_schemas_build() -> None:
     inputs = graph.get_input_jsonschema()
-    assert set(inputs["properties"]) == {"paths", "texts"}
+    assert set(inputs["properties"]) == {"paths", "texts", "documents"}
     assert inputs["properties"]["paths"]["items"] == {"type": "string"}
     assert set(graph.get_output_jsonschema()["properties"]) == {"summary", "results", "stats", "preview"}
     settings = graph.get_context_jsonschema()["properties"]

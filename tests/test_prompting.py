@@ -10,7 +10,8 @@ from hypothesis import strategies as st
 
 import prompts
 from pipeline.answers.citations import cited, retag
-from pipeline.prompting import Piece, escape_label, fence, map_prompt, render_group
+from pipeline.prompting import Piece, escape_label, fence, map_instructions, map_prompt, reduce_prompt, render_group
+from pipeline.text.language import language_instruction
 
 _FENCE = re.compile(r"<\s*/?\s*(document|summaries)\b", re.IGNORECASE)
 # Texts rich in what an attacker would type: fence tags in any case and spacing, quotes, controls.
@@ -35,7 +36,7 @@ def test_an_escaped_label_is_one_line_with_no_controls(source: str) -> None:
 @settings(max_examples=100, deadline=None)
 @given(_HOSTILE, _HOSTILE)
 def test_a_map_prompt_has_exactly_one_fence_whatever_the_document_and_name(source: str, chunk: str) -> None:
-    prompt = map_prompt(source, chunk, 1, 2, "Answer in English.").user
+    prompt = map_prompt(source, chunk, 1, 2, "Answer in English.", prompts.DEFAULT).user
     assert len(_FENCE.findall(prompt)) == 2
     assert prompt.startswith("<document ") and prompt.count("<document ") == 1 and prompt.count("\n</document>") == 1
 
@@ -83,3 +84,40 @@ def test_invented_tags_are_dropped_and_real_ones_renumbered() -> None:
 
 def test_templates_keep_their_fences_on_lines_of_their_own() -> None:
     assert "\n</document>" in prompts.DOCUMENT and "\n</summaries>" in prompts.SUMMARIES
+
+
+_READER_TEXT = st.text(st.characters(blacklist_categories=["Cs"]), max_size=60) | \
+    st.lists(st.sampled_from(["{", "}", "{focus}", "{language_instruction}", "cost", "\n", " ", "%s"]),
+             max_size=12).map("".join)
+
+
+@settings(max_examples=150, deadline=None)
+@given(_READER_TEXT, _READER_TEXT)
+def test_the_readers_words_reach_every_steps_system_message_after_its_fixed_text(instructions: str,
+                                                                                  focus: str) -> None:
+    templates = prompts.load(instructions=instructions, focus=focus)
+    english, korean = language_instruction("English"), language_instruction("Korean")
+    systems = {
+        "map": [map_instructions(english, templates), map_instructions(korean, templates)],
+        "collapse": [reduce_prompt("collapse", "x", english, templates).system,
+                     reduce_prompt("collapse", "y", korean, templates).system],
+        "final": [reduce_prompt("final", "x", english, templates, "Write 6 bullets.").system],
+    }
+    fixed = {"map": prompts.MAP, "collapse": prompts.COLLAPSE, "final": prompts.FINAL}
+    for step, messages in systems.items():
+        for system in messages:
+            before_language = fixed[step].split("{length_instruction}")[0].split("{language_instruction}")[0]
+            assert system.startswith(before_language)  # the template's own text comes first, untouched
+            for given_text in (instructions, focus):
+                assert given_text.strip() in system  # braces and all, exactly as given
+        if step != "final":
+            # Only the language instruction, at the end, differs between a step's calls: servers
+            # that cache a prompt's start reuse the template and the reader's words.
+            shared = templates.map if step == "map" else templates.collapse
+            prefix = shared.split("{language_instruction}")[0] + templates.reader
+            assert all(system.startswith(prefix) for system in messages)
+
+
+def test_without_instructions_the_messages_are_exactly_the_templates() -> None:
+    english = language_instruction("English")
+    assert map_instructions(english, prompts.load()) == prompts.MAP.format(language_instruction=english)

@@ -295,9 +295,9 @@ def test_each_ray_actor_calls_with_its_share_of_the_runs_settings() -> None:
     from graphs.ray_map import ray_settings
 
     context = Context(base_urls=["http://127.0.0.1:9/v1=concurrency:8", "http://127.0.0.1:10/v1"], api_key=KEY,
-                      model="fake", rpm=60, tpm=6000, seed=7, extra_body={"top_k": 5})
+                      model="fake", rpm=60, tpm=6000, seed=7, extra_body={"top_k": 5}).resolved()
 
-    plan, call = ray_settings(context, concurrency=16, actors=4, keyed=True)
+    plan, call = ray_settings(context, concurrency=16, actors=4, keyed=True, templates=context.templates())
 
     chat = call.chat
     assert (chat.concurrency, [e.concurrency for e in chat.endpoints], chat.rpm, chat.tpm) == (4, [2, None], 15, 1500)
@@ -305,3 +305,24 @@ def test_each_ray_actor_calls_with_its_share_of_the_runs_settings() -> None:
     assert chat.identity == plan.identity == context.identity  # the keys planning makes are those of the calls
     assert chat.price is None  # spending is not capped on Ray
     assert KEY not in repr(call)
+
+
+async def test_ray_sends_the_readers_instructions_and_keeps_documents_pages_as_in_process(
+        local_ray: None, fake_in_loop: FakeOpenAI, tmp_path: Path) -> None:
+    from langchain_core.documents import Document
+
+    fake = fake_in_loop
+    documents = [Document(page_content=f"Page {i + 1} of the ferry review: {100 + i} riders a day.",
+                          metadata={"source": "review.pdf", "page": i}) for i in range(3)]
+    options = {"instructions": "For the harbor board.", "focus": "How many riders?"}
+
+    local = await graph.ainvoke({"documents": documents}, context=_context(fake, tmp_path / "local.sqlite", **options))
+    sent_here = sorted((b["messages"][0]["content"], b["messages"][-1]["content"]) for b in fake.bodies)
+    fake.reset_stats()
+    on_ray = await graph.ainvoke({"documents": documents},
+                                 context=_context(fake, tmp_path / "ray.sqlite", engine="ray", ray_actors=1, **options))
+
+    assert sorted((b["messages"][0]["content"], b["messages"][-1]["content"]) for b in fake.bodies) == sent_here
+    assert all("For the harbor board." in system and "How many riders?" in system for system, _ in sent_here)
+    assert on_ray["results"] == local["results"]
+    assert [r["location"] for r in on_ray["results"]] == ["page 1", "page 2", "page 3"]

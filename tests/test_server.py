@@ -109,7 +109,10 @@ async def test_studio_shows_input_settings_and_output_forms(client: LangGraphCli
     assert texts["type"] == "array"
     text = _resolve(inputs, texts["items"])
     assert {k: _resolve(inputs, v).get("type") for k, v in text["properties"].items()} == {
-        "id": "string", "text": "string"}
+        "id": "string", "text": "string", "location": "string"}
+    document = _resolve(inputs, _resolve(inputs, inputs["properties"]["documents"])["items"])
+    assert _resolve(inputs, document["properties"]["page_content"])["type"] == "string"
+    assert _resolve(inputs, document["properties"]["metadata"])["type"] == "object"
     settings = schemas["context_schema"]
     assert settings is not None, "no context schema: Studio cannot show a settings form"
     assert set(SETTINGS) <= set(settings["properties"])
@@ -130,6 +133,19 @@ async def test_a_run_with_settings_from_json_summarizes_every_text(
     assert [r["status"] for r in out["results"]] == ["ok", "ok"]
     # two maps, the Korean one again in English (the fake answers in the document's words), one final
     assert (await endpoint.astats())["chat_calls"] == 4
+
+
+async def test_documents_and_instructions_given_as_json_are_taken_as_a_notebook_gives_them(
+        client: LangGraphClient, endpoint: FakeOpenAIProcess) -> None:
+    pages = [{"page_content": f"Page {i + 1}: the ferry carried {100 + i} riders a day.",
+              "metadata": {"source": "review.pdf", "page": i}, "type": "Document"} for i in range(2)]
+
+    out = _ok(await _wait(client, await _thread(client), input={"documents": pages},
+                          context={"focus": "How many riders?", "language": "en"}))
+
+    assert [(r["source"], r["location"], r["status"]) for r in out["results"]] == [
+        ("review.pdf", "page 1", "ok"), ("review.pdf", "page 2", "ok")]
+    assert "[D2] review.pdf (page 2)" in out["summary"]
 
 
 async def test_a_run_without_context_uses_the_servers_endpoint(

@@ -43,6 +43,7 @@ from pipeline.result_store import PriorDocument, ResultStore
 from pipeline.text.language import language_instruction
 from pipeline.prompting import Prompt, map_instructions
 from pipeline.summarize import DocResult, document_result, needs_retry, settle, settled_result
+from prompts import Templates
 
 log = logging.getLogger(__name__)
 
@@ -182,8 +183,8 @@ def _error(name: str, message: str) -> LLMError:
     return kind(message) if isinstance(kind, type) and issubclass(kind, LLMError) else LLMError(message)
 
 
-def absorb(row: dict[str, Any], store: ResultStore | None, stats: CallStats) -> tuple[DocRef, DocResult | None,
-                                                                                     FatalLLMError | None]:
+def absorb(row: dict[str, Any], store: ResultStore | None, stats: CallStats,
+           templates: Templates) -> tuple[DocRef, DocResult | None, FatalLLMError | None]:
     """Commit a document's new answers, fetch its stored ones, and make its result.
 
     Returns its reference, its result, and the error that stops the run if a call hit one.
@@ -194,7 +195,7 @@ def absorb(row: dict[str, Any], store: ResultStore | None, stats: CallStats) -> 
         return ref, settled, None
     language = row["language"]
     # Cleaning an answer needs only the instructions it was given, which follow from its language.
-    prompt = Prompt(map_instructions(language_instruction(language)), "")
+    prompt = Prompt(map_instructions(language_instruction(language), templates), "")
     outcomes: list[object] = []
     for (key, firm_key), outcome in zip(row["keys"], row["outcomes"]):
         kind = outcome[0]
@@ -220,7 +221,7 @@ def absorb(row: dict[str, Any], store: ResultStore | None, stats: CallStats) -> 
             outcomes.append(_error(outcome[1], outcome[2]))
             continue
         text = settle(prompt, language, answers[0].text, answers[1].text if len(answers) > 1 else None,
-                      stats.answers)
+                      stats.answers, templates.reader)
         outcomes.append(Completion(text, sum(a.tokens_in for a in answers), sum(a.tokens_out for a in answers)))
     try:
         return ref, document_result(ref, outcomes), None
@@ -258,7 +259,7 @@ async def map_documents(entries: Sequence[Entry], *, plan: PlanSettings, call: C
             for raw, counters in zip(batch["doc"], batch["stats"]):
                 if counters:
                     add_counters(stats, json.loads(counters), peaks)
-                ref, result, fatal = absorb(json.loads(raw), store, stats)
+                ref, result, fatal = absorb(json.loads(raw), store, stats, plan.templates)
                 if result is not None:
                     on_document(ref, result)
                 stop = stop or fatal

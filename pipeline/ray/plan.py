@@ -25,13 +25,14 @@ from pipeline.prompting import chunk_prompt, firmer
 from pipeline.result_store import PriorDocument, call_key, prior_failure
 from pipeline.text.chunking import Chunker
 from pipeline.text.counting import token_counter
+from prompts import Templates
 
 Batch = dict[str, np.ndarray]
 
 
 @dataclass(frozen=True)
 class PlanSettings:
-    """What planning needs: how to chunk, which language, and what makes a store key."""
+    """What planning needs: how to chunk, which language, the run's templates, and what makes a store key."""
 
     chunk_tokens: int
     model: str
@@ -39,6 +40,7 @@ class PlanSettings:
     map_max_tokens: int
     identity: str
     keyed: bool  # a store is kept: compute each prompt's key
+    templates: Templates  # with the reader's instructions in them, as the driver read them
 
 
 # NumPy's bytes strings drop trailing NUL bytes, so a digest ending in 0x00 (one key in 256)
@@ -111,7 +113,7 @@ def _prompts(ref: DocRef, text: str, settings: PlanSettings, snap: StoreSnapshot
     if makes_calls(ref):
         instruction = language_instruction(language)
         for part in range(1, len(ref["spans"]) + 1):
-            prompt = chunk_prompt(ref, text, part, instruction)
+            prompt = chunk_prompt(ref, text, part, instruction, settings.templates)
             # A chunk's key, and its firmer retry's (see summarize.ask), which the driver
             # looks up when the stored answer is in the wrong language.
             key = firm_key = ""
