@@ -3,8 +3,9 @@
 Each `ChatActor` answers the prompts that planning (pipeline/ray/plan.py) left to send,
 through the pipeline's own runner (retries with backoff, Retry-After, 429 handling)
 over one pooled aiohttp session, or an endpoint pool, sized to its share of the run's
-concurrency. It never opens the store: each answer goes back to the driver, which
-commits it.
+concurrency: the client and runner a local run has, built by the same factory
+(pipeline/llm/factory.py). It never opens the store: each answer goes back to the
+driver, which commits it.
 """
 
 from __future__ import annotations
