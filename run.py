@@ -285,7 +285,7 @@ def graph_input(patterns: Sequence[str], stdin: Any) -> tuple[dict[str, Any], in
     from pipeline.text.decoding import decode_bytes
     from pipeline.text.loading import expand_inputs
 
-    paths = expand_inputs([p for p in patterns if p != "-"]) if set(patterns) - {"-"} else []
+    paths = expand_inputs([p for p in patterns if p != "-"], must_find="-" not in patterns)
     texts = []
     if "-" in patterns:
         decoded = decode_bytes(stdin.buffer.read())

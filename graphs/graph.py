@@ -40,7 +40,7 @@ from pipeline.answers.citations import cited
 from pipeline.errors import CollapseError, InputError
 from pipeline.text.language import answer_language
 from pipeline.answers.length import parse_length
-from pipeline.text.loading import DocRef, Entry, expand_named, list_inputs, plan_entries
+from pipeline.text.loading import DocRef, Entry, expand_inputs, list_inputs, plan_entries
 from pipeline.preview import preview as preview_calls
 from pipeline.prompting import escape_label
 from pipeline.result_store import compare_with_prior, removed_sources
@@ -352,7 +352,7 @@ def make_builder(endpoint: Mapping[str, Any] | None = None) -> StateGraph:
         context.validate()
         emit = get_stream_writer()
         # In a worker thread: a folder or a glob is listed from disk, off the event loop.
-        paths = await asyncio.to_thread(expand_named, state.get("paths") or [])
+        paths = await asyncio.to_thread(expand_inputs, state.get("paths") or [], must_find=not state.get("texts"))
         run_input = RunState(paths=paths, texts=state.get("texts") or [])
         async with open_resources(context, emit) as resources:
             out = await mapreduce.ainvoke(run_input, config={"recursion_limit": RECURSION_LIMIT},
