@@ -127,7 +127,7 @@ async def open_resources(context: Context, emit: Emit) -> AsyncIterator[Resource
             if context.memory_limit_mb:  # the tokenizer (~70 MB, built later otherwise) belongs to the start RSS
                 token_counter(context.model or DEFAULT_MODEL).preload()
             memory = MemoryGuard(context.memory_limit_mb)  # the start RSS, before the session and the model
-            model, context = await _chat_model(context, stack)
+            model, context = await _chat_model(context, stack, memory.saw_read)
             context.validate()  # again, now that the model is known (a spending cap needs its price)
             runner = _runner(context, model, store, memory)
             if context.engine == "ray":  # after the endpoint answered: a bad key fails before Ray starts
@@ -147,7 +147,8 @@ async def open_resources(context: Context, emit: Emit) -> AsyncIterator[Resource
         yield resources
 
 
-async def _chat_model(context: Context, stack: AsyncExitStack) -> tuple[Any, Context]:
+async def _chat_model(context: Context, stack: AsyncExitStack,
+                      on_read: Callable[[int], None] | None = None) -> tuple[Any, Context]:
     """The chat model the context asks for, with its session; the context with its model named."""
     if context.chat_model is not None:
         return context.chat_model, context
@@ -165,7 +166,7 @@ async def _chat_model(context: Context, stack: AsyncExitStack) -> tuple[Any, Con
         return OpenAICompatChat(model=context.model, base_url=context.base_url,
                                 api_key=SecretStr(context.api_key) if context.api_key else None,
                                 temperature=context.temperature, extra_body=context.request_body,
-                                session=session), context
+                                session=session, on_read=on_read), context
     # A key alone means OpenAI itself, through langchain-openai and its own endpoint.
     from langchain_openai import ChatOpenAI
 
