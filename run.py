@@ -153,6 +153,9 @@ def build_parser(env: dict[str, str]) -> argparse.ArgumentParser:
     b.add_argument("--store", type=Path,
                    help="SQLite result store; finished calls are never paid for twice (default: OUT/store.sqlite)")
     b.add_argument("--no-store", action="store_true", help="keep no result store")
+    b.add_argument("--store-recover", action="store_true",
+                   help="if the result store is damaged, move it aside (to STORE.damaged-TIME) and start a new "
+                        "one; its answers are paid for again, and report.json says how many")
     b.add_argument("--retry-failed", action="store_true",
                    help="send again the unchanged documents that failed in an earlier run")
     b.add_argument("--dry-run", action="store_true",
@@ -240,6 +243,7 @@ def settings(args: argparse.Namespace) -> Job:
         base_urls=urls if pool and not local else [], api_key=None if local else args.api_key,
         **{**(LOCAL_DEFAULTS | LOCAL_SETTINGS if local else {}), **given}, language=args.language, length=args.length,
         store_path=str(store) if store else None, retry_failed=args.retry_failed, dry_run=args.dry_run,
+        store_recover=args.store_recover,
         engine=args.engine, ray_address=args.ray_address or None, ray_actors=args.ray_actors)
     # The embedded model's address is known only once it runs: check the rest with a stand-in.
     (dataclasses.replace(context, base_url="http://127.0.0.1/v1") if local else context).validate()

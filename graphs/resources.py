@@ -110,6 +110,7 @@ class Resources:
             "concurrency": runner.concurrency.maximum,
             **({"cost_usd": round(runner.limits.budget.spent, 6)} if runner.limits.budget else {}),
             **({"endpoints": runner.model.report()} if isinstance(runner.model, EndpointPool) else {}),
+            **({"store_recovered": self.store.recovered} if self.store and self.store.recovered else {}),
         }
 
 
@@ -119,7 +120,7 @@ async def open_resources(context: Context, emit: Emit) -> AsyncIterator[Resource
     async with AsyncExitStack() as stack:
         store = None
         if context.store_path and (not context.dry_run or Path(context.store_path).exists()):
-            store = ResultStore(context.store_path, read_only=context.dry_run)
+            store = ResultStore(context.store_path, read_only=context.dry_run, recover=context.store_recover)
             # Its error, if it lost writes, only when no other is on its way out (Ctrl-C stays "interrupted").
             stack.push(lambda kind, _error, _tb, store=store: store.close(raise_errors=kind is None))
         runner = None
