@@ -191,7 +191,7 @@ async def map_shard(state: ShardState, runtime: Runtime[Resources]) -> dict[str,
     async with res.shard_slots:
         results = await summarize_shard(
             runner, planned(), max_tokens=context.map_max_tokens, on_result=on_result,
-            room=res.map_room(runner.concurrency.maximum + 2 * PLAN_BATCH),
+            room=res.map_room(runner.concurrency.maximum + 2 * PLAN_BATCH), twins=res.twins,
             language_of=lambda ref: answer_language(context.language, [ref.get("language")]))
     return {"results": results, "files": files}
 

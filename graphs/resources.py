@@ -36,6 +36,7 @@ from pipeline.llm.memory_guard import MemoryGuard
 from pipeline.llm.pool import EndpointPool, open_pool
 from pipeline.progress import EventProgress
 from pipeline.result_store import ResultStore
+from pipeline.summarize import Twins
 from pipeline.text.chunking import BpeCounter, Chunker, TokenCounter, token_counter
 
 log = logging.getLogger(__name__)
@@ -58,6 +59,7 @@ class Resources:
     runner: LLMRunner | None  # None for a dry run, which calls nothing
     emit: Emit  # LangGraph's stream writer of the run: progress and per-document events
     shard_slots: AdaptiveLimit = dataclasses.field(default_factory=lambda: AdaptiveLimit(SHARD_SLOTS))
+    twins: Twins = dataclasses.field(default_factory=Twins)  # documents of the same content share one summary
     _warming: threading.Thread | None = None
     _map_room: asyncio.Semaphore | None = None
 
