@@ -207,3 +207,41 @@ def test_the_parser_raises_nothing_but_the_error_tree(body: bytes, max_tokens: i
 @given(body=ANY_BODY)
 def test_any_model_list_gives_a_list_of_names(body: bytes) -> None:
     assert all(isinstance(name, str) for name in parse_models(body))
+
+
+async def test_the_memory_guard_sees_a_big_read_and_can_stop_it(odd, monkeypatch: pytest.MonkeyPatch) -> None:
+    import aiohttp
+
+    from pipeline.errors import MemoryLimitError
+    from pipeline.llm.client import OpenAICompatChat
+
+    monkeypatch.setattr(answer_module, "MAX_ANSWER_BYTES", 64 * 2**20)
+    body = json.dumps(completion("word " * 1_000_000)).encode()  # 5 MB, streamed
+    server = odd(lambda request: body)
+    seen: list[int] = []
+    async with aiohttp.ClientSession() as session:
+        chat = OpenAICompatChat(model="odd", base_url=server.base_url, session=session, on_read=seen.append)
+        text, _ = await chat.acomplete("Summarize.", max_tokens=None)  # type: ignore[arg-type]
+        assert len(text) == 5_000_000 and sum(seen) >= 4 * 2**20  # told of every MiB read
+
+        def over(nbytes: int) -> None:
+            raise MemoryLimitError("memory use reached 9999 MB, over the limit")
+
+        stopped = OpenAICompatChat(model="odd", base_url=server.base_url, session=session, on_read=over)
+        with pytest.raises(MemoryLimitError):
+            await stopped.acomplete("Summarize.", max_tokens=None)  # type: ignore[arg-type]
+    await asyncio.sleep(0.2)
+    assert server.bytes_sent[-1] < len(body)  # the read stopped there
+
+
+def test_no_secret_in_any_output_when_an_odd_answer_echoes_it(cli, odd, tmp_path: Path) -> None:
+    secret = "sk-odd-secret-0123456789abcdef"
+    server = odd(lambda request: completion(choices=[], error={"message": f"no choices for key {secret}"})
+                 if "bridge" in _document(request) else completion(usage=f"usage for {secret}"))
+
+    result = cli(str(_three(tmp_path / "docs")), "--api-key", secret, base_url=server.base_url)
+
+    assert result.code == 3
+    written = b"".join(p.read_bytes() for p in result.out_dir.iterdir() if p.is_file())  # the store too
+    assert secret not in result.out + result.err and secret.encode() not in written
+    assert b"no choices" in written
