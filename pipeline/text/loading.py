@@ -13,7 +13,7 @@ import logging
 import os
 import re
 import stat
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 
 from typing_extensions import NotRequired, TypedDict
 
@@ -72,22 +72,28 @@ def expand_inputs(names: Iterable[str | os.PathLike[str]], *, must_find: bool = 
     file name (with a .txt or .md ending and no glob character) is taken without a stat,
     so a listing of 200,000 files costs none. Paths stay strings.
     """
-    seen: dict[str, str] = {}  # real path (or absolute name) -> the name listed
-    named: list[str] = []  # names taken as they are, for planning to read or explain
-    walked = False
+    found: list[tuple[str, Listing | None]] = []
     for name in map(str, names):
-        found = None if _has_input_suffix(os.path.basename(name)) and not _GLOB_CHARS & set(name) \
-            else _expand_one(name)
-        if found is None:
-            named.append(name)
-            seen.setdefault(os.path.abspath(name), name)
-            continue
-        walked = True
-        for real, path in found:
-            seen.setdefault(real, path)
+        plain = _has_input_suffix(name) and not ("*" in name or "?" in name or "[" in name)
+        found.append((name, None if plain else _expand_one(name)))
+    named = [name for name, listing in found if listing is None]  # for planning to read or explain
+    walked = len(named) < len(found)
     if must_find and not walked and not any(map(_exists, named)):  # stops at the first that exists
         raise InputError(why_unreadable(named[0]) if named else "no input files given")
+    here = os.getcwd()
+    seen: dict[str, str] = {}  # a file's real path (a named one's absolute path) -> the name listed
+    for name, listing in found:
+        if listing is None:  # the name itself, compared with the files walked only where there are some
+            seen.setdefault(os.path.normpath(os.path.join(here, name)) if walked else name, name)
+            continue
+        paths, real = listing
+        for path in paths:
+            seen.setdefault(real(path), path)
     return list(seen.values())
+
+
+# Files found by walking a folder or a glob, and what gives each one's real path.
+Listing = tuple[list[str], Callable[[str], str]]
 
 
 def _exists(name: str) -> bool:
@@ -95,31 +101,36 @@ def _exists(name: str) -> bool:
     return os.path.lexists(name) and not os.path.isdir(name)
 
 
-def _expand_one(name: str) -> list[tuple[str, str]] | None:
-    """The (real path, path) of the files a folder or glob names; None for a name to read as it is."""
+def _expand_one(name: str) -> Listing | None:
+    """The files a folder or glob names; None for a name to be read as it is (or that names nothing)."""
     path = os.path.expanduser(name)
     try:
         if os.path.isdir(path):
-            return _walk(path, input_only=True) or None
-        if _GLOB_CHARS & set(name) and not os.path.lexists(path):
-            return _glob(path) or None
+            listing = _walk(path, input_only=True)
+        elif _GLOB_CHARS & set(name) and not os.path.lexists(path):
+            listing = _glob(path)
+        else:
+            return None
     except OSError as exc:
         log.warning("cannot list %s: %s", name, exc.strerror or exc)
-    return None
+        return None
+    return listing if listing[0] else None
 
 
-def _walk(folder: str, *, input_only: bool, depth: int | None = None) -> list[tuple[str, str]]:
-    """The entries below `folder` that are not folders (only documents with `input_only`), sorted.
+def _walk(folder: str, *, input_only: bool, depth: int | None = None) -> Listing:
+    """The sorted entries below `folder` that are not folders (only documents with `input_only`).
 
     Through os.scandir, whose entries know their own type: no stat per file, so a
     folder of 200,000 files is listed in well under a second. A link to a folder is not
-    walked (no loops, no twins); a link to a file gets its real path, to be listed once.
-    `depth` bounds how many folders down it goes (None: all). Returns (real path, path).
+    walked (no loops, no twins); a link to a file is given its real path, so that a file
+    is listed once. `depth` bounds how many folders down it goes (None: all).
     """
-    found: list[tuple[str, str]] = []
-    pending = [(folder, os.path.realpath(folder), 0)]
+    folder = folder.rstrip(os.sep) or os.sep
+    found: list[str] = []
+    links: dict[str, str] = {}
+    pending = [(folder, 0)]
     while pending:
-        where, real, level = pending.pop()
+        where, level = pending.pop()
         try:
             entries = os.scandir(where)
         except OSError as exc:
@@ -131,27 +142,33 @@ def _walk(folder: str, *, input_only: bool, depth: int | None = None) -> list[tu
             for entry in entries:
                 if entry.is_dir(follow_symlinks=False):
                     if depth is None or level < depth:
-                        pending.append((entry.path, os.path.join(real, entry.name), level + 1))
-                elif (not input_only or _has_input_suffix(entry.name)) and not entry.is_dir():
-                    found.append((os.path.realpath(entry.path) if entry.is_symlink()
-                                  else os.path.join(real, entry.name), entry.path))
-    found.sort(key=lambda pair: pair[1])
-    return found
+                        pending.append((entry.path, level + 1))
+                elif not input_only or _has_input_suffix(entry.name):
+                    if entry.is_symlink():
+                        if entry.is_dir():
+                            continue  # a link to a folder
+                        links[entry.path] = os.path.realpath(entry.path)
+                    found.append(entry.path)
+    found.sort()
+    # Below a folder reached through no link, a path's real path is the folder's plus the rest.
+    real_folder, cut = os.path.realpath(folder).rstrip(os.sep), len(folder.rstrip(os.sep))
+    return found, lambda path: links.get(path) or real_folder + path[cut:]
 
 
-def _glob(pattern: str) -> list[tuple[str, str]]:
+def _glob(pattern: str) -> Listing:
     """What a glob matches, as glob.glob would (`**` any folders deep, no hidden names), links to folders not walked."""
     parts = pattern.split(os.sep)
     fixed = next(i for i, part in enumerate(parts) if _GLOB_CHARS & set(part))
     root = os.sep.join(parts[:fixed]) or (os.sep if fixed else "")
     rest = parts[fixed:]
     if root and not os.path.isdir(root):
-        return []
+        return [], str
+    paths, real = _walk(root or ".", input_only=False, depth=None if "**" in rest else len(rest) - 1)
     base, prefix = os.path.join(root or ".", ""), os.path.join(root, "") if root else ""
     match = re.compile(_translate(rest)).fullmatch
-    return [(real, prefix + rel) for real, path in _walk(root or ".", input_only=False,
-                                                         depth=None if "**" in rest else len(rest) - 1)
-            if match(rel := path[len(base):])]
+    cut = len(base)
+    found = [prefix + path[cut:] for path in paths if match(path, cut)]
+    return found, lambda path: real(base + path[len(prefix):])
 
 
 def _translate(parts: list[str]) -> str:
