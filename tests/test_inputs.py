@@ -161,3 +161,12 @@ def test_the_cli_and_the_graph_expand_alike(tmp_path: Path) -> None:
 
     assert inputs["paths"] == expand_inputs([f"{tree}/**/*.txt", str(tree / "missing.txt")])
     assert total == 3
+
+
+def test_a_name_under_home_is_expanded(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HOME", str(tmp_path))
+    (tmp_path / "notes.txt").write_text("x", encoding="utf-8")
+
+    assert expand_inputs(["~/notes.txt", str(tmp_path / "notes.txt")]) == [str(tmp_path / "notes.txt")]
+    with pytest.raises(InputError, match="no such file or directory: ~/gone.txt"):
+        expand_inputs(["~/gone.txt"])

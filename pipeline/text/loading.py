@@ -74,7 +74,7 @@ def expand_inputs(names: Iterable[str | os.PathLike[str]], *, must_find: bool = 
     """
     found: list[tuple[str, Listing | None]] = []
     for name in map(str, names):
-        plain = _has_input_suffix(name) and not ("*" in name or "?" in name or "[" in name)
+        plain = _has_input_suffix(name) and not ("*" in name or "?" in name or "[" in name or name[:1] == "~")
         found.append((name, None if plain else _expand_one(name)))
     named = [name for name, listing in found if listing is None]  # for planning to read or explain
     walked = len(named) < len(found)
@@ -109,6 +109,8 @@ def _expand_one(name: str) -> Listing | None:
             listing = _walk(path, input_only=True)
         elif _GLOB_CHARS & set(name) and not os.path.lexists(path):
             listing = _glob(path)
+        elif path != name and os.path.lexists(path):  # ~/notes.txt, from a config file
+            listing = [path], os.path.realpath
         else:
             return None
     except OSError as exc:
