@@ -129,6 +129,10 @@ async def read_capped(resp: aiohttp.ClientResponse, cap: int, on_read: Callable[
     if declared is not None and declared > cap and not cut:
         resp.close()
         raise AnswerTooLargeError(f"the answer is {declared} bytes, over the {cap}-byte cap of one answer")
+    if declared is not None and declared <= cap:  # the usual answer: its length known and within the cap
+        if on_read is not None and declared >= READ_SEEN_BYTES:
+            on_read(declared)
+        return await resp.read()
     chunks: list[bytes] = []
     size = told = 0
     async for chunk in resp.content.iter_any():
