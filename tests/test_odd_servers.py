@@ -256,3 +256,17 @@ def test_no_secret_in_any_output_when_an_odd_answer_echoes_it(cli, odd, tmp_path
     written = b"".join(p.read_bytes() for p in result.out_dir.iterdir() if p.is_file())  # the store too
     assert secret not in result.out + result.err and secret.encode() not in written
     assert b"no choices" in written
+
+
+async def test_a_declared_length_over_the_cap_is_refused_before_reading(odd, monkeypatch: pytest.MonkeyPatch) -> None:
+    import aiohttp
+
+    from pipeline.llm.client import OpenAICompatChat
+
+    monkeypatch.setattr(answer_module, "ANSWER_BASE_BYTES", 16 * 1024)
+    server = odd(lambda request: completion("word " * (8_000 if "long" in _document(request) else 10)))
+    async with aiohttp.ClientSession() as session:
+        chat = OpenAICompatChat(model="odd", base_url=server.base_url, session=session)
+        assert (await chat.acomplete("short", max_tokens=50))[0].startswith("word")
+        with pytest.raises(AnswerTooLargeError, match="bytes, over the"):
+            await chat.acomplete("long", max_tokens=50)
