@@ -62,6 +62,7 @@ def settings(args: argparse.Namespace, env: dict[str, str] | None = None) -> Job
         {} if env is None else env, model=args.model, api_key=args.api_key, **endpoint,
         **{k: getattr(args, k) for k in _TUNING}, language=args.language, length=args.length,
         store_path=str(store) if store else None, retry_failed=args.retry_failed, dry_run=args.dry_run,
+        store_recover=args.store_recover,
         engine=args.engine, ray_address=args.ray_address or None, ray_actors=args.ray_actors,
         instructions=instructions_text(args.instructions), focus=args.focus, prompts_dir=args.prompts)
     check_writable(args.out, None if args.dry_run else store)
@@ -76,7 +77,7 @@ def graph_input(patterns: Sequence[str], stdin: Any) -> tuple[dict[str, Any], in
     from pipeline.text.decoding import decode_bytes
     from pipeline.text.loading import expand_inputs
 
-    paths = expand_inputs([p for p in patterns if p != "-"]) if set(patterns) - {"-"} else []
+    paths = expand_inputs([p for p in patterns if p != "-"], must_find="-" not in patterns)
     texts = []
     if "-" in patterns:
         decoded = decode_bytes(stdin.buffer.read())

@@ -137,6 +137,8 @@ class Context:
                                              "for twice")] = None
     retry_failed: Annotated[bool, _about("Send again the unchanged documents that failed in an "
                                          "earlier run")] = False
+    store_recover: Annotated[bool, _about("A damaged result store is moved aside and a new one begun "
+                                          "(its answers are paid for again), rather than stopping the run")] = False
     rpm: Annotated[float | None, _about("Most requests per minute")] = None
     tpm: Annotated[float | None, _about("Most tokens per minute")] = None
     price_in: Annotated[float | None, _about("USD per million prompt tokens")] = None

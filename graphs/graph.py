@@ -45,7 +45,7 @@ from pipeline.errors import CollapseError, InputError, NothingSummarizedError
 from pipeline.text.confine import inside, refuse_paths
 from pipeline.text.language import answer_language
 from pipeline.answers.length import parse_length
-from pipeline.text.loading import DocRef, expand_named, list_inputs
+from pipeline.text.loading import DocRef, expand_inputs, list_inputs
 from pipeline.preview import preview as preview_calls
 from pipeline.legend import sources_legend
 from pipeline.planning import PLAN_BATCH, plan_and_compare, plan_and_compare_all
@@ -147,7 +147,7 @@ async def map_shard(state: ShardState, runtime: Runtime[Resources]) -> dict[str,
     async with res.shard_slots:
         results = await summarize_shard(
             runner, planned(), max_tokens=context.map_max_tokens, on_result=on_result, templates=res.templates,
-            room=res.map_room,
+            room=res.map_room, twins=res.twins,
             language_of=lambda ref: answer_language(context.language, [ref.get("language")]))
     return {"results": results, "files": files}
 
@@ -303,9 +303,9 @@ def make_builder(environ: Mapping[str, str] | None = None,
         context = context.resolved()
         context.validate()
         emit = get_stream_writer()
-        # In a worker thread: a folder or a glob is listed from disk, off the event loop.
-        paths = await asyncio.to_thread(_files, state.get("paths") or [], root)
         texts = [*(state.get("texts") or []), *(state.get("documents") or [])]  # the documents, as texts
+        # In a worker thread: a folder or a glob is listed from disk, off the event loop.
+        paths = await asyncio.to_thread(_files, state.get("paths") or [], root, not texts)
         run_input = RunState(paths=paths, texts=texts)
         async with open_resources(context, emit) as resources:
             out = await mapreduce.ainvoke(run_input, config={"recursion_limit": RECURSION_LIMIT},
@@ -327,13 +327,16 @@ def make_builder(environ: Mapping[str, str] | None = None,
     return builder
 
 
-def _files(paths: list[str], root: str | os.PathLike[str] | Literal[False] | None) -> list[str]:
-    """The files `paths` name, folders and globs expanded, all of them inside `root` (see make_builder)."""
+def _files(paths: list[str], root: str | os.PathLike[str] | Literal[False] | None, must_find: bool) -> list[str]:
+    """The files `paths` name, folders and globs expanded, all of them inside `root` (see make_builder).
+
+    With `must_find`, a run given nothing else whose every name is missing stops at once (InputError).
+    """
     if root is False:
         refuse_paths(paths)
     if root is None or root is False:
-        return expand_named(paths)
-    return inside(root, expand_named(inside(root, paths)))
+        return expand_inputs(paths, must_find=must_find)
+    return inside(root, expand_inputs(inside(root, paths), must_find=must_find))
 
 
 def _in_own_loop(node: Callable[[State, RunnableConfig], Awaitable[dict[str, Any]]]

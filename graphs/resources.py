@@ -39,7 +39,7 @@ from pipeline.llm.pool import EndpointPool
 from pipeline.planning import PLAN_BATCH
 from pipeline.progress import EventProgress
 from pipeline.result_store import ResultStore
-from pipeline.summarize import DocResult
+from pipeline.summarize import DocResult, Twins
 from pipeline.text.chunking import Chunker
 from pipeline.text.loading import DocRef
 from pipeline.text.counting import BpeCounter, TokenCounter, token_counter
@@ -68,6 +68,7 @@ class Resources:
     templates: Templates  # read once per run, with the reader's instructions in them
     embedded: EmbeddedServer | None = None  # the embedded model, where it answers
     shard_slots: AdaptiveLimit = dataclasses.field(default_factory=lambda: AdaptiveLimit(SHARD_SLOTS))
+    twins: Twins = dataclasses.field(default_factory=Twins)  # documents of the same content share one summary
     _warming: threading.Thread | None = None
 
     def warm_tokenizer(self) -> None:
@@ -152,14 +153,15 @@ async def open_resources(context: Context, emit: Emit) -> AsyncIterator[Resource
             if context.memory_limit_mb:  # the tokenizer (~70 MB, built later otherwise) belongs to the start RSS
                 token_counter(context.model or DEFAULT_MODEL).preload()
             memory = MemoryGuard(context.memory_limit_mb)  # the start RSS, before the session and the model
-            model, context = await _chat_model(context, stack)
+            model, context = await _chat_model(context, stack, memory.saw_read)
             if context.model is None:  # a chat model given: counted and priced as the default model
                 context = dataclasses.replace(context, model=DEFAULT_MODEL)
             context.check_spending_cap()
             named = context
 
             def counters() -> dict[str, Any]:  # sent with the progress, which only the runner below advances
-                return {**call_stats(made, named), **(peak_rss(embedded) if embedded else {})}
+                return {**call_stats(made, named), **(peak_rss(embedded) if embedded else {}),
+                        **({"store_recovered": store.recovered} if store and store.recovered else {})}
 
             progress = EventProgress(emit, stats=counters)
             runner = made = make_runner(model, chat_settings(context), context.model or DEFAULT_MODEL, store=store,
@@ -192,18 +194,21 @@ def chat_settings(context: Context) -> ChatSettings:
         timeout=context.timeout, max_retries=context.max_retries, temperature=context.temperature, seed=context.seed,
         request_body=context.request_body, identity=context.identity, rpm=context.rpm, tpm=context.tpm,
         price=context.price, max_cost=context.max_cost)
+
+
 def _open_store(context: Context) -> ResultStore | None:
     """The run's result store, if it keeps one (a dry run only reads one that exists)."""
     if context.store_path and (not context.dry_run or Path(context.store_path).exists()):
-        return ResultStore(context.store_path, read_only=context.dry_run)
+        return ResultStore(context.store_path, read_only=context.dry_run, recover=context.store_recover)
     return None
 
 
-async def _chat_model(context: Context, stack: AsyncExitStack) -> tuple[Any, Context]:
+async def _chat_model(context: Context, stack: AsyncExitStack,
+                      on_read: Callable[[int], None] | None = None) -> tuple[Any, Context]:
     """The chat model the context asks for, with its session; the context with its model named."""
     if context.chat_model is not None:
         return context.chat_model, context
-    model, name = await open_chat(chat_settings(context), stack)
+    model, name = await open_chat(chat_settings(context), stack, on_read=on_read)
     return model, dataclasses.replace(context, model=name)
 
 

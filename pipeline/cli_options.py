@@ -143,6 +143,9 @@ def build_parser(env: dict[str, str]) -> argparse.ArgumentParser:
     b.add_argument("--store", type=Path,
                    help="SQLite result store; finished calls are never paid for twice (default: OUT/store.sqlite)")
     b.add_argument("--no-store", action="store_true", help="keep no result store")
+    b.add_argument("--store-recover", action="store_true",
+                   help="if the result store is damaged, move it aside (to STORE.damaged-TIME) and start a new "
+                        "one; its answers are paid for again, and report.json says how many")
     b.add_argument("--retry-failed", action="store_true",
                    help="send again the unchanged documents that failed in an earlier run")
     b.add_argument("--dry-run", action="store_true",

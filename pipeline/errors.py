@@ -8,7 +8,8 @@
     │   │   ├── RateLimitedError    429, with the server's Retry-After when it gave one
     │   │   ├── ConnectError        the endpoint refused or dropped the connection
     │   │   └── MalformedResponseError  200 with a body that is not a chat completion
-    │   │       └── EmptyAnswerError    a chat completion without any text
+    │   │       └── EmptyAnswerError    a chat completion without any text (`choices: []` too)
+    │   ├── AnswerTooLargeError     an answer past its size cap (bytes, or tokens beyond max_tokens)
     │   └── FatalLLMError           retrying cannot help, so the whole run stops
     │       ├── AuthError           401/403: wrong or missing API key
     │       └── EndpointError       unreachable endpoint, unknown model, bad base URL,
@@ -71,6 +72,10 @@ class MalformedResponseError(RetryableLLMError):
 
 class EmptyAnswerError(MalformedResponseError):
     """The endpoint answered a chat completion, but with no text in it."""
+
+
+class AnswerTooLargeError(LLMError):
+    """The answer was larger than a call may take; it was read no further than the cap."""
 
 
 class FatalLLMError(LLMError):

@@ -48,6 +48,10 @@ class EventProgress:
         self.done: dict[str, int] = {}
         self._changed: set[str] = set()
         self._last = 0.0
+        # One dict, sent with every stats event and refilled in place: a watcher in this
+        # process that keeps it sees the counts of close() too, even when the stream was
+        # cut short (a signal) before that last event could reach it.
+        self.latest: dict[str, Any] = {}
 
     def add_total(self, phase: str, n: int) -> None:
         new = phase not in self.totals
@@ -76,7 +80,10 @@ class EventProgress:
                        "total": self.totals.get(phase, 0)})
         self._changed.clear()
         if self.stats is not None:  # so that a run stopped half-way still reports what it spent
-            self.emit({"event": "stats", "stats": self.stats()})
+            fresh = self.stats()
+            self.latest.clear()
+            self.latest.update(fresh)
+            self.emit({"event": "stats", "stats": self.latest})
 
 
 class View(Protocol):

@@ -14,6 +14,7 @@ one process commit each other's open turn before they begin their own.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import logging
 import os
@@ -116,11 +117,70 @@ def removed_sources(prior: dict[str, PriorDocument], seen: set[str]) -> list[str
             if source not in seen and before.kind == "file" and not os.path.lexists(source)]
 
 
+class StoreDamagedError(StoreError):
+    """The store's file is damaged: SQLite cannot read it as a database."""
+
+
+_CORRUPT, _NOTADB = 11, 26  # SQLite's primary result codes for a damaged file
+
+
+def is_damage(exc: BaseException) -> bool:
+    """Whether a SQLite error says the file is damaged, rather than busy, read-only or missing."""
+    code = getattr(exc, "sqlite_errorcode", None)
+    if isinstance(code, int):
+        return code & 0xFF in (_CORRUPT, _NOTADB)
+    return isinstance(exc, sqlite3.DatabaseError) and any(
+        words in str(exc) for words in ("malformed", "not a database"))
+
+
+def _damaged(path: Path, what: str, doing: str = "open") -> StoreDamagedError:
+    return StoreDamagedError(f"cannot {doing} the result store {path}: it is damaged ({what}); move it aside, "
+                             "or run with --no-store, "
+                             "or with --store-recover to move it aside and start a new one (its answers are "
+                             "paid for again)")
+
+
+def _check(db: sqlite3.Connection, path: Path) -> None:
+    """Raise StoreDamagedError unless SQLite's quick check finds the file sound."""
+    rows = [row[0] for row in db.execute("PRAGMA quick_check(1)")]
+    if rows != ["ok"]:
+        said = " ".join(" ".join(map(str, rows)).replace("*** in database main ***", "").split())
+        raise _damaged(path, f"SQLite's check says: {said[:120]}")
+
+
+def set_aside(path: Path, what: str) -> dict[str, Any]:
+    """Move a damaged store (and its WAL files) aside; say where, and how many answers it held if it can tell."""
+    lost: int | None
+    try:
+        with contextlib.closing(sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)) as old:
+            lost = int(old.execute("SELECT COUNT(*) FROM results").fetchone()[0])
+    except (sqlite3.Error, OSError, ValueError):
+        lost = None
+    aside = path.with_name(f"{path.name}.damaged-{time.strftime('%Y%m%dT%H%M%S')}")
+    try:
+        for suffix in ("", "-wal", "-shm"):
+            if os.path.lexists(f"{path}{suffix}"):
+                os.replace(f"{path}{suffix}", f"{aside}{suffix}")
+    except OSError as exc:
+        raise StoreError(f"cannot move the damaged result store {path} aside: {exc.strerror or exc}") from exc
+    log.warning("the result store %s was damaged (%s): moved to %s; %s", path, what, aside,
+                f"its {lost} answers are paid for again" if lost is not None else
+                "how many answers it held cannot be told")
+    return {"moved_to": str(aside), "answers_lost": lost, "damage": what}
+
+
 class ResultStore:
     """Read and write finished results and document outcomes."""
 
-    def __init__(self, path: str | Path, *, read_only: bool = False) -> None:
+    def __init__(self, path: str | Path, *, read_only: bool = False, recover: bool = False) -> None:
+        """Open the store at `path` (created if missing), checking it is not damaged.
+
+        A damaged file is a StoreError that says what to do, or with `recover` it is moved
+        aside and a new store begun: `recovered` then says where it went and how many
+        answers it held, if it could still tell.
+        """
         self.path = Path(path)
+        self.recovered: dict[str, Any] | None = None
         self._file = os.path.realpath(self.path)
         self._closed = False
         self._commit_on: asyncio.AbstractEventLoop | None = None  # the loop a commit is scheduled on
@@ -128,20 +188,41 @@ class ResultStore:
         self._writer = 0  # the thread that began the open transaction
         self._failed: StoreError | None = None  # writes were lost: the next write and close raise it
         try:
+            self._db = self._open(read_only)
+        except StoreDamagedError as exc:
+            if read_only or not recover:
+                raise
+            self.recovered = set_aside(self.path, str(exc.__cause__ or exc))
+            self._db = self._open(read_only)
+        if not read_only:
+            _OPEN.setdefault(self._file, weakref.WeakSet()).add(self)
+
+    def _open(self, read_only: bool) -> sqlite3.Connection:
+        """Connect, check the file (PRAGMA quick_check), and make the tables where they are missing."""
+        db = None
+        try:
             if read_only:  # a dry run looks, and neither creates nor changes anything
-                self._db = sqlite3.connect(f"{self.path.resolve().as_uri()}?mode=ro", uri=True, timeout=30.0,
-                                           isolation_level=None, check_same_thread=False)
-                return
+                db = sqlite3.connect(f"{self.path.resolve().as_uri()}?mode=ro", uri=True, timeout=30.0,
+                                     isolation_level=None, check_same_thread=False)
+                _check(db, self.path)
+                return db
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            self._db = sqlite3.connect(self.path, timeout=30.0, isolation_level=None, check_same_thread=False)
-            self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.execute("PRAGMA synchronous=NORMAL")
-            self._db.executescript(_SCHEMA)
-            if not self._has_kind():
-                self._db.execute(_ADD_KIND)
-        except (OSError, sqlite3.Error) as exc:
+            db = sqlite3.connect(self.path, timeout=30.0, isolation_level=None, check_same_thread=False)
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute("PRAGMA synchronous=NORMAL")
+            _check(db, self.path)
+            db.executescript(_SCHEMA)
+            if not any(row[1] == "kind" for row in db.execute("PRAGMA table_info(documents)")):
+                db.execute(_ADD_KIND)
+            return db
+        except (OSError, sqlite3.Error, StoreDamagedError) as exc:
+            if db is not None:
+                db.close()
+            if isinstance(exc, StoreDamagedError):
+                raise
+            if is_damage(exc):
+                raise _damaged(self.path, str(exc)) from exc
             raise InputError(f"cannot open the result store {self.path}: {exc}") from exc
-        _OPEN.setdefault(self._file, weakref.WeakSet()).add(self)
 
     def close(self, *, raise_errors: bool = True) -> None:
         """Commit what is written and close; raise if writes were lost, unless `raise_errors` is false
@@ -178,7 +259,12 @@ class ResultStore:
             self._failed = self._failed or failed
 
     def get(self, key: str) -> StoredResult | None:
-        row = self._db.execute("SELECT text, tokens_in, tokens_out FROM results WHERE key = ?", (key,)).fetchone()
+        try:
+            row = self._db.execute("SELECT text, tokens_in, tokens_out FROM results WHERE key = ?", (key,)).fetchone()
+        except sqlite3.DatabaseError as exc:
+            if is_damage(exc):
+                raise _damaged(self.path, str(exc), "read") from exc
+            raise StoreError(f"cannot read the result store {self.path}: {exc}") from exc
         return StoredResult(*row) if row else None
 
     def put(self, key: str, step: str, text: str, tokens_in: int, tokens_out: int) -> None:

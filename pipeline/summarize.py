@@ -26,7 +26,7 @@ from prompts import Templates
 
 log = logging.getLogger(__name__)
 
-__all__ = ["DocResult", "Piece", "ask", "ask_in_language", "collapse_level", "document_result", "final_summary",
+__all__ = ["DocResult", "Piece", "Twins", "ask", "ask_in_language", "collapse_level", "document_result", "final_summary",
            "max_collapse_levels", "pack", "settled_result", "summarize_document", "summarize_shard", "to_pieces"]
 
 SummaryOf = Callable[[int], str]
@@ -54,6 +54,7 @@ class DocResult(TypedDict):
     repaired: NotRequired[bool]
     replaced: NotRequired[int]
     location: NotRequired[str]  # where in its source the document comes from ("page 3"), when given
+    same_as: NotRequired[str]  # the document of the same content whose summary this one shares
 
 
 _FROM_REF = ("language", "encoding", "repaired", "replaced")
@@ -124,15 +125,62 @@ async def ask(runner: LLMRunner, step: str, prompt: Prompt, max_tokens: int, *, 
     return Completion(text, done.tokens_in + again.tokens_in, done.tokens_out + again.tokens_out)
 
 
+class Twins:
+    """A run's documents by content: the first of identical ones is summarized, the others share its summary.
+
+    Identical files under several names (copies, a folder mirrored) cost one summary
+    per run. A twin waits for the first; if that one fails, each twin makes its own calls.
+    """
+
+    def __init__(self) -> None:
+        self._first: dict[tuple[str, str | None, int], asyncio.Future[DocResult | None]] = {}
+
+    def first(self, ref: DocRef, language: str | None) -> asyncio.Future[DocResult | None] | None:
+        """The summary to come of the first document like `ref`; None when `ref` is the first (then `settle` it)."""
+        key = (ref["sha256"], language, len(ref["spans"]))
+        if key in self._first:
+            return self._first[key]
+        self._first[key] = asyncio.get_running_loop().create_future()
+        return None
+
+    def settle(self, ref: DocRef, language: str | None, result: DocResult | None) -> None:
+        """Hand the first document's result (None: no summary to share) to its twins."""
+        future = self._first.get((ref["sha256"], language, len(ref["spans"])))
+        if future is not None and not future.done():
+            future.set_result(result if result is not None and result["status"] == "ok" else None)
+            if future.result() is None:
+                del self._first[(ref["sha256"], language, len(ref["spans"]))]
+
+
 async def summarize_document(runner: LLMRunner, ref: DocRef, *, language: str | None,
-                             max_tokens: int, templates: Templates, text: str | None = None) -> DocResult:
+                             max_tokens: int, templates: Templates, text: str | None = None,
+                             twins: Twins | None = None) -> DocResult:
     """Summarize every chunk of one document concurrently; record a failure rather than raise.
 
     Only a FatalLLMError (bad key, unreachable endpoint) escapes, since it dooms every
-    other document too.
+    other document too. With `twins`, a document whose content was already summarized
+    in this run shares that summary and makes no call.
     """
     if (settled := settled_result(ref)) is not None:
         return settled
+    if twins is None:
+        return await _summarize_document(runner, ref, language=language, max_tokens=max_tokens, templates=templates,
+                                         text=text)
+    while (first := twins.first(ref, language)) is not None:
+        if (shared := await first) is not None:
+            runner.progress.advance("map", len(ref["spans"]))  # done, as progress goes, without a call
+            return _result(ref, "ok", summary=shared["summary"], same_as=shared["source"])
+    result = None
+    try:
+        result = await _summarize_document(runner, ref, language=language, max_tokens=max_tokens,
+                                           templates=templates, text=text)
+        return result
+    finally:
+        twins.settle(ref, language, result)
+
+
+async def _summarize_document(runner: LLMRunner, ref: DocRef, *, language: str | None,
+                              max_tokens: int, templates: Templates, text: str | None = None) -> DocResult:
     try:
         text = load_text(ref) if text is None else text  # planned just now, the text may be at hand
     except InputError as exc:
@@ -190,8 +238,8 @@ def document_result(ref: DocRef, outcomes: Sequence[object]) -> DocResult:
 
 async def summarize_shard(runner: LLMRunner, planned: AsyncIterable[tuple[DocRef, str | None]], *,
                           max_tokens: int, language_of: Callable[[DocRef], str | None], templates: Templates,
-                          on_result: Callable[[DocRef, DocResult], None] | None,
-                          room: asyncio.Semaphore) -> list[DocResult]:
+                          on_result: Callable[[DocRef, DocResult], None] | None, room: asyncio.Semaphore,
+                          twins: Twins | None = None) -> list[DocResult]:
     """Summarize documents as planning yields them, each with its text if at hand, reporting each as it completes.
 
     A document is begun only with a unit of `room` (shared by the shards of a run) and
@@ -205,7 +253,7 @@ async def summarize_shard(runner: LLMRunner, planned: AsyncIterable[tuple[DocRef
     async def summarize(ref: DocRef, text: str | None) -> None:
         try:
             result = await summarize_document(runner, ref, language=language_of(ref), max_tokens=max_tokens,
-                                              templates=templates, text=text)
+                                              templates=templates, text=text, twins=twins)
         finally:
             room.release()
         if on_result is not None:
@@ -241,8 +289,11 @@ def to_pieces(result: DocResult, count: TokenCounter, cap: int) -> list[Piece]:
 
     A long document's summary (one per chunk, joined) is split on line breaks into
     parts, so the reduce merges all of it rather than cutting it to fit one call.
-    Tags the model wrote into a map summary name nothing yet, so they are dropped.
+    Tags the model wrote into a map summary name nothing yet, so they are dropped. A
+    document that shares the summary of another of the same content adds no piece.
     """
+    if "same_as" in result:
+        return []
     source, text = escape_label(result["source"]), retag(result.get("summary", ""), lambda k: None)
     doc = [result["id"]]
     tokens = count(source) + 8 + count(text)
@@ -317,7 +368,7 @@ def represent(summary: str, results: Sequence[DocResult]) -> str:
     SPELLED_OUT left out, the summary stays as it is (the documents are named under it).
     """
     cited_ids = set(cited(summary))
-    left_out = [r for r in sorted(results, key=lambda r: r["id"]) if r["id"] not in cited_ids]
+    left_out = [r for r in sorted(results, key=lambda r: r["id"]) if r["id"] not in cited_ids and "same_as" not in r]
     if not left_out or len(left_out) > SPELLED_OUT:
         return summary
     points = []

@@ -11,8 +11,9 @@ from __future__ import annotations
 import base64
 import contextlib
 import functools
-import json
+import logging
 import re
+from collections.abc import Callable
 from typing import Any, TypedDict
 from urllib.parse import urlsplit, urlunsplit
 
@@ -23,21 +24,26 @@ from langchain_core.outputs import ChatGeneration, ChatResult
 from pydantic import ConfigDict, Field, SecretStr
 
 from pipeline.errors import (
+    AnswerTooLargeError,
     ConnectError,
-    EmptyAnswerError,
     EndpointError,
     InputError,
-    MalformedResponseError,
     RetryableLLMError,
     error_for_status,
     retry_after,
 )
+from pipeline.llm.answer import HTML_HINT, Answer, answer_cap, load_json, looks_html, parse_completion, parse_models
 from pipeline.prompting import Prompt
 from pipeline.secrets import Redactor, credential_secrets, url_credentials
 
+log = logging.getLogger(__name__)
+
 _ROLES = {"human": "user", "ai": "assistant", "system": "system", "tool": "tool"}
 _USERINFO = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*://)?[^/@]*@")
-HTML_HINT = "check the base URL: the API's usually ends in /v1"
+ERROR_BODY_BYTES = 64 * 1024  # of an error answer, all that is read: its message is cut to 200 characters
+MODELS_BYTES = 4 * 2**20  # of a /models answer
+READ_SEEN_BYTES = 2**20  # a body read is told to the memory watcher every this many bytes
+_UNCOUNTED: set[str] = set()  # endpoints already said to give no token counts
 
 
 def wire_messages(prompt: Prompt | str) -> list[dict[str, str]]:
@@ -110,21 +116,47 @@ def endpoint(base_url: str, api_key: str | None) -> tuple[str, dict[str, str]]:
     return base_url, {}
 
 
-def _looks_html(body: bytes, content_type: str = "") -> bool:
-    """Whether an answer is a web page (a web UI, a proxy's login page) rather than JSON."""
-    if "html" in content_type.lower():
-        return True
-    head = body[:512].lstrip().lower()
-    return head.startswith((b"<!doctype html", b"<html", b"<head", b"<body"))
+async def read_capped(resp: aiohttp.ClientResponse, cap: int, on_read: Callable[[int], None] | None = None,
+                      *, cut: bool = False) -> bytes:
+    """Read a body of at most `cap` bytes; past it, raise AnswerTooLargeError (or, with `cut`, keep the head).
+
+    Nothing beyond the cap is read: a declared length over it is refused before the
+    first byte, and the connection of a body cut short is closed rather than drained.
+    `on_read` is told of every READ_SEEN_BYTES read, so that a memory guard sees big reads.
+    """
+    declared = resp.content_length
+    if declared is not None and declared > cap and not cut:
+        resp.close()
+        raise AnswerTooLargeError(f"the answer is {declared} bytes, over the {cap}-byte cap of one answer")
+    if declared is not None and declared <= cap:  # the usual answer: its length known and within the cap
+        if on_read is not None and declared >= READ_SEEN_BYTES:
+            on_read(declared)
+        return await resp.read()
+    chunks: list[bytes] = []
+    size = told = 0
+    async for chunk in resp.content.iter_any():
+        chunks.append(chunk)
+        size += len(chunk)
+        if on_read is not None and size - told >= READ_SEEN_BYTES:
+            on_read(size - told)
+            told = size
+        if size > cap:
+            resp.close()
+            if cut:
+                return b"".join(chunks)[:cap]
+            raise AnswerTooLargeError(f"the answer passed the {cap}-byte cap of one answer; "
+                                      "read no further")
+    return b"".join(chunks)
 
 
 def _error_detail(body: bytes, redact: Redactor) -> str:
-    if _looks_html(body):
+    if looks_html(body):
         return f"an HTML page, not the OpenAI API; {HTML_HINT}"
     try:
-        err = json.loads(body).get("error")
+        data = load_json(body)
+        err = data.get("error") if isinstance(data, dict) else None
         message = err.get("message") if isinstance(err, dict) else err
-    except (ValueError, AttributeError):
+    except ValueError:
         message = body[:1000].decode("utf-8", "replace")
     # Redacted before it is cut short, so that no head of an echoed key survives the cut.
     return redact.text(" ".join(str(message or "").split()))[:200]
@@ -146,22 +178,19 @@ async def probe_endpoint(base_url: str, api_key: str | None, timeout: float = 15
                 session = await stack.enter_async_context(aiohttp.ClientSession())
             async with session.get(url.rstrip("/") + "/models", headers=headers,
                                    timeout=aiohttp.ClientTimeout(total=timeout)) as resp:
-                body = await resp.read()
+                body = await read_capped(resp, MODELS_BYTES if resp.status == 200 else ERROR_BODY_BYTES, cut=True)
                 if resp.status in (401, 403):  # other statuses: a server without /models, the calls will tell
                     raise error_for_status(resp.status, _error_detail(body, Redactor(credential_secrets(
                         api_key, base_url))))
-                if resp.status == 200 and _looks_html(body, resp.content_type):
+                if resp.status == 200 and looks_html(body, resp.content_type):
                     raise EndpointError(f"the base URL {shown} answers with an HTML page, not the OpenAI "
                                         f"API (a web UI or a login page?); {HTML_HINT}")
-                listed = json.loads(body).get("data") if resp.status == 200 else None
+                return parse_models(body) if resp.status == 200 else []
     except (aiohttp.ClientConnectorError, aiohttp.InvalidURL, TimeoutError) as exc:
         raise EndpointError(f"cannot reach the LLM endpoint at {shown} ({exc.__class__.__name__}); "
                             "is the server running?") from exc
-    except (aiohttp.ClientError, ValueError, AttributeError):
+    except aiohttp.ClientError:
         return []
-    if not isinstance(listed, list):
-        return []
-    return [str(m["id"]) for m in listed if isinstance(m, dict) and m.get("id")]
 
 
 class OpenAICompatChat(BaseChatModel):
@@ -176,6 +205,7 @@ class OpenAICompatChat(BaseChatModel):
     max_tokens: int | None = None
     extra_body: dict[str, Any] = Field(default_factory=dict)  # server-specific fields, e.g. repeat_penalty
     session: aiohttp.ClientSession | None = Field(default=None, exclude=True)
+    on_read: Callable[[int], None] | None = Field(default=None, exclude=True)  # told of big reads (memory guard)
 
     @property
     def _llm_type(self) -> str:
@@ -196,17 +226,14 @@ class OpenAICompatChat(BaseChatModel):
         does its own accounting, so `BaseChatModel.ainvoke` (callback managers, run ids,
         a task per call) and the message objects are pure overhead on its hot path.
         """
-        body = await self._send(wire_messages(prompt), max_tokens=max_tokens)
-        data, choice, content = self._decode(body, self._endpoint()[2])
-        usage = data.get("usage") or {}
-        return content, {"input_tokens": int(usage.get("prompt_tokens") or 0),
-                         "output_tokens": int(usage.get("completion_tokens") or 0),
-                         "finish_reason": choice.get("finish_reason")}
+        answer = self._read(await self._send(wire_messages(prompt), max_tokens=max_tokens), max_tokens)
+        return answer.text, {"input_tokens": answer.input_tokens, "output_tokens": answer.output_tokens,
+                             "finish_reason": answer.finish_reason}
 
     async def _agenerate(self, messages: list[BaseMessage], stop: list[str] | None = None,
                          run_manager: Any = None, **kwargs: Any) -> ChatResult:
         wire = [{"role": _ROLES.get(m.type, m.type), "content": m.content} for m in messages]
-        return self._parse(await self._send(wire, stop=stop, **kwargs))
+        return self._parse(await self._send(wire, stop=stop, **kwargs), kwargs.get("max_tokens", self.max_tokens))
 
     async def _send(self, messages: list[dict[str, Any]], stop: list[str] | None = None, **kwargs: Any) -> bytes:
         payload: dict[str, Any] = {
@@ -244,10 +271,10 @@ class OpenAICompatChat(BaseChatModel):
         url, headers, redact = self._endpoint()
         try:
             async with session.post(url, json=payload, headers=headers) as resp:
-                body = await resp.read()
                 status = resp.status
                 if status == 200:
-                    return body
+                    return await read_capped(resp, answer_cap(payload.get("max_tokens")), self.on_read)
+                body = await read_capped(resp, ERROR_BODY_BYTES, cut=True)
                 raise error_for_status(status, _error_detail(body, redact), retry_after(resp.headers),
                                        where=redact_url(url) or url, model=self.model)
         except (aiohttp.ClientConnectorError, aiohttp.InvalidURL) as exc:
@@ -257,32 +284,24 @@ class OpenAICompatChat(BaseChatModel):
         except aiohttp.ClientError as exc:
             raise RetryableLLMError(redact.text(f"connection failed: {exc.__class__.__name__}: {exc}")) from exc
 
-    @staticmethod
-    def _decode(body: bytes, redact: Redactor) -> tuple[dict[str, Any], dict[str, Any], str]:
-        try:
-            data = json.loads(body)
-            choice = data["choices"][0]
-            content = choice["message"]["content"]
-        except (ValueError, KeyError, IndexError, TypeError) as exc:
-            if _looks_html(body):
-                raise MalformedResponseError(f"the endpoint answered with an HTML page, not a chat "
-                                             f"completion; {HTML_HINT}") from exc
-            shown = redact.text(body[:1000].decode("utf-8", "replace"))[:80]
-            raise MalformedResponseError(f"malformed response: {shown!r}") from exc
-        if not isinstance(content, str):
-            raise EmptyAnswerError("malformed response: the message has no text content")
-        return data, choice, content
+    def _read(self, body: bytes, max_tokens: int | None) -> Answer:
+        """Read a chat completion; say once per endpoint when its server gives no usable token counts."""
+        answer = parse_completion(body, self._endpoint()[2].text, max_tokens)
+        if not answer.counted and self.base_url not in _UNCOUNTED:
+            _UNCOUNTED.add(self.base_url)
+            log.warning("%s gives no usable token counts (`usage`); tokens are estimated from the text",
+                        redact_url(self.base_url))
+        return answer
 
-    def _parse(self, body: bytes) -> ChatResult:
-        data, choice, content = self._decode(body, self._endpoint()[2])
-        usage = data.get("usage") or {}
-        message = AIMessage(content=content, response_metadata={
-            "model_name": data.get("model", self.model), "finish_reason": choice.get("finish_reason")})
+    def _parse(self, body: bytes, max_tokens: int | None) -> ChatResult:
+        answer = self._read(body, max_tokens)
+        model = answer.model or self.model
+        message = AIMessage(content=answer.text, response_metadata={
+            "model_name": model, "finish_reason": answer.finish_reason})
+        usage = {"prompt_tokens": answer.input_tokens, "completion_tokens": answer.output_tokens,
+                 "total_tokens": answer.input_tokens + answer.output_tokens} if answer.counted else {}
         if usage:
-            message.usage_metadata = {
-                "input_tokens": int(usage.get("prompt_tokens") or 0),
-                "output_tokens": int(usage.get("completion_tokens") or 0),
-                "total_tokens": int(usage.get("total_tokens") or 0),
-            }
+            message.usage_metadata = {"input_tokens": answer.input_tokens, "output_tokens": answer.output_tokens,
+                                      "total_tokens": usage["total_tokens"]}
         return ChatResult(generations=[ChatGeneration(message=message)],
-                          llm_output={"token_usage": usage, "model_name": data.get("model", self.model)})
+                          llm_output={"token_usage": usage, "model_name": model})

@@ -11,6 +11,7 @@ for its share of the run (pipeline/ray/calls.py); both from a `ChatSettings`.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
 from typing import Any
@@ -50,11 +51,13 @@ class ChatSettings:
     max_cost: float | None = None
 
 
-async def open_chat(settings: ChatSettings, stack: AsyncExitStack, *, probe: bool = True) -> tuple[Any, str]:
+async def open_chat(settings: ChatSettings, stack: AsyncExitStack, *, probe: bool = True,
+                    on_read: Callable[[int], None] | None = None) -> tuple[Any, str]:
     """Open the chat client the settings ask for, closed by `stack`; return it and its model's name.
 
     With `probe`, a single endpoint is asked for its models first (a refused key or a dead
     server fails here, before any document is read); a pool always probes its endpoints.
+    `on_read` hears the size of every answer body as it is read (the memory guard's view).
     """
     s = settings
     key = s.api_key.get_secret_value() if s.api_key else None
@@ -70,7 +73,7 @@ async def open_chat(settings: ChatSettings, stack: AsyncExitStack, *, probe: boo
         listed = await probe_endpoint(s.base_url, key, session=session) if probe else []
         name = s.model or (listed[0] if listed else s.default_model)
         return OpenAICompatChat(model=name, base_url=s.base_url, api_key=s.api_key, temperature=s.temperature,
-                                extra_body=s.request_body, session=session), name
+                                extra_body=s.request_body, session=session, on_read=on_read), name
     # A key alone means OpenAI itself, through langchain-openai and its own endpoint.
     from langchain_openai import ChatOpenAI
 

@@ -129,6 +129,10 @@ class MemoryGuard:
                 raised = {name: lim.relax(lim.maximum // _RAISE_SHARE) for name, lim in self._watched.items()}
                 log.info("memory at %.0f MB, machine at %.0f%%: raising %s", rss / 2**20, machine, _named(raised))
 
+    def saw_read(self, nbytes: int) -> None:
+        """Check memory while a big answer is being read, as before a call (the HTTP client calls this)."""
+        self.admit()
+
     def _pressed(self, now: float, rss: int, machine: float, over_soft: bool) -> None:
         """Collect garbage now and then; halve the watched limits while the pressure grows."""
         if now - self._last_gc >= _GC_EVERY_S:

@@ -7,12 +7,13 @@ than corpus size.
 
 from __future__ import annotations
 
-import glob
+import errno
 import hashlib
 import logging
 import os
-from collections.abc import Iterable, Mapping, Sequence
-from pathlib import Path
+import re
+import stat
+from collections.abc import Callable, Iterable, Mapping, Sequence
 
 from typing_extensions import NotRequired, TypedDict
 
@@ -58,121 +59,206 @@ def makes_calls(ref: DocRef) -> bool:
     return not ("skip_reason" in ref or "plan_error" in ref or "prior_error" in ref)
 
 
-def expand_inputs(patterns: Sequence[str]) -> list[str]:
-    """Resolve files, globs and directories (recursing into *.txt, *.md) to a list of file paths.
+def expand_inputs(names: Iterable[str | os.PathLike[str]], *, must_find: bool = True) -> list[str]:
+    """Turn named files, folders and globs into the list of files to plan, each listed once.
 
-    A path the system refuses to look at (too long, no permission) is an InputError.
-    Paths stay strings: a folder of 200,000 files would spend a second on Path objects.
+    The one expansion of every entry point (the CLI's arguments, the graph's `paths`). A
+    folder gives its *.txt and *.md files, a glob (`**` recursing) what it matches. A
+    name that gives no file (missing, a glob that matches nothing, a folder without
+    documents, a FIFO or a device) is kept as it is, and planning makes it that input's
+    own failure with the reason; but when no name gives anything and `must_find` (no
+    other input, such as a text in memory, is given), an InputError says why at once,
+    before any call. Links to folders are never followed while walking a folder or a
+    glob, so a link loop ends; what walking finds is de-duplicated by real path. A plain
+    file name (with a .txt or .md ending and no glob character) is taken without a stat,
+    so a listing of 200,000 files costs none. Paths stay strings.
     """
-    if not patterns:
-        raise InputError("no input files given")
-    seen: dict[str, None] = {}
-    for pattern in patterns:
-        try:
-            found = _expand_one(pattern)
-        except OSError as exc:
-            raise InputError(f"cannot look at input {exc.filename or pattern}: {exc.strerror or exc}") from exc
-        seen.update(dict.fromkeys(found))  # a path already seen keeps its first place
-    return list(seen)
+    found: list[tuple[str, Listing | None]] = []
+    for name in map(str, names):
+        plain = _has_input_suffix(name) and not ("*" in name or "?" in name or "[" in name or name[:1] == "~")
+        found.append((name, None if plain else _expand_one(name)))
+    named = [name for name, listing in found if listing is None]  # for planning to read or explain
+    walked = len(named) < len(found)
+    if must_find and not walked and not any(map(_exists, named)):  # stops at the first that exists
+        raise InputError(why_unreadable(named[0]) if named else "no input files given")
+    here = os.getcwd()
+    seen: dict[str, str] = {}  # a file's real path (a named one's absolute path) -> the name listed
+    for name, listing in found:
+        if listing is None:  # the name itself, compared with the files walked only where there are some
+            seen.setdefault(os.path.normpath(os.path.join(here, name)) if walked else name, name)
+            continue
+        paths, real = listing
+        for path in paths:
+            seen.setdefault(real(path), path)
+    return list(seen.values())
 
 
-def expand_named(paths: Iterable[str | os.PathLike[str]]) -> list[str]:
-    """The graph's `paths` as files: a folder or a glob among them becomes the files it names.
-
-    The CLI expands its arguments before the run; a notebook or a server client may pass
-    "data/" or "notes/*.md" as well. Only a name that may be one is looked at (glob
-    characters, or no .txt/.md ending), so a listing of 200,000 files costs no stat. A
-    folder or glob that names nothing stays as it is and is reported as that input's
-    failure, never the run's.
-    """
-    out: list[str] = []
-    expanded = False
-    for name in map(str, paths):
-        if ("*" in name or "?" in name or "[" in name or not name.lower().endswith(DIRECTORY_SUFFIXES)) and (
-                found := _named(name)):
-            out.extend(found)
-            expanded = True
-        else:
-            out.append(name)
-    return list(dict.fromkeys(out)) if expanded else out
+# Files found by walking a folder or a glob, and what gives each one's real path.
+Listing = tuple[list[str], Callable[[str], str]]
 
 
-def _named(name: str) -> list[str] | None:
-    """The files a folder or a glob names, or None when `name` is to be read as a file (or names nothing)."""
-    if not os.path.isdir(name) and not (_GLOB_CHARS & set(name) and not os.path.lexists(name)):
-        return None
+def _exists(name: str) -> bool:
+    """Whether `name` is something planning can read or explain (a file, a FIFO, a broken link)."""
+    return os.path.lexists(name) and not os.path.isdir(name)
+
+
+def _expand_one(name: str) -> Listing | None:
+    """The files a folder or glob names; None for a name to be read as it is (or that names nothing)."""
+    path = os.path.expanduser(name)
     try:
-        return list(_expand_one(name))
-    except (InputError, OSError):  # a folder without documents, a glob without matches
+        if os.path.isdir(path):
+            listing = _walk(path, input_only=True)
+        elif _GLOB_CHARS & set(name) and not os.path.lexists(path):
+            listing = _glob(path)
+        elif path != name and os.path.lexists(path):  # ~/notes.txt, from a config file
+            listing = [path], os.path.realpath
+        else:
+            return None
+    except OSError as exc:
+        log.warning("cannot list %s: %s", name, exc.strerror or exc)
         return None
+    return listing if listing[0] else None
 
 
-def _expand_one(pattern: str) -> Iterable[str]:
-    path = Path(pattern).expanduser()
-    if path.is_dir():
-        found = sorted(_walk(path))
-        if not found:
-            raise InputError(f"no .txt or .md files under directory {pattern}")
-        return found
-    if path.is_file():
-        return [str(path)]
-    if _GLOB_CHARS & set(pattern):
-        matches = sorted(m for m in glob.glob(str(path), recursive=True) if _is_input(Path(m)))
-        if not matches:
-            raise InputError(f"no files match {pattern!r}")
-        return matches
-    if path.is_symlink():  # a link to nothing, named or expanded by the shell: reported, not fatal
-        return [str(path)]
-    raise InputError(f"no such file or directory: {pattern}")
-
-
-def _walk(folder: Path) -> list[str]:
-    """The *.txt and *.md files below `folder`, and links among them to nothing.
+def _walk(folder: str, *, input_only: bool, depth: int | None = None) -> Listing:
+    """The sorted entries below `folder` that are not folders (only documents with `input_only`).
 
     Through os.scandir, whose entries know their own type: no stat per file, so a
-    folder of 200,000 files is listed in well under a second.
+    folder of 200,000 files is listed in well under a second. A link to a folder is not
+    walked (no loops, no twins); a link to a file is given its real path, so that a file
+    is listed once. `depth` bounds how many folders down it goes (None: all).
     """
+    folder = folder.rstrip(os.sep) or os.sep
     found: list[str] = []
-    pending = [str(folder)]
+    links: dict[str, str] = {}
+    pending = [(folder, 0)]
     while pending:
-        where = pending.pop()
+        where, level = pending.pop()
         try:
             entries = os.scandir(where)
-        except PermissionError as exc:
-            if where == str(folder):
+        except OSError as exc:
+            if where == folder:
                 raise
-            log.warning("skipping folder %s: %s", where, exc.strerror)
+            log.warning("skipping folder %s: %s", where, exc.strerror or exc)
             continue
         with entries:
             for entry in entries:
-                if entry.is_dir(follow_symlinks=False):  # a link to a folder is not walked: no loops, no twins
-                    pending.append(entry.path)
-                elif _has_input_suffix(entry.name) and (
-                        entry.is_file() or (entry.is_symlink() and not os.path.exists(entry.path))):
+                if entry.is_dir(follow_symlinks=False):
+                    if depth is None or level < depth:
+                        pending.append((entry.path, level + 1))
+                elif not input_only or _has_input_suffix(entry.name):
+                    if entry.is_symlink():
+                        if entry.is_dir():
+                            continue  # a link to a folder
+                        links[entry.path] = os.path.realpath(entry.path)
                     found.append(entry.path)
-    return found
+    found.sort()
+    # Below a folder reached through no link, a path's real path is the folder's plus the rest.
+    real_folder, cut = os.path.realpath(folder).rstrip(os.sep), len(folder.rstrip(os.sep))
+    return found, lambda path: links.get(path) or real_folder + path[cut:]
+
+
+def _glob(pattern: str) -> Listing:
+    """What a glob matches, as glob.glob would (`**` any folders deep, no hidden names), links to folders not walked."""
+    parts = pattern.split(os.sep)
+    fixed = next(i for i, part in enumerate(parts) if _GLOB_CHARS & set(part))
+    root = os.sep.join(parts[:fixed]) or (os.sep if fixed else "")
+    rest = parts[fixed:]
+    if root and not os.path.isdir(root):
+        return [], str
+    paths, real = _walk(root or ".", input_only=False, depth=None if "**" in rest else len(rest) - 1)
+    base, prefix = os.path.join(root or ".", ""), os.path.join(root, "") if root else ""
+    match = re.compile(_translate(rest)).fullmatch
+    cut = len(base)
+    found = [prefix + path[cut:] for path in paths if match(path, cut)]
+    return found, lambda path: real(base + path[len(prefix):])
+
+
+def _translate(parts: list[str]) -> str:
+    """A regular expression for the folder-relative paths that glob components match."""
+    out = []
+    for i, part in enumerate(parts):
+        last = i == len(parts) - 1
+        if part == "**":
+            out.append(r"(?:(?!\.)[^/]*/)*" if not last else r"(?:(?!\.)[^/]*/)*(?!\.)[^/]*")
+            continue
+        out.append(("" if part.startswith(".") else r"(?!\.)") + _component(part) + ("" if last else "/"))
+    return "".join(out)
+
+
+def _component(part: str) -> str:
+    """A regular expression for one glob component: * and ? stay within a name, [...] is a set."""
+    out, i = [], 0
+    while i < len(part):
+        char = part[i]
+        if char == "*":
+            out.append("[^/]*")
+        elif char == "?":
+            out.append("[^/]")
+        elif char == "[" and (close := part.find("]", i + 2 if part[i + 1:i + 2] in ("!", "]") else i + 1)) > i:
+            body = part[i + 1:close]
+            body = "^" + body[1:] if body.startswith("!") else body
+            out.append("[" + body.replace("\\", "\\\\") + "]")
+            i = close
+        else:
+            out.append(re.escape(char))
+        i += 1
+    return "".join(out)
 
 
 def _has_input_suffix(name: str) -> bool:
     """Tell whether os.path.splitext(name)[1].lower() is .txt or .md, at a third of its cost.
 
-    As for splitext, a name of dots and the suffix alone (".txt") has no suffix.
+    As for splitext, a name of dots and the suffix alone (".txt") has no suffix. This is
+    the one place that decides which files a folder or a plain name gives as documents.
     """
     low = name.lower()
     return low.endswith(DIRECTORY_SUFFIXES) and low.lstrip(".") not in ("txt", "md")
 
 
-def _is_input(path: Path) -> bool:
-    """A file, or a link to nothing: found by a glob or in a folder, it is reported, not dropped."""
-    return path.is_file() or (path.is_symlink() and not path.exists())
-
-
 def _read_bytes(path: str) -> bytes:
-    with open(path, "rb") as fh:
-        size = os.fstat(fh.fileno()).st_size
-        if size > MAX_FILE_BYTES:
-            raise InputError(f"file is {size // 2**20} MiB, over the {MAX_FILE_BYTES // 2**20} MiB limit")
+    """Read a regular file whole; anything else (a FIFO, a device, a folder) is an InputError that says what it is.
+
+    Opened without blocking, so that a FIFO with no writer cannot hold the run.
+    """
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0))
+    with open(fd, "rb", closefd=True) as fh:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            raise InputError(_kind(info.st_mode))
+        if info.st_size > MAX_FILE_BYTES:
+            raise InputError(f"file is {info.st_size // 2**20} MiB, over the {MAX_FILE_BYTES // 2**20} MiB limit")
         return fh.read()
+
+
+def _kind(mode: int) -> str:
+    """Say what a file that is not a regular file is."""
+    if stat.S_ISFIFO(mode):
+        return "a named pipe (FIFO), not a regular file"
+    if stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
+        return "a device, not a regular file"
+    if stat.S_ISSOCK(mode):
+        return "a socket, not a regular file"
+    if stat.S_ISDIR(mode):
+        return f"a folder with no {' or '.join(DIRECTORY_SUFFIXES)} files in it"
+    return "not a regular file"
+
+
+def why_unreadable(name: str, exc: BaseException | None = None) -> str:
+    """Say why a named input gives nothing to read: missing, a glob without matches, a broken link, a FIFO..."""
+    try:
+        info = os.stat(name)
+    except OSError as err:
+        if os.path.islink(name):
+            return f"broken symbolic link to {os.readlink(name)}"
+        if err.errno == errno.ENOENT:
+            return f"no files match {name!r}" if _GLOB_CHARS & set(name) else f"no such file or directory: {name}"
+        return f"{err.strerror or err}: {name}"
+    if stat.S_ISDIR(info.st_mode) and not os.access(name, os.R_OK | os.X_OK):
+        return f"cannot list the folder {name}: permission denied"
+    if not stat.S_ISREG(info.st_mode):
+        return _kind(info.st_mode)
+    return str(getattr(exc, "strerror", None) or exc or "unreadable")
 
 
 def plan_document(doc_id: int, source: str, chunker: Chunker, *, path: str | None = None,
@@ -207,7 +293,7 @@ def _plan(ref: DocRef, chunker: Chunker, text: str | None, guess_language: bool,
         try:
             data = _read_bytes(path)
         except (OSError, InputError) as exc:
-            ref["skip_reason"] = f"unreadable: {_read_error(path, exc)}"
+            ref["skip_reason"] = f"unreadable: {why_unreadable(path, exc)}"
             return
         ref["sha256"] = hashlib.sha256(data).hexdigest()
         decoded = decode_bytes(data)
@@ -242,12 +328,6 @@ def _plan(ref: DocRef, chunker: Chunker, text: str | None, guess_language: bool,
         ref["language"] = language
     if keep is not None and text is None:
         keep[ref["id"]] = body
-
-
-def _read_error(path: str, exc: Exception) -> str:
-    if os.path.islink(path) and not os.path.exists(path):
-        return f"broken symbolic link to {os.readlink(path)}"
-    return str(getattr(exc, "strerror", None) or exc)
 
 
 class Entry(TypedDict):

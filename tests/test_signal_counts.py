@@ -1,0 +1,44 @@
+"""A run stopped by a signal at any point reports every call it made and every token it was answered."""
+
+from __future__ import annotations
+
+import json
+import signal
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.fake_openai import FakeOpenAI
+from tests.test_batch import _start_cli, _write_docs
+
+CONCURRENCY = 4
+
+
+@pytest.mark.parametrize(("sig", "after"), [(signal.SIGTERM, 1), (signal.SIGINT, 3), (signal.SIGTERM, 9),
+                                            (signal.SIGINT, 17), (signal.SIGTERM, 30)])
+def test_the_report_counts_every_call_however_the_run_is_stopped(fake: FakeOpenAI, tmp_path: Path,
+                                                                   sig: signal.Signals, after: int) -> None:
+    docs = _write_docs(tmp_path / "in", 80)
+    out = tmp_path / "out"
+    fake.latency = 0.03
+    proc = _start_cli(str(docs), "--base-url", fake.base_url, "--out", str(out), "--no-store",
+                      "--concurrency", str(CONCURRENCY))
+    deadline = time.monotonic() + 30
+    while fake.chat_calls < after and time.monotonic() < deadline and proc.poll() is None:
+        time.sleep(0.002)
+    proc.send_signal(sig)
+    proc.communicate(timeout=30)
+    received = fake.chat_calls
+
+    report = json.loads((out / "report.json").read_text(encoding="utf-8"))
+    lines = [json.loads(line) for line in (out / "summaries.jsonl").read_text(encoding="utf-8").splitlines()]
+    ok = [line for line in lines if line["status"] == "ok"]
+    assert report["status"] in ("interrupted", "terminated")
+    calls = report.get("llm_calls", {}).get("map", 0)
+    # Every request the server saw was counted; at most the calls in flight were counted and never sent.
+    assert received <= calls <= received + CONCURRENCY, (received, calls)
+    assert calls >= len(ok)
+    # Every answer a document kept was counted in the tokens.
+    assert report.get("completion_tokens", 0) >= sum(line["tokens_out"] for line in ok)
+    assert report.get("prompt_tokens", 0) >= sum(line["tokens_in"] for line in ok)
