@@ -12,7 +12,8 @@ from hypothesis import strategies as st
 
 from pipeline.errors import InputError
 from pipeline.text.loading import expand_inputs, plan_document
-from pipeline.text.chunking import Chunker, token_counter
+from pipeline.text.chunking import Chunker
+from pipeline.text.counting import token_counter
 from tests.fake_openai import FakeOpenAI
 
 CHUNKER = Chunker(200, token_counter("gpt-4o-mini"))
