@@ -93,7 +93,8 @@ class Resources:
         """The counters of the run's calls so far."""
         if self.runner is None:
             return {}
-        return {**call_stats(self.runner, self.context), **(peak_rss(self.embedded) if self.embedded else {})}
+        return {**call_stats(self.runner, self.context), **(peak_rss(self.embedded) if self.embedded else {}),
+                **({"store_recovered": self.store.recovered} if self.store and self.store.recovered else {})}
 
     def commit(self, ref: DocRef, result: DocResult) -> None:
         """Take a summarized document's result: record it in the store, count it done, send it to the stream."""
