@@ -175,6 +175,13 @@ def build_parser(env: dict[str, str]) -> argparse.ArgumentParser:
     r.add_argument("--ray-actors", type=COUNT,
                    help="with --engine ray: actors making the map calls, --concurrency split among them "
                         "(default: one per CPU of the cluster, each with at least 8 calls)")
+    i = p.add_argument_group("inputs")
+    i.add_argument("--text-field", metavar="FIELD",
+                   help="JSON Lines, JSON and CSV inputs: each record is a document, its text in FIELD (a.b if nested)")
+    i.add_argument("--id-field", metavar="FIELD", help="with --text-field: the field shown as each record's id")
+    i.add_argument("--include", action="append", metavar="GLOB",
+                   help="only input files whose name (or path, for a GLOB with /) matches; repeatable")
+    i.add_argument("--exclude", action="append", metavar="GLOB", help="pass over input files that match; repeatable")
     b.add_argument("--log-json", action="store_true", help="log JSON lines to stderr, for machines")
     b.add_argument("-q", "--quiet", action="store_true", help="no progress, warnings and errors only")
     b.add_argument("-v", "--verbose", action="store_true", help="debug logs, with tracebacks of unexpected errors")
@@ -241,6 +248,8 @@ def settings(args: argparse.Namespace) -> Job:
         **{**(LOCAL_DEFAULTS | LOCAL_SETTINGS if local else {}), **given}, language=args.language, length=args.length,
         store_path=str(store) if store else None, retry_failed=args.retry_failed, dry_run=args.dry_run,
         engine=args.engine, ray_address=args.ray_address or None, ray_actors=args.ray_actors)
+    context = dataclasses.replace(context, text_field=args.text_field, id_field=args.id_field,
+                                  include=args.include or [], exclude=args.exclude or [])
     # The embedded model's address is known only once it runs: check the rest with a stand-in.
     (dataclasses.replace(context, base_url="http://127.0.0.1/v1") if local else context).validate()
     if args.local_threads is not None and args.local_threads < 1:

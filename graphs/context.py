@@ -125,6 +125,13 @@ class Context:
                                               "ray://head:10001); by default a local Ray instance")] = None
     ray_actors: Annotated[int | None, _about("With engine 'ray': actors making the map calls, the "
                                              "concurrency split among them (default: one per CPU)")] = None
+    text_field: Annotated[str | None, _about("JSON Lines, JSON and CSV inputs: the field holding each record's "
+                                             "text (a.b for a nested one); each record is then a document")] = None
+    id_field: Annotated[str | None, _about("With text_field: the field shown as each record's id")] = None
+    include: Annotated[list[str], _about("Only input files whose name (or path, for a pattern with /) "
+                                         "matches one of these globs")] = field(default_factory=list)
+    exclude: Annotated[list[str], _about("Input files whose name (or path) matches one of these globs "
+                                         "are passed over")] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         # Every setting must be of its declared type; text (JSON from the server, a form)

@@ -40,7 +40,8 @@ from pipeline.answers.citations import cited
 from pipeline.errors import CollapseError, InputError
 from pipeline.text.language import answer_language
 from pipeline.answers.length import parse_length
-from pipeline.text.loading import DocRef, Entry, expand_named, list_inputs, plan_entries
+from pipeline.text.formats.entries import Fields
+from pipeline.text.loading import DocRef, Entry, expand_named, list_inputs, plan_entries, select_inputs
 from pipeline.preview import preview as preview_calls
 from pipeline.prompting import escape_label
 from pipeline.result_store import compare_with_prior, removed_sources
@@ -130,7 +131,8 @@ async def _plan_batch(res: Resources, batch: list[Entry],
     With `keep`, the files' texts stay there for the summarizer that follows.
     """
     context = res.context
-    options: dict[str, Any] = {"guess_language": context.language == "auto", "keep": keep}
+    options: dict[str, Any] = {"guess_language": context.language == "auto", "keep": keep,
+                               "fields": Fields(context.text_field, context.id_field)}
     if any(map(_big, batch)):
         refs = await asyncio.to_thread(plan_entries, batch, res.chunker, **options)
     else:
@@ -353,6 +355,9 @@ def make_builder(endpoint: Mapping[str, Any] | None = None) -> StateGraph:
         emit = get_stream_writer()
         # In a worker thread: a folder or a glob is listed from disk, off the event loop.
         paths = await asyncio.to_thread(expand_named, state.get("paths") or [])
+        # Then narrowed by --include/--exclude, and each mailbox or records file listed as its parts.
+        paths = await asyncio.to_thread(select_inputs, paths, context.include, context.exclude,
+                                        Fields(context.text_field, context.id_field))
         run_input = RunState(paths=paths, texts=state.get("texts") or [])
         async with open_resources(context, emit) as resources:
             out = await mapreduce.ainvoke(run_input, config={"recursion_limit": RECURSION_LIMIT},

@@ -40,7 +40,8 @@ def _settings(context: Context, concurrency: int, actors: int, keyed: bool) -> t
 
     model = context.model or DEFAULT_MODEL
     plan = PlanSettings(chunk_tokens=context.chunk_tokens, model=model, language=context.language,
-                        map_max_tokens=context.map_max_tokens, identity=context.identity, keyed=keyed)
+                        map_max_tokens=context.map_max_tokens, identity=context.identity, keyed=keyed,
+                        text_field=context.text_field, id_field=context.id_field)
     endpoints = [dataclasses.replace(s, concurrency=max(1, s.concurrency // actors) if s.concurrency else None)
                  for s in context.endpoints] if context.base_urls else []
     call = CallSettings(

@@ -53,9 +53,11 @@ class DocResult(TypedDict):
     encoding: NotRequired[str]
     repaired: NotRequired[bool]
     replaced: NotRequired[int]
+    format: NotRequired[str]  # pdf, html, docx, email, record; left out for a text file
+    locations: NotRequired[list[str]]  # where each chunk comes from: "page 3", "lines 1-40", "message 2"
 
 
-_FROM_REF = ("language", "encoding", "repaired", "replaced")
+_FROM_REF = ("language", "encoding", "repaired", "replaced", "format", "locations")
 
 
 def _result(ref: DocRef, status: Literal["ok", "failed", "skipped"], **fields: Any) -> DocResult:

@@ -23,6 +23,7 @@ import numpy as np
 import ray
 
 from pipeline.text.language import answer_language, language_instruction
+from pipeline.text.formats.entries import Fields
 from pipeline.text.loading import DocRef, makes_calls, plan_document
 from pipeline.text.loading import log as _loading_log
 from pipeline.prompting import chunk_prompt, firmer
@@ -42,6 +43,8 @@ class PlanSettings:
     map_max_tokens: int
     identity: str
     keyed: bool  # a store is kept: compute each prompt's key
+    text_field: str | None = None  # records files: the field holding each record's text
+    id_field: str | None = None
 
 
 # NumPy's bytes strings drop trailing NUL bytes, so a digest ending in 0x00 (one key in 256)
@@ -103,7 +106,8 @@ def plan_batch(batch: Batch, settings: PlanSettings, snapshot: Any = None) -> Ba
         texts: dict[int, str] = {}
         with _held_warnings() as warnings:
             ref = plan_document(entry["id"], entry["source"], chunker, path=entry.get("path"), text=entry.get("text"),
-                                guess_language=settings.language == "auto", keep=texts)
+                                guess_language=settings.language == "auto", keep=texts,
+                                fields=Fields(settings.text_field, settings.id_field))
         planned = _prompts(ref, texts.get(ref["id"], ref.get("text", "")), settings, snap)
         docs.append(json.dumps(planned | {"warnings": warnings} if warnings else planned))
     return {"doc": np.array(docs, dtype=object)}

@@ -7,23 +7,28 @@ than corpus size.
 
 from __future__ import annotations
 
+import bisect
+import fnmatch
 import glob
 import hashlib
 import logging
 import os
+from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 
 from typing_extensions import NotRequired, TypedDict
 
-from pipeline.text.decoding import decode_bytes
 from pipeline.errors import InputError
+from pipeline.text import formats
+from pipeline.text.formats.entries import Fields, read_part, split_name
+from pipeline.text.formats.entries import expand as expand_parts
 from pipeline.text.language import detect_language
 from pipeline.text.chunking import Chunker
 
 log = logging.getLogger(__name__)
 
-DIRECTORY_SUFFIXES = (".txt", ".md")
+DIRECTORY_SUFFIXES = formats.DOCUMENT_SUFFIXES + formats.RECORD_SUFFIXES
 MAX_FILE_BYTES = 64 * 1024 * 1024
 _GLOB_CHARS = frozenset("*?[")
 
@@ -44,6 +49,9 @@ class DocRef(TypedDict):
     path: NotRequired[str]  # a file, read again when its turn comes
     text: NotRequired[str]  # a document handed over in memory
     encoding: NotRequired[str]
+    format: NotRequired[str]  # pdf, html, docx, email, record: not a plain text file
+    field: NotRequired[str]  # a record's text field, to read it again
+    locations: NotRequired[list[str]]  # where each chunk comes from: "page 3", "lines 1-40", "message 2"
     language: NotRequired[str]
     repaired: NotRequired[bool]  # mis-decoded text (mojibake) was put right
     replaced: NotRequired[int]  # undecodable bytes that became U+FFFD
@@ -109,9 +117,9 @@ def _named(name: str) -> list[str] | None:
 def _expand_one(pattern: str) -> Iterable[str]:
     path = Path(pattern).expanduser()
     if path.is_dir():
-        found = sorted(_walk(path))
+        found = _documents_in(pattern, sorted(_walk(path)))
         if not found:
-            raise InputError(f"no .txt or .md files under directory {pattern}")
+            raise InputError(f"no documents under directory {pattern} (read: {', '.join(DIRECTORY_SUFFIXES)})")
         return found
     if path.is_file():
         return [str(path)]
@@ -146,19 +154,57 @@ def _walk(folder: Path) -> list[str]:
             for entry in entries:
                 if entry.is_dir(follow_symlinks=False):  # a link to a folder is not walked: no loops, no twins
                     pending.append(entry.path)
-                elif _has_input_suffix(entry.name) and (
-                        entry.is_file() or (entry.is_symlink() and not os.path.exists(entry.path))):
+                elif entry.is_file() or (entry.is_symlink() and not os.path.exists(entry.path)):
                     found.append(entry.path)
     return found
 
 
 def _has_input_suffix(name: str) -> bool:
-    """Tell whether os.path.splitext(name)[1].lower() is .txt or .md, at a third of its cost.
+    """Tell whether os.path.splitext(name)[1].lower() is one of DIRECTORY_SUFFIXES, at a third of its cost.
 
     As for splitext, a name of dots and the suffix alone (".txt") has no suffix.
     """
     low = name.lower()
-    return low.endswith(DIRECTORY_SUFFIXES) and low.lstrip(".") not in ("txt", "md")
+    return low.endswith(DIRECTORY_SUFFIXES) and "." in low.lstrip(".")
+
+
+def _documents_in(folder: str, listed: Sequence[str]) -> list[str]:
+    """The files of a folder's listing whose names say they are documents; the log counts the others by type."""
+    kept = [path for path in listed if _has_input_suffix(os.path.basename(path))]
+    if len(kept) < len(listed):
+        passed = Counter(os.path.splitext(path)[1].lower() or "no suffix" for path in listed
+                         if not _has_input_suffix(os.path.basename(path)))
+        shown = ", ".join(f"{n} {kind}" for kind, n in passed.most_common(6))
+        log.info("%s: passed over %d file(s) of types not read (%s)", folder, len(listed) - len(kept), shown)
+    return kept
+
+
+def select_inputs(paths: Sequence[str], include: Sequence[str] = (), exclude: Sequence[str] = (),
+                  fields: Fields | None = None) -> list[str]:
+    """Keep the listed files that --include names (if given) and --exclude does not; list mailboxes and records.
+
+    A pattern with a "/" is matched against the whole path, any other against the
+    file's name ("*.pdf", "drafts/*"). The log says how many were passed over and why.
+    """
+    kept: list[str] = []
+    excluded = not_included = 0
+    for path in map(str, paths):
+        if include and not _matches(path, include):
+            not_included += 1
+        elif exclude and _matches(path, exclude):
+            excluded += 1
+        else:
+            kept.append(path)
+    if excluded or not_included:
+        why = [f"{n} {reason}" for n, reason in ((excluded, "excluded by --exclude"),
+                                                 (not_included, "not named by --include")) if n]
+        log.info("passed over %d input file(s): %s", excluded + not_included, ", ".join(why))
+    return expand_parts(kept, fields or Fields(), MAX_FILE_BYTES)
+
+
+def _matches(path: str, patterns: Sequence[str]) -> bool:
+    name = os.path.basename(path)
+    return any(fnmatch.fnmatch(path if "/" in p else name, p) for p in patterns)
 
 
 def _is_input(path: Path) -> bool:
@@ -176,7 +222,7 @@ def _read_bytes(path: str) -> bytes:
 
 def plan_document(doc_id: int, source: str, chunker: Chunker, *, path: str | None = None,
                   text: str | None = None, guess_language: bool = True,
-                  keep: dict[int, str] | None = None) -> DocRef:
+                  keep: dict[int, str] | None = None, fields: Fields | None = None) -> DocRef:
     """Plan one document given either its path or its text; whatever goes wrong is its own failure.
 
     A file that cannot be read or holds nothing to summarize is marked skipped; any
@@ -188,7 +234,7 @@ def plan_document(doc_id: int, source: str, chunker: Chunker, *, path: str | Non
     if path is not None:
         ref["path"] = path
     try:
-        _plan(ref, chunker, text, guess_language, keep)
+        _plan(ref, chunker, text, guess_language, keep, fields or Fields())
     except MemoryError:
         ref["plan_error"] = "out of memory while reading and chunking it"
     except Exception as exc:  # noqa: BLE001 - one file's failure, never the batch's
@@ -200,35 +246,42 @@ def plan_document(doc_id: int, source: str, chunker: Chunker, *, path: str | Non
 
 
 def _plan(ref: DocRef, chunker: Chunker, text: str | None, guess_language: bool,
-          keep: dict[int, str] | None) -> None:
+          keep: dict[int, str] | None, fields: Fields) -> None:
+    where = ""
     if text is None:
         path = ref["path"]
         try:
-            data = _read_bytes(path)
-        except (OSError, InputError) as exc:
+            ref["sha256"], decoded, where = _read_document(path, fields)
+        except (OSError, InputError, ValueError) as exc:
             ref["skip_reason"] = f"unreadable: {_read_error(path, exc)}"
             return
-        ref["sha256"] = hashlib.sha256(data).hexdigest()
-        decoded = decode_bytes(data)
-        del data
         if decoded.encoding:
             ref["encoding"] = decoded.encoding
+        if decoded.format not in ("text", "binary"):
+            ref["format"] = decoded.format
+        if decoded.format == "record" and fields.text:
+            ref["field"] = fields.text
         if decoded.repaired:
             ref["repaired"] = True
         if decoded.replaced:
             ref["replaced"] = decoded.replaced
         if decoded.warning:
             log.warning("%s: %s", ref["source"], decoded.warning)
+        if decoded.failure:
+            ref["plan_error"] = decoded.failure
+            return
         if decoded.skip_reason:
             ref["skip_reason"] = decoded.skip_reason
             return
         body = decoded.text
+        marks, unit = decoded.marks, decoded.unit
     else:
         ref["text"] = body = text
         ref["sha256"] = hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()
         if not text or text.isspace():
             ref["skip_reason"] = "empty document"
             return
+        marks, unit = [], ""
     ref["spans"], tokens = chunker.spans(body)
     if tokens is None:  # a chunker that counts only what it must to cut
         del ref["tokens"]
@@ -237,10 +290,39 @@ def _plan(ref: DocRef, chunker: Chunker, text: str | None, guess_language: bool,
     if not ref["spans"]:
         ref["skip_reason"] = "nothing to summarize (whitespace only)"
         return
+    ref["locations"] = [where] * len(ref["spans"]) if where else locate(body, ref["spans"], marks, unit)
     if guess_language and (language := detect_language(body)):
         ref["language"] = language
     if keep is not None and text is None:
         keep[ref["id"]] = body
+
+
+def _read_document(path: str, fields: Fields,
+                   encoding: str | None = None) -> tuple[str, formats.Extracted, str]:
+    """Read a file, or a message or record of one: its hash, its text (or why none) and its location if a part."""
+    if part := split_name(path):
+        return read_part(path, *part, fields, MAX_FILE_BYTES)
+    data = _read_bytes(path)
+    return hashlib.sha256(data).hexdigest(), formats.extract(data, path, encoding), ""
+
+
+def locate(text: str, spans: Sequence[tuple[int, int]], marks: Sequence[tuple[int, int]], unit: str) -> list[str]:
+    """Where each chunk comes from: the pages (or other marked units) it spans, else its lines."""
+    if marks:
+        starts = [offset for offset, _ in marks]
+        out = []
+        for start, end in spans:
+            first = marks[max(bisect.bisect_right(starts, start) - 1, 0)][1]
+            last = marks[max(bisect.bisect_right(starts, max(end - 1, start)) - 1, 0)][1]
+            out.append(f"{unit} {first}" if first == last else f"{unit}s {first}-{last}")
+        return out
+    out, line, at = [], 1, 0
+    for start, end in spans:
+        line += text.count("\n", at, start)
+        last = line + text.count("\n", start, max(end - 1, start))
+        out.append(f"line {line}" if last == line else f"lines {line}-{last}")
+        line, at = last, max(end - 1, start)
+    return out
 
 
 def _read_error(path: str, exc: Exception) -> str:
@@ -266,24 +348,25 @@ def list_inputs(paths: Sequence[str], texts: Sequence[Mapping[str, str]], first_
 
 
 def plan_entries(entries: Sequence[Entry], chunker: Chunker, guess_language: bool = True,
-                 keep: dict[int, str] | None = None) -> list[DocRef]:
+                 keep: dict[int, str] | None = None, fields: Fields | None = None) -> list[DocRef]:
     """Plan listed inputs (read, hash, decode, chunk each), one failure at a time never stopping the rest.
 
     `guess_language=False` skips detection when the answer language is fixed anyway;
     `keep` collects the files' texts (see plan_document).
     """
     return [plan_document(e["id"], e["source"], chunker, path=e.get("path"), text=e.get("text"),
-                          guess_language=guess_language, keep=keep) for e in entries]
+                          guess_language=guess_language, keep=keep, fields=fields) for e in entries]
 
 
 def load_text(ref: DocRef) -> str:
     """Read a planned document's text again, checking it has not changed since planning."""
     if "text" in ref:
         return ref["text"]
+    fields = Fields(ref.get("field"))
     try:
-        data = _read_bytes(ref["path"])
-    except OSError as exc:
-        raise InputError(f"unreadable: {exc.strerror or exc}") from exc
-    if hashlib.sha256(data).hexdigest() != ref["sha256"]:
+        sha256, found, _ = _read_document(ref["path"], fields, None if "format" in ref else ref.get("encoding"))
+    except (OSError, ValueError) as exc:
+        raise InputError(f"unreadable: {getattr(exc, 'strerror', None) or exc}") from exc
+    if sha256 != ref["sha256"]:
         raise InputError("file changed while the run was in progress")
-    return decode_bytes(data, ref.get("encoding")).text
+    return found.text
