@@ -304,6 +304,18 @@ def graph_input(patterns: Sequence[str], stdin: Any) -> tuple[dict[str, Any], in
     return {"paths": paths, "texts": texts}, len(paths) + len(texts)
 
 
+def _selected(inputs: dict[str, Any], context: Any) -> tuple[dict[str, Any], int]:
+    """The inputs narrowed by --include/--exclude, mailboxes and records files listed as their parts, and their count.
+
+    The graph does the same to whatever it is given; done here, the count says how many documents there are.
+    """
+    from pipeline.text.formats.entries import Fields
+    from pipeline.text.selecting import select_inputs
+
+    paths = select_inputs(inputs["paths"], context.include, context.exclude, Fields(context.text_field, context.id_field))
+    return {**inputs, "paths": paths}, len(paths) + len(inputs["texts"])
+
+
 @dataclass
 class Outcome:
     """What the run gave back, kept as it streams in, so that an interrupted run still reports it."""
@@ -436,6 +448,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         job = settings(args)
         inputs, total = graph_input(args.inputs, sys.stdin)
+        inputs, total = _selected(inputs, job.context)
     except InputError as exc:
         fail(str(exc))
         return EXIT_ERROR

@@ -41,7 +41,8 @@ from pipeline.errors import CollapseError, InputError
 from pipeline.text.language import answer_language
 from pipeline.answers.length import parse_length
 from pipeline.text.formats.entries import Fields
-from pipeline.text.loading import DocRef, Entry, expand_named, list_inputs, plan_entries, select_inputs
+from pipeline.text.loading import DocRef, Entry, expand_named, list_inputs, plan_entries
+from pipeline.text.selecting import select_inputs
 from pipeline.preview import preview as preview_calls
 from pipeline.prompting import escape_label
 from pipeline.result_store import compare_with_prior, removed_sources

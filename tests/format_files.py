@@ -50,16 +50,9 @@ def pdf_bytes(pages: tuple[str, ...] = PAGES, *, image_page: bool = False, passw
         for x in range(20, 180):
             picture.putpixel((x, 50), 0)
         pdf.image(picture, x=20, y=20, w=120)
-    data = bytes(pdf.output())
-    if password is None:
-        return data
-    from pypdf import PdfReader, PdfWriter
-
-    writer = PdfWriter(clone_from=PdfReader(io.BytesIO(data)))
-    writer.encrypt(password)
-    out = io.BytesIO()
-    writer.write(out)
-    return out.getvalue()
+    if password is not None:
+        pdf.set_encryption(owner_password=password + "-owner", user_password=password)
+    return bytes(pdf.output())
 
 
 def html_page() -> str:
@@ -145,3 +138,41 @@ def write_all(folder: Path) -> dict[str, Path]:
     files["mbox"].write_bytes(mbox_bytes())
     files["jsonl"].write_text(jsonl_text(), encoding="utf-8")
     return files
+
+
+def sentences(count: int, seed: str = "") -> list[str]:
+    """Numbered sentences, each unique, to find again in what the model received."""
+    words = ("council", "harbour", "budget", "ferry", "school", "winter", "bridge", "water", "market", "library")
+    return [f"Item {seed}{i:03d} says the {words[i % 10]} plan needs {words[(i * 7) % 10]} money by {2000 + i}."
+            for i in range(count)]
+
+
+def long_document(kind: str, said: list[str]) -> tuple[str, bytes]:
+    """A file of format `kind` whose text is `said`, a few sentences a paragraph (or page, or record)."""
+    paragraphs = [" ".join(said[i:i + 4]) for i in range(0, len(said), 4)]
+    if kind == "pdf":
+        return "long.pdf", pdf_bytes(tuple(" ".join(paragraphs[i:i + 3]) for i in range(0, len(paragraphs), 3)))
+    if kind == "html":
+        body = "".join(f"<p>{p}</p>" for p in paragraphs)
+        return "long.html", (f"<html><head><title>Plans</title><script>var {SCRIPT_WORD};</script></head><body>"
+                             f"<nav><a href='/'>Home</a></nav><article>{body}</article></body></html>").encode()
+    if kind == "docx":
+        import docx
+
+        document = docx.Document()
+        for p in paragraphs:
+            document.add_paragraph(p)
+        out = io.BytesIO()
+        document.save(out)
+        return "long.docx", out.getvalue()
+    if kind in ("eml", "mbox"):
+        message = EmailMessage()
+        message["Subject"] = "Plans"
+        message["From"] = "clerk@example.org"
+        message.set_content("\n\n".join(paragraphs), charset="utf-8", cte="quoted-printable")
+        if kind == "eml":
+            return "long.eml", message.as_bytes()
+        return "long.mbox", b"From clerk@example.org Mon Nov  2 10:00:00 2026\n" + message.as_bytes() + b"\n"
+    if kind == "jsonl":
+        return "long.jsonl", "".join(json.dumps({"text": p}) + "\n" for p in paragraphs).encode()
+    return "long.txt", "\n\n".join(paragraphs).encode()

@@ -102,7 +102,7 @@ def decode_bytes(data: bytes, encoding: str | None = None) -> Decoded:
 
 _NUL_PREFIX = "nul:"
 # NUL bytes beyond this share of a file are not strays in text: UTF-16/32, or a binary file.
-_STRAY_NUL_SHARE = 0.01
+_STRAY_NUL_SHARE = 0.1  # the rest must still read as text: random bytes are refused there
 
 
 def _stray_nuls(data: bytes) -> int:
@@ -146,6 +146,7 @@ def _at_risk(encoding: str, replaced: int) -> bool:
 # controls, symbols, private use, U+FFFD, or letters in short runs from many scripts.
 _NOISE_SAMPLE = 4096
 _NOISE_MIN_CHARS = 24
+_UNSPACED = frozenset({"CJK", "HANGUL", "THAI", "LAO", "KHMER", "MYANMAR", "TIBETAN"})
 
 
 def reads_as_noise(text: str) -> bool:
@@ -171,7 +172,12 @@ def reads_as_noise(text: str) -> bool:
         return True
     letters = sum(scripts.values())
     # Letters from many scripts at once, none holding most of them, are bytes read in the wrong code page.
-    return letters >= 32 and sum(sorted(scripts.values())[-2:]) < 0.8 * letters
+    if letters >= 32 and sum(sorted(scripts.values())[-2:]) < 0.8 * letters:
+        return True
+    # Scripts written with spaces between words: a long run of them without one is not words.
+    spaced = letters - sum(n for script, n in scripts.items() if script in _UNSPACED)
+    gaps = len(sample) - visible
+    return spaced >= 200 and spaced > letters / 2 and gaps < 0.02 * len(sample)
 
 
 def _script_of(char: str) -> str:

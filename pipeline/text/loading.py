@@ -7,8 +7,6 @@ than corpus size.
 
 from __future__ import annotations
 
-import bisect
-import fnmatch
 import glob
 import hashlib
 import logging
@@ -22,7 +20,7 @@ from typing_extensions import NotRequired, TypedDict
 from pipeline.errors import InputError
 from pipeline.text import formats
 from pipeline.text.formats.entries import Fields, read_part, split_name
-from pipeline.text.formats.entries import expand as expand_parts
+from pipeline.text.formats.locations import locate
 from pipeline.text.language import detect_language
 from pipeline.text.chunking import Chunker
 
@@ -179,34 +177,6 @@ def _documents_in(folder: str, listed: Sequence[str]) -> list[str]:
     return kept
 
 
-def select_inputs(paths: Sequence[str], include: Sequence[str] = (), exclude: Sequence[str] = (),
-                  fields: Fields | None = None) -> list[str]:
-    """Keep the listed files that --include names (if given) and --exclude does not; list mailboxes and records.
-
-    A pattern with a "/" is matched against the whole path, any other against the
-    file's name ("*.pdf", "drafts/*"). The log says how many were passed over and why.
-    """
-    kept: list[str] = []
-    excluded = not_included = 0
-    for path in map(str, paths):
-        if include and not _matches(path, include):
-            not_included += 1
-        elif exclude and _matches(path, exclude):
-            excluded += 1
-        else:
-            kept.append(path)
-    if excluded or not_included:
-        why = [f"{n} {reason}" for n, reason in ((excluded, "excluded by --exclude"),
-                                                 (not_included, "not named by --include")) if n]
-        log.info("passed over %d input file(s): %s", excluded + not_included, ", ".join(why))
-    return expand_parts(kept, fields or Fields(), MAX_FILE_BYTES)
-
-
-def _matches(path: str, patterns: Sequence[str]) -> bool:
-    name = os.path.basename(path)
-    return any(fnmatch.fnmatch(path if "/" in p else name, p) for p in patterns)
-
-
 def _is_input(path: Path) -> bool:
     """A file, or a link to nothing: found by a glob or in a folder, it is reported, not dropped."""
     return path.is_file() or (path.is_symlink() and not path.exists())
@@ -304,25 +274,6 @@ def _read_document(path: str, fields: Fields,
         return read_part(path, *part, fields, MAX_FILE_BYTES)
     data = _read_bytes(path)
     return hashlib.sha256(data).hexdigest(), formats.extract(data, path, encoding), ""
-
-
-def locate(text: str, spans: Sequence[tuple[int, int]], marks: Sequence[tuple[int, int]], unit: str) -> list[str]:
-    """Where each chunk comes from: the pages (or other marked units) it spans, else its lines."""
-    if marks:
-        starts = [offset for offset, _ in marks]
-        out = []
-        for start, end in spans:
-            first = marks[max(bisect.bisect_right(starts, start) - 1, 0)][1]
-            last = marks[max(bisect.bisect_right(starts, max(end - 1, start)) - 1, 0)][1]
-            out.append(f"{unit} {first}" if first == last else f"{unit}s {first}-{last}")
-        return out
-    out, line, at = [], 1, 0
-    for start, end in spans:
-        line += text.count("\n", at, start)
-        last = line + text.count("\n", start, max(end - 1, start))
-        out.append(f"line {line}" if last == line else f"lines {line}-{last}")
-        line, at = last, max(end - 1, start)
-    return out
 
 
 def _read_error(path: str, exc: Exception) -> str:

@@ -10,6 +10,7 @@ of theirs comes, so a run over text files never loads a PDF library.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 
 from pipeline.text.decoding import decode_bytes
@@ -41,9 +42,28 @@ class Extracted:
     marks: list[tuple[int, int]] = field(default_factory=list)
 
 
+# Names that promise a format; a file that is something else is read as what it is, and the log says so.
+_PROMISED = {".pdf": "pdf", ".docx": "docx", ".eml": "email"}
+
+
 def extract(data: bytes, name: str, encoding: str | None = None, depth: int = 0) -> Extracted:
     """Read `data` (the bytes of the file `name`) as its format says; `encoding` replays a text file's first read."""
     kind = sniff(data, name) if encoding is None else "text"
+    promised = _PROMISED.get(os.path.splitext(name)[1].lower())
+    if promised is None or kind == promised or encoding is not None or not data:
+        return _read(data, name, kind, encoding, depth)
+    found = _read(data, name, kind, encoding, depth)
+    lie = f"named {os.path.splitext(name)[1]} but is {'text' if kind == 'text' else kind}"
+    if found.skip_reason:
+        found.skip_reason = f"{found.skip_reason} ({lie})"
+    elif found.failure:
+        found.failure = f"{found.failure} ({lie})"
+    else:
+        found.warning = "; ".join(filter(None, [f"{lie}: read as such", found.warning]))
+    return found
+
+
+def _read(data: bytes, name: str, kind: str, encoding: str | None, depth: int) -> Extracted:
     if kind == "pdf":
         from pipeline.text.formats import pdf
 
