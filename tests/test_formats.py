@@ -45,7 +45,8 @@ def test_each_format_sends_its_text_and_only_its_text(cli, fake: FakeOpenAI, tmp
     folder.mkdir()
     ff.write_all(folder)
 
-    result = cli(str(folder), "--text-field", "body", "--id-field", "id", base_url=fake.base_url)
+    result = cli(str(folder), str(folder / "*.jsonl"), "--text-field", "body", "--id-field", "id",
+                 base_url=fake.base_url)
 
     assert result.code == 0, result.err
     sent = {Path(source).name: "\n".join(chunks) for source, chunks in received(fake).items()}

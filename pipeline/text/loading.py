@@ -26,7 +26,8 @@ from pipeline.text.chunking import Chunker
 
 log = logging.getLogger(__name__)
 
-DIRECTORY_SUFFIXES = formats.DOCUMENT_SUFFIXES + formats.RECORD_SUFFIXES
+# Records files (JSON, CSV) are data as often as documents: they are read when named or globbed.
+DIRECTORY_SUFFIXES = formats.DOCUMENT_SUFFIXES
 MAX_FILE_BYTES = 64 * 1024 * 1024
 _GLOB_CHARS = frozenset("*?[")
 
@@ -173,7 +174,9 @@ def _documents_in(folder: str, listed: Sequence[str]) -> list[str]:
         passed = Counter(os.path.splitext(path)[1].lower() or "no suffix" for path in listed
                          if not _has_input_suffix(os.path.basename(path)))
         shown = ", ".join(f"{n} {kind}" for kind, n in passed.most_common(6))
-        log.info("%s: passed over %d file(s) of types not read (%s)", folder, len(listed) - len(kept), shown)
+        hint = "; name records files (.jsonl, .json, .csv) or a glob of them, with --text-field" if any(
+            kind in formats.RECORD_SUFFIXES for kind in passed) else ""
+        log.info("%s: passed over %d file(s) of types not read (%s)%s", folder, len(listed) - len(kept), shown, hint)
     return kept
 
 
