@@ -26,12 +26,14 @@ def extract(data: bytes) -> Extracted:
         document = docx.Document(io.BytesIO(data))
     except Exception as exc:  # noqa: BLE001 - python-docx raises many kinds for a bad package
         return Extracted("", "docx", failure=f"damaged DOCX: {type(exc).__name__}: {exc}")
+    # Style names by id, read once: python-docx looks each paragraph's style up among all styles.
+    names = {style.style_id: style.name or "" for style in document.styles}
     blocks: list[str] = []
     for block in document.iter_inner_content():
         if isinstance(block, Table):
             blocks.append(_table(block))
         elif text := block.text.strip():
-            level = _heading_level(block.style.name if block.style is not None else "")
+            level = _heading_level(names.get(block._p.style or "", ""))
             blocks.append(f"{'#' * level} {text}" if level else text)
     text = "\n\n".join(b for b in blocks if b)
     if not text:
