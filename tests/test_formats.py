@@ -207,3 +207,29 @@ def test_a_jsonl_file_without_a_text_field_is_one_text_document(cli, fake: FakeO
     assert result.code == 0, result.err
     assert {s: [t.strip() for t in c] for s, c in received(fake).items()} == {str(notes): [ff.jsonl_text().strip()]}
     assert json.loads(json.dumps(result.lines()[0]["locations"])) == ["lines 1-3"]
+
+
+def test_a_pdf_past_the_page_or_time_bounds_is_that_files_failure(tmp_path: Path,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    from pipeline.text.formats import pdf
+
+    data = ff.pdf_bytes()
+    monkeypatch.setattr(pdf, "MAX_PAGES", 1)
+    assert extract(data, "big.pdf").skip_reason == "PDF of 2 pages, over the 1-page limit"
+    monkeypatch.setattr(pdf, "MAX_PAGES", 10)
+    monkeypatch.setattr(pdf, "MAX_SECONDS", -1.0)
+    assert (extract(data, "slow.pdf").failure or "").startswith("reading its text took over")
+
+
+def test_an_mbox_with_many_messages_is_indexed_once(tmp_path: Path) -> None:
+    box = tmp_path / "many.mbox"
+    box.write_bytes(b"".join(b"From a@example.org Mon Nov  2 10:00:00 2026\nSubject: n%d\n\nNote number %d.\n\n" % (i, i)
+                             for i in range(1, 301)))
+    from pipeline.text.formats.entries import Fields, _parts, expand
+
+    names = expand([str(box)], Fields(), 2**26)
+    _parts.cache_clear()
+    refs = [plan_document(i, n, Chunker(64, COUNT), path=n) for i, n in enumerate(names, start=1)]
+
+    assert len(refs) == 300 and _parts.cache_info().misses == 1
+    assert load_text(refs[41]).endswith("Note number 42.\n") and refs[41]["locations"] == ["message 42"]

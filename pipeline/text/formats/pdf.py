@@ -15,7 +15,7 @@ from pipeline.text.formats import Extracted
 
 log = logging.getLogger(__name__)
 
-MAX_PAGES = 2000
+MAX_PAGES = 10_000  # a 5,000-page manual is read (~2 s); the bounds below keep any PDF in time and memory
 MAX_SECONDS = 120.0
 MAX_CHARS = 32 * 2**20
 _LOCK = threading.Lock()
