@@ -75,16 +75,18 @@ def decode_bytes(data: bytes, encoding: str | None = None) -> Decoded:
     if not data:
         return Decoded("", None, "empty file")
     text, nuls = None, 0
-    if encoding is None and (stray := _stray_nuls(data)):
-        encoding, text = _detect(data.replace(b"\x00", b""))
-        encoding, nuls = (f"{_NUL_PREFIX}{encoding}", stray) if encoding else (None, 0)
-    if encoding is not None and encoding.startswith(_NUL_PREFIX):
+    if encoding is None:
+        encoding, text = _detect(data)
+        # NULs that are not UTF-16/32's are strays in text (or the file is binary).
+        if not (encoding or "").startswith(("utf-16", "utf-32")) and (stray := _stray_nuls(data)):
+            data = data.replace(b"\x00", b"")
+            encoding, text = _detect(data)
+            nuls = stray
+    elif encoding.startswith(_NUL_PREFIX):
         nuls = data.count(b"\x00")
         data, encoding = data.replace(b"\x00", b""), encoding[len(_NUL_PREFIX):]
     if encoding is None:
-        encoding, text = _detect(data)
-        if encoding is None:
-            return Decoded("", None, "binary or undecodable file")
+        return Decoded("", None, "binary or undecodable file")
     replaced = 0
     if text is None:
         text, replaced = _decode_as(data, encoding)
@@ -106,19 +108,11 @@ _STRAY_NUL_SHARE = 0.1  # the rest must still read as text: random bytes are ref
 
 
 def _stray_nuls(data: bytes) -> int:
-    """Count the NUL bytes of text that has a few among others; 0 when it has none or is UTF-16/32 or binary.
-
-    UTF-16/32 is recognised by its BOM or by NULs in one byte position of every unit
-    (see _wide_unicode); anything else with a NUL here and there is text with stray NULs.
-    """
+    """Count the NUL bytes of a file that is not UTF-16/32, when they are few enough to be strays in text."""
     if b"\x00" not in data:
         return 0
-    if any(data.startswith(bom) for bom, _ in _BOMS):
-        return 0
     count = data.count(b"\x00")
-    if count > max(len(data) * _STRAY_NUL_SHARE, 1) or _regular_nuls(data[:_SNIFF_BYTES]):
-        return 0
-    return count
+    return 0 if count > max(len(data) * _STRAY_NUL_SHARE, 1) else count
 
 
 def _regular_nuls(head: bytes) -> bool:
@@ -137,8 +131,8 @@ def _regular_nuls(head: bytes) -> bool:
 
 
 def _at_risk(encoding: str, replaced: int) -> bool:
-    """Whether a reading may have made noise of the bytes: anything but clean UTF-8 or a byte order mark."""
-    return bool(replaced) or encoding not in ("utf-8", "utf-8-sig", "utf-16", "utf-32") or "+" in encoding
+    """Whether a reading may have made noise of the bytes: anything but clean UTF-8."""
+    return bool(replaced) or encoding not in ("utf-8", "utf-8-sig") or "+" in encoding
 
 
 # What a right reading is made of: letters, marks and digits of any script, spaces, and

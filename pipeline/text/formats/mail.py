@@ -7,16 +7,13 @@ turn, each a "message" mark; listing one as its messages (see records) is the us
 
 from __future__ import annotations
 
-import logging
 import re
 from email import policy
-from email.message import EmailMessage, Message
+from email.message import Message
 from email.parser import BytesParser
 
 from pipeline.text.decoding import decode_bytes, reads_as_noise
 from pipeline.text.formats import Extracted
-
-log = logging.getLogger(__name__)
 
 # Charsets that mail declares for text written in a larger one (Outlook's Korean is cp949).
 _WIDER = {"ks_c_5601-1987": "cp949", "ks_c_5601": "cp949", "euc-kr": "cp949", "euc_kr": "cp949",
@@ -150,4 +147,4 @@ def _attachment(part: Message, name: str, depth: int, notes: list[str]) -> str:
     return ""
 
 
-__all__ = ["EmailMessage", "extract", "message_spans", "message_text"]
+__all__ = ["extract", "message_spans", "message_text"]

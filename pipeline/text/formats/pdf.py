@@ -6,14 +6,12 @@ in the README). PDFium is not thread-safe, so one lock serialises its calls.
 
 from __future__ import annotations
 
-import logging
 import re
 import threading
 import time
 
+from pipeline.text.decoding import reads_as_noise
 from pipeline.text.formats import Extracted
-
-log = logging.getLogger(__name__)
 
 MAX_PAGES = 10_000  # a 5,000-page manual is read (~2 s); the bounds below keep any PDF in time and memory
 MAX_SECONDS = 120.0
@@ -70,11 +68,14 @@ def _pages(document: object) -> Extracted:
             return Extracted("", "pdf", skip_reason=f"over {MAX_CHARS // 2**20} M characters of text")
     if not parts:
         return Extracted("", "pdf", skip_reason="no text layer: scanned?" if pages else "PDF without pages")
+    text = "\n\n".join(parts)
+    if reads_as_noise(text):  # glyphs without a Unicode map come out as private-use or control characters
+        return Extracted("", "pdf", skip_reason="its text layer reads as noise (fonts without a Unicode map?)")
     warning = None
     if blank:
         shown = ", ".join(map(str, blank[:10])) + (", ..." if len(blank) > 10 else "")
         warning = f"{len(blank)} of {pages} pages have no text layer (scanned?), left out: page {shown}"
-    return Extracted("\n\n".join(parts), "pdf", warning=warning, unit="page", marks=marks)
+    return Extracted(text, "pdf", warning=warning, unit="page", marks=marks)
 
 
 def _why(message: str) -> str:
