@@ -42,6 +42,19 @@ class Extracted:
     marks: list[tuple[int, int]] = field(default_factory=list)
 
 
+# Charsets that mail and web pages declare for text written in a larger one (Outlook's Korean is
+# cp949; browsers read ISO-8859-1 as windows-1252; "ASCII" is often UTF-8 mislabelled, and reads the same).
+_WIDER = {"ks_c_5601-1987": "cp949", "ks_c_5601": "cp949", "euc-kr": "cp949", "euc_kr": "cp949",
+          "gb2312": "gb18030", "gbk": "gb18030", "iso-8859-1": "cp1252", "latin-1": "cp1252", "latin1": "cp1252",
+          "us-ascii": "utf-8", "ascii": "utf-8", "shift_jis": "cp932", "x-sjis": "cp932", "sjis": "cp932"}
+
+
+def wider(charset: str) -> str:
+    """The codec to read text declared in `charset` with: the superset that writers of it really use."""
+    name = charset.strip().lower()
+    return _WIDER.get(name, name)
+
+
 # Names that promise a format; a file that is something else is read as what it is, and the log says so.
 _PROMISED = {".pdf": "pdf", ".docx": "docx", ".eml": "email"}
 
@@ -87,4 +100,4 @@ def _read(data: bytes, name: str, kind: str, encoding: str | None, depth: int) -
                      decoded.repaired, decoded.replaced)
 
 
-__all__ = ["DOCUMENT_SUFFIXES", "READ", "RECORD_SUFFIXES", "Extracted", "extract", "sniff"]
+__all__ = ["DOCUMENT_SUFFIXES", "READ", "RECORD_SUFFIXES", "Extracted", "extract", "sniff", "wider"]

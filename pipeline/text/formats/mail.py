@@ -13,12 +13,8 @@ from email.message import Message
 from email.parser import BytesParser
 
 from pipeline.text.decoding import decode_bytes, reads_as_noise
-from pipeline.text.formats import Extracted
+from pipeline.text.formats import Extracted, wider
 
-# Charsets that mail declares for text written in a larger one (Outlook's Korean is cp949).
-_WIDER = {"ks_c_5601-1987": "cp949", "ks_c_5601": "cp949", "euc-kr": "cp949", "euc_kr": "cp949",
-          "gb2312": "gb18030", "gbk": "gb18030", "iso-8859-1": "cp1252", "latin-1": "cp1252",
-          "us-ascii": "utf-8", "ascii": "utf-8", "shift_jis": "cp932", "x-sjis": "cp932", "sjis": "cp932"}
 _FROM_LINE = re.compile(rb"^From [^\n]*\n", re.MULTILINE)
 MAX_DEPTH = 1
 
@@ -111,7 +107,7 @@ def _body(part: Message, notes: list[str], html: bool = False) -> str:
         page = webpage.extract(payload)
         return page.text
     declared = (part.get_content_charset() or "").lower()
-    codec = _WIDER.get(declared, declared)
+    codec = wider(declared) if declared else ""
     if codec:
         try:
             text = payload.decode(codec)

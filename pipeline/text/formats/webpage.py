@@ -11,7 +11,7 @@ import logging
 import re
 
 from pipeline.text.decoding import decode_bytes, reads_as_noise
-from pipeline.text.formats import Extracted
+from pipeline.text.formats import Extracted, wider
 
 log = logging.getLogger(__name__)
 
@@ -47,7 +47,7 @@ def extract(data: bytes) -> Extracted:
 def _decode(data: bytes) -> tuple[str | None, str | None]:
     """The page as text: in the character set it declares if that reads, else as any text file is decoded."""
     if found := _CHARSET.search(data[:4096]):
-        name = found.group(1).decode("ascii", "replace").lower()
+        name = wider(found.group(1).decode("ascii", "replace"))
         try:
             return data.decode(name), name
         except (LookupError, UnicodeDecodeError):
