@@ -119,10 +119,12 @@ PLAN_IN_THREAD_BYTES = 256 * 1024
 def _big(entry: Entry) -> bool:
     if "text" in entry:
         return len(entry["text"]) > PLAN_IN_THREAD_BYTES
+    # PDF, DOCX and web pages cost far more per byte to read than text.
+    slow = entry["path"].lower().endswith((".pdf", ".docx", ".html", ".htm", ".eml"))
     try:
-        return os.stat(entry["path"]).st_size > PLAN_IN_THREAD_BYTES
+        return os.stat(entry["path"]).st_size > PLAN_IN_THREAD_BYTES // (16 if slow else 1)
     except OSError:
-        return False  # planning it will say why
+        return "#" in entry["path"]  # a message or record: the first one read indexes its whole file
 
 
 async def _plan_batch(res: Resources, batch: list[Entry],
