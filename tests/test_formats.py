@@ -233,3 +233,19 @@ def test_an_mbox_with_many_messages_is_indexed_once(tmp_path: Path) -> None:
 
     assert len(refs) == 300 and _parts.cache_info().misses == 1
     assert load_text(refs[41]).endswith("Note number 42.\n") and refs[41]["locations"] == ["message 42"]
+
+
+def test_a_json_file_gives_a_document_per_record_from_a_nested_field(tmp_path: Path) -> None:
+    data = tmp_path / "export.json"
+    data.write_text(json.dumps({"items": [{"key": "k1", "post": {"body": "Ferries run late on Sundays."}},
+                                          {"key": "k2", "post": {"body": "The pier lights were repaired."}}]}))
+    from pipeline.text.formats.entries import Fields
+    from pipeline.text.selecting import select_inputs
+
+    fields = Fields("post.body", "key")
+    names = select_inputs([str(data)], fields=fields)
+    refs = [plan_document(i, n, Chunker(64, COUNT), path=n, fields=fields) for i, n in enumerate(names, start=1)]
+
+    assert names == [f"{data}#rec1", f"{data}#rec2"]
+    assert [load_text(r) for r in refs] == ["Ferries run late on Sundays.", "The pier lights were repaired."]
+    assert refs[1]["locations"] == ["record 2, id k2"] and refs[1]["format"] == "record"
