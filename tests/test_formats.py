@@ -249,3 +249,20 @@ def test_a_json_file_gives_a_document_per_record_from_a_nested_field(tmp_path: P
     assert names == [f"{data}#rec1", f"{data}#rec2"]
     assert [load_text(r) for r in refs] == ["Ferries run late on Sundays.", "The pier lights were repaired."]
     assert refs[1]["locations"] == ["record 2, id k2"] and refs[1]["format"] == "record"
+
+
+@pytest.mark.parametrize(("name", "data", "kind"), [
+    ("notes.txt", ff.pdf_bytes(), "pdf"),
+    ("report.pdf", b"Plain words saved under a PDF name.", "text"),
+    ("page.txt", ff.html_page().encode(), "html"),
+    ("letter.docx", ff.docx_bytes(), "docx"),
+    ("letter.pdf", ff.docx_bytes(), "docx"),
+    ("mail.txt", ff.messages()[1].as_bytes(), "email"),
+    ("inbox", ff.mbox_bytes(), "mbox"),
+    ("MZ.txt", b"MZ Smith wrote the minutes of the ferry meeting.", "text"),
+    ("photo.pdf", b"\x89PNG\r\n\x1a\n" + bytes(32), "a PNG image"),
+])
+def test_content_decides_the_format_whatever_the_name_says(name: str, data: bytes, kind: str) -> None:
+    from pipeline.text.formats import sniff
+
+    assert sniff(data, name) == kind

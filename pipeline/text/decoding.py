@@ -76,6 +76,10 @@ def decode_bytes(data: bytes, encoding: str | None = None) -> Decoded:
         return Decoded("", None, "empty file")
     text, nuls = None, 0
     if encoding is None:
+        from pipeline.text.formats.sniff import sniff  # here: the formats package reads text through this module
+
+        if (kind := sniff(data, "")) not in ("text", "html", "email", "mbox"):
+            return Decoded("", None, f"binary file ({kind}), not text")
         encoding, text = _detect(data)
         # NULs that are not UTF-16/32's are strays in text (or the file is binary).
         if not (encoding or "").startswith(("utf-16", "utf-32")) and (stray := _stray_nuls(data)):

@@ -37,6 +37,7 @@ _PDF_WINDOW = 1024
 _HTML_START = re.compile(rb"\s*(?:<\?xml[^>]*>\s*)?(?:<!--.*?-->\s*)*<(?:!doctype\s+html|html|head|body)[\s>]",
                          re.IGNORECASE | re.DOTALL)
 _HTML_NAMES = (".html", ".htm", ".xhtml")
+_CONTROLS = re.compile(rb"[\x00-\x08\x0e-\x1a\x1c-\x1f]")
 _HEADER = re.compile(rb"[A-Za-z][A-Za-z0-9-]*:[ \t]")
 _MAIL_HEADERS = frozenset({b"from", b"to", b"subject", b"date", b"received", b"message-id", b"mime-version",
                            b"return-path", b"delivered-to", b"content-type", b"x-mailer", b"reply-to", b"cc"})
@@ -52,7 +53,8 @@ def sniff(data: bytes, name: str) -> str:
     if b"%PDF-" in head:
         return "pdf"
     for magic, kind in _MAGIC:
-        if data.startswith(magic):
+        # A short magic number may begin a text ("MZ Smith's notes"): binary ones have NULs or controls soon.
+        if data.startswith(magic) and (len(magic) > 3 or _CONTROLS.search(head[:256])):
             return _zip_kind(data) if kind == "zip" else kind
     suffix = os.path.splitext(name)[1].lower()
     if _HTML_START.match(head.lstrip(b"\xef\xbb\xbf")) or (suffix in _HTML_NAMES and b"<" in head):
