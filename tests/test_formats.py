@@ -266,3 +266,12 @@ def test_content_decides_the_format_whatever_the_name_says(name: str, data: byte
     from pipeline.text.formats import sniff
 
     assert sniff(data, name) == kind
+
+
+def test_include_keeps_a_mailbox_as_its_messages(cli, fake: FakeOpenAI, tmp_path: Path) -> None:
+    ff.write_all(tmp_path)
+
+    result = cli(str(tmp_path), "--include", "*.mbox", base_url=fake.base_url)
+
+    assert result.code == 0, result.err
+    assert [Path(r["source"]).name for r in result.lines()] == ["inbox.mbox#msg1", "inbox.mbox#msg2"]

@@ -7,7 +7,7 @@ import logging
 import os
 from collections.abc import Sequence
 
-from pipeline.text.formats.entries import Fields
+from pipeline.text.formats.entries import Fields, split_name
 from pipeline.text.formats.entries import expand as expand_parts
 from pipeline.text.loading import MAX_FILE_BYTES
 
@@ -19,7 +19,8 @@ def select_inputs(paths: Sequence[str], include: Sequence[str] = (), exclude: Se
     """Keep the listed files that --include names (if given) and --exclude does not; list mailboxes and records.
 
     A pattern with a "/" is matched against the whole path, any other against the
-    file's name ("*.pdf", "drafts/*"). The log says how many were passed over and why.
+    file's name ("*.pdf", "*/drafts/*"); a message or record is matched as its file. The
+    log says how many were passed over and why.
     """
     kept: list[str] = []
     excluded = not_included = 0
@@ -38,5 +39,7 @@ def select_inputs(paths: Sequence[str], include: Sequence[str] = (), exclude: Se
 
 
 def _matches(path: str, patterns: Sequence[str]) -> bool:
+    if "#" in path and (part := split_name(path)):
+        path = part[0]
     name = os.path.basename(path)
     return any(fnmatch.fnmatch(path if "/" in p else name, p) for p in patterns)

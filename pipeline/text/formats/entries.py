@@ -19,7 +19,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from pipeline.text.formats import RECORD_SUFFIXES, Extracted, extract, mail, records
+from pipeline.text.formats import RECORD_SUFFIXES, Extracted, mail, records
 
 log = logging.getLogger(__name__)
 
@@ -121,4 +121,4 @@ def _parsed(line: bytes) -> Any:
         return None
 
 
-__all__ = ["Fields", "expand", "extract", "read_part", "split_name"]
+__all__ = ["Fields", "expand", "read_part", "split_name"]
