@@ -64,7 +64,8 @@ def settings(args: argparse.Namespace, env: dict[str, str] | None = None) -> Job
         store_path=str(store) if store else None, retry_failed=args.retry_failed, dry_run=args.dry_run,
         store_recover=args.store_recover,
         engine=args.engine, ray_address=args.ray_address or None, ray_actors=args.ray_actors,
-        instructions=instructions_text(args.instructions), focus=args.focus, prompts_dir=args.prompts)
+        instructions=instructions_text(args.instructions), focus=args.focus, prompts_dir=args.prompts,
+        text_field=args.text_field, id_field=args.id_field, include=args.include or [], exclude=args.exclude or [])
     check_writable(args.out, None if args.dry_run else store)
     return Job(context, args.out, store)
 
@@ -85,6 +86,18 @@ def graph_input(patterns: Sequence[str], stdin: Any) -> tuple[dict[str, Any], in
             log.warning("<stdin>: %s", decoded.warning)
         texts.append({"id": "<stdin>", "text": decoded.text})
     return {"paths": paths, "texts": texts}, len(paths) + len(texts)
+
+
+def _selected(inputs: dict[str, Any], context: Any) -> tuple[dict[str, Any], int]:
+    """The inputs narrowed by --include/--exclude, mailboxes and records files listed as their parts, and their count.
+
+    The graph does the same to whatever it is given; done here, the count says how many documents there are.
+    """
+    from pipeline.text.formats.entries import Fields
+    from pipeline.text.selecting import select_inputs
+
+    paths = select_inputs(inputs["paths"], context.include, context.exclude, Fields(context.text_field, context.id_field))
+    return {**inputs, "paths": paths}, len(paths) + len(inputs["texts"])
 
 
 def _run_async(coro: Any) -> Any:
@@ -131,6 +144,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         job = settings(args, env)
         inputs, total = graph_input(args.inputs or ["-"], sys.stdin)  # none named: stdin is piped in
+        inputs, total = _selected(inputs, job.context)
     except InputError as exc:
         fail(str(exc))
         return EXIT_ERROR

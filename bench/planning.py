@@ -3,6 +3,7 @@
     python -m bench.planning                 # 50 MB English, 4 MB one-line, 2,000 x 2 KB; chunk 2000 and 800
     python -m bench.planning --mb 5 --small 200   # a quicker run
     python -m bench.planning --json out.jsonl     # also keep the raw measurements
+    python -m bench.planning --formats            # PDF, HTML, DOCX, mbox, JSON Lines of ~2 MB each
 
 Figures, never asserted: planning MB/s; the chunker alone; one tokenizer pass over the
 same text (the floor: planning cannot count tokens faster than one encoding of the text)
@@ -49,6 +50,28 @@ def write_one_line(path: Path, size: int) -> None:
                     encoding="utf-8")
 
 
+def write_formats(folder: Path, size: int) -> dict[str, list[str]]:
+    """Write about `size` bytes of English in each format (fpdf2 and python-docx build the files)."""
+    from tests import format_files
+
+    paragraphs: list[str] = []
+    while sum(map(len, paragraphs)) < size:
+        paragraphs.append(make_text(len(paragraphs), 120))
+    said = [s for p in paragraphs for s in p.split(". ")]
+    cases: dict[str, list[str]] = {}
+    for kind in ("txt", "pdf", "html", "docx", "jsonl"):
+        name, data = format_files.long_document(kind, said)
+        (folder / name).write_bytes(data)
+        cases[kind] = [str(folder / name)]
+    # A mailbox of 2 KB messages, one document each.
+    messages = [b"From clerk@example.org Mon Nov  2 10:00:00 2026\nSubject: note %d\nFrom: clerk@example.org\n"
+                b"Content-Type: text/plain; charset=utf-8\n\n%s\n\n" % (i, make_text(i, 330).encode())
+                for i in range(max(1, size // 2200))]
+    (folder / "box.mbox").write_bytes(b"".join(messages))
+    cases["mbox"] = [str(folder / "box.mbox")]
+    return cases
+
+
 def _peak_rss() -> int:
     # VmHWM is the kernel's high-water mark, so a spike between two samples still counts.
     try:
@@ -73,10 +96,11 @@ def measure(paths: list[str], chunk_tokens: int) -> dict[str, Any]:
     """Plan `paths` in this process; return the figures as a dict (runs inside the child)."""
     import psutil
 
-    from pipeline.text.decoding import decode_bytes
-    from pipeline.text.loading import plan_document
     from pipeline.text.chunking import Chunker
     from pipeline.text.counting import token_counter
+    from pipeline.text.formats.entries import Fields
+    from pipeline.text.loading import load_text, makes_calls, plan_document
+    from pipeline.text.selecting import select_inputs
 
     count = token_counter(MODEL)
     chunker = Chunker(chunk_tokens, count)
@@ -90,12 +114,14 @@ def measure(paths: list[str], chunk_tokens: int) -> dict[str, Any]:
     size = sum(os.path.getsize(p) for p in paths)
 
     began = time.perf_counter()
-    refs = [plan_document(i, p, chunker, path=p) for i, p in enumerate(paths, start=1)]
+    fields = Fields("text")  # a records file: a document per record, its text in "text"
+    parts = select_inputs(paths, fields=fields)  # a mailbox or records file: one document per part
+    refs = [plan_document(i, p, chunker, path=p, fields=fields) for i, p in enumerate(parts, start=1)]
     plan_s = time.perf_counter() - began
     peak = _peak_rss()
     failed = [r.get("skip_reason") or r.get("plan_error") for r in refs if "skip_reason" in r or "plan_error" in r]
 
-    texts = [decode_bytes(Path(p).read_bytes()).text for p in paths]
+    texts = [load_text(r) for r in refs if makes_calls(r)]
     held = process.memory_info().rss
     _reset_peak_rss()
     began = time.perf_counter()
@@ -109,8 +135,8 @@ def measure(paths: list[str], chunk_tokens: int) -> dict[str, Any]:
     count_s = time.perf_counter() - began
     mb = size / 1e6
     return {
-        "docs": len(paths), "mb": round(mb, 2), "chunk_tokens": chunk_tokens,
-        "chunks": sum(len(r["spans"]) for r in refs), "tokens": sum(r["tokens"] for r in refs),
+        "docs": len(refs), "mb": round(mb, 2), "chunk_tokens": chunk_tokens,
+        "chunks": sum(len(r["spans"]) for r in refs), "tokens": sum(r.get("tokens", 0) for r in refs),
         "skipped": len(failed), "plan_s": round(plan_s, 3), "plan_mb_s": round(mb / plan_s, 2),
         "spans_mb_s": round(mb / spans_s, 2), "count_mb_s": round(mb / count_s, 2),
         "x_count": round(spans_s / count_s, 2),
@@ -155,6 +181,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--small", type=int, default=2000, help="number of 2 KB files")
     p.add_argument("--chunk", default="2000,800", help="comma-separated chunk sizes in tokens")
     p.add_argument("--json", type=Path, help="append every raw measurement to this JSONL file")
+    p.add_argument("--formats", action="store_true",
+                   help="measure each document format instead (PDF, HTML, DOCX, mbox, JSON Lines)")
+    p.add_argument("--format-mb", type=float, default=2, help="with --formats: about this many MB of each")
     p.add_argument("--src", type=Path, default=ROOT, help="checkout whose pipeline to measure")
     p.add_argument("--child", type=Path, help=argparse.SUPPRESS)
     p.add_argument("--chunk-tokens", type=int, default=2000, help=argparse.SUPPRESS)
@@ -164,11 +193,14 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     with tempfile.TemporaryDirectory(prefix="bench-planning-") as tmp:
         folder = Path(tmp)
-        write_english(folder / "english.txt", int(args.mb * 1e6))
-        write_one_line(folder / "one-line.txt", int(args.line_mb * 1e6))
-        small = write_docs(folder / "small", args.small, words=330) if args.small else []  # about 2 KB each
-        cases = {"english": [str(folder / "english.txt")] if args.mb else [],
-                 "one-line": [str(folder / "one-line.txt")] if args.line_mb else [], "small-2kb": small}
+        if args.formats:
+            cases = write_formats(folder, int(args.format_mb * 1e6))
+        else:
+            small = write_docs(folder / "small", args.small, words=330) if args.small else []  # about 2 KB each
+            write_english(folder / "english.txt", int(args.mb * 1e6))
+            write_one_line(folder / "one-line.txt", int(args.line_mb * 1e6))
+            cases = {"english": [str(folder / "english.txt")] if args.mb else [],
+                     "one-line": [str(folder / "one-line.txt")] if args.line_mb else [], "small-2kb": small}
         print(f"code under test: {args.src.resolve()}", flush=True)
         print(" ".join(f"{n:<{w}}" if i == 0 else f"{n:>{w}}" for i, (n, w, _) in enumerate(COLUMNS)), flush=True)
         for name, paths in cases.items():

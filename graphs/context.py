@@ -159,6 +159,13 @@ class Context:
     prompts_dir: Annotated[str | None, _about("A folder of template files (map.txt, collapse.txt, final.txt, "
                                               "document.txt, summaries.txt, instructions.txt, focus.txt) "
                                               "replacing the package's own")] = None
+    text_field: Annotated[str | None, _about("JSON Lines, JSON and CSV inputs: the field holding each record's "
+                                             "text (a.b for a nested one); each record is then a document")] = None
+    id_field: Annotated[str | None, _about("With text_field: the field shown as each record's id")] = None
+    include: Annotated[list[str], _about("Only input files whose name (or path, for a pattern with /) "
+                                         "matches one of these globs")] = field(default_factory=list)
+    exclude: Annotated[list[str], _about("Input files whose name (or path) matches one of these globs "
+                                         "are passed over")] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         # Every setting must be of its declared type; text (JSON from the server, a form)

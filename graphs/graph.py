@@ -45,7 +45,9 @@ from pipeline.errors import CollapseError, InputError, NothingSummarizedError
 from pipeline.text.confine import inside, refuse_paths
 from pipeline.text.language import answer_language
 from pipeline.answers.length import parse_length
+from pipeline.text.formats.entries import Fields
 from pipeline.text.loading import DocRef, expand_inputs, list_inputs
+from pipeline.text.selecting import select_inputs
 from pipeline.preview import preview as preview_calls
 from pipeline.legend import sources_legend
 from pipeline.planning import PLAN_BATCH, plan_and_compare, plan_and_compare_all
@@ -132,7 +134,8 @@ async def map_shard(state: ShardState, runtime: Runtime[Resources]) -> dict[str,
             texts: dict[int, str] = {}  # read once: planned here, summarized right after
             refs, batch_files = await plan_and_compare(entries[i:i + PLAN_BATCH], res.chunker, res.store,
                                                        guess_language=context.language == "auto",
-                                                       retry_failed=context.retry_failed, keep=texts)
+                                                       retry_failed=context.retry_failed, keep=texts,
+                                                       fields=Fields(context.text_field, context.id_field))
             files = add_counts(files, batch_files)
             runner.progress.add_total("map", sum(len(r["spans"]) for r in refs if "prior_error" not in r))
             for ref in refs:
@@ -244,7 +247,8 @@ async def preview(state: RunState, runtime: Runtime[Resources]) -> dict[str, Any
     res, context = runtime.context, runtime.context.context
     docs, files = await plan_and_compare_all(list_inputs(state.get("paths") or [], state.get("texts") or []),
                                              res.chunker, res.store, guess_language=context.language == "auto",
-                                             retry_failed=context.retry_failed)
+                                             retry_failed=context.retry_failed,
+                                             fields=Fields(context.text_field, context.id_field))
     if res.store is not None:
         files["removed"] = len(removed_sources(res.store.prior_documents(), {d["source"] for d in docs}))
     reduce_language = answer_language(context.language, (d.get("language") for d in docs))
@@ -306,6 +310,9 @@ def make_builder(environ: Mapping[str, str] | None = None,
         texts = [*(state.get("texts") or []), *(state.get("documents") or [])]  # the documents, as texts
         # In a worker thread: a folder or a glob is listed from disk, off the event loop.
         paths = await asyncio.to_thread(_files, state.get("paths") or [], root, not texts)
+        # Then narrowed by --include/--exclude, and each mailbox or records file listed as its parts.
+        paths = await asyncio.to_thread(select_inputs, paths, context.include, context.exclude,
+                                        Fields(context.text_field, context.id_field))
         run_input = RunState(paths=paths, texts=texts)
         async with open_resources(context, emit) as resources:
             out = await mapreduce.ainvoke(run_input, config={"recursion_limit": RECURSION_LIMIT},

@@ -42,7 +42,7 @@ def ray_settings(context: Context, concurrency: int, actors: int, keyed: bool,
     chat = chat_settings(context)
     plan = PlanSettings(chunk_tokens=context.chunk_tokens, model=context.model or DEFAULT_MODEL,
                         language=context.language, map_max_tokens=context.map_max_tokens, identity=context.identity,
-                        keyed=keyed, templates=templates)
+                        keyed=keyed, templates=templates, text_field=context.text_field, id_field=context.id_field)
     share = dataclasses.replace(
         chat, concurrency=max(1, concurrency // actors),
         endpoints=[dataclasses.replace(s, concurrency=max(1, s.concurrency // actors) if s.concurrency else None)

@@ -169,6 +169,13 @@ def build_parser(env: dict[str, str]) -> argparse.ArgumentParser:
     r.add_argument("--ray-actors", type=_setting("ray_actors"),
                    help="with --engine ray: actors making the map calls, --concurrency split among them "
                         "(default: one per CPU of the cluster, each with at least 8 calls)")
+    i = p.add_argument_group("inputs")
+    i.add_argument("--text-field", metavar="FIELD",
+                   help="JSON Lines, JSON and CSV inputs: each record is a document, its text in FIELD (a.b if nested)")
+    i.add_argument("--id-field", metavar="FIELD", help="with --text-field: the field shown as each record's id")
+    i.add_argument("--include", action=_AppendOver, metavar="GLOB",
+                   help="only input files whose name (or path, for a GLOB with /) matches; repeatable")
+    i.add_argument("--exclude", action=_AppendOver, metavar="GLOB", help="pass over input files that match; repeatable")
     b.add_argument("--log-json", action="store_true", help="log JSON lines to stderr, for machines")
     b.add_argument("-q", "--quiet", action="store_true", help="no progress, warnings and errors only")
     b.add_argument("-v", "--verbose", action="store_true", help="debug logs, with tracebacks of unexpected errors")

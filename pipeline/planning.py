@@ -16,6 +16,7 @@ from typing import Any
 
 from pipeline.result_store import ResultStore, count_against_prior, mark_prior_failures
 from pipeline.text.chunking import Chunker
+from pipeline.text.formats.entries import Fields
 from pipeline.text.loading import DocRef, Entry, plan_entries
 
 PLAN_BATCH = 16
@@ -25,20 +26,22 @@ PLAN_IN_THREAD_BYTES = 256 * 1024
 def _big(entry: Entry) -> bool:
     if "text" in entry:
         return len(entry["text"]) > PLAN_IN_THREAD_BYTES
+    # PDF, DOCX and web pages cost far more per byte to read than text.
+    slow = entry["path"].lower().endswith((".pdf", ".docx", ".html", ".htm", ".eml"))
     try:
-        return os.stat(entry["path"]).st_size > PLAN_IN_THREAD_BYTES
+        return os.stat(entry["path"]).st_size > PLAN_IN_THREAD_BYTES // (16 if slow else 1)
     except OSError:
-        return False  # planning it will say why
+        return "#" in entry["path"]  # a message or record: the first one read indexes its whole file
 
 
 async def plan_and_compare(batch: Sequence[Entry], chunker: Chunker, store: ResultStore | None, *,
-                           guess_language: bool, retry_failed: bool,
+                           guess_language: bool, retry_failed: bool, fields: Fields | None = None,
                            keep: dict[int, str] | None = None) -> tuple[list[DocRef], dict[str, int]]:
     """Read, decode and chunk a few documents while other calls go on; compare them with the store.
 
     With `keep`, the files' texts stay there for the summarizer that follows.
     """
-    options: dict[str, Any] = {"guess_language": guess_language, "keep": keep}
+    options: dict[str, Any] = {"guess_language": guess_language, "keep": keep, "fields": fields}
     if any(map(_big, batch)):
         refs = await asyncio.to_thread(plan_entries, batch, chunker, **options)
     else:
@@ -53,13 +56,15 @@ async def plan_and_compare(batch: Sequence[Entry], chunker: Chunker, store: Resu
 
 
 async def plan_and_compare_all(entries: Sequence[Entry], chunker: Chunker, store: ResultStore | None, *,
-                               guess_language: bool, retry_failed: bool) -> tuple[list[DocRef], dict[str, int]]:
+                               guess_language: bool, retry_failed: bool,
+                               fields: Fields | None = None) -> tuple[list[DocRef], dict[str, int]]:
     """Plan every document of `entries`, a batch at a time; count them against the store."""
     refs: list[DocRef] = []
     files: Counter[str] = Counter()
     for i in range(0, len(entries), PLAN_BATCH):
         batch_refs, batch_files = await plan_and_compare(entries[i:i + PLAN_BATCH], chunker, store,
-                                                         guess_language=guess_language, retry_failed=retry_failed)
+                                                         guess_language=guess_language, retry_failed=retry_failed,
+                                                         fields=fields)
         refs += batch_refs
         files.update(batch_files)
     return refs, dict(files)

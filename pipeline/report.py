@@ -15,7 +15,7 @@ from pipeline.summarize import DocResult
 # Each line's fields, in order, with what a result that leaves one out means by it.
 JSONL_FIELDS = {"source": None, "sha256": None, "status": None, "summary": None, "error": None, "chunks": 0,
                 "tokens_in": 0, "tokens_out": 0, "language": None, "encoding": None, "repaired": False, "replaced": 0,
-               "same_as": None}
+                "same_as": None, "format": "text", "location": None, "locations": []}
 
 
 def atomic_write(path: Path, text: str) -> None:

@@ -114,7 +114,14 @@ def removed_sources(prior: dict[str, PriorDocument], seen: set[str]) -> list[str
     memory, may belong to another job sharing the store, and its record is kept.
     """
     return [source for source, before in prior.items()
-            if source not in seen and before.kind == "file" and not os.path.lexists(source)]
+            if source not in seen and before.kind == "file" and not os.path.lexists(_file_of(source))]
+
+
+def _file_of(source: str) -> str:
+    """The file a document is in: itself, or the mailbox or records file of a message or record."""
+    from pipeline.text.formats.entries import split_name
+
+    return part[0] if "#" in source and (part := split_name(source)) else source
 
 
 class StoreDamagedError(StoreError):

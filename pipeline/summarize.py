@@ -55,9 +55,11 @@ class DocResult(TypedDict):
     replaced: NotRequired[int]
     location: NotRequired[str]  # where in its source the document comes from ("page 3"), when given
     same_as: NotRequired[str]  # the document of the same content whose summary this one shares
+    format: NotRequired[str]  # pdf, html, docx, email, record; left out for a text file
+    locations: NotRequired[list[str]]  # where each chunk comes from: "page 3", "lines 1-40", "message 2"
 
 
-_FROM_REF = ("language", "encoding", "repaired", "replaced")
+_FROM_REF = ("language", "encoding", "repaired", "replaced", "format", "locations")
 
 
 def _result(ref: DocRef, status: Literal["ok", "failed", "skipped"], **fields: Any) -> DocResult:

@@ -27,7 +27,8 @@ def test_summarizes_documents_and_writes_outputs(cli, fake: FakeOpenAI, docs: Pa
     assert [Path(r["source"]).name for r in lines] == ["citrus.txt", "ferry.txt"]
     assert all(r["status"] == "ok" and r["summary"] and r["chunks"] == 1 for r in lines)
     assert set(lines[0]) == {"source", "sha256", "status", "summary", "error", "chunks", "tokens_in", "tokens_out",
-                             "language", "encoding", "repaired", "replaced", "same_as"}
+                             "language", "encoding", "repaired", "replaced", "same_as", "format", "location",
+                             "locations"}
     assert lines[0]["language"] == "Korean" and lines[1]["language"] == "English"
     assert lines[0]["encoding"] == "utf-8" and lines[0]["repaired"] is False and lines[0]["replaced"] == 0
     report = result.report()

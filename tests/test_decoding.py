@@ -227,10 +227,13 @@ def test_unicode_text_round_trips(text: str, encoding: str) -> None:
     # Whitespace-only text is skipped by design. Without a BOM, UTF-16's byte order shows in where
     # ASCII characters put their NUL byte; characters such as U+4E00 put theirs on the other side.
     # Where those are as many as the ASCII ones the order is a coin toss (is it "0儀" or "\u3000Q"?),
-    # and with no NUL byte at all a few random ideographs are as likely a legacy code page.
+    # and with no NUL byte at all a few random ideographs are as likely a legacy code page. Without
+    # a BOM, UTF-16 is taken only when its NULs say so beyond doubt: ASCII in half the characters.
     assume(text.strip())
     if encoding != "utf-8":
-        assume(sum(c.isascii() for c in text) > sum(ord(c) % 256 == 0 for c in text if not c.isascii()))
+        ascii_chars = sum(c.isascii() for c in text)
+        assume(ascii_chars > sum(ord(c) % 256 == 0 for c in text if not c.isascii()))
+        assume(ascii_chars >= max(2, len(text) / 2))
 
     decoded = decode_twice(text.encode(encoding))
 
@@ -270,3 +273,36 @@ def test_the_same_prose_in_a_western_code_page_is_still_read_as_such(lines: list
     assume(any(not c.isascii() for c in text))
 
     assert decode_twice(text.encode(encoding)).text == text
+
+
+@settings(max_examples=100, deadline=None)
+@given(lines=st.lists(st.sampled_from(WESTERN), min_size=1, max_size=12).map(lambda l: ("\n".join(l) + "\n").encode()),
+       places=st.lists(st.floats(0, 1), min_size=1, max_size=3))
+def test_stray_nul_bytes_in_text_are_dropped_and_counted_never_utf16(lines: bytes, places: list[float]) -> None:
+    data = lines
+    for where in places:
+        cut = int(len(data) * where)
+        while cut < len(data) and 0x80 <= data[cut] < 0xC0:  # between characters, never inside one
+            cut += 1
+        data = data[:cut] + b"\x00" + data[cut:]
+
+    decoded = decode_twice(data)
+
+    assert decoded.text == lines.decode()
+    assert f"{len(places)} stray NUL byte(s) dropped" in (decoded.warning or "")
+
+
+def test_a_short_ascii_note_with_three_nuls_is_not_utf16() -> None:
+    decoded = decode_twice(b"Meeting moved\x00 to Tuesday at 10.\x00 Bring the budget.\x00\n")
+
+    assert decoded.text == "Meeting moved to Tuesday at 10. Bring the budget.\n"
+
+
+@pytest.mark.parametrize("data", [
+    bytes(range(0x80, 0x100)) * 40,
+    "\ue000\ue001\ue002\ue003 \ue004\ue005\ue006".encode("utf-16") * 200,
+], ids=["high-bytes", "private-use-utf16"])
+def test_bytes_that_read_as_noise_are_skipped_saying_so(data: bytes) -> None:
+    decoded = decode_bytes(data)
+
+    assert decoded.text == "" and "binary" in (decoded.skip_reason or "")

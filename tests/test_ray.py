@@ -326,3 +326,23 @@ async def test_ray_sends_the_readers_instructions_and_keeps_documents_pages_as_i
     assert all("For the harbor board." in system and "How many riders?" in system for system, _ in sent_here)
     assert on_ray["results"] == local["results"]
     assert [r["location"] for r in on_ray["results"]] == ["page 1", "page 2", "page 3"]
+
+
+def test_ray_reads_every_format_as_the_local_engine_does(local_ray: None, cli, fake: FakeOpenAI,
+                                                        tmp_path: Path) -> None:
+    from tests import format_files
+    from tests.test_formats import received
+
+    folder = tmp_path / "docs"
+    folder.mkdir()
+    format_files.write_all(folder)
+    args = (str(folder), str(folder / "*.jsonl"), "--text-field", "body", "--id-field", "id", "--no-store")
+
+    local = cli(*args, base_url=fake.base_url)
+    sent_locally, local_lines = received(fake), local.lines()
+    fake.reset_stats()
+    on_ray = cli(*args, "--engine", "ray", "--ray-actors", "1", base_url=fake.base_url)
+
+    assert local.code == on_ray.code == 0, on_ray.err
+    assert received(fake) == sent_locally
+    assert [(r["source"], r["locations"]) for r in on_ray.lines()] == [(r["source"], r["locations"]) for r in local_lines]

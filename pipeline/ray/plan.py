@@ -20,6 +20,7 @@ import numpy as np
 import ray
 
 from pipeline.text.language import answer_language, language_instruction
+from pipeline.text.formats.entries import Fields
 from pipeline.text.loading import DocRef, makes_calls, plan_document
 from pipeline.prompting import chunk_prompt, firmer
 from pipeline.result_store import PriorDocument, call_key, prior_failure
@@ -41,6 +42,8 @@ class PlanSettings:
     identity: str
     keyed: bool  # a store is kept: compute each prompt's key
     templates: Templates  # with the reader's instructions in them, as the driver read them
+    text_field: str | None = None  # records files: the field holding each record's text
+    id_field: str | None = None
 
 
 # NumPy's bytes strings drop trailing NUL bytes, so a digest ending in 0x00 (one key in 256)
@@ -98,7 +101,8 @@ def plan_batch(batch: Batch, settings: PlanSettings, snapshot: Any = None) -> Ba
         entry = json.loads(raw)
         texts: dict[int, str] = {}
         ref = plan_document(entry["id"], entry["source"], chunker, path=entry.get("path"), text=entry.get("text"),
-                            guess_language=settings.language == "auto", keep=texts)  # its warning goes with it
+                            guess_language=settings.language == "auto", keep=texts,
+                            fields=Fields(settings.text_field, settings.id_field))  # its warning goes with it
         docs.append(json.dumps(_prompts(ref, texts.get(ref["id"], ref.get("text", "")), settings, snap)))
     return {"doc": np.array(docs, dtype=object)}
 

@@ -7,7 +7,11 @@ The encoding found on the first read is a string that a second read replays exac
   as UTF-8 when it is UTF-8 (a few stray bytes allowed), else as <codec>; a short line valid
   both ways goes to the reading that makes sense;
 - "utf-8><codec>": <codec> text that was once read as cp1252/Latin-1 and saved as UTF-8;
-  the UTF-8 text is turned back into those bytes and read as <codec>.
+  the UTF-8 text is turned back into those bytes and read as <codec>;
+- "nul:<any of these>": text with a few stray NUL bytes, which are dropped first.
+
+A reading that could turn text into noise (a legacy code page, UTF-16/32 without a BOM,
+undecodable bytes) is checked on its result; text that reads as noise is not summarized.
 """
 
 from __future__ import annotations
@@ -70,25 +74,121 @@ def decode_bytes(data: bytes, encoding: str | None = None) -> Decoded:
     """
     if not data:
         return Decoded("", None, "empty file")
-    text = None
+    text, nuls = None, 0
     if encoding is None:
+        from pipeline.text.formats.sniff import sniff  # here: the formats package reads text through this module
+
+        if (kind := sniff(data, "")) not in ("text", "html", "email", "mbox"):
+            return Decoded("", None, f"binary file ({kind}), not text")
         encoding, text = _detect(data)
-        if encoding is None:
-            return Decoded("", None, "binary or undecodable file")
+        # NULs that are not UTF-16/32's are strays in text (or the file is binary).
+        if not (encoding or "").startswith(("utf-16", "utf-32")) and (stray := _stray_nuls(data)):
+            data = data.replace(b"\x00", b"")
+            encoding, text = _detect(data)
+            nuls = stray
+    elif encoding.startswith(_NUL_PREFIX):
+        nuls = data.count(b"\x00")
+        data, encoding = data.replace(b"\x00", b""), encoding[len(_NUL_PREFIX):]
+    if encoding is None:
+        return Decoded("", None, "binary or undecodable file")
     replaced = 0
     if text is None:
         text, replaced = _decode_as(data, encoding)
     fixed = _repair(text)
+    named = f"{_NUL_PREFIX}{encoding}" if nuls else encoding
     if not fixed or fixed.isspace():  # no strip(): it would copy a 50 MB text to learn this
-        return Decoded("", encoding, "empty file (whitespace only)")
+        return Decoded("", named, "empty file (whitespace only)")
+    if _at_risk(encoding, replaced) and reads_as_noise(fixed):
+        return Decoded("", named, f"reads as noise in {encoding}: binary?")
     repaired = ">" in encoding or (fixed != text and fixed != _tidied(text))
-    if not (repaired or replaced or "+" in encoding):
+    if not (repaired or replaced or nuls or "+" in encoding):
         return Decoded(fixed, encoding)
-    return Decoded(fixed, encoding, None, repaired, replaced, _warning(encoding, repaired, replaced))
+    return Decoded(fixed, named, None, repaired, replaced, _warning(encoding, repaired, replaced, nuls))
 
 
-def _warning(encoding: str, repaired: bool, replaced: int) -> str | None:
+_NUL_PREFIX = "nul:"
+# NUL bytes beyond this share of a file are not strays in text: UTF-16/32, or a binary file.
+_STRAY_NUL_SHARE = 0.1  # the rest must still read as text: random bytes are refused there
+
+
+def _stray_nuls(data: bytes) -> int:
+    """Count the NUL bytes of a file that is not UTF-16/32, when they are few enough to be strays in text."""
+    if b"\x00" not in data:
+        return 0
+    count = data.count(b"\x00")
+    return 0 if count > max(len(data) * _STRAY_NUL_SHARE, 1) else count
+
+
+def _regular_nuls(head: bytes) -> bool:
+    """Whether NUL bytes fill one byte position of most 2-byte units, as UTF-16/32 of mostly-ASCII text does.
+
+    Text with fewer ASCII characters (CJK, Cyrillic) has fewer NULs, still all in one
+    position; _wide_unicode accepts that reading only when it makes sense in one script.
+    """
+    odd, even = head[1::2].count(0), head[0::2].count(0)
+    many, few = max(odd, even), min(odd, even)
+    if many >= 2 and few <= many * 0.05:
+        return True
+    # UTF-32: the top byte of every unit is NUL, the bottom one seldom.
+    by_place = sorted(head[i::4].count(0) for i in range(4))
+    return len(head) >= 8 and by_place[-1] >= 0.95 * (len(head) // 4) and by_place[0] <= by_place[-1] * 0.05
+
+
+def _at_risk(encoding: str, replaced: int) -> bool:
+    """Whether a reading may have made noise of the bytes: anything but clean UTF-8."""
+    return bool(replaced) or encoding not in ("utf-8", "utf-8-sig") or "+" in encoding
+
+
+# What a right reading is made of: letters, marks and digits of any script, spaces, and
+# the punctuation of text. Noise (a binary read as a code page or as UTF-16) is mostly
+# controls, symbols, private use, U+FFFD, or letters in short runs from many scripts.
+_NOISE_SAMPLE = 4096
+_NOISE_MIN_CHARS = 24
+_UNSPACED = frozenset({"CJK", "HANGUL", "THAI", "LAO", "KHMER", "MYANMAR", "TIBETAN"})
+
+
+def reads_as_noise(text: str) -> bool:
+    """Say whether decoded text reads as noise rather than as something a person wrote."""
+    sample = text[:_NOISE_SAMPLE]
+    if len(text) > 3 * _NOISE_SAMPLE:  # and from the middle, past a header that may read well
+        middle = len(text) // 2
+        sample += text[middle:middle + _NOISE_SAMPLE]
+    kinds: dict[str, int] = {}
+    scripts: dict[str, int] = {}
+    for char in sample:
+        kind = unicodedata.category(char)[0] if char != "\ufffd" else "X"
+        kinds[kind] = kinds.get(kind, 0) + 1
+        if kind == "L" and not char.isascii():
+            script = _script_of(char)
+            scripts[script] = scripts.get(script, 0) + 1
+    visible = len(sample) - kinds.get("Z", 0) - sample.count("\n") - sample.count("\t") - sample.count("\r")
+    if visible < _NOISE_MIN_CHARS:
+        return False  # too short to tell
+    bad = kinds.get("C", 0) - (len(sample) - visible - kinds.get("Z", 0)) + kinds.get("X", 0)
+    good = kinds.get("L", 0) + kinds.get("M", 0) + kinds.get("N", 0) + kinds.get("P", 0)
+    if bad > 0.1 * visible or good < 0.6 * visible:
+        return True
+    letters = sum(scripts.values())
+    # Letters from many scripts at once, none holding most of them, are bytes read in the wrong code page.
+    if letters >= 32 and sum(sorted(scripts.values())[-2:]) < 0.8 * letters:
+        return True
+    # Scripts written with spaces between words: a long run of them without one is not words.
+    spaced = letters - sum(n for script, n in scripts.items() if script in _UNSPACED)
+    gaps = len(sample) - visible
+    return spaced >= 200 and spaced > letters / 2 and gaps < 0.02 * len(sample)
+
+
+def _script_of(char: str) -> str:
+    """A letter's script, as the first word of its Unicode name (LATIN, CYRILLIC, CJK, HANGUL, ...)."""
+    name = unicodedata.name(char, "")
+    first = name.split(" ", 1)[0]
+    return "CJK" if first in ("CJK", "HIRAGANA", "KATAKANA", "HALFWIDTH", "FULLWIDTH") else first
+
+
+def _warning(encoding: str, repaired: bool, replaced: int, nuls: int = 0) -> str | None:
     notes = []
+    if nuls:
+        notes.append(f"{nuls} stray NUL byte(s) dropped")
     if replaced:
         notes.append(f"{replaced} undecodable character(s) replaced with U+FFFD")
     if "+" in encoding:
@@ -200,8 +300,8 @@ def _detect(data: bytes) -> tuple[str | None, str | None]:
         if data.startswith(bom):
             return name, None
     if data.find(b"\x00", 0, _SNIFF_BYTES) >= 0:
-        # No text encoding but UTF-16/32 puts NUL bytes in text.
-        return _wide_unicode(data, has_nul=True), None
+        # No text encoding but UTF-16/32 puts NUL bytes in text, and then in one byte position of each unit.
+        return _wide_unicode(data, has_nul=_regular_nuls(data[:_SNIFF_BYTES])), None
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError:
@@ -316,8 +416,10 @@ def _wide_unicode(data: bytes, *, has_nul: bool) -> str | None:
         if not text.strip() or len(_NOT_TEXT.findall(text)) * 50 > len(text):
             continue
         share, fit = east_asian_fit(text)
-        # Without NUL bytes there is no ASCII at all; only CJK text in one clear script is likely then.
-        if has_nul or (len(text) >= 8 and fit >= STRONG):
+        # NULs in most units are ASCII characters in UTF-16/32. With fewer (or none), the text
+        # has little ASCII; only text that reads as one clear script is likely then.
+        mostly_ascii = has_nul and sum(c.isascii() for c in text) >= 0.25 * len(text)
+        if mostly_ascii or (len(text) >= 8 and (fit >= STRONG or best_fit(text) >= STRONG)):
             # Where the NUL bytes do not say the byte order, the right one has fewer characters out of place.
             readings.append((-rank if odd != even else 0, 1 - share * (1 - fit), -rank, name))
     return max(readings)[-1] if readings else None

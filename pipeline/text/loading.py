@@ -13,18 +13,22 @@ import logging
 import os
 import re
 import stat
+from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
 
 from typing_extensions import NotRequired, TypedDict
 
-from pipeline.text.decoding import decode_bytes
 from pipeline.errors import InputError
+from pipeline.text import formats
+from pipeline.text.formats.entries import Fields, read_part, split_name
+from pipeline.text.formats.locations import locate
 from pipeline.text.language import detect_language
 from pipeline.text.chunking import Chunker
 
 log = logging.getLogger(__name__)
 
-DIRECTORY_SUFFIXES = (".txt", ".md")
+# Records files (JSON, CSV) are data as often as documents: they are read when named or globbed.
+DIRECTORY_SUFFIXES = formats.DOCUMENT_SUFFIXES
 MAX_FILE_BYTES = 64 * 1024 * 1024
 _GLOB_CHARS = frozenset("*?[")
 
@@ -45,6 +49,9 @@ class DocRef(TypedDict):
     path: NotRequired[str]  # a file, read again when its turn comes
     text: NotRequired[str]  # a document handed over in memory
     encoding: NotRequired[str]
+    format: NotRequired[str]  # pdf, html, docx, email, record: not a plain text file
+    field: NotRequired[str]  # a record's text field, to read it again
+    locations: NotRequired[list[str]]  # where each chunk comes from: "page 3", "lines 1-40", "message 2"
     language: NotRequired[str]
     repaired: NotRequired[bool]  # mis-decoded text (mojibake) was put right
     replaced: NotRequired[int]  # undecodable bytes that became U+FFFD
@@ -107,7 +114,8 @@ def _expand_one(name: str) -> Listing | None:
     path = os.path.expanduser(name)
     try:
         if os.path.isdir(path):
-            listing = _walk(path, input_only=True)
+            paths, real = _walk(path, input_only=False)
+            listing = _documents_in(name, paths), real  # what is passed over is counted in the log
         elif _GLOB_CHARS & set(name) and not os.path.lexists(path):
             listing = _glob(path)
         elif path != name and os.path.lexists(path):  # ~/notes.txt, from a config file
@@ -207,13 +215,26 @@ def _component(part: str) -> str:
 
 
 def _has_input_suffix(name: str) -> bool:
-    """Tell whether os.path.splitext(name)[1].lower() is .txt or .md, at a third of its cost.
+    """Tell whether os.path.splitext(name)[1].lower() is one of DIRECTORY_SUFFIXES, at a third of its cost.
 
     As for splitext, a name of dots and the suffix alone (".txt") has no suffix. This is
     the one place that decides which files a folder or a plain name gives as documents.
     """
     low = name.lower()
-    return low.endswith(DIRECTORY_SUFFIXES) and low.lstrip(".") not in ("txt", "md")
+    return low.endswith(DIRECTORY_SUFFIXES) and "." in low.lstrip(".")
+
+
+def _documents_in(folder: str, listed: Sequence[str]) -> list[str]:
+    """The files of a folder's listing whose names say they are documents; the log counts the others by type."""
+    kept = [path for path in listed if _has_input_suffix(os.path.basename(path))]
+    if len(kept) < len(listed):
+        passed = Counter(os.path.splitext(path)[1].lower() or "no suffix" for path in listed
+                         if not _has_input_suffix(os.path.basename(path)))
+        shown = ", ".join(f"{n} {kind}" for kind, n in passed.most_common(6))
+        hint = "; name records files (.jsonl, .json, .csv) or a glob of them, with --text-field" if any(
+            kind in formats.RECORD_SUFFIXES for kind in passed) else ""
+        log.info("%s: passed over %d file(s) of types not read (%s)%s", folder, len(listed) - len(kept), shown, hint)
+    return kept
 
 
 def _read_bytes(path: str) -> bytes:
@@ -263,7 +284,7 @@ def why_unreadable(name: str, exc: BaseException | None = None) -> str:
 
 def plan_document(doc_id: int, source: str, chunker: Chunker, *, path: str | None = None,
                   text: str | None = None, guess_language: bool = True,
-                  keep: dict[int, str] | None = None) -> DocRef:
+                  keep: dict[int, str] | None = None, fields: Fields | None = None) -> DocRef:
     """Plan one document given either its path or its text; whatever goes wrong is its own failure.
 
     A file that cannot be read or holds nothing to summarize is marked skipped; any
@@ -275,7 +296,7 @@ def plan_document(doc_id: int, source: str, chunker: Chunker, *, path: str | Non
     if path is not None:
         ref["path"] = path
     try:
-        _plan(ref, chunker, text, guess_language, keep)
+        _plan(ref, chunker, text, guess_language, keep, fields or Fields())
     except MemoryError:
         ref["plan_error"] = "out of memory while reading and chunking it"
     except Exception as exc:  # noqa: BLE001 - one file's failure, never the batch's
@@ -287,35 +308,42 @@ def plan_document(doc_id: int, source: str, chunker: Chunker, *, path: str | Non
 
 
 def _plan(ref: DocRef, chunker: Chunker, text: str | None, guess_language: bool,
-          keep: dict[int, str] | None) -> None:
+          keep: dict[int, str] | None, fields: Fields) -> None:
+    where = ""
     if text is None:
         path = ref["path"]
         try:
-            data = _read_bytes(path)
-        except (OSError, InputError) as exc:
+            ref["sha256"], decoded, where = _read_document(path, fields)
+        except (OSError, InputError, ValueError) as exc:
             ref["skip_reason"] = f"unreadable: {why_unreadable(path, exc)}"
             return
-        ref["sha256"] = hashlib.sha256(data).hexdigest()
-        decoded = decode_bytes(data)
-        del data
         if decoded.encoding:
             ref["encoding"] = decoded.encoding
+        if decoded.format not in ("text", "binary"):
+            ref["format"] = decoded.format
+        if decoded.format == "record" and fields.text:
+            ref["field"] = fields.text
         if decoded.repaired:
             ref["repaired"] = True
         if decoded.replaced:
             ref["replaced"] = decoded.replaced
         if decoded.warning:
             ref["warning"] = decoded.warning
+        if decoded.failure:
+            ref["plan_error"] = decoded.failure
+            return
         if decoded.skip_reason:
             ref["skip_reason"] = decoded.skip_reason
             return
         body = decoded.text
+        marks, unit = decoded.marks, decoded.unit
     else:
         ref["text"] = body = text
         ref["sha256"] = hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()
         if not text or text.isspace():
             ref["skip_reason"] = "empty document"
             return
+        marks, unit = [], ""
     ref["spans"], tokens = chunker.spans(body)
     if tokens is None:  # a chunker that counts only what it must to cut
         del ref["tokens"]
@@ -324,11 +352,20 @@ def _plan(ref: DocRef, chunker: Chunker, text: str | None, guess_language: bool,
     if not ref["spans"]:
         ref["skip_reason"] = "nothing to summarize (whitespace only)"
         return
+    ref["locations"] = [where] * len(ref["spans"]) if where else locate(body, ref["spans"], marks, unit)
     if guess_language and (language := detect_language(body)):
         ref["language"] = language
     if keep is not None and text is None:
         keep[ref["id"]] = body
 
+
+def _read_document(path: str, fields: Fields,
+                   encoding: str | None = None) -> tuple[str, formats.Extracted, str]:
+    """Read a file, or a message or record of one: its hash, its text (or why none) and its location if a part."""
+    if part := split_name(path):
+        return read_part(path, *part, fields, MAX_FILE_BYTES)
+    data = _read_bytes(path)
+    return hashlib.sha256(data).hexdigest(), formats.extract(data, path, encoding), ""
 
 class Entry(TypedDict):
     """One input as listed, before it is planned: a number, a name, and a path or a text."""
@@ -347,14 +384,14 @@ def list_inputs(paths: Sequence[str], texts: Sequence[Mapping[str, str]], first_
 
 
 def plan_entries(entries: Sequence[Entry], chunker: Chunker, guess_language: bool = True,
-                 keep: dict[int, str] | None = None) -> list[DocRef]:
+                 keep: dict[int, str] | None = None, fields: Fields | None = None) -> list[DocRef]:
     """Plan listed inputs (read, hash, decode, chunk each), one failure at a time never stopping the rest.
 
     `guess_language=False` skips detection when the answer language is fixed anyway;
     `keep` collects the files' texts (see plan_document).
     """
     refs = [plan_document(e["id"], e["source"], chunker, path=e.get("path"), text=e.get("text"),
-                          guess_language=guess_language, keep=keep) for e in entries]
+                          guess_language=guess_language, keep=keep, fields=fields) for e in entries]
     for ref in refs:
         log_warning(ref)
     return refs
@@ -375,10 +412,11 @@ def load_text(ref: DocRef) -> str:
     """Read a planned document's text again, checking it has not changed since planning."""
     if "text" in ref:
         return ref["text"]
+    fields = Fields(ref.get("field"))
     try:
-        data = _read_bytes(ref["path"])
-    except OSError as exc:
-        raise InputError(f"unreadable: {exc.strerror or exc}") from exc
-    if hashlib.sha256(data).hexdigest() != ref["sha256"]:
+        sha256, found, _ = _read_document(ref["path"], fields, None if "format" in ref else ref.get("encoding"))
+    except (OSError, ValueError) as exc:
+        raise InputError(f"unreadable: {getattr(exc, 'strerror', None) or exc}") from exc
+    if sha256 != ref["sha256"]:
         raise InputError("file changed while the run was in progress")
-    return decode_bytes(data, ref.get("encoding")).text
+    return found.text
