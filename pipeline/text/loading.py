@@ -105,7 +105,9 @@ Listing = tuple[list[str], Callable[[str], str]]
 
 
 def _exists(name: str) -> bool:
-    """Whether `name` is something planning can read or explain (a file, a FIFO, a broken link)."""
+    """Whether `name` is something planning can read or explain (a file, a FIFO, a broken link, a message of one)."""
+    if part := split_name(name):
+        name = part[0]
     return os.path.lexists(name) and not os.path.isdir(name)
 
 
