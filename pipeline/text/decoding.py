@@ -17,6 +17,7 @@ undecodable bytes) is checked on its result; text that reads as noise is not sum
 from __future__ import annotations
 
 import codecs
+import functools
 import re
 import unicodedata
 from dataclasses import dataclass
@@ -144,6 +145,7 @@ def _at_risk(encoding: str, replaced: int) -> bool:
 # controls, symbols, private use, U+FFFD, or letters in short runs from many scripts.
 _NOISE_SAMPLE = 4096
 _NOISE_MIN_CHARS = 24
+_ASCII_NOT_GOOD = bytes(b for b in range(128) if not (chr(b).isalnum() or unicodedata.category(chr(b))[0] == "P"))
 _UNSPACED = frozenset({"CJK", "HANGUL", "THAI", "LAO", "KHMER", "MYANMAR", "TIBETAN"})
 
 
@@ -153,6 +155,12 @@ def reads_as_noise(text: str) -> bool:
     if len(text) > 3 * _NOISE_SAMPLE:  # and from the middle, past a header that may read well
         middle = len(text) // 2
         sample += text[middle:middle + _NOISE_SAMPLE]
+    if sample.isascii():  # the common case, counted in C: ASCII's only noise is controls and symbols
+        raw = sample.encode("ascii")
+        visible = len(raw.translate(None, b" \t\n\r\x0b\x0c"))
+        good = len(raw.translate(None, _ASCII_NOT_GOOD))
+        controls = len(raw) - len(raw.translate(None, _CONTROL_BYTES))
+        return visible >= _NOISE_MIN_CHARS and (controls > 0.1 * visible or good < 0.6 * visible)
     kinds: dict[str, int] = {}
     scripts: dict[str, int] = {}
     for char in sample:
@@ -178,6 +186,7 @@ def reads_as_noise(text: str) -> bool:
     return spaced >= 200 and spaced > letters / 2 and gaps < 0.02 * len(sample)
 
 
+@functools.lru_cache(maxsize=8192)
 def _script_of(char: str) -> str:
     """A letter's script, as the first word of its Unicode name (LATIN, CYRILLIC, CJK, HANGUL, ...)."""
     name = unicodedata.name(char, "")

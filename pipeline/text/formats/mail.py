@@ -111,7 +111,7 @@ def _body(part: Message, notes: list[str], html: bool = False) -> str:
     if codec:
         try:
             text = payload.decode(codec)
-            if not reads_as_noise(text):
+            if codec == "utf-8" or not reads_as_noise(text):  # valid UTF-8 is no accident
                 return text.replace("\r\n", "\n").strip()
         except (LookupError, UnicodeDecodeError):
             pass

@@ -12,6 +12,7 @@ import zipfile
 from pipeline.text.formats import Extracted
 
 MAX_UNPACKED = 256 * 2**20
+MAX_XML = 32 * 2**20  # parsed into a tree ~10x its size; 32 MiB of XML is a few thousand pages
 MAX_RATIO = 200  # deflate reaches ~1000:1 only on runs of one byte; real documents stay far below
 
 
@@ -49,11 +50,14 @@ def _bomb(data: bytes) -> str | None:
     except (zipfile.BadZipFile, ValueError, OSError) as exc:
         return f"damaged DOCX: {exc}"
     unpacked = sum(i.file_size for i in infos)
+    xml = sum(i.file_size for i in infos if i.filename.endswith((".xml", ".rels")))
     packed = max(sum(i.compress_size for i in infos), 1)
     # zipfile stops each part at its stated size, so the stated sizes bound what unpacking costs.
     if unpacked > MAX_UNPACKED or unpacked > MAX_RATIO * packed and unpacked > 16 * 2**20:
         return (f"refused: unpacks to {unpacked // 2**20} MiB from {len(data) // 1024} KiB "
                 f"(over the {MAX_UNPACKED // 2**20} MiB limit or {MAX_RATIO}:1), a ZIP bomb?")
+    if xml > MAX_XML:
+        return f"too big: its text parts unpack to {xml // 2**20} MiB, over the {MAX_XML // 2**20} MiB limit"
     return None
 
 
