@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 EXIT_OK, EXIT_ERROR, EXIT_PARTIAL, EXIT_INTERRUPTED, EXIT_TERMINATED = 0, 1, 3, 130, 143
+EXIT_PENDING = 75  # batches submitted or running, not waited for: run again later (sysexits' EX_TEMPFAIL)
 # The embedded model is small: short chunks, short answers, greedy decoding with a
 # repetition penalty (it loops at higher temperatures), one request per server slot, and
 # one request at a time: on 2 cores four slots were slower (62 s for data/*.txt against
@@ -155,6 +156,16 @@ def build_parser(env: dict[str, str]) -> argparse.ArgumentParser:
     b.add_argument("--no-store", action="store_true", help="keep no result store")
     b.add_argument("--retry-failed", action="store_true",
                    help="send again the unchanged documents that failed in an earlier run")
+    b.add_argument("--batch", action="store_true",
+                   help="send the calls as Batch API jobs (/v1/files + /v1/batches): half the price, answered "
+                        "within 24 hours; the store records each batch, so a rerun collects rather than resubmits")
+    b.add_argument("--no-wait", action="store_true",
+                   help=f"with --batch: submit what is due, record it and exit {EXIT_PENDING}; run the same "
+                        "command again (e.g. hourly from cron) to collect it and go on to the next step")
+    b.add_argument("--wait-lock", action="store_true",
+                   help="wait for another run using the same store to end (default: stop with one line naming it)")
+    b.add_argument("--skipped-ok", action="store_true",
+                   help="exit 0 when inputs were only skipped (empty or binary files), none failed")
     b.add_argument("--dry-run", action="store_true",
                    help="read and chunk everything, print the calls, tokens and cost it would take; call nothing")
     b.add_argument("--price-in", type=AMOUNT, help="USD per million prompt tokens (known for some OpenAI models)")
@@ -240,6 +251,7 @@ def settings(args: argparse.Namespace) -> Job:
         base_urls=urls if pool and not local else [], api_key=None if local else args.api_key,
         **{**(LOCAL_DEFAULTS | LOCAL_SETTINGS if local else {}), **given}, language=args.language, length=args.length,
         store_path=str(store) if store else None, retry_failed=args.retry_failed, dry_run=args.dry_run,
+        batch=args.batch, batch_wait=not args.no_wait, wait_lock=args.wait_lock,
         engine=args.engine, ray_address=args.ray_address or None, ray_actors=args.ray_actors)
     # The embedded model's address is known only once it runs: check the rest with a stand-in.
     (dataclasses.replace(context, base_url="http://127.0.0.1/v1") if local else context).validate()
@@ -390,7 +402,9 @@ def _report(job: Job, total: int, outcome: Outcome, status: str, error: str | No
     }
 
 
-def _exit_code(status: str, outcome: Outcome, total: int) -> int:
+def _exit_code(status: str, outcome: Outcome, total: int, skipped_ok: bool = False) -> int:
+    if status == "pending":
+        return EXIT_PENDING
     if status == "interrupted":
         return EXIT_INTERRUPTED
     if status == "terminated":
@@ -402,6 +416,8 @@ def _exit_code(status: str, outcome: Outcome, total: int) -> int:
     ok = sum(r["status"] == "ok" for r in outcome.results)
     if not outcome.summary or ok == 0:
         return EXIT_ERROR
+    if skipped_ok and not any(r["status"] == "failed" for r in outcome.results) and len(outcome.results) == total:
+        return EXIT_OK
     return EXIT_PARTIAL if ok < total else EXIT_OK
 
 
@@ -410,7 +426,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv, dict(os.environ))
     from tqdm.contrib.logging import logging_redirect_tqdm
 
-    from pipeline.errors import InputError, SummarizerError
+    from pipeline.errors import BatchPendingError, InputError, SummarizerError
     from pipeline.logs import setup_logging
     from pipeline.progress import BarView
     from pipeline.report import atomic_write, write_outputs
@@ -442,6 +458,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         error, status = "interrupted", "interrupted"
     except asyncio.CancelledError:
         error, status = "terminated by SIGTERM", "terminated"
+    except BatchPendingError as exc:
+        error, status = str(exc), "pending"
     except SummarizerError as exc:
         error, status = str(exc), "error"
     except Exception as exc:  # noqa: BLE001 - a bug: one line for the user, the traceback in the log
@@ -449,7 +467,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         error, status = f"unexpected {type(exc).__name__}: {exc} (rerun with --verbose for the traceback)", "error"
     if outcome.preview is not None:
         return _print_preview(outcome.preview, job, atomic_write, redact)
-    code = _exit_code(status, outcome, total)
+    code = _exit_code(status, outcome, total, skipped_ok=args.skipped_ok)
     if code == EXIT_ERROR and error is None:
         status, error = "error", "nothing could be summarized: every input failed or was skipped"
     elif code == EXIT_PARTIAL:
@@ -465,7 +483,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     for r in sorted(outcome.results, key=lambda r: r["id"]):
         if r["status"] != "ok":
             log.warning("%s %s: %s", r["status"], r["source"], r.get("error"))
-    if error:
+    if error and status == "pending":
+        _say("info", error, as_json=args.log_json, redact=redact.text)
+    elif error:
         fail(error)
     if outcome.summary:
         summary = content.text(outcome.summary)

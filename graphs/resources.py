@@ -26,6 +26,7 @@ from pydantic import SecretStr
 
 from graphs.context import DEFAULT_MODEL, Context
 from pipeline.answers.attribution import citation_counts
+from pipeline.llm.batch import BatchCaller, BatchSettings
 from pipeline.llm.budget import Budget
 from pipeline.answers.checks import ANSWER_CHECKS
 from pipeline.llm.client import OpenAICompatChat, open_session, probe_endpoint
@@ -36,6 +37,7 @@ from pipeline.llm.memory_guard import MemoryGuard
 from pipeline.llm.pool import EndpointPool, open_pool
 from pipeline.progress import EventProgress
 from pipeline.result_store import ResultStore
+from pipeline.run_lock import RunLock
 from pipeline.text.chunking import BpeCounter, Chunker, TokenCounter, token_counter
 
 log = logging.getLogger(__name__)
@@ -43,6 +45,9 @@ log = logging.getLogger(__name__)
 # How many map shards work at once; each keeps up to a shard's documents in memory.
 # The memory guard lowers it under pressure, as it lowers the calls in flight.
 SHARD_SLOTS = 3
+# Batch calls in flight: each only waits on its batch, so a round holds every call of its phase.
+BATCH_CALLS = 100_000
+OPENAI_BASE_URL = "https://api.openai.com/v1"  # where a key alone sends calls, as ChatOpenAI does
 
 Emit = Callable[[dict[str, Any]], None]
 
@@ -110,6 +115,7 @@ class Resources:
             "concurrency": runner.concurrency.maximum,
             **({"cost_usd": round(runner.limits.budget.spent, 6)} if runner.limits.budget else {}),
             **({"endpoints": runner.model.report()} if isinstance(runner.model, EndpointPool) else {}),
+            **({"batches": runner.model.report()} if isinstance(runner.model, BatchCaller) else {}),
         }
 
 
@@ -118,6 +124,10 @@ async def open_resources(context: Context, emit: Emit) -> AsyncIterator[Resource
     """Open what a run needs inside the running loop, and close all of it on the way out."""
     async with AsyncExitStack() as stack:
         store = None
+        if context.store_path and not context.dry_run:  # one run at a time on a store
+            lock = RunLock(context.store_path, wait=context.wait_lock)
+            await asyncio.to_thread(lock.acquire)
+            stack.callback(lock.release)
         if context.store_path and (not context.dry_run or Path(context.store_path).exists()):
             store = ResultStore(context.store_path, read_only=context.dry_run)
             # Its error, if it lost writes, only when no other is on its way out (Ctrl-C stays "interrupted").
@@ -127,7 +137,8 @@ async def open_resources(context: Context, emit: Emit) -> AsyncIterator[Resource
             if context.memory_limit_mb:  # the tokenizer (~70 MB, built later otherwise) belongs to the start RSS
                 token_counter(context.model or DEFAULT_MODEL).preload()
             memory = MemoryGuard(context.memory_limit_mb)  # the start RSS, before the session and the model
-            model, context = await _chat_model(context, stack)
+            model, context = await (_batch_caller(context, store, stack) if context.batch
+                                    else _chat_model(context, stack))
             context.validate()  # again, now that the model is known (a spending cap needs its price)
             runner = _runner(context, model, store, memory)
             if context.engine == "ray":  # after the endpoint answered: a bad key fails before Ray starts
@@ -176,6 +187,22 @@ async def _chat_model(context: Context, stack: AsyncExitStack) -> tuple[Any, Con
     return model, context
 
 
+async def _batch_caller(context: Context, store: ResultStore | None,
+                        stack: AsyncExitStack) -> tuple[BatchCaller, Context]:
+    """The Batch API caller for the run's one endpoint (OpenAI's for a key alone), journaling in the store."""
+    base_url = context.base_url or OPENAI_BASE_URL
+    session = open_session(8, context.timeout)
+    stack.push_async_callback(session.close)
+    if not context.model:
+        listed = await probe_endpoint(base_url, context.api_key, session=session)
+        context = dataclasses.replace(context, model=listed[0] if listed else DEFAULT_MODEL)
+    caller = BatchCaller(session, base_url, context.api_key, model=context.model or DEFAULT_MODEL,
+                         temperature=context.temperature, extra_body=context.request_body,
+                         settings=BatchSettings(wait=context.batch_wait), journal=store)
+    stack.push_async_callback(caller.aclose)
+    return caller, context
+
+
 async def _listed_model(context: Context) -> str:
     """The endpoint's first model, as a real run would take it; the default where it cannot say."""
     if context.endpoints:
@@ -197,8 +224,8 @@ def _runner(context: Context, model: Any, store: ResultStore | None, memory: Mem
         tpm=RateLimit(context.tpm) if context.tpm else None,
         budget=Budget(price, context.max_cost) if price else None,
         memory=memory)
-    # A pool takes at most its endpoints' concurrencies together.
-    concurrency = context.concurrency
+    # A pool takes at most its endpoints' concurrencies together; batch calls only wait on their batch.
+    concurrency = BATCH_CALLS if context.batch else context.concurrency
     if isinstance(model, EndpointPool):
         concurrency = min(concurrency, model.concurrency)
     return LLMRunner(model, concurrency=concurrency, timeout=context.timeout,

@@ -11,11 +11,13 @@
     │   │       └── EmptyAnswerError    a chat completion without any text
     │   └── FatalLLMError           retrying cannot help, so the whole run stops
     │       ├── AuthError           401/403: wrong or missing API key
-    │       └── EndpointError       unreachable endpoint, unknown model, bad base URL,
-    │                               a web page or other non-API answers before any call worked
+    │       ├── EndpointError       unreachable endpoint, unknown model, bad base URL,
+    │       │                       a web page or other non-API answers before any call worked
+    │       └── BatchPendingError   batches are submitted and the run was not to wait for them
     ├── CollapseError               the reduce step stopped shrinking the summaries
     ├── BudgetExceededError         the next call could pass --max-cost
     ├── StoreError                  the result store cannot be written
+    ├── LockedError                 another run holds the store (or the output folder)
     └── MemoryLimitError            RSS passed --memory-limit-mb
 
 SummarizerError is a RuntimeError and InputError also a ValueError, so that LangGraph
@@ -84,6 +86,10 @@ class EndpointError(FatalLLMError):
     """The endpoint cannot be reached or does not serve the model."""
 
 
+class BatchPendingError(FatalLLMError):
+    """Batches were submitted, or are still running, and the run was asked not to wait (--no-wait)."""
+
+
 class CollapseError(SummarizerError):
     """Collapsing the summaries stopped making them shorter."""
 
@@ -94,6 +100,10 @@ class BudgetExceededError(SummarizerError):
 
 class StoreError(SummarizerError):
     """Writing to the result store failed."""
+
+
+class LockedError(SummarizerError):
+    """Another run is using the same result store or output folder."""
 
 
 class MemoryLimitError(SummarizerError):

@@ -40,6 +40,10 @@ CREATE TABLE IF NOT EXISTS documents (
     source TEXT PRIMARY KEY, sha256 TEXT NOT NULL, status TEXT NOT NULL, summary TEXT,
     error TEXT, chunks INTEGER, tokens_in INTEGER, tokens_out INTEGER, updated REAL NOT NULL,
     kind TEXT NOT NULL DEFAULT 'file');
+CREATE TABLE IF NOT EXISTS batch_files (
+    file_id TEXT PRIMARY KEY, batch_id TEXT, status TEXT NOT NULL DEFAULT 'open', created REAL NOT NULL);
+CREATE TABLE IF NOT EXISTS batch_requests (
+    custom_id TEXT NOT NULL, file_id TEXT NOT NULL, PRIMARY KEY (custom_id, file_id));
 """
 # The writable stores open in this process, by file. One whose turn is still uncommitted
 # holds SQLite's write lock, and another on the same file waiting for it in the same
@@ -262,3 +266,39 @@ class ResultStore:
 
     def integrity_ok(self) -> bool:
         return self._db.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+
+    # -- the Batch API's journal (pipeline/llm/batch.py): what was submitted, before it is waited on --
+
+    def record_batch_file(self, file_id: str, custom_ids: Iterable[str]) -> None:
+        """Record an uploaded request file and its requests, committed at once."""
+        self._write("INSERT OR IGNORE INTO batch_files (file_id, created) VALUES (?, ?)", (file_id, time.time()))
+        self._write("INSERT OR IGNORE INTO batch_requests VALUES (?, ?)", ((c, file_id) for c in custom_ids), many=True)
+        self.commit()
+
+    def record_batch(self, file_id: str, batch_id: str) -> None:
+        """Record the batch made of a file, committed at once."""
+        self._write("UPDATE batch_files SET batch_id = ? WHERE file_id = ?", (batch_id, file_id))
+        self.commit()
+
+    def finish_batch(self, batch_id: str, status: str) -> None:
+        """Mark a batch read back: its requests are no longer to be collected."""
+        self._write("UPDATE batch_files SET status = ? WHERE batch_id = ?", (status, batch_id))
+        self.commit()
+
+    def open_batch_requests(self, custom_ids: Iterable[str]) -> dict[str, tuple[str, str | None]]:
+        """The requests among `custom_ids` in a batch not yet read back: custom_id -> (file id, batch id)."""
+        ids = list(custom_ids)
+        found: dict[str, tuple[str, str | None]] = {}
+        for i in range(0, len(ids), 500):
+            part = ids[i:i + 500]
+            for cid, file_id, batch_id in self._db.execute(
+                    "SELECT r.custom_id, f.file_id, f.batch_id FROM batch_requests r JOIN batch_files f "
+                    f"ON r.file_id = f.file_id WHERE f.status = 'open' AND r.custom_id IN ({','.join('?' * len(part))})",
+                    tuple(part)):
+                found[cid] = (file_id, batch_id)
+        return found
+
+    def open_batches(self) -> list[str]:
+        """The batches submitted and not yet read back."""
+        return [row[0] for row in self._db.execute(
+            "SELECT batch_id FROM batch_files WHERE status = 'open' AND batch_id IS NOT NULL")]
