@@ -431,12 +431,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     from pipeline.progress import BarView
     from pipeline.report import atomic_write, write_outputs
     from pipeline.secrets import Redactor, credential_secrets
+    from pipeline.tracing import settle_tracing
 
     # Whatever a server echoes, the key and the URL's credentials leave this process in no text.
     redact = Redactor([s for url in _urls(args.base_url) or [None]
                        for s in credential_secrets(args.api_key, url if isinstance(url, str) else None)])
     setup_logging(quiet=args.quiet, verbose=args.verbose, as_json=args.log_json,
                   redact=redact.text if redact else None)
+    if warning := settle_tracing():
+        log.warning("%s", warning)
     content = redact.long_only()  # for what the model wrote
     fail = functools.partial(_say, "error", as_json=args.log_json, redact=redact.text)
     started, t0 = datetime.now(timezone.utc), time.monotonic()

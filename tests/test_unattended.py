@@ -69,3 +69,33 @@ def test_json_lines_carry_the_structured_fields(clock: Clock, caplog: pytest.Log
     assert {k: entry[k] for k in ("event", "phase", "done", "total", "seconds")} == {
         "event": "progress", "phase": "map", "done": 3, "total": 12, "seconds": 2.0}
     assert entry["eta_seconds"] == 6.0 and entry["message"].startswith("map: 3/12 calls")
+
+
+def test_tracing_without_a_key_is_turned_off_with_one_warning() -> None:
+    from pipeline.tracing import settle_tracing
+
+    env = {"LANGSMITH_TRACING": "true"}
+    assert settle_tracing(env) == "LangSmith tracing is on but no LANGSMITH_API_KEY is set: tracing is off for this run"
+    assert env == {"LANGSMITH_TRACING": "false"}
+    assert settle_tracing(env) is None  # said once: now it is off
+
+
+def test_tracing_to_an_endpoint_that_refuses_is_turned_off(unused_tcp_port: int) -> None:
+    from pipeline.tracing import settle_tracing
+
+    env = {"LANGCHAIN_TRACING_V2": "true", "LANGSMITH_API_KEY": "lsv2-x",
+           "LANGSMITH_ENDPOINT": f"http://127.0.0.1:{unused_tcp_port}"}
+    warning = settle_tracing(env)
+    assert warning is not None and "cannot be reached" in warning and "lsv2-x" not in warning
+    assert env["LANGCHAIN_TRACING_V2"] == "false"
+
+
+def test_a_traced_cli_run_with_no_key_costs_nothing_and_warns_once(cli, fake, docs,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("LANGSMITH_TRACING", "true")
+    for key in ("LANGSMITH_API_KEY", "LANGCHAIN_API_KEY"):
+        monkeypatch.delenv(key, raising=False)
+    result = cli(str(docs), base_url=fake.base_url)
+    assert result.code == 0
+    assert result.err.count("LangSmith tracing is on but no LANGSMITH_API_KEY") == 1
+    assert "langsmith.client" not in result.err
