@@ -154,3 +154,35 @@ async def test_a_batch_created_but_not_recorded_is_found_rather_than_made_again(
         store.close()
     assert text == expected(3)
     assert len(api.batches) == 1 and sum(api.answered.values()) == 1
+
+
+async def test_answers_read_back_but_not_stored_are_read_again_not_paid_again(tmp_path: Path) -> None:
+    async with FakeBatchAPI() as api, aiohttp.ClientSession() as session:
+        store = ResultStore(tmp_path / "s.sqlite")
+        first = make(session, api, store)
+        await answers(first, range(3))  # the run died here, before the runner stored the answers
+        await first.aclose()
+        later = make(session, api, store)
+        again = await answers(later, range(3))
+        await later.aclose()
+        store.close()
+    assert [t for t, _u in again] == [expected(n) for n in range(3)]  # type: ignore[misc]
+    assert len(api.batches) == 1 and sorted(api.answered.values()) == [1] * 3
+
+
+async def test_a_request_failed_by_its_batch_is_asked_again_by_a_later_run(tmp_path: Path) -> None:
+    async with FakeBatchAPI(fail_marker="number 1 ") as api, aiohttp.ClientSession() as session:
+        store = ResultStore(tmp_path / "s.sqlite")
+        first = make(session, api, store)
+        out = await answers(first, range(2))
+        await first.aclose()
+        assert isinstance(out[1], LLMError)
+        api.fail_marker = None
+        later = make(session, api, store)
+        again = await answers(later, range(2))
+        await later.aclose()
+        store.close()
+    assert not any(isinstance(o, Exception) for o in again), again
+    assert [t for t, _u in again] == [expected(n) for n in range(2)]  # type: ignore[misc]
+    assert len(api.batches) == 2 and api.answered[max(api.answered, key=api.answered.get)] == 1
+    assert len(api.bodies) == 3  # the failed request alone went out again

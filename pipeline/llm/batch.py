@@ -36,6 +36,7 @@ import aiohttp
 from pipeline.errors import (
     BatchPendingError,
     ConnectError,
+    FatalLLMError,
     LLMError,
     MalformedResponseError,
     RetryableLLMError,
@@ -135,6 +136,7 @@ class BatchCaller:
         self._waiting: dict[str, asyncio.Future[tuple[str, Usage]]] = {}
         self._bodies: dict[str, dict[str, Any]] = {}  # of the calls waiting, to send again if need be
         self._members: dict[str, list[str]] = {}  # batch id -> the calls sent in it
+        self._errors: set[str] = set()  # calls a batch answered with an error
         self._resent: dict[str, int] = {}
         self._following: dict[str, asyncio.Task[None]] = {}  # by batch id
         self._timer: asyncio.TimerHandle | None = None
@@ -188,6 +190,14 @@ class BatchCaller:
         queue, self._queue = self._queue, {}
         if not queue:
             return
+        try:
+            await self._submit(queue)
+        except Exception as exc:  # noqa: BLE001 - a store that cannot record the batch, or a bug: stop the run
+            log.debug("batch round failed", exc_info=True)
+            self._fail(queue, exc if isinstance(exc, FatalLLMError) else FatalLLMError(f"{type(exc).__name__}: {exc}"))
+
+    async def _submit(self, queue: dict[str, dict[str, Any]]) -> None:
+        """Collect the calls already in a recorded batch, and submit the others in new ones."""
         known = self.journal.open_batch_requests(queue) if self.journal is not None else {}
         by_file: dict[str, _Round] = {}
         for cid, (file_id, batch_id) in known.items():
@@ -290,19 +300,21 @@ class BatchCaller:
     async def _collect(self, batch_id: str, batch: dict[str, Any]) -> None:
         """Read the batch's output and error files; resolve each waiting call; send the unanswered again."""
         answered: set[str] = set()
+        members = set(self._members.get(batch_id, ()))  # an older batch may hold an old answer to a call resent since
         for name in ("output_file_id", "error_file_id"):
             if file_id := batch.get(name):
                 for row in await self._jsonl(file_id):
                     cid = row.get("custom_id") if isinstance(row, dict) else None
-                    if isinstance(cid, str):
+                    if isinstance(cid, str) and cid in members:
                         answered.add(cid)
                         self._answer(cid, row)
+        lost = [cid for cid in self._members.get(batch_id, ()) if cid not in answered or cid in self._errors]
         if self.journal is not None:
-            self.journal.finish_batch(batch_id, str(batch.get("status")))
+            self.journal.finish_batch(batch_id, str(batch.get("status")), lost)
         if batch.get("status") != "completed":
-            lost = [cid for cid in self._members.get(batch_id, ()) if cid not in answered]
-            log.warning("batch %s %s with %d requests unanswered", batch_id, batch.get("status"), len(lost))
-            self._resend(lost, str(batch.get("status")))
+            unanswered = [cid for cid in lost if cid not in answered]
+            log.warning("batch %s %s with %d requests unanswered", batch_id, batch.get("status"), len(unanswered))
+            self._resend(unanswered, str(batch.get("status")))
 
     def _resend(self, ids: list[str], why: str) -> None:
         for cid in ids:
@@ -330,10 +342,12 @@ class BatchCaller:
             try:
                 text, usage = parse_answer(response["body"], self._redact)
             except LLMError as exc:
+                self._errors.add(cid)
                 future.set_exception(exc)
             else:
                 future.set_result((text, usage))
             return
+        self._errors.add(cid)  # not to be read back by a later run: it asks again
         if response is not None and isinstance(response.get("status_code"), int):
             detail = json.dumps(response.get("body"))[:200]
             future.set_exception(error_for_status(response["status_code"], self._redact.text(detail)))
