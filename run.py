@@ -4,7 +4,7 @@ Parse the options (pipeline/cli_options.py), build the run's Context over the
 environment's OpenAI variables, run the graph once, write the outputs and exit with
 the code pipeline/outcome.py gives: 0 every input summarized; 3 some inputs failed or
 were skipped (the rest summarized); 1 bad usage, or nothing could be summarized;
-130 interrupted (143 on SIGTERM). The only module that reads argv, prints, or exits.
+75 batches submitted and not waited for (run the same command later); 130 interrupted (143 on SIGTERM). The only module that reads argv, prints, or exits.
 """
 
 from __future__ import annotations
@@ -65,6 +65,7 @@ def settings(args: argparse.Namespace, env: dict[str, str] | None = None) -> Job
         store_recover=args.store_recover,
         engine=args.engine, ray_address=args.ray_address or None, ray_actors=args.ray_actors,
         instructions=instructions_text(args.instructions), focus=args.focus, prompts_dir=args.prompts,
+        batch=args.batch, batch_wait=not args.no_wait, wait_lock=args.wait_lock,
         text_field=args.text_field, id_field=args.id_field, include=args.include or [], exclude=args.exclude or [])
     check_writable(args.out, None if args.dry_run else store)
     return Job(context, args.out, store)
@@ -127,11 +128,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     from tqdm.contrib.logging import logging_redirect_tqdm
 
     from graphs import run_with_progress
-    from pipeline.errors import InputError, NothingSummarizedError, SummarizerError
+    from pipeline.errors import BatchPendingError, InputError, NothingSummarizedError, SummarizerError
     from pipeline.logs import setup_logging
     from pipeline.progress import BarView
     from pipeline.report import atomic_write, write_outputs
     from pipeline.secrets import Redactor, credential_secrets
+    from pipeline.tracing import settle_tracing
 
     # Whatever a server echoes, the keys and the URLs' credentials leave this process in no text.
     urls = [u for u in [*given_urls(args.base_url), env.get("OPENAI_BASE_URL")] if isinstance(u, str)] or [None]
@@ -139,6 +141,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                        for s in credential_secrets(key, url)])
     setup_logging(quiet=args.quiet, verbose=args.verbose, as_json=args.log_json,
                   redact=redact.text if redact else None)
+    if warning := settle_tracing():  # a tracer that cannot reach its endpoint would hold the run at exit
+        log.warning("%s", warning)
     content = redact.long_only()  # for what the model wrote
     fail = functools.partial(_say, "error", as_json=args.log_json, redact=redact.text)
     try:
@@ -148,7 +152,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except InputError as exc:
         fail(str(exc))
         return EXIT_ERROR
-    outcome, view = Outcome(total, base_url=job.context.base_url), _view(args)
+    outcome, view = Outcome(total, skipped_ok=args.skipped_ok, base_url=job.context.base_url), _view(args)
     if argv is None:  # a program run: one batch in a process of its own (in-process callers pass argv)
         _batch_gc()
     log.info("summarizing %d inputs", total)
@@ -161,6 +165,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         outcome.stop("interrupted", "interrupted")
     except asyncio.CancelledError:
         outcome.stop("terminated", "terminated by SIGTERM")
+    except BatchPendingError as exc:
+        outcome.stop("pending", str(exc))
     except NothingSummarizedError:
         pass  # each input's reason came with its result: the exit code and its message follow below
     except SummarizerError as exc:
@@ -181,7 +187,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     for r in sorted(outcome.results, key=lambda r: r["id"]):
         if r["status"] != "ok":
             log.warning("%s %s: %s", r["status"], r["source"], r.get("error"))
-    if outcome.message:
+    if outcome.message and outcome.stopped == "pending":  # not an error: the work goes on at the server
+        _say("pending", outcome.message, as_json=args.log_json, redact=redact.text)
+    elif outcome.message:
         fail(outcome.message)
     if outcome.summary:
         summary = content.text(outcome.summary)

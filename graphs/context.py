@@ -145,6 +145,11 @@ class Context:
     price_out: Annotated[float | None, _about("USD per million completion tokens")] = None
     max_cost: Annotated[float | None, _about("Stop before spending more than this many USD")] = None
     dry_run: Annotated[bool, _about("Plan only: count the calls, tokens and cost, call nothing")] = False
+    batch: Annotated[bool, _about("Send the calls as Batch API jobs (/v1/files, /v1/batches): half the price, "
+                                  "answered within 24 hours")] = False
+    batch_wait: Annotated[bool, _about("With batch: wait for the batches; false submits what is due and stops "
+                                       "(a later run collects them)")] = True
+    wait_lock: Annotated[bool, _about("Wait for another run using the same store to end, rather than stop")] = False
     engine: Annotated[Literal["local", "ray"], _about(
         "Where the map phase runs: 'local' (this process) or 'ray' (Ray Data workers; needs the ray "
         "extra); the reduce always runs here")] = "local"
@@ -245,6 +250,8 @@ class Context:
                              f"budget ({context.map_max_tokens}) so that collapsing can converge")
         if context.engine == "ray":
             context._check_ray()
+        if context.batch:
+            context._check_batch()
         context.templates()  # a prompts folder that cannot be used stops the run before it starts
 
     def check_spending_cap(self) -> None:
@@ -268,6 +275,14 @@ class Context:
     def templates(self) -> Templates:
         """The prompt templates of a run, the reader's instructions and focus in them (InputError if unusable)."""
         return prompts.load(self.prompts_dir, instructions=self.instructions, focus=self.focus)
+
+    def _check_batch(self) -> None:
+        """Raise InputError unless batch calls can run with these settings."""
+        if self.chat_model is not None or self.base_urls or self.engine == "ray":
+            raise InputError("batch calls go to one OpenAI-compatible endpoint's Batch API: give base_url (or "
+                             "api_key for OpenAI), not chat_model, several base URLs or the ray engine")
+        if not self.batch_wait and not self.store_path:
+            raise InputError("not waiting for batches needs a result store to find them again: give --out or --store")
     @property
     def endpoints(self) -> list[EndpointSpec]:
         """The endpoints named, base_url's or base_urls' (InputError for a bad one)."""
@@ -276,8 +291,9 @@ class Context:
 
     @property
     def price(self) -> Price | None:
-        """Prices per million tokens, given or known for the model."""
-        return price_for(self.model or "", self.price_in, self.price_out)
+        """Prices per million tokens, given or known for the model; half of them for batch calls."""
+        price = price_for(self.model or "", self.price_in, self.price_out)
+        return price.batch() if price is not None and self.batch else price
 
     @property
     def identity(self) -> str:

@@ -26,8 +26,9 @@ from pydantic import SecretStr
 
 from graphs.context import DEFAULT_MODEL, Context
 from pipeline.answers.attribution import citation_counts
+from pipeline.llm.batch import BatchCaller, BatchSettings
 from pipeline.answers.checks import ANSWER_CHECKS
-from pipeline.llm.client import probe_endpoint, redact_url
+from pipeline.llm.client import open_session, probe_endpoint, redact_url
 from pipeline.llm.embedded import MODEL_NAME, EmbeddedServer
 from pipeline.errors import SummarizerError
 from pipeline.llm.factory import ChatSettings, make_runner, open_chat
@@ -39,6 +40,7 @@ from pipeline.llm.pool import EndpointPool
 from pipeline.planning import PLAN_BATCH
 from pipeline.progress import EventProgress
 from pipeline.result_store import ResultStore
+from pipeline.run_lock import RunLock
 from pipeline.summarize import DocResult, Twins
 from pipeline.text.chunking import Chunker
 from pipeline.text.loading import DocRef
@@ -50,6 +52,9 @@ log = logging.getLogger(__name__)
 # How many map shards work at once; each keeps up to a shard's documents in memory.
 # The memory guard lowers it under pressure, as it lowers the calls in flight.
 SHARD_SLOTS = 3
+# Batch calls in flight: each only waits on its batch, so a round holds every call of its phase.
+BATCH_CALLS = 100_000
+OPENAI_BASE_URL = "https://api.openai.com/v1"  # where a key alone sends calls, as ChatOpenAI does
 
 Emit = Callable[[dict[str, Any]], None]
 
@@ -126,6 +131,7 @@ def call_stats(runner: LLMRunner, context: Context) -> dict[str, Any]:
         "concurrency": runner.concurrency.maximum,
         **({"cost_usd": round(runner.limits.budget.spent, 6)} if runner.limits.budget else {}),
         **({"endpoints": runner.model.report()} if isinstance(runner.model, EndpointPool) else {}),
+        **({"batches": runner.model.report()} if isinstance(runner.model, BatchCaller) else {}),
     }
 
 
@@ -138,6 +144,10 @@ async def open_resources(context: Context, emit: Emit) -> AsyncIterator[Resource
     listed, or the default; the Resources' context carries it.
     """
     async with AsyncExitStack() as stack:
+        if context.store_path and not context.dry_run:  # one run at a time on a store
+            lock = RunLock(context.store_path, wait=context.wait_lock)
+            await asyncio.to_thread(lock.acquire)
+            stack.callback(lock.release)
         store = await asyncio.to_thread(_open_store, context)  # it makes folders: off the event loop
         if store is not None:
             # Its error, if it lost writes, only when no other is on its way out (Ctrl-C stays "interrupted").
@@ -154,7 +164,8 @@ async def open_resources(context: Context, emit: Emit) -> AsyncIterator[Resource
             if context.memory_limit_mb:  # the tokenizer (~70 MB, built later otherwise) belongs to the start RSS
                 token_counter(context.model or DEFAULT_MODEL).preload()
             memory = MemoryGuard(context.memory_limit_mb)  # the start RSS, before the session and the model
-            model, context = await _chat_model(context, stack, memory.saw_read)
+            model, context = await (_batch_caller(context, store, stack) if context.batch
+                                    else _chat_model(context, stack, memory.saw_read))
             if context.model is None:  # a chat model given: counted and priced as the default model
                 context = dataclasses.replace(context, model=DEFAULT_MODEL)
             context.check_spending_cap()
@@ -165,7 +176,10 @@ async def open_resources(context: Context, emit: Emit) -> AsyncIterator[Resource
                         **({"store_recovered": store.recovered} if store and store.recovered else {})}
 
             progress = EventProgress(emit, stats=counters)
-            runner = made = make_runner(model, chat_settings(context), context.model or DEFAULT_MODEL, store=store,
+            settings = chat_settings(context)
+            if context.batch:  # a batch call only waits on its batch: a round holds every call of its phase
+                settings = dataclasses.replace(settings, concurrency=BATCH_CALLS)
+            runner = made = make_runner(model, settings, context.model or DEFAULT_MODEL, store=store,
                                         memory=memory, progress=progress)
             log.info("calling %s, up to %d calls at a time", _shown(context), runner.concurrency.maximum)
             if context.engine == "ray":  # after the endpoint answered: a bad key fails before Ray starts
@@ -211,6 +225,22 @@ async def _chat_model(context: Context, stack: AsyncExitStack,
         return context.chat_model, context
     model, name = await open_chat(chat_settings(context), stack, on_read=on_read)
     return model, dataclasses.replace(context, model=name)
+
+
+async def _batch_caller(context: Context, store: ResultStore | None,
+                        stack: AsyncExitStack) -> tuple[BatchCaller, Context]:
+    """The Batch API caller for the run's one endpoint (OpenAI's for a key alone), journaling in the store."""
+    base_url = context.base_url or OPENAI_BASE_URL
+    session = open_session(8, context.timeout)
+    stack.push_async_callback(session.close)
+    if not context.model:
+        listed = await probe_endpoint(base_url, context.api_key, session=session)
+        context = dataclasses.replace(context, model=listed[0] if listed else DEFAULT_MODEL)
+    caller = BatchCaller(session, base_url, context.api_key, model=context.model or DEFAULT_MODEL,
+                         temperature=context.temperature, extra_body=context.request_body,
+                         settings=BatchSettings(wait=context.batch_wait), journal=store)
+    stack.push_async_callback(caller.aclose)
+    return caller, context
 
 
 async def _listed_model(context: Context) -> str:

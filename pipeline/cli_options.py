@@ -83,7 +83,8 @@ def build_parser(env: dict[str, str]) -> argparse.ArgumentParser:
         prog="summarize" if Path(sys.argv[0]).name == "summarize" else "run.py",
         description="Summarize documents with a map-reduce over any OpenAI-compatible chat endpoint.",
         epilog="Exit codes: 0 all inputs summarized, 3 some failed or were skipped, "
-               "1 bad usage or nothing summarized, 130 interrupted, 143 terminated.")
+               "1 bad usage or nothing summarized, 75 batches submitted and not yet answered (--no-wait: run "
+               "again later), 130 interrupted, 143 terminated.")
     p.add_argument("inputs", nargs="*", metavar="PATH_OR_GLOB",
                    help="files, globs (quote them to recurse with **), directories (*.txt, *.md inside), "
                         "or - for a document on standard input (read without - when it is piped in and "
@@ -148,6 +149,16 @@ def build_parser(env: dict[str, str]) -> argparse.ArgumentParser:
                         "one; its answers are paid for again, and report.json says how many")
     b.add_argument("--retry-failed", action="store_true",
                    help="send again the unchanged documents that failed in an earlier run")
+    b.add_argument("--batch", action="store_true",
+                   help="send the calls as Batch API jobs (/v1/files + /v1/batches): half the price, answered "
+                        "within 24 hours; the store records each batch, so a rerun collects rather than resubmits")
+    b.add_argument("--no-wait", action="store_true",
+                   help="with --batch: submit what is due, record it and exit 75; run the same command again "
+                        "(e.g. hourly from cron) to collect it and go on to the next step")
+    b.add_argument("--wait-lock", action="store_true",
+                   help="wait for another run using the same store to end (default: stop with one line naming it)")
+    b.add_argument("--skipped-ok", action="store_true",
+                   help="exit 0 when inputs were only skipped (empty or binary files), none failed")
     b.add_argument("--dry-run", action="store_true",
                    help="read and chunk everything, print the calls, tokens and cost it would take; call nothing")
     b.add_argument("--price-in", type=_setting("price_in"),

@@ -12,12 +12,14 @@
     │   ├── AnswerTooLargeError     an answer past its size cap (bytes, or tokens beyond max_tokens)
     │   └── FatalLLMError           retrying cannot help, so the whole run stops
     │       ├── AuthError           401/403: wrong or missing API key
-    │       └── EndpointError       unreachable endpoint, unknown model, bad base URL,
-    │                               a web page or other non-API answers before any call worked
+    │       ├── EndpointError       unreachable endpoint, unknown model, bad base URL,
+    │       │                       a web page or other non-API answers before any call worked
+    │       └── BatchPendingError   batches are submitted and the run was not to wait for them
     ├── NothingSummarizedError      no input could be summarized (the first reasons in its message)
     ├── CollapseError               the reduce step stopped shrinking the summaries
     ├── BudgetExceededError         the next call could pass --max-cost
     ├── StoreError                  the result store cannot be written
+    ├── LockedError                 another run holds the store (or the output folder)
     └── MemoryLimitError            RSS passed --memory-limit-mb
 
 SummarizerError is a RuntimeError and InputError also a ValueError, so that LangGraph
@@ -102,6 +104,8 @@ class NothingSummarizedError(SummarizerError):
         more = f"; and {len(results) - self.NAMED} more" if len(results) > self.NAMED else ""
         super().__init__(f"nothing could be summarized: every input failed or was skipped: {reasons}{more}"
                          if results else "nothing could be summarized: no input was found")
+class BatchPendingError(FatalLLMError):
+    """Batches were submitted, or are still running, and the run was asked not to wait (--no-wait)."""
 
 
 class CollapseError(SummarizerError):
@@ -114,6 +118,10 @@ class BudgetExceededError(SummarizerError):
 
 class StoreError(SummarizerError):
     """Writing to the result store failed."""
+
+
+class LockedError(SummarizerError):
+    """Another run is using the same result store or output folder."""
 
 
 class MemoryLimitError(SummarizerError):

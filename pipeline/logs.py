@@ -33,11 +33,21 @@ def _entry(created: float, level: str, logger: str, message: str) -> dict[str, s
             "level": level, "logger": logger, "message": message}
 
 
+# Fields a log call may pass in `extra=`, written as they are beside the message for a log
+# pipeline to aggregate: what happened, in which phase, how far, to which document, at what cost.
+FIELDS = ("event", "phase", "done", "total", "rate", "eta_seconds", "document", "status", "calls", "tokens",
+          "seconds", "batch", "exit_code")
+
+
 class JsonFormatter(logging.Formatter):
-    """One JSON object per line: time, level, logger, message (and the exception, if any)."""
+    """One JSON object per line: time, level, logger, message, the structured FIELDS given (and the exception)."""
 
     def format(self, record: logging.LogRecord) -> str:
-        entry = _entry(record.created, record.levelname.lower(), record.name, record.getMessage())
+        entry: dict[str, object] = dict(_entry(record.created, record.levelname.lower(), record.name,
+                                               record.getMessage()))
+        for name in FIELDS:
+            if (value := record.__dict__.get(name)) is not None:
+                entry[name] = value
         if record.exc_text or record.exc_info:
             entry["exception"] = record.exc_text or self.formatException(record.exc_info)
         return json.dumps(entry, ensure_ascii=False)

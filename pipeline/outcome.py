@@ -3,6 +3,7 @@
     0   every input summarized (or a dry run planned)
     3   some inputs failed or were skipped, the rest summarized
     1   bad usage, an error, or nothing could be summarized
+    75  batches submitted or still running, not waited for (--batch --no-wait): run again later
     130 interrupted (Ctrl-C), 143 terminated (SIGTERM)
 """
 
@@ -18,9 +19,10 @@ if TYPE_CHECKING:
     from pipeline.summarize import DocResult
 
 EXIT_OK, EXIT_ERROR, EXIT_PARTIAL, EXIT_INTERRUPTED, EXIT_TERMINATED = 0, 1, 3, 130, 143
+EXIT_PENDING = 75  # sysexits' EX_TEMPFAIL: the work is under way elsewhere; the same command later goes on
 NOTHING_SUMMARIZED = "nothing could be summarized: every input failed or was skipped"
 
-Stop = Literal["interrupted", "terminated", "error"]
+Stop = Literal["interrupted", "terminated", "error", "pending"]
 
 
 def _now() -> datetime:
@@ -32,6 +34,7 @@ class Outcome:
     """What a run gave back, kept as it streams in, so that a run stopped half-way still reports it."""
 
     total: int  # the inputs named
+    skipped_ok: bool = False  # inputs only skipped (empty, binary) do not make the run partial
     base_url: str | None = None  # where the calls go, until the run's own counters say
     results: list[DocResult] = field(default_factory=list)
     stats: dict[str, Any] = field(default_factory=dict)
@@ -70,15 +73,19 @@ class Outcome:
             return EXIT_TERMINATED
         if self.stopped == "error":
             return EXIT_ERROR
+        if self.stopped == "pending":
+            return EXIT_PENDING
         if self.preview is not None:
             return EXIT_OK
         if not self.summary or self.summarized == 0:
             return EXIT_ERROR
+        if self.skipped_ok and len(self.results) == self.total and all(r["status"] != "failed" for r in self.results):
+            return EXIT_OK
         return EXIT_PARTIAL if self.summarized < self.total else EXIT_OK
 
     @property
     def status(self) -> str:
-        """ok, partial (as exit code 3 says), error, interrupted or terminated."""
+        """ok, partial (as exit code 3 says), error, pending, interrupted or terminated."""
         code = self.return_code
         return self.stopped or ("error" if code == EXIT_ERROR else "partial" if code == EXIT_PARTIAL else "ok")
 

@@ -163,10 +163,18 @@ class LogView:
         self.every = every
         self._counts: dict[str, tuple[int, int]] = {}
         self._logged: dict[str, tuple[int, int]] = {}
+        self._began: dict[str, float] = {}  # when each phase was first seen: its rate is its own
+        self._ended: dict[str, float] = {}  # when it was last seen complete
         self._start = self._last = time.monotonic()
 
     def show(self, phase: str, done: int, total: int) -> None:
         self._counts[phase] = (done, total)
+        now = time.monotonic()
+        self._began.setdefault(phase, now)
+        if total and done >= total:
+            self._ended.setdefault(phase, now)
+        else:
+            self._ended.pop(phase, None)  # a total that grew: the phase goes on
         self.tick()
 
     def tick(self) -> None:
@@ -177,10 +185,18 @@ class LogView:
 
     def _log(self, now: float) -> None:
         for phase, (done, total) in self._counts.items():
-            rate = done / max(now - self._start, 1e-9)
-            eta = (total - done) / rate if rate and total > done else 0.0
-            unit = "documents" if phase == "documents" else "calls"
-            log.info("%s: %d/%d %s, %.1f/s, eta %.0fs", phase, done, total, unit, rate, eta)
+            if self._logged.get(phase) == (done, total) and phase in self._ended:
+                continue  # finished, and said so already
+            elapsed = self._ended.get(phase, now) - self._began.get(phase, self._start)
+            rate = done / max(elapsed, 1e-9)
+            unit = ("document" if phase == "documents" else "call") + ("" if total == 1 else "s")
+            # No estimate before the phase has finished anything to estimate from.
+            eta = (total - done) / rate if done and total > done else None
+            shown = "done" if total and done >= total else "eta unknown" if eta is None else f"eta {eta:.0f}s"
+            log.info("%s: %d/%d %s, %.1f/s, %s", phase, done, total, unit, rate, shown,
+                     extra={"event": "progress", "phase": phase, "done": done, "total": total,
+                            "rate": round(rate, 2), "eta_seconds": None if eta is None else round(eta, 1),
+                            "seconds": round(elapsed, 1)})
         self._logged = dict(self._counts)
 
     def close(self) -> None:

@@ -41,6 +41,11 @@ CREATE TABLE IF NOT EXISTS documents (
     source TEXT PRIMARY KEY, sha256 TEXT NOT NULL, status TEXT NOT NULL, summary TEXT,
     error TEXT, chunks INTEGER, tokens_in INTEGER, tokens_out INTEGER, updated REAL NOT NULL,
     kind TEXT NOT NULL DEFAULT 'file');
+CREATE TABLE IF NOT EXISTS batch_files (
+    file_id TEXT PRIMARY KEY, batch_id TEXT, status TEXT NOT NULL DEFAULT 'open', created REAL NOT NULL);
+CREATE TABLE IF NOT EXISTS batch_requests (
+    custom_id TEXT NOT NULL, file_id TEXT NOT NULL, lost INTEGER NOT NULL DEFAULT 0,
+    PRIMARY KEY (custom_id, file_id));
 """
 # The writable stores open in this process, by file. One whose turn is still uncommitted
 # holds SQLite's write lock, and another on the same file waiting for it in the same
@@ -357,3 +362,47 @@ class ResultStore:
 
     def integrity_ok(self) -> bool:
         return self._db.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+
+    # -- the Batch API's journal (pipeline/llm/batch.py): what was submitted, before it is waited on --
+
+    def record_batch_file(self, file_id: str, custom_ids: Iterable[str]) -> None:
+        """Record an uploaded request file and its requests, committed at once."""
+        self._write("INSERT OR IGNORE INTO batch_files (file_id, created) VALUES (?, ?)", (file_id, time.time()))
+        self._write("INSERT OR IGNORE INTO batch_requests (custom_id, file_id) VALUES (?, ?)",
+                    ((c, file_id) for c in custom_ids), many=True)
+        self.commit()
+
+    def record_batch(self, file_id: str, batch_id: str) -> None:
+        """Record the batch made of a file, committed at once."""
+        self._write("UPDATE batch_files SET batch_id = ? WHERE file_id = ?", (batch_id, file_id))
+        self.commit()
+
+    def finish_batch(self, batch_id: str, status: str, lost: Iterable[str] = ()) -> None:
+        """Record how a batch ended, and which of its requests it left unanswered (to be sent again)."""
+        self._write("UPDATE batch_files SET status = ? WHERE batch_id = ?", (status, batch_id))
+        self._write("UPDATE batch_requests SET lost = 1 WHERE custom_id = ? AND file_id IN "
+                    "(SELECT file_id FROM batch_files WHERE batch_id = ?)", ((c, batch_id) for c in lost), many=True)
+        self.commit()
+
+    def open_batch_requests(self, custom_ids: Iterable[str]) -> dict[str, tuple[str, str | None]]:
+        """The batch holding an answer to each of `custom_ids`, if one does: custom_id -> (file id, batch id).
+
+        A finished batch counts too: its output stays at the server, and a run stopped
+        after reading it and before storing every answer reads it again rather than pay.
+        """
+        ids = list(custom_ids)
+        found: dict[str, tuple[str, str | None]] = {}
+        for i in range(0, len(ids), 500):
+            part = ids[i:i + 500]
+            for cid, file_id, batch_id in self._db.execute(
+                    "SELECT r.custom_id, f.file_id, f.batch_id FROM batch_requests r JOIN batch_files f "
+                    "ON r.file_id = f.file_id WHERE r.lost = 0 AND f.status NOT IN ('failed', 'expired', 'cancelled') "
+                    f"AND r.custom_id IN ({','.join('?' * len(part))}) ORDER BY f.created",
+                    tuple(part)):
+                found[cid] = (file_id, batch_id)  # the latest batch wins
+        return found
+
+    def open_batches(self) -> list[str]:
+        """The batches submitted and not yet seen to end."""
+        return [row[0] for row in self._db.execute(
+            "SELECT batch_id FROM batch_files WHERE status = 'open' AND batch_id IS NOT NULL")]

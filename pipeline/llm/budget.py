@@ -28,6 +28,10 @@ class Price:
     def cost(self, tokens_in: float, tokens_out: float) -> float:
         return (tokens_in * self.per_m_in + tokens_out * self.per_m_out) / 1e6
 
+    def batch(self) -> Price:
+        """The Batch API's price: half of both rates."""
+        return Price(self.per_m_in / 2, self.per_m_out / 2)
+
 
 def price_for(model: str, price_in: float | None = None, price_out: float | None = None) -> Price | None:
     """Return the given prices, else the known ones for `model`, else None."""
