@@ -42,7 +42,8 @@ from pipeline.errors import (
     RetryableLLMError,
     error_for_status,
 )
-from pipeline.llm.client import OpenAICompatChat, Usage, endpoint, redact_url, wire_messages
+from pipeline.llm.answer import parse_completion
+from pipeline.llm.client import Usage, endpoint, redact_url, wire_messages
 from pipeline.prompting import Prompt
 from pipeline.secrets import Redactor, credential_secrets
 
@@ -433,14 +434,8 @@ class BatchCaller:
         return answer
 
 
-def parse_answer(body: dict[str, Any], redact: Redactor) -> tuple[str, Usage]:
-    """The text and usage of one chat completion read back from a batch's output file."""
-    data, choice, content = OpenAICompatChat._decode(json.dumps(body).encode("utf-8"), redact)
-    usage = data.get("usage") if isinstance(data.get("usage"), dict) else {}
-    return content, {"input_tokens": _count(usage.get("prompt_tokens")),
-                     "output_tokens": _count(usage.get("completion_tokens")),
-                     "finish_reason": choice.get("finish_reason") if isinstance(choice, dict) else None}
-
-
-def _count(value: Any) -> int:
-    return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else 0
+def parse_answer(body: dict[str, Any], redact: Redactor, max_tokens: int | None = None) -> tuple[str, Usage]:
+    """The text and usage of one chat completion read back from a batch's output file (as a direct answer is read)."""
+    answer = parse_completion(json.dumps(body).encode("utf-8"), redact.text, max_tokens)
+    return answer.text, {"input_tokens": answer.input_tokens, "output_tokens": answer.output_tokens,
+                         "finish_reason": answer.finish_reason}
