@@ -10,6 +10,8 @@ import re
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from pipeline.text.chunking import Chunker
 from pipeline.text.formats import extract
@@ -275,3 +277,18 @@ def test_include_keeps_a_mailbox_as_its_messages(cli, fake: FakeOpenAI, tmp_path
 
     assert result.code == 0, result.err
     assert [Path(r["source"]).name for r in result.lines()] == ["inbox.mbox#msg1", "inbox.mbox#msg2"]
+
+
+@settings(max_examples=60, deadline=None)
+@given(text=st.text(st.sampled_from("ab .\n"), min_size=1, max_size=600), budget=st.integers(16, 80),
+       overlap=st.none() | st.integers(0, 20))
+def test_each_chunk_names_the_lines_it_spans(text: str, budget: int, overlap: int | None) -> None:
+    from pipeline.text.formats.locations import locate
+
+    spans, _ = Chunker(budget, COUNT, overlap).spans(text)
+
+    expected = []
+    for start, end in spans:
+        first, last = text.count("\n", 0, start) + 1, text.count("\n", 0, max(end - 1, start)) + 1
+        expected.append(f"line {first}" if first == last else f"lines {first}-{last}")
+    assert locate(text, spans, [], "") == expected

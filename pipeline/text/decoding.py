@@ -128,7 +128,7 @@ def _regular_nuls(head: bytes) -> bool:
     """
     odd, even = head[1::2].count(0), head[0::2].count(0)
     many, few = max(odd, even), min(odd, even)
-    if many >= 2 and few <= many * 0.05:
+    if many >= 2 and few * 2 < many:  # CJK characters such as U+4F00 put a few NULs on the other side
         return True
     # UTF-32: the top byte of every unit is NUL, the bottom one seldom.
     by_place = sorted(head[i::4].count(0) for i in range(4))

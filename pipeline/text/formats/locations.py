@@ -18,7 +18,8 @@ def locate(text: str, spans: Sequence[tuple[int, int]], marks: Sequence[tuple[in
         return out
     out, line, at = [], 1, 0
     for start, end in spans:
-        line += text.count("\n", at, start)
+        # Chunks may overlap: the next one can begin before the last one ended.
+        line += text.count("\n", at, start) if start >= at else -text.count("\n", start, at)
         last = line + text.count("\n", start, max(end - 1, start))
         out.append(f"line {line}" if last == line else f"lines {line}-{last}")
         line, at = last, max(end - 1, start)
