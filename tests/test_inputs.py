@@ -127,7 +127,7 @@ def test_missing_names_fifos_and_devices_get_their_own_lines(tmp_path: Path) -> 
 @pytest.mark.parametrize(("name", "message"), [
     ("gone.txt", "no such file or directory"),
     ("none-*.txt", "no files match"),
-    ("empty", "no .txt or .md files"),
+    ("empty", "a folder with no documents in it"),
 ])
 def test_only_names_that_give_nothing_are_an_input_error(tmp_path: Path, name: str, message: str) -> None:
     (tmp_path / "empty").mkdir()

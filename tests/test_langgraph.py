@@ -202,12 +202,20 @@ async def test_a_run_in_which_nothing_could_be_summarized_raises_with_the_reason
 
 
 def test_a_synchronous_run_in_which_nothing_could_be_summarized_raises(fake: FakeOpenAI, tmp_path: Path) -> None:
-    with pytest.raises(NothingSummarizedError, match="missing.txt"):
+    (tmp_path / "empty.txt").write_bytes(b"")
+    with pytest.raises(NothingSummarizedError, match="empty.txt: skipped"):
+        graph.invoke({"paths": [str(tmp_path / "empty.txt")]}, context=Context(base_url=fake.base_url))
+
+
+def test_a_run_whose_only_input_is_missing_says_so_before_any_call(fake: FakeOpenAI, tmp_path: Path) -> None:
+    with pytest.raises(InputError, match="no such file or directory: .*missing.txt"):
         graph.invoke({"paths": [str(tmp_path / "missing.txt")]}, context=Context(base_url=fake.base_url))
+    assert fake.chat_calls == 0
 
 
 async def test_a_dry_run_of_inputs_that_cannot_be_read_still_previews(tmp_path: Path) -> None:
-    out = await graph.ainvoke({"paths": [str(tmp_path / "missing.txt")]}, context=Context(dry_run=True))
+    (tmp_path / "empty.txt").write_bytes(b"")
+    out = await graph.ainvoke({"paths": [str(tmp_path / "empty.txt")]}, context=Context(dry_run=True))
 
     assert out["preview"] is not None and out["summary"] == ""
 

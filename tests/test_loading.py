@@ -80,7 +80,7 @@ def test_expand_inputs_dedups_and_keeps_order(tmp_path: Path) -> None:
 
 
 def test_an_empty_directory_is_an_input_error(tmp_path: Path) -> None:
-    with pytest.raises(InputError, match="no documents under directory"):
+    with pytest.raises(InputError, match="a folder with no documents in it"):
         expand_inputs([str(tmp_path)])
 
 

@@ -263,7 +263,7 @@ def _kind(mode: int) -> str:
     if stat.S_ISSOCK(mode):
         return "a socket, not a regular file"
     if stat.S_ISDIR(mode):
-        return f"a folder with no {' or '.join(DIRECTORY_SUFFIXES)} files in it"
+        return f"a folder with no documents in it (read: {', '.join(DIRECTORY_SUFFIXES)})"
     return "not a regular file"
 
 
