@@ -122,8 +122,12 @@ def build_parser(env: dict[str, str]) -> argparse.ArgumentParser:
     g.add_argument("--api-key", default=env.get("OPENAI_API_KEY"),
                    help="API key (default: $OPENAI_API_KEY; never logged or written to reports)")
     g.add_argument("--concurrency", type=COUNT,
-                   help=f"most LLM requests in flight (default 16, "
-                        f"{LOCAL_DEFAULTS['concurrency']} for the embedded model); lowered for a while after 429s")
+                   help=f"most LLM requests in flight (default 256, "
+                        f"{LOCAL_DEFAULTS['concurrency']} for the embedded model); below it the calls in flight start "
+                        "at a few and follow what the server can take, from its latency and its 429s")
+    g.add_argument("--no-adapt", action="store_true",
+                   help="keep --concurrency requests in flight from the start (lowered only after 429s) instead of "
+                        "finding the server's capacity")
     g.add_argument("--timeout", type=POSITIVE, help="seconds one LLM call may take (default 120)")
     g.add_argument("--max-retries", type=RETRIES,
                    help="retries of a call after 408/409/429/5xx, timeouts, resets or malformed answers (default 4)")
@@ -229,6 +233,8 @@ def settings(args: argparse.Namespace) -> Job:
     store = None if args.no_store else args.store or (args.out / "store.sqlite" if args.out else None)
     # Options left unset take Context's defaults (the embedded model's own where it runs).
     given = {k: v for k in _TUNING if (v := getattr(args, k)) is not None}
+    if args.no_adapt:
+        given["adapt_concurrency"] = False
     # One plain URL is one endpoint; several, or one with options, make a pool.
     specs = [parse_endpoint(u) for u in urls] if all(isinstance(u, str) for u in urls) else []
     pool = len(urls) > 1 or (len(specs) == 1 and specs[0] != EndpointSpec(urls[0]))

@@ -87,7 +87,11 @@ class Context:
                                                                                           repr=False)
     api_key: SkipJsonSchema[str | None] = field(default=None, repr=False)
     chat_model: SkipJsonSchema[BaseChatModel | None] = field(default=None, repr=False, compare=False)
-    concurrency: Annotated[int, _about("Most LLM calls in flight")] = 16
+    concurrency: Annotated[int, _about("Most LLM calls in flight; below it the limit finds what the server "
+                                       "can take from its latency (see adapt_concurrency)")] = 256
+    adapt_concurrency: Annotated[bool, _about("Start a few calls in flight and find the server's capacity from "
+                                              "its latency, up to concurrency; false keeps concurrency calls "
+                                              "in flight (lowered only after 429s)")] = True
     chunk_tokens: Annotated[int, _about("Documents longer than this many tokens are split into chunks")] = 2000
     token_max: Annotated[int, _about("Most tokens one reduce call takes in; summaries are merged until "
                                      "they fit")] = 8000

@@ -30,7 +30,7 @@ from pipeline.llm.budget import Budget
 from pipeline.answers.checks import ANSWER_CHECKS
 from pipeline.llm.client import OpenAICompatChat, open_session, probe_endpoint
 from pipeline.errors import SummarizerError
-from pipeline.llm.limits import AdaptiveLimit, RateLimit
+from pipeline.llm.limits import START, AdaptiveLimit, RateLimit
 from pipeline.llm.runner import CallLimits, LLMRunner
 from pipeline.llm.memory_guard import MemoryGuard
 from pipeline.llm.pool import EndpointPool, open_pool
@@ -108,6 +108,8 @@ class Resources:
             "model": self.context.model if self.context.chat_model is None
             else type(self.context.chat_model).__name__,
             "concurrency": runner.concurrency.maximum,
+            "concurrency_settled": runner.concurrency.limit,  # where the limit stood at the end
+            "concurrency_highest": runner.concurrency.highest,
             **({"cost_usd": round(runner.limits.budget.spent, 6)} if runner.limits.budget else {}),
             **({"endpoints": runner.model.report()} if isinstance(runner.model, EndpointPool) else {}),
         }
@@ -154,7 +156,8 @@ async def _chat_model(context: Context, stack: AsyncExitStack) -> tuple[Any, Con
     if context.base_urls:
         pool, name = await open_pool(context.endpoints, concurrency=context.concurrency, timeout=context.timeout,
                                      api_key=context.api_key, model=context.model, default_model=DEFAULT_MODEL,
-                                     temperature=context.temperature, extra_body=context.request_body)
+                                     temperature=context.temperature, extra_body=context.request_body,
+                                     adapt=context.adapt_concurrency)
         stack.push_async_callback(pool.aclose)
         return pool, dataclasses.replace(context, model=name)
     if context.base_url:
@@ -197,10 +200,12 @@ def _runner(context: Context, model: Any, store: ResultStore | None, memory: Mem
         tpm=RateLimit(context.tpm) if context.tpm else None,
         budget=Budget(price, context.max_cost) if price else None,
         memory=memory)
-    # A pool takes at most its endpoints' concurrencies together.
+    # A pool takes at most its endpoints' concurrencies together; each of them finds its own server's knee.
     concurrency = context.concurrency
     if isinstance(model, EndpointPool):
         concurrency = min(concurrency, model.concurrency)
-    return LLMRunner(model, concurrency=concurrency, timeout=context.timeout,
+    adapt = context.adapt_concurrency and not isinstance(model, EndpointPool)
+    limit = AdaptiveLimit(concurrency, start=START if adapt else None)
+    return LLMRunner(model, concurrency=limit, timeout=context.timeout,
                      max_retries=context.max_retries, count_tokens=token_counter(context.model or DEFAULT_MODEL),
                      limits=limits, store=store, identity=context.identity)

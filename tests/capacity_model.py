@@ -65,7 +65,7 @@ def simulate(*, slots: int, calls: int, maximum: int = 256, start: int | None = 
     queue: deque[tuple[float, float]] = deque()
     order = sent = in_service = 0
     now, slots_now, changes = 0.0, slots, sorted(capacity)
-    works = [call_work(2000, m) for m in max_tokens]
+    works = [call_work("x" * 2000, m) for m in max_tokens]
     reference = works[0]
 
     def serve(sent_at: float, work: float) -> None:

@@ -75,7 +75,7 @@ def test_demand_below_the_limit_teaches_nothing() -> None:
     limit = AdaptiveLimit(256, start=8)
     for _ in range(2000):  # two calls in flight at most, answered fast: nothing says the server could take more
         limit.in_use = 1
-        limit.on_success(0.05, call_work(100, 50))
+        limit.on_success(0.05, call_work("x" * 100, 50))
     assert limit.limit == 8
 
 
@@ -89,8 +89,8 @@ def test_without_a_start_it_is_the_plain_aimd_limit() -> None:
 
 def test_the_timeout_follows_what_the_server_has_shown() -> None:
     limit = AdaptiveLimit(64, start=START)
-    assert limit.call_timeout(call_work(2000, 400), 120.0) == 120.0  # nothing seen yet: the user's timeout
-    work = call_work(2000, 400)
+    assert limit.call_timeout(call_work("x" * 2000, 400), 120.0) == 120.0  # nothing seen yet: the user's timeout
+    work = call_work("x" * 2000, 400)
     for _ in range(40):
         limit.on_success(0.5, work)
     assert limit.call_timeout(work, 120.0) == 10.0  # four times 0.5 s, but never below the floor

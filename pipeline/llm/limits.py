@@ -26,13 +26,15 @@ QUEUE_RISE = 1.5  # latency per token up (or down) this much at an unchanged lim
 SLOW_START, CRUISE, PROBE_UP, PROBE_DOWN = range(4)
 
 
-def call_work(prompt_chars: int, max_tokens: int) -> float:
+def call_work(prompt: str | tuple[str, ...], max_tokens: int) -> float:
     """A call's weight for its latency: the tokens it may write, plus its prompt's, read ~8x faster.
 
     Latency divided by this reads the same for long and short calls, so that a run of
-    big reduce prompts is not taken for load. A character is about a quarter of a token.
+    big reduce prompts is not taken for load. `prompt` is the text, or its messages'
+    texts (a `Prompt`); a character is about a quarter of a token.
     """
-    return 1.0 + max_tokens + prompt_chars / 32
+    chars = len(prompt) if isinstance(prompt, str) else sum(map(len, prompt))
+    return 1.0 + max_tokens + chars / 32
 
 
 class KneeSearch:
@@ -62,7 +64,7 @@ class KneeSearch:
         self.worst = 0.0  # the longest latency per work of the last round
         self._ref: tuple[float, float] | None = None  # (calls in flight, throughput) at `base`
         self._ref_latency = 0.0
-        self._skip = 0  # answers still to come that were sent under an earlier limit
+        self._skip = start  # answers still to come that were sent under an earlier limit (or cold: a new connection)
         self._round = ROUND
         self._n = self._cruised = 0
         self._latency = self._in_flight = self._peak = 0.0
@@ -90,6 +92,12 @@ class KneeSearch:
             self._skip = in_flight + target
         self._round = max(ROUND, target or limit)
         return target
+
+    def describe(self) -> str:
+        """The search's phase and reference, for the debug log."""
+        in_flight, throughput = self._ref or (0.0, 0.0)
+        phase = ("slow start", "cruise", "probe up", "probe down")[self.phase]
+        return f"{phase}, settled on {self.base}: {in_flight:.0f} in flight, {throughput:.4g} work/s"
 
     def backed_off(self, limit: int, in_flight: int) -> None:
         """Settle on `limit`, set from outside (after a 429): probe from there, measured afresh."""
@@ -224,8 +232,12 @@ class AdaptiveLimit:
         if not self._withhold():
             self._semaphore.release()
 
-    def on_success(self, latency: float | None = None, work: float = 1.0) -> None:
-        """Count an answer; with its latency (seconds) and `call_work`, let the knee search steer the limit."""
+    def on_success(self, latency: float | None = None, work: float = 1.0, in_flight: int | None = None) -> None:
+        """Count an answer; with its latency (seconds) and `call_work`, let the knee search steer the limit.
+
+        `in_flight`: the calls out when it came back, itself included (by default those
+        holding this limit's permits, and itself).
+        """
         knee = self.knee
         if knee is None:
             if self._limit >= self.maximum:
@@ -235,8 +247,9 @@ class AdaptiveLimit:
             return
         if latency is None:
             return
-        target = knee.observe(latency / work, self.in_use + 1, self.limit)
+        target = knee.observe(latency / work, self.in_use + 1 if in_flight is None else in_flight, self.limit)
         if target is not None:
+            log.debug("concurrency %d -> %d (%s)", self.limit, target, knee.describe())
             self._limit = float(target)
             self.lowest = min(self.lowest, self.limit)
             self.highest = max(self.highest, self.limit)

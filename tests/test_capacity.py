@@ -1,0 +1,84 @@
+"""Against a server that batches and queues (never 429), the default settings fill its slots without a queue."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from graphs import Context, graph
+from tests.conftest import ThreadedFake
+from tests.fake_openai import FakeOpenAI, FakeOpenAIProcess
+
+
+def _texts(n: int) -> list[dict[str, str]]:
+    return [{"id": f"doc-{i:03d}", "text": f"Report {i}: the depot counted " + " ".join(f"item{i}x{j}" for j in range(30))}
+            for i in range(n)]
+
+
+async def _run(fake: FakeOpenAI | FakeOpenAIProcess, docs: int, **settings: Any) -> dict[str, Any]:
+    out = await graph.ainvoke({"texts": _texts(docs)}, context=Context(base_url=fake.base_url, **settings))
+    assert [r["status"] for r in out["results"]] == ["ok"] * docs
+    return out
+
+
+async def test_a_small_server_is_kept_busy_without_a_queue_while_a_fixed_concurrency_floods_it() -> None:
+    async with FakeOpenAI(latency=0.03, slots=4) as fake:
+        await _run(fake, 160)
+        adaptive = fake.stats()
+        fake.reset_stats()
+        await _run(fake, 160, concurrency=32, adapt_concurrency=False)
+        fixed = fake.stats()
+
+    assert adaptive["peak_serving"] == 4  # every slot used
+    assert adaptive["peak_queue"] <= 8  # at most slow start's first doubling waited
+    assert fixed["peak_queue"] >= 20  # what a fixed --concurrency 32 does to the same server
+
+
+async def test_a_big_server_gets_many_calls_at_once_from_a_limit_that_starts_at_four() -> None:
+    # In its own process, so that the server's work does not slow this one's event loop.
+    async with FakeOpenAIProcess(latency=0.1, slots=24) as fake:
+        out = await _run(fake, 500)
+        served = await fake.astats()
+
+    assert served["peak_serving"] >= 18  # grew well past the start of 4 ...
+    assert served["peak_queue"] <= 24 + 8  # ... and queued at most one round past the knee
+    assert out["stats"]["concurrency"] == 256
+    assert out["stats"]["rate_limited"] == 0 and out["stats"]["retries"] == 0
+
+
+def test_no_adapt_on_the_command_line_keeps_the_concurrency_as_given(tmp_path: Any) -> None:
+    import run
+
+    doc = tmp_path / "a.txt"
+    doc.write_text("The depot counted 40 crates on Monday and 52 on Tuesday.", encoding="utf-8")
+    fake = ThreadedFake(latency=0.0)
+    try:
+        args = run.build_parser({}).parse_args([str(doc), "--base-url", fake.server.base_url, "--no-adapt",
+                                                "--concurrency", "8"])
+        job = run.settings(args)
+    finally:
+        fake.close()
+    assert job.context.adapt_concurrency is False and job.context.concurrency == 8
+    assert Context().adapt_concurrency is True and Context().concurrency == 256
+
+
+async def test_every_call_of_a_step_shares_its_prefix_up_to_the_document() -> None:
+    # A server's prefix cache (vLLM, llama.cpp) reuses the work on a prompt's shared beginning:
+    # each map call must send the same system message first, and nothing variable before the document.
+    async with FakeOpenAI(latency=0.0) as fake:
+        await _run(fake, 30, token_max=1600, map_max_tokens=100)
+        bodies = fake.bodies
+
+    maps = [b["messages"] for b in bodies if "<document" in b["messages"][-1]["content"]]
+    assert len(maps) == 30
+    assert all([m["role"] for m in messages] == ["system", "user"] for messages in maps)
+    assert len({messages[0]["content"] for messages in maps}) == 1
+    assert all(messages[1]["content"].startswith('<document source="') for messages in maps)
+    # The reduce calls of one step share their system message too.
+    reduces = [b["messages"] for b in bodies if "<summaries" in b["messages"][-1]["content"]]
+    assert reduces and all(messages[0]["role"] == "system" for messages in reduces)
+    steps: dict[int, set[str]] = {}
+    for messages in reduces:
+        steps.setdefault(len(messages[0]["content"]) // 1, set()).add(messages[0]["content"])
+    assert all(len(systems) == 1 for systems in steps.values())
+    # Everything but the messages is the same in every request.
+    assert len({repr(sorted((k, v) for k, v in b.items() if k not in ("messages", "max_tokens"))) for b in bodies}) == 1
