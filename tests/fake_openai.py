@@ -98,6 +98,14 @@ def _error(status: int, message: str, etype: str, code: str | None = None,
     return web.json_response(body, status=status, headers=headers)
 
 
+def _percentiles(latencies: list[float]) -> dict[str, float | None]:
+    """p50 and p95 of the chat requests' latencies, in seconds (None before any)."""
+    ordered = sorted(latencies)
+    if not ordered:
+        return {"latency_p50": None, "latency_p95": None}
+    return {f"latency_p{p}": round(ordered[min(len(ordered) - 1, p * len(ordered) // 100)], 4) for p in (50, 95)}
+
+
 def _check_fault(name: str) -> str:
     if name in SPECIAL_FAULTS or (name.isdigit() and 400 <= int(name) < 600):
         return name
@@ -176,6 +184,8 @@ class FakeOpenAI:
         self.authorizations: list[str | None] = []  # the Authorization header of each chat request
         self.peak_queue = len(getattr(self, "_queue", ()))
         self.peak_serving = getattr(self, "serving", 0)
+        self.latencies: list[float] = []  # seconds from each chat request's arrival to its answer
+        self.abandoned = 0  # answers finished after the client had hung up (it may have sent the call again)
 
     def stats(self, include_bodies: bool = False) -> dict[str, Any]:
         """Snapshot of the counters (the JSON served by ``GET /stats``)."""
@@ -187,7 +197,8 @@ class FakeOpenAI:
             "connections_opened": self.connections_opened,
             "bodies_recorded": len(self.bodies),
             "slots": self.slots, "queued": len(self._queue), "peak_queue": self.peak_queue,
-            "peak_serving": self.peak_serving,
+            "peak_serving": self.peak_serving, "serving": self.serving, "abandoned": self.abandoned,
+            **_percentiles(self.latencies),
         }
         if include_bodies:
             out["bodies"] = self.bodies
@@ -248,10 +259,14 @@ class FakeOpenAI:
         self.in_flight += 1
         if self.in_flight > self.peak_in_flight:
             self.peak_in_flight = self.in_flight
+        arrived = time.perf_counter()
         try:
             return await self._chat_inner(request)
         finally:
             self.in_flight -= 1
+            self.latencies.append(time.perf_counter() - arrived)
+            if request.transport is None or request.transport.is_closing():
+                self.abandoned += 1
 
     def _echo(self, request: web.Request) -> str:
         """The credential a request carried, as a careless server repeats it (empty unless echo_key)."""

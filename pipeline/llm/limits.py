@@ -46,10 +46,10 @@ class KneeSearch:
     unit of work is the throughput (Little's law). Slow start doubles the limit while throughput grows with it; then, from the
     last level that paid, it cruises `CRUISE_ROUNDS` rounds and probes one step up (kept
     if throughput grew by `WORTH` of the step: below the knee batching still pays) and
-    one step down (kept if throughput held: the step was queue). At an unchanged limit,
-    latency up by `QUEUE_RISE` means a queue formed (the server lost capacity): the
-    limit is cut at once to what kept the old latency; latency down as much means
-    capacity came back: slow start again. A round where demand leaves the limit unused
+    one step down (kept if throughput held: the step was queue). Latency up by
+    `QUEUE_RISE` more than the step in calls in flight explains means a queue formed (the
+    server lost capacity): the limit is cut at once to what kept the old latency; at an
+    unchanged limit, latency down as much means capacity came back: slow start again. A round where demand leaves the limit unused
     teaches nothing and changes nothing. Feed it with `observe`; it returns a new limit
     when it decides one. A round costs a few float additions per answer, nothing more.
     """
@@ -114,13 +114,14 @@ class KneeSearch:
                 return limit * 2 if limit < self.maximum else self._probe_down()
             self.phase = CRUISE  # the knee lies between the last level that paid and this one
             return self.base
+        before = self._ref_latency
+        stepped = max(1.0, in_flight / self._ref[0]) if self._ref else 1.0
+        if before and latency > before * QUEUE_RISE * stepped:  # more queue than any step explains: capacity lost
+            self.phase, self._cruised = CRUISE, 0
+            self.base = max(1, int(limit * before / latency))  # what kept the latency it had
+            return self.base
         if self.phase == CRUISE:
-            before = self._ref_latency
             self._settle(in_flight, throughput, latency, self.base)
-            if before and latency > before * QUEUE_RISE:  # a queue formed at the same limit
-                self._ref_latency = before
-                self.base = max(1, int(limit * before / latency))
-                return self.base
             if before and latency * QUEUE_RISE < before:  # the server got faster: look for its new knee
                 self.phase = SLOW_START
                 return limit * 2
