@@ -110,6 +110,9 @@ class Resources:
             "concurrency": runner.concurrency.maximum,
             "concurrency_settled": runner.concurrency.limit,  # where the limit stood at the end
             "concurrency_highest": runner.concurrency.highest,
+            # Calls given up on while the server may have gone on working: each may have been paid twice.
+            "possible_duplicate_calls": sum(e.limit.timeouts for e in runner.model.endpoints)
+            if isinstance(runner.model, EndpointPool) else runner.concurrency.timeouts,
             **({"cost_usd": round(runner.limits.budget.spent, 6)} if runner.limits.budget else {}),
             **({"endpoints": runner.model.report()} if isinstance(runner.model, EndpointPool) else {}),
         }

@@ -21,12 +21,12 @@ async def _run(fake: FakeOpenAI | FakeOpenAIProcess, docs: int, **settings: Any)
 
 
 async def test_a_small_server_is_kept_busy_without_a_queue_while_a_fixed_concurrency_floods_it() -> None:
-    async with FakeOpenAI(latency=0.03, slots=4) as fake:
+    async with FakeOpenAIProcess(latency=0.04, slots=4) as fake:
         await _run(fake, 160)
-        adaptive = fake.stats()
-        fake.reset_stats()
+        adaptive = await fake.astats()
+        await fake.areset_stats()
         await _run(fake, 160, concurrency=32, adapt_concurrency=False)
-        fixed = fake.stats()
+        fixed = await fake.astats()
 
     assert adaptive["peak_serving"] == 4  # every slot used
     assert adaptive["peak_queue"] <= 8  # at most slow start's first doubling waited
@@ -82,3 +82,27 @@ async def test_every_call_of_a_step_shares_its_prefix_up_to_the_document() -> No
     assert all(len(systems) == 1 for systems in steps.values())
     # Everything but the messages is the same in every request.
     assert len({repr(sorted((k, v) for k, v in b.items() if k not in ("messages", "max_tokens"))) for b in bodies}) == 1
+
+
+async def test_a_call_that_timed_out_while_the_server_worked_on_is_counted_as_possibly_paid_twice() -> None:
+    async with FakeOpenAI(latency=0.0, script=["hang"], hang_seconds=5.0) as fake:
+        out = await _run(fake, 3, timeout=0.5)
+
+    assert out["stats"]["possible_duplicate_calls"] == 1
+    assert out["stats"]["retries"] == 1
+    assert fake.chat_calls == 3 + 1 + 1  # three maps, the one sent again, the final
+
+
+async def test_a_timed_out_call_halves_the_limit_so_its_retry_waits_for_the_queue_to_shrink() -> None:
+    from pipeline.llm.limits import START, AdaptiveLimit
+
+    limit = AdaptiveLimit(64, start=START, cooldown=0)
+    limit.on_failure(ValueError("not a timeout"))
+    assert limit.limit == START and limit.timeouts == 0
+    wrapped = RuntimeError("no answer before the timeout")
+    wrapped.__cause__ = TimeoutError()
+    limit.on_failure(wrapped)
+    assert limit.limit == START // 2 and limit.timeouts == 1
+    fixed = AdaptiveLimit(16)
+    fixed.on_failure(TimeoutError())
+    assert fixed.limit == 16 and fixed.timeouts == 1  # --no-adapt: counted, the concurrency kept

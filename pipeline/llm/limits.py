@@ -196,6 +196,7 @@ class AdaptiveLimit:
         self.decreases = 0
         self.lowest = maximum
         self.in_use = 0
+        self.timeouts = 0  # calls given up on while the server may still have been working on them
         self.knee = KneeSearch(min(start, maximum), maximum) if start is not None else None
         if self.knee is not None:
             self._limit = float(self.knee.base)
@@ -264,7 +265,19 @@ class AdaptiveLimit:
         worst = self.knee.worst if self.knee is not None else 0.0
         return ceiling if not worst else max(min(floor, ceiling), min(ceiling, factor * worst * work))
 
-    def on_rate_limited(self) -> None:
+    def on_failure(self, error: BaseException) -> None:
+        """Count a call that timed out, which the server may still be working on; an adaptive limit halves.
+
+        The call's retry then waits for a permit under the halved limit: it is not sent
+        again to a server whose queue made it time out until that queue has shrunk.
+        """
+        if not _timed_out(error):
+            return
+        self.timeouts += 1
+        if self.knee is not None:
+            self.on_rate_limited("timed out")
+
+    def on_rate_limited(self, why: str = "rate limited") -> None:
         now = self.clock()
         if now - self._last_decrease < self.cooldown:
             return
@@ -274,7 +287,7 @@ class AdaptiveLimit:
         self.lowest = min(self.lowest, self.limit)
         if self.knee is not None:
             self.knee.backed_off(self.limit, self.in_use)
-        log.info("rate limited: lowering concurrency to %d", self.limit)
+        log.info("%s: lowering concurrency to %d", why, self.limit)
 
     def lower(self) -> int:
         """Halve the ceiling (not below 1) from the limit in force; return the new limit."""
@@ -292,6 +305,17 @@ class AdaptiveLimit:
     def lowered(self) -> bool:
         """Whether the ceiling is below the maximum."""
         return self._ceiling < self.maximum
+
+
+def _timed_out(error: BaseException | None) -> bool:
+    """Whether `error`, or what caused it, is a timeout."""
+    for _ in range(4):
+        if error is None:
+            return False
+        if isinstance(error, TimeoutError):
+            return True
+        error = error.__cause__
+    return False
 
 
 class RateLimit:

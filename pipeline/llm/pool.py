@@ -243,7 +243,8 @@ class EndpointPool:
                 count -= 1
 
     def _failed(self, ep: Endpoint, exc: RetryableLLMError) -> None:
-        """Lower a rate-limited endpoint's limit; take out one that keeps failing."""
+        """Lower a rate-limited or timed-out endpoint's limit; take out one that keeps failing."""
+        ep.limit.on_failure(exc)
         if isinstance(exc, RateLimitedError):
             ep.limit.on_rate_limited()
             return

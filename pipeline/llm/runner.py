@@ -239,6 +239,7 @@ class LLMRunner:
                 if budget:
                     await budget.settle(reserved)
                 exc = error_for_exception(raw, self._redact.text, self._model_name)
+                self.concurrency.on_failure(raw)
                 if isinstance(exc, RateLimitedError):
                     stats.rate_limited += 1
                     self.concurrency.on_rate_limited()
