@@ -10,8 +10,8 @@ from tests.fake_openai import FakeOpenAI, FakeOpenAIProcess
 
 
 def _texts(n: int) -> list[dict[str, str]]:
-    return [{"id": f"doc-{i:03d}", "text": f"Report {i}: the depot counted " + " ".join(f"item{i}x{j}" for j in range(30))}
-            for i in range(n)]
+    return [{"id": f"doc-{i:03d}", "text": f"Report {i}: the depot counted "
+             + " ".join(f"item{i}x{j}" for j in range(30))} for i in range(n)]
 
 
 async def _run(fake: FakeOpenAI | FakeOpenAIProcess, docs: int, **settings: Any) -> dict[str, Any]:

@@ -156,8 +156,8 @@ def chat_caller(model: BaseChatModel | ChatCaller, timeout: float) -> ChatCaller
 class LLMRunner:
     """Run prompts through one chat model with bounded concurrency, retries, a store and counters."""
 
-    def __init__(self, model: BaseChatModel | ChatCaller, *, concurrency: int | AdaptiveLimit, timeout: float, max_retries: int,
-                 count_tokens: TokenCounter, limits: CallLimits | None = None,
+    def __init__(self, model: BaseChatModel | ChatCaller, *, concurrency: int | AdaptiveLimit, timeout: float,
+                 max_retries: int, count_tokens: TokenCounter, limits: CallLimits | None = None,
                  store: ResultStore | None = None, progress: Progress | None = None,
                  identity: str = "") -> None:
         self.model = model
