@@ -106,3 +106,16 @@ async def test_a_timed_out_call_halves_the_limit_so_its_retry_waits_for_the_queu
     fixed = AdaptiveLimit(16)
     fixed.on_failure(TimeoutError())
     assert fixed.limit == 16 and fixed.timeouts == 1  # --no-adapt: counted, the concurrency kept
+
+
+async def test_each_server_of_a_pool_gets_its_own_limit_from_its_own_latency() -> None:
+    async with FakeOpenAIProcess(latency=0.05, slots=3) as small, FakeOpenAIProcess(latency=0.05, slots=12) as big:
+        out = await graph.ainvoke({"texts": _texts(300)}, context=Context(base_urls=[small.base_url, big.base_url]))
+        served = [await small.astats(), await big.astats()]
+
+    assert [r["status"] for r in out["results"]] == ["ok"] * 300
+    assert served[0]["peak_queue"] <= 6 and served[1]["peak_queue"] <= 12 + 8
+    assert served[1]["chat_calls"] > 1.5 * served[0]["chat_calls"]  # the bigger server did more of the work
+    endpoints = out["stats"]["endpoints"]
+    assert [e["concurrency"] for e in endpoints] == [128, 128]  # the ceilings: a share of --concurrency each
+    assert endpoints[0]["concurrency_highest"] <= 8 < endpoints[1]["concurrency_highest"]
