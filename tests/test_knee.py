@@ -98,3 +98,11 @@ def test_the_timeout_follows_what_the_server_has_shown() -> None:
         limit.on_success(20.0, work)
     assert limit.call_timeout(work, 120.0) == 80.0
     assert limit.call_timeout(10 * work, 120.0) == 120.0  # never above the user's
+
+
+def test_a_calls_work_counts_the_tokens_it_may_write_and_its_prompt() -> None:
+    from pipeline.prompting import Prompt
+
+    assert call_work(Prompt("s" * 300, "u" * 700), 400) == call_work("x" * 1000, 400)
+    assert call_work("x" * 1000, 1200) > 2 * call_work("x" * 1000, 400)
+    assert call_work("x" * 64000, 400) > call_work("x" * 1000, 400)

@@ -18,14 +18,14 @@ QUEUE_RISE = 1.5  # latency per token up (or down) this much at an unchanged lim
 SLOW_START, CRUISE, PROBE_UP, PROBE_DOWN = range(4)
 
 
-def call_work(prompt: str | tuple[str, ...], max_tokens: int) -> float:
+def call_work(prompt: str | tuple[str, str], max_tokens: int) -> float:
     """A call's weight for its latency: the tokens it may write, plus its prompt's, read ~8x faster.
 
     Latency divided by this reads the same for long and short calls, so that a run of
     big reduce prompts is not taken for load. `prompt` is the text, or its messages'
-    texts (a `Prompt`); a character is about a quarter of a token.
+    texts (a `Prompt`: system, user); a character is about a quarter of a token.
     """
-    chars = len(prompt) if isinstance(prompt, str) else sum(map(len, prompt))
+    chars = len(prompt) if isinstance(prompt, str) else len(prompt[0]) + len(prompt[1])
     return 1.0 + max_tokens + chars / 32
 
 
