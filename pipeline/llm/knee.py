@@ -10,7 +10,7 @@ from __future__ import annotations
 
 START = 4  # calls in flight before a server has shown what it can take
 GROW, SHRINK = 1.25, 0.8  # the probing steps around the limit settled on
-WORTH = 0.3  # a step pays when throughput moves by at least this share of the step in calls in flight
+WORTH = 0.2  # a step pays when throughput moves by at least this share of the step in calls in flight
 START_WORTH = 0.45  # slow start's doublings must pay more: one past the knee doubles the queue
 CRUISE_ROUNDS = 3  # rounds at the settled limit between probes (a probe costs a little throughput or latency)
 ROUND = 8  # fewest answers in one measurement (and at least the limit's worth: about one latency)
@@ -36,10 +36,10 @@ class KneeSearch:
     latency), each once the answers sent before the last change, and those sent while
     its queue formed, have come back: the mean calls in flight over the mean latency per
     unit of work is the throughput (Little's law). Slow start doubles the limit while
-    throughput grows with it; then, from the last level that paid, it cruises
-    `CRUISE_ROUNDS` rounds and probes one step up (kept if throughput grew by `WORTH` of
-    the step: below the knee batching still pays) and one step down (kept if throughput
-    held: the step was queue). Latency up by `QUEUE_RISE` more than the step in calls in
+    throughput grows with it; then, from the last level that paid, it probes one step up
+    (kept if throughput grew by `WORTH` of the step: below the knee batching still pays)
+    and one step down (kept if throughput held: the step was queue), and cruises
+    `CRUISE_ROUNDS` rounds between such probes. Latency up by `QUEUE_RISE` more than the step in calls in
     flight explains means a queue formed (the server lost capacity): the limit is cut at
     once to what kept the old latency; at an unchanged limit, latency down as much means
     capacity came back: slow start again. A round where demand leaves the limit unused
@@ -105,8 +105,7 @@ class KneeSearch:
             if self._ref is None or self._pays(in_flight, throughput, START_WORTH):
                 self._settle(in_flight, throughput, latency, limit)
                 return limit * 2 if limit < self.maximum else self._probe_down()
-            self.phase = CRUISE  # the knee lies between the last level that paid and this one
-            return self.base
+            return self._probe_up()  # the knee lies between the last level that paid and this one
         before = self._ref_latency
         stepped = max(1.0, in_flight / self._ref[0]) if self._ref else 1.0
         if before and latency > before * QUEUE_RISE * stepped:  # more queue than any step explains: capacity lost
