@@ -65,7 +65,7 @@ def settings(args: argparse.Namespace, env: dict[str, str] | None = None) -> Job
         store_recover=args.store_recover,
         engine=args.engine, ray_address=args.ray_address or None, ray_actors=args.ray_actors,
         instructions=instructions_text(args.instructions), focus=args.focus, prompts_dir=args.prompts,
-        batch=args.batch, batch_wait=not args.no_wait, wait_lock=args.wait_lock,
+        batch=args.batch, batch_wait=not args.no_wait, wait_lock=args.wait_lock, adapt_concurrency=not args.no_adapt,
         text_field=args.text_field, id_field=args.id_field, include=args.include or [], exclude=args.exclude or [])
     check_writable(args.out, None if args.dry_run else store)
     return Job(context, args.out, store)

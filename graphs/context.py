@@ -34,7 +34,7 @@ from prompts import Templates
 
 DEFAULT_MODEL = "gpt-4o-mini"
 # What a setting left unset (None) becomes for an endpoint; the embedded model has its own (TUNING).
-DEFAULTS: dict[str, Any] = {"concurrency": 16, "chunk_tokens": 2000, "token_max": 8000, "temperature": 0.0,
+DEFAULTS: dict[str, Any] = {"concurrency": 256, "chunk_tokens": 2000, "token_max": 8000, "temperature": 0.0,
                             "extra_body": {}, "map_max_tokens": 400, "final_max_tokens": 1200}
 
 # The numeric settings: (name, whole number?, lowest value, is the lowest allowed?). Checked
@@ -107,8 +107,12 @@ class Context:
     api_key: SkipJsonSchema[str | None] = field(default=None, repr=False)
     chat_model: SkipJsonSchema[BaseChatModel | None] = field(default=None, repr=False, compare=False)
     concurrency: Annotated[int | Unset, _about(
-        "Most LLM calls in flight (default 16, 1 for the embedded model; for endpoints that all give "
-        "their own concurrency, their sum, which a value given here caps)")] = None
+        "Most LLM calls in flight (default 256, 1 for the embedded model; for endpoints that all give "
+        "their own concurrency, their sum, which a value given here caps); below it the limit finds what "
+        "the server can take from its latency (see adapt_concurrency)")] = None
+    adapt_concurrency: Annotated[bool, _about("Start a few calls in flight and find the server's capacity from "
+                                              "its latency, up to concurrency; false keeps concurrency calls "
+                                              "in flight (lowered only after 429s)")] = True
     chunk_tokens: Annotated[int | Unset, _about("Documents longer than this many tokens are split into "
                                                 "chunks (default 2000, 800 for the embedded model)")] = None
     token_max: Annotated[int | Unset, _about("Most tokens one reduce call takes in; summaries are merged until "

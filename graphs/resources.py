@@ -129,6 +129,11 @@ def call_stats(runner: LLMRunner, context: Context) -> dict[str, Any]:
         "model": context.model if context.chat_model is None else type(context.chat_model).__name__,
         "base_url": redact_url(context.base_url),
         "concurrency": runner.concurrency.maximum,
+        "concurrency_settled": runner.concurrency.limit,  # where the limit stood at the end
+        "concurrency_highest": runner.concurrency.highest,
+        # Calls given up on while the server may have gone on working: each may have been paid twice.
+        "possible_duplicate_calls": sum(e.limit.timeouts for e in runner.model.endpoints)
+        if isinstance(runner.model, EndpointPool) else runner.concurrency.timeouts,
         **({"cost_usd": round(runner.limits.budget.spent, 6)} if runner.limits.budget else {}),
         **({"endpoints": runner.model.report()} if isinstance(runner.model, EndpointPool) else {}),
         **({"batches": runner.model.report()} if isinstance(runner.model, BatchCaller) else {}),
@@ -208,7 +213,7 @@ def chat_settings(context: Context) -> ChatSettings:
         api_key=SecretStr(context.api_key) if context.api_key else None, concurrency=context.concurrency,
         timeout=context.timeout, max_retries=context.max_retries, temperature=context.temperature, seed=context.seed,
         request_body=context.request_body, identity=context.identity, rpm=context.rpm, tpm=context.tpm,
-        price=context.price, max_cost=context.max_cost)
+        price=context.price, max_cost=context.max_cost, adapt=context.adapt_concurrency and not context.batch)
 
 
 def _open_store(context: Context) -> ResultStore | None:

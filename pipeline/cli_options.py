@@ -104,9 +104,13 @@ def build_parser(env: dict[str, str]) -> argparse.ArgumentParser:
     g.add_argument("--api-key",
                    help="API key (default: $OPENAI_API_KEY; never logged or written to reports)")
     g.add_argument("--concurrency", type=_setting("concurrency"),
-                   help=f"most LLM requests in flight (default 16, {TUNING['concurrency']} for the embedded model, "
-                        f"or the sum of the endpoints' own concurrencies, which a value given caps); lowered "
-                        f"for a while after 429s")
+                   help=f"most LLM requests in flight (default 256, {TUNING['concurrency']} for the embedded model, "
+                        f"or the sum of the endpoints' own concurrencies, which a value given caps); below it the "
+                        f"calls in flight start at a few and follow what the server can take, from its latency "
+                        f"and its 429s")
+    g.add_argument("--no-adapt", action="store_true",
+                   help="keep --concurrency requests in flight from the start (lowered only after 429s) instead of "
+                        "finding the server's capacity")
     g.add_argument("--timeout", type=_setting("timeout"), help="seconds one LLM call may take (default 120)")
     g.add_argument("--max-retries", type=_setting("max_retries"),
                    help="retries of a call after 408/409/429/5xx, timeouts, resets or malformed answers (default 4)")

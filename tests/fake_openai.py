@@ -39,7 +39,7 @@ SPECIAL_FAULTS = ("hang", "malformed", "no_choices", "html")
 # What a web UI or a proxy's login page answers: a page, status 200, text/html.
 HTML_PAGE = ("<!DOCTYPE html>\n<html><head><title>Sign in</title></head>"
              "<body><form method=\"post\"><input name=\"password\"></form></body></html>\n")
-CONTROL_PATHS = ("/health", "/stats", "/stats/reset")
+CONTROL_PATHS = ("/health", "/stats", "/stats/reset", "/slots")
 ReplyFn = Callable[[list[dict[str, Any]]], str]
 
 
@@ -98,6 +98,14 @@ def _error(status: int, message: str, etype: str, code: str | None = None,
     return web.json_response(body, status=status, headers=headers)
 
 
+def _percentiles(latencies: list[float]) -> dict[str, float | None]:
+    """p50 and p95 of the chat requests' latencies, in seconds (None before any)."""
+    ordered = sorted(latencies)
+    if not ordered:
+        return {"latency_p50": None, "latency_p95": None}
+    return {f"latency_p{p}": round(ordered[min(len(ordered) - 1, p * len(ordered) // 100)], 4) for p in (50, 95)}
+
+
 def _check_fault(name: str) -> str:
     if name in SPECIAL_FAULTS or (name.isdigit() and 400 <= int(name) < 600):
         return name
@@ -120,6 +128,13 @@ class FakeOpenAI:
     basic_auth: "user:password" that chat requests must present as HTTP Basic auth.
     echo_key: 401 and 500 messages repeat the credential the request carried (the key,
     or the Basic user:password), in full and masked the way OpenAI masks keys.
+
+    slots: serve at most this many chat requests at once, as a batching inference server
+    does (vLLM's max_num_seqs, llama.cpp's --parallel); the rest wait in a FIFO queue,
+    never refused. A request's latency then grows with the batch it starts in:
+    ``latency * (1 + (batch - 1) / slots)``. ``set_slots`` changes it while serving
+    (``POST /slots?n=N`` out of process); ``peak_queue`` and ``peak_serving`` record what
+    queued and what was served at once.
     """
 
     def __init__(self, *, latency: float = 0.0, jitter: float = 0.0,
@@ -128,8 +143,11 @@ class FakeOpenAI:
                  api_key: str | None = None, retry_after: float = 0.0,
                  hang_seconds: float = 30.0, record_bodies: bool = True,
                  port: int = 0, shutdown_timeout: float = 1.0, html_everywhere: bool = False,
-                 basic_auth: str | None = None, echo_key: bool = False) -> None:
+                 basic_auth: str | None = None, echo_key: bool = False, slots: int | None = None) -> None:
         self.latency, self.jitter = latency, jitter
+        self.slots = slots
+        self.serving = 0
+        self._queue: collections.deque[asyncio.Future[None]] = collections.deque()
         self.reply: ReplyFn = reply or default_reply
         self.faults: dict[str, float] = {_check_fault(k): float(v) for k, v in (faults or {}).items()}
         if sum(self.faults.values()) > 1.0:
@@ -164,6 +182,10 @@ class FakeOpenAI:
         self._peers: set[Any] = set()    # fallback for non-weakrefable transports
         self.bodies: list[dict[str, Any]] = []
         self.authorizations: list[str | None] = []  # the Authorization header of each chat request
+        self.peak_queue = len(getattr(self, "_queue", ()))
+        self.peak_serving = getattr(self, "serving", 0)
+        self.latencies: list[float] = []  # seconds from each chat request's arrival to its answer
+        self.abandoned = 0  # answers finished after the client had hung up (it may have sent the call again)
 
     def stats(self, include_bodies: bool = False) -> dict[str, Any]:
         """Snapshot of the counters (the JSON served by ``GET /stats``)."""
@@ -174,6 +196,9 @@ class FakeOpenAI:
             "in_flight": self.in_flight, "peak_in_flight": self.peak_in_flight,
             "connections_opened": self.connections_opened,
             "bodies_recorded": len(self.bodies),
+            "slots": self.slots, "queued": len(self._queue), "peak_queue": self.peak_queue,
+            "peak_serving": self.peak_serving, "serving": self.serving, "abandoned": self.abandoned,
+            **_percentiles(self.latencies),
         }
         if include_bodies:
             out["bodies"] = self.bodies
@@ -234,10 +259,14 @@ class FakeOpenAI:
         self.in_flight += 1
         if self.in_flight > self.peak_in_flight:
             self.peak_in_flight = self.in_flight
+        arrived = time.perf_counter()
         try:
             return await self._chat_inner(request)
         finally:
             self.in_flight -= 1
+            self.latencies.append(time.perf_counter() - arrived)
+            if request.transport is None or request.transport.is_closing():
+                self.abandoned += 1
 
     def _echo(self, request: web.Request) -> str:
         """The credential a request carried, as a careless server repeats it (empty unless echo_key)."""
@@ -270,9 +299,12 @@ class FakeOpenAI:
         fault = self._pick_fault(messages)
         if fault:
             self.faults_injected[fault] += 1
-        delay = self.latency + (self._jitter_rng.uniform(0, self.jitter) if self.jitter else 0.0)
-        if delay > 0:
-            await asyncio.sleep(delay)
+        if self.slots:
+            await self._serve_in_slot()
+        else:
+            delay = self.latency + (self._jitter_rng.uniform(0, self.jitter) if self.jitter else 0.0)
+            if delay > 0:
+                await asyncio.sleep(delay)
         if fault == "hang" and self._closing is not None:
             try:  # returns early when the server is shutting down
                 await asyncio.wait_for(self._closing.wait(), self.hang_seconds)
@@ -306,6 +338,50 @@ class FakeOpenAI:
                       "total_tokens": prompt_tokens + completion_tokens},
         })
 
+    async def _serve_in_slot(self) -> None:
+        """Wait in the FIFO queue for a slot, then take the batch's service time."""
+        if self.serving < (self.slots or 0) and not self._queue:
+            self.serving += 1
+        else:
+            turn = asyncio.get_running_loop().create_future()
+            self._queue.append(turn)
+            self.peak_queue = max(self.peak_queue, len(self._queue))
+            try:
+                await turn  # the slot is counted as ours when the turn is given
+            except asyncio.CancelledError:
+                if turn.done() and not turn.cancelled():
+                    self._free_slot()
+                else:
+                    self._queue.remove(turn)
+                raise
+        self.peak_serving = max(self.peak_serving, self.serving)
+        slots = max(1, self.slots or 1)
+        delay = self.latency * (1 + (self.serving - 1) / slots)
+        try:
+            await asyncio.sleep(delay + (self._jitter_rng.uniform(0, self.jitter) if self.jitter else 0.0))
+        finally:
+            self._free_slot()
+
+    def _free_slot(self) -> None:
+        self.serving -= 1
+        self._hand_over()
+
+    def _hand_over(self) -> None:
+        while self._queue and self.serving < (self.slots or 0):
+            turn = self._queue.popleft()
+            if not turn.done():
+                self.serving += 1
+                turn.set_result(None)
+
+    def set_slots(self, slots: int) -> None:
+        """Change how many requests are served at once; a raise lets queued ones in at once."""
+        self.slots = max(1, slots)
+        self._hand_over()
+
+    async def _set_slots(self, request: web.Request) -> web.Response:
+        self.set_slots(int(request.query["n"]))
+        return web.json_response({"slots": self.slots})
+
     async def _models(self, request: web.Request) -> web.Response:
         return web.json_response({"object": "list", "data": [
             {"id": "fake-model", "object": "model", "created": 0, "owned_by": "fake"}]})
@@ -335,6 +411,7 @@ class FakeOpenAI:
         app.router.add_get("/health", self._health)
         app.router.add_get("/stats", self._stats)
         app.router.add_post("/stats/reset", self._reset)
+        app.router.add_post("/slots", self._set_slots)
         self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=self._shutdown_timeout)
         await self._runner.setup()
         site = web.TCPSite(self._runner, HOST, self.port, backlog=1024)
@@ -433,6 +510,10 @@ class FakeOpenAIProcess:
     def reset_stats(self) -> dict[str, Any]:
         return self._request("POST", "/stats/reset")
 
+    def set_slots(self, slots: int) -> dict[str, Any]:
+        """Blocking ``POST /slots?n=N``: change how many requests the server serves at once."""
+        return self._request("POST", f"/slots?n={int(slots)}")
+
     async def astats(self, include_bodies: bool = False) -> dict[str, Any]:
         return await asyncio.to_thread(self.stats, include_bodies)
 
@@ -462,7 +543,7 @@ async def serve(args: argparse.Namespace, reply: ReplyFn | None = None) -> None:
         script=[s for s in args.script.split(",") if s], fail_marker=args.fail_marker,
         api_key=args.api_key, retry_after=args.retry_after, hang_seconds=args.hang_seconds,
         record_bodies=args.record_bodies, html_everywhere=args.html_everywhere,
-        basic_auth=args.basic_auth, echo_key=args.echo_key)
+        basic_auth=args.basic_auth, echo_key=args.echo_key, slots=args.slots)
     async with fake:
         print(fake.port, flush=True)
         await asyncio.get_running_loop().run_in_executor(None, sys.stdin.buffer.read)
@@ -485,6 +566,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--html-everywhere", action="store_true")
     p.add_argument("--basic-auth", help="user:password that chat requests must carry")
     p.add_argument("--echo-key", action="store_true")
+    p.add_argument("--slots", type=int, help="requests served at once (the rest queue); service time grows "
+                                             "with the batch: latency * (1 + (batch - 1) / slots)")
     return p
 
 

@@ -64,7 +64,7 @@ async def test_in_flight_requests_never_exceed_concurrency_and_connections_are_r
     fake_in_loop.latency = 0.02
 
     out = await graph.ainvoke({"texts": _texts(80)}, context=Context(base_url=fake_in_loop.base_url,
-                                                                     concurrency=5))
+                                                                     concurrency=5, adapt_concurrency=False))
 
     assert fake_in_loop.peak_in_flight == 5  # bounded, and not under-used
     assert out["stats"]["peak_in_flight"] == 5

@@ -132,7 +132,7 @@ async def test_a_machine_short_of_memory_collects_and_steers_down_without_a_limi
     monkeypatch.setattr(memory.gc, "collect", lambda: collected.append(1) or 0)
 
     out = await graph.ainvoke({"texts": _texts(40)}, context=Context(base_url=fake_in_loop.base_url,
-                                                                     concurrency=8))
+                                                                     concurrency=8, adapt_concurrency=False))
 
     assert [r["status"] for r in out["results"]] == ["ok"] * 40
     steering = out["stats"]["memory"]
@@ -156,7 +156,7 @@ def test_report_json_says_how_memory_was_steered(cli, fake: FakeOpenAI, docs: Pa
     monkeypatch.setattr(psutil, "virtual_memory", lambda: SimpleNamespace(percent=memory.MACHINE_PERCENT + 1))
     monkeypatch.setattr(memory.gc, "collect", lambda: 0)
 
-    result = cli(str(docs / "*.txt"), base_url=fake.base_url)
+    result = cli(str(docs / "*.txt"), "--no-adapt", "--concurrency", "16", base_url=fake.base_url)
 
     assert result.code == 0, result.err
     steering = result.report()["memory"]

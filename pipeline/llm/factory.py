@@ -20,7 +20,7 @@ from pydantic import SecretStr
 
 from pipeline.llm.budget import Budget, Price
 from pipeline.llm.client import OpenAICompatChat, open_session, probe_endpoint
-from pipeline.llm.limits import RateLimit
+from pipeline.llm.limits import START, AdaptiveLimit, RateLimit
 from pipeline.llm.memory_guard import MemoryGuard
 from pipeline.llm.pool import EndpointPool, EndpointSpec, open_pool
 from pipeline.llm.runner import CallLimits, LLMRunner
@@ -49,6 +49,7 @@ class ChatSettings:
     tpm: float | None = None
     price: Price | None = None
     max_cost: float | None = None
+    adapt: bool = False  # start low and find each server's capacity from its latency (limits.AdaptiveLimit)
 
 
 async def open_chat(settings: ChatSettings, stack: AsyncExitStack, *, probe: bool = True,
@@ -64,7 +65,7 @@ async def open_chat(settings: ChatSettings, stack: AsyncExitStack, *, probe: boo
     if s.endpoints:
         pool, name = await open_pool(s.endpoints, concurrency=s.concurrency, timeout=s.timeout, api_key=key,
                                      model=s.model, default_model=s.default_model, temperature=s.temperature,
-                                     extra_body=s.request_body)
+                                     extra_body=s.request_body, adapt=s.adapt)
         stack.push_async_callback(pool.aclose)
         return pool, name
     if s.base_url:
@@ -93,6 +94,9 @@ def make_runner(model: Any, settings: ChatSettings, name: str, *, store: ResultS
     s = settings
     limits = CallLimits(rpm=RateLimit(s.rpm) if s.rpm else None, tpm=RateLimit(s.tpm) if s.tpm else None,
                         budget=Budget(s.price, s.max_cost) if s.price else None, memory=memory)
-    return LLMRunner(model, concurrency=calls_in_flight(s.concurrency, model), timeout=s.timeout,
+    # A pool's endpoints each find their own server's knee; a single endpoint's is found here.
+    adapt = s.adapt and not isinstance(model, EndpointPool)
+    limit = AdaptiveLimit(calls_in_flight(s.concurrency, model), start=START if adapt else None)
+    return LLMRunner(model, concurrency=limit, timeout=s.timeout,
                      max_retries=s.max_retries, count_tokens=token_counter(name), limits=limits, store=store,
                      progress=progress, identity=s.identity)

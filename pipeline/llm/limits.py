@@ -1,29 +1,44 @@
-"""Limits on LLM calls: an adaptive concurrency limit (AIMD) and request/token rate limits."""
+"""Limits on LLM calls: an adaptive concurrency limit and request/token rate limits.
+
+The concurrency limit backs off on 429s (AIMD) and, given each answer's latency, finds
+the knee of a server that queues instead of refusing (vLLM, llama.cpp, TGI answer 200,
+late): it grows the calls in flight while that buys throughput and gives back what
+only lengthens the queue (`KneeSearch`).
+"""
 
 from __future__ import annotations
 
 import asyncio
 import logging
 import time
+from collections.abc import Callable
+
+from pipeline.llm.knee import START, KneeSearch, call_work
+
+__all__ = ["START", "AdaptiveLimit", "KneeSearch", "RateLimit", "call_work"]
 
 log = logging.getLogger(__name__)
 
 
 class AdaptiveLimit:
-    """An `asyncio.Semaphore` of `maximum` permits whose usable share shrinks on 429s or memory pressure.
+    """An `asyncio.Semaphore` of `maximum` permits whose usable share adapts to the server.
 
     Additive increase, multiplicative decrease: a 429 halves the limit (at most once per
     `cooldown` seconds, so one burst of 429s counts once); each success adds 1/limit,
     so the limit grows by one per limit's worth of successes, never above `maximum`.
-    A separate ceiling, set by `lower` and raised by `relax`, lets the memory guard hold
-    the limit down whatever the successes say. A lowered limit is enforced by keeping
-    permits back as they are freed or taken, and a raised one by handing them out again;
-    calls already holding a permit finish undisturbed.
+    Given a `start`, the limit begins there instead and successes with their latency
+    steer it (`KneeSearch`); 429s still halve it. A separate ceiling, set by `lower` and
+    raised by `relax`, lets the memory guard hold the limit down whatever the successes
+    say. A lowered limit is enforced by keeping permits back as they are freed or taken,
+    and a raised one by handing them out again; calls already holding a permit finish
+    undisturbed.
     """
 
-    def __init__(self, maximum: int, *, cooldown: float = 1.0) -> None:
+    def __init__(self, maximum: int, *, cooldown: float = 1.0, start: int | None = None,
+                 clock: Callable[[], float] = time.monotonic) -> None:
         self.maximum = maximum
         self.cooldown = cooldown
+        self.clock = clock
         self._semaphore = asyncio.Semaphore(maximum)
         self._limit = float(maximum)
         self._ceiling = maximum
@@ -31,6 +46,15 @@ class AdaptiveLimit:
         self._last_decrease = -float("inf")
         self.decreases = 0
         self.lowest = maximum
+        self.in_use = 0
+        self.timeouts = 0  # calls given up on while the server may still have been working on them
+        self.knee = KneeSearch(min(start, maximum), maximum) if start is not None else None
+        if self.knee is not None:
+            self._limit = float(self.knee.base)
+            self._held = maximum - self.knee.base
+            self._semaphore = asyncio.Semaphore(self.knee.base)
+            self.lowest = self.knee.base
+        self.highest = self.limit
 
     @property
     def limit(self) -> int:
@@ -40,6 +64,7 @@ class AdaptiveLimit:
         while True:  # at most `maximum` turns: each one withholds a permit
             await self._semaphore.acquire()
             if not self._withhold():
+                self.in_use += 1
                 return
 
     def _withhold(self) -> bool:
@@ -56,24 +81,64 @@ class AdaptiveLimit:
             self._semaphore.release()
 
     async def __aexit__(self, *exc: object) -> None:
+        self.in_use -= 1
         if not self._withhold():
             self._semaphore.release()
 
-    def on_success(self) -> None:
-        if self._limit >= self.maximum:
-            return
-        self._limit = min(float(self.maximum), self._limit + 1.0 / self._limit)
-        self._hand_back()
+    def on_success(self, latency: float | None = None, work: float = 1.0, in_flight: int | None = None) -> None:
+        """Count an answer; with its latency (seconds) and `call_work`, let the knee search steer the limit.
 
-    def on_rate_limited(self) -> None:
-        now = time.monotonic()
+        `in_flight`: the calls out when it came back, itself included (by default those
+        holding this limit's permits, and itself).
+        """
+        knee = self.knee
+        if knee is None:
+            if self._limit >= self.maximum:
+                return
+            self._limit = min(float(self.maximum), self._limit + 1.0 / self._limit)
+            self._hand_back()
+            return
+        if latency is None:
+            return
+        target = knee.observe(latency / work, self.in_use + 1 if in_flight is None else in_flight, self.limit)
+        if target is not None:
+            log.debug("concurrency %d -> %d (%s)", self.limit, target, knee.describe())
+            self._limit = float(target)
+            self.lowest = min(self.lowest, self.limit)
+            self.highest = max(self.highest, self.limit)
+            self._hand_back()
+
+    def call_timeout(self, work: float, ceiling: float, *, factor: float = 4.0, floor: float = 10.0) -> float:
+        """How long a call of `work` may take: `factor` times the slowest recent answer for its work.
+
+        Never below `floor` nor above `ceiling`; `ceiling` until answers have come back.
+        """
+        worst = self.knee.worst if self.knee is not None else 0.0
+        return ceiling if not worst else max(min(floor, ceiling), min(ceiling, factor * worst * work))
+
+    def on_failure(self, error: BaseException) -> None:
+        """Count a call that timed out, which the server may still be working on; an adaptive limit halves.
+
+        The call's retry then waits for a permit under the halved limit: it is not sent
+        again to a server whose queue made it time out until that queue has shrunk.
+        """
+        if not _timed_out(error):
+            return
+        self.timeouts += 1
+        if self.knee is not None:
+            self.on_rate_limited("timed out")
+
+    def on_rate_limited(self, why: str = "rate limited") -> None:
+        now = self.clock()
         if now - self._last_decrease < self.cooldown:
             return
         self._last_decrease = now
         self._limit = max(1.0, self._limit / 2)
         self.decreases += 1
         self.lowest = min(self.lowest, self.limit)
-        log.info("rate limited: lowering concurrency to %d", self.limit)
+        if self.knee is not None:
+            self.knee.backed_off(self.limit, self.in_use)
+        log.info("%s: lowering concurrency to %d", why, self.limit)
 
     def lower(self) -> int:
         """Halve the ceiling (not below 1) from the limit in force; return the new limit."""
@@ -91,6 +156,17 @@ class AdaptiveLimit:
     def lowered(self) -> bool:
         """Whether the ceiling is below the maximum."""
         return self._ceiling < self.maximum
+
+
+def _timed_out(error: BaseException | None) -> bool:
+    """Whether `error`, or what caused it, is a timeout."""
+    for _ in range(4):
+        if error is None:
+            return False
+        if isinstance(error, TimeoutError):
+            return True
+        error = error.__cause__
+    return False
 
 
 class RateLimit:

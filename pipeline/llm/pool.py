@@ -1,7 +1,8 @@
 """Spread calls over several OpenAI-compatible endpoints: weighted least-connections, health, failover.
 
 Each endpoint has its own chat client over its own pooled session, its own adaptive
-limit (AIMD on 429) and its own health. A call goes to the healthy endpoint with a free
+limit (halved on 429 and, unless fixed, steered by its latency: limits.KneeSearch) and
+its own health. A call goes to the healthy endpoint with a free
 slot and the fewest outstanding requests relative to its weight. A call that got no
 answer on one endpoint (no connection, a timeout, 429, 5xx) is sent again at once to
 another healthy one; only when every endpoint has failed it does the error reach the
@@ -39,7 +40,7 @@ from pipeline.errors import (
     RateLimitedError,
     RetryableLLMError,
 )
-from pipeline.llm.limits import AdaptiveLimit
+from pipeline.llm.limits import START, AdaptiveLimit, call_work
 from pipeline.prompting import Prompt
 
 log = logging.getLogger(__name__)
@@ -98,10 +99,11 @@ class Endpoint:
     """One member of the pool: client, session, limit, health and counters."""
 
     def __init__(self, spec: EndpointSpec, chat: OpenAICompatChat, session: aiohttp.ClientSession,
-                 concurrency: int, order: int) -> None:
+                 concurrency: int, order: int, adapt: bool = False) -> None:
         self.spec, self.chat, self.session, self.order = spec, chat, session, order
         self.weight = spec.weight
-        self.limit = AdaptiveLimit(concurrency)
+        # A concurrency given for this server is its capacity, as its operator knows it: kept as given.
+        self.limit = AdaptiveLimit(concurrency, start=START if adapt and spec.concurrency is None else None)
         self.outstanding = 0
         self.up = True
         self.failures_in_a_row = 0
@@ -126,6 +128,7 @@ class Endpoint:
             return round(ordered[min(len(ordered) - 1, int(p * len(ordered)))], 1) if ordered else None
 
         return {"url": redact_url(self.spec.url), "weight": self.weight, "concurrency": self.limit.maximum,
+                "concurrency_settled": self.limit.limit, "concurrency_highest": self.limit.highest,
                 "calls": self.calls, "errors": self.errors, "taken_out": self.taken_out, "up": self.up,
                 "latency_ms": {"p50": pct(0.5), "p95": pct(0.95)},
                 "prompt_tokens": self.prompt_tokens, "completion_tokens": self.completion_tokens}
@@ -140,7 +143,9 @@ class EndpointPool:
         self.chats = [e.chat for e in endpoints]  # the runner hides their credentials
         self._waiters: deque[asyncio.Future[None]] = deque()
         self._probes: set[asyncio.Task[None]] = set()
-        self.wait_timeout = max((e.session.timeout.total or 0 for e in endpoints), default=0) or 120.0
+        self.wait_timeout: float | None = max((e.session.timeout.total or 0 for e in endpoints), default=0) or 120.0
+        if any(e.limit.knee is not None for e in endpoints):  # limits that start low make waiting normal
+            self.wait_timeout = None  # every call out has its own timeout, so a slot always frees up
 
     @property
     def concurrency(self) -> int:
@@ -177,9 +182,10 @@ class EndpointPool:
                 raise
             finally:
                 self._release(ep)
-            ep.record((time.perf_counter() - started) * 1000)
+            took = time.perf_counter() - started
+            ep.record(took * 1000)
             ep.failures_in_a_row = 0
-            ep.limit.on_success()
+            ep.limit.on_success(took, call_work(prompt, max_tokens), ep.outstanding + 1)
             ep.prompt_tokens += usage.get("input_tokens") or 0
             ep.completion_tokens += usage.get("output_tokens") or 0
             return text, usage
@@ -237,7 +243,8 @@ class EndpointPool:
                 count -= 1
 
     def _failed(self, ep: Endpoint, exc: RetryableLLMError) -> None:
-        """Lower a rate-limited endpoint's limit; take out one that keeps failing."""
+        """Lower a rate-limited or timed-out endpoint's limit; take out one that keeps failing."""
+        ep.limit.on_failure(exc)
         if isinstance(exc, RateLimitedError):
             ep.limit.on_rate_limited()
             return
@@ -291,11 +298,13 @@ class EndpointPool:
 
 async def open_pool(specs: list[EndpointSpec], *, concurrency: int, timeout: float, api_key: str | None,
                     model: str | None, default_model: str, temperature: float,
-                    extra_body: dict[str, Any]) -> tuple[EndpointPool, str]:
+                    extra_body: dict[str, Any], adapt: bool = False) -> tuple[EndpointPool, str]:
     """Open a session per endpoint, probe them all at once; return the pool and its model.
 
     The model is `model`, else the first model listed by the first endpoint that lists
-    one, else `default_model`.
+    one, else `default_model`. With `adapt`, each endpoint's limit but those given their
+    own concurrency starts low and finds that server's capacity from its latency, up to
+    its share of `concurrency`.
 
     An endpoint that cannot be reached starts out taken out (and probed); a refused key, or
     no endpoint answering at all, raises as the probe of a single endpoint does.
@@ -318,7 +327,7 @@ async def open_pool(specs: list[EndpointSpec], *, concurrency: int, timeout: flo
     chats = [OpenAICompatChat(model=name, base_url=s.url, api_key=SecretStr(api_key) if api_key else None,
                               temperature=temperature, extra_body=extra_body, session=session)
              for s, session in zip(specs, sessions)]
-    pool = EndpointPool([Endpoint(s, chat, session, n, i)
+    pool = EndpointPool([Endpoint(s, chat, session, n, i, adapt)
                          for i, (s, chat, session, n) in enumerate(zip(specs, chats, sessions, limits))], name)
     for ep, outcome in zip(pool.endpoints, probes):
         if isinstance(outcome, BaseException):

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+import time
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Protocol
@@ -32,7 +33,7 @@ from pipeline.errors import (
     error_for_exception,
 )
 from pipeline.llm.budget import Budget
-from pipeline.llm.limits import AdaptiveLimit, RateLimit
+from pipeline.llm.limits import AdaptiveLimit, RateLimit, call_work
 from pipeline.llm.memory_guard import MemoryGuard
 from pipeline.progress import NoProgress, Progress
 from pipeline.prompting import Prompt
@@ -159,8 +160,8 @@ def chat_caller(model: BaseChatModel | ChatCaller, timeout: float) -> ChatCaller
 class LLMRunner:
     """Run prompts through one chat model with bounded concurrency, retries, a store and counters."""
 
-    def __init__(self, model: BaseChatModel | ChatCaller, *, concurrency: int, timeout: float, max_retries: int,
-                 count_tokens: TokenCounter, limits: CallLimits | None = None,
+    def __init__(self, model: BaseChatModel | ChatCaller, *, concurrency: int | AdaptiveLimit, timeout: float,
+                 max_retries: int, count_tokens: TokenCounter, limits: CallLimits | None = None,
                  store: ResultStore | None = None, progress: Progress | None = None,
                  identity: str = "") -> None:
         self.model = model
@@ -173,7 +174,7 @@ class LLMRunner:
         self.store = store
         self.progress = progress or NoProgress()
         self.stats = CallStats()
-        self.concurrency = AdaptiveLimit(concurrency)
+        self.concurrency = concurrency if isinstance(concurrency, AdaptiveLimit) else AdaptiveLimit(concurrency)
         self.memory.watch("concurrency", self.concurrency)
         self.caller = chat_caller(model, timeout)
         self._redact = Redactor(_model_secrets(model))
@@ -231,6 +232,7 @@ class LLMRunner:
                     stats.in_flight += 1
                     stats.peak_in_flight = max(stats.peak_in_flight, stats.in_flight)
                     stats.calls[step] += 1
+                    started = time.perf_counter()
                     try:
                         text, usage = await self.caller.acomplete(prompt, max_tokens)
                     finally:
@@ -241,6 +243,7 @@ class LLMRunner:
                 if budget:
                     await budget.settle(reserved)
                 exc = error_for_exception(raw, self._redact.text, self._model_name)
+                self.concurrency.on_failure(raw)
                 if isinstance(exc, RateLimitedError):
                     stats.rate_limited += 1
                     self.concurrency.on_rate_limited()
@@ -267,7 +270,7 @@ class LLMRunner:
                 await asyncio.sleep(delay)
                 continue
             stats.succeeded += 1
-            self.concurrency.on_success()
+            self.concurrency.on_success(time.perf_counter() - started, call_work(prompt, max_tokens))
             tokens_in = usage.get("input_tokens") or _count_prompt(self.count_tokens, prompt)
             tokens_out = usage.get("output_tokens") or self.count_tokens(text)
             if budget:
