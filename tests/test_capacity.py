@@ -58,7 +58,7 @@ def test_no_adapt_on_the_command_line_keeps_the_concurrency_as_given(tmp_path: A
     finally:
         fake.close()
     assert job.context.adapt_concurrency is False and job.context.concurrency == 8
-    assert Context().adapt_concurrency is True and Context().concurrency == 256
+    assert Context().adapt_concurrency is True and Context(base_url="http://h/v1").resolved().concurrency == 256
 
 
 async def test_every_call_of_a_step_shares_its_prefix_up_to_the_document() -> None:
