@@ -155,7 +155,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     outcome, view = Outcome(total, skipped_ok=args.skipped_ok, base_url=job.context.base_url), _view(args)
     if argv is None:  # a program run: one batch in a process of its own (in-process callers pass argv)
         _batch_gc()
-    log.info("summarizing %d inputs", total)
+    log.info("summarizing %d input%s", total, "" if total == 1 else "s")
     try:
         # With a bar on screen, log lines go above it rather than through it.
         with logging_redirect_tqdm() if isinstance(view, BarView) else contextlib.nullcontext():

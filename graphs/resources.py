@@ -38,6 +38,7 @@ from pipeline.llm.runner import STEPS, LLMRunner
 from pipeline.llm.memory_guard import MemoryGuard
 from pipeline.llm.pool import EndpointPool
 from pipeline.planning import PLAN_BATCH
+from pipeline.outcome import provenance
 from pipeline.progress import EventProgress
 from pipeline.result_store import ResultStore
 from pipeline.run_lock import RunLock
@@ -98,7 +99,8 @@ class Resources:
         """The counters of the run's calls so far."""
         if self.runner is None:
             return {}
-        return {**call_stats(self.runner, self.context), **(peak_rss(self.embedded) if self.embedded else {}),
+        return {**provenance(self.context, self.templates), **call_stats(self.runner, self.context),
+                **(peak_rss(self.embedded) if self.embedded else {}),
                 **({"store_recovered": self.store.recovered} if self.store and self.store.recovered else {})}
 
     def commit(self, ref: DocRef, result: DocResult) -> None:
@@ -164,6 +166,7 @@ async def open_resources(context: Context, emit: Emit) -> AsyncIterator[Resource
                                           model=embedded.model)
         elif context.local:  # a dry run starts nothing, but counts and keys as the embedded model would
             context = dataclasses.replace(context, base_url=None, base_urls=[], api_key=None, model=MODEL_NAME)
+        templates = context.templates()
         runner = None
         if not context.dry_run:
             if context.memory_limit_mb:  # the tokenizer (~70 MB, built later otherwise) belongs to the start RSS
@@ -176,8 +179,10 @@ async def open_resources(context: Context, emit: Emit) -> AsyncIterator[Resource
             context.check_spending_cap()
             named = context
 
+            made_by = provenance(context, templates)
+
             def counters() -> dict[str, Any]:  # sent with the progress, which only the runner below advances
-                return {**call_stats(made, named), **(peak_rss(embedded) if embedded else {}),
+                return {**made_by, **call_stats(made, named), **(peak_rss(embedded) if embedded else {}),
                         **({"store_recovered": store.recovered} if store and store.recovered else {})}
 
             progress = EventProgress(emit, stats=counters)
@@ -186,7 +191,8 @@ async def open_resources(context: Context, emit: Emit) -> AsyncIterator[Resource
                 settings = dataclasses.replace(settings, concurrency=BATCH_CALLS)
             runner = made = make_runner(model, settings, context.model or DEFAULT_MODEL, store=store,
                                         memory=memory, progress=progress)
-            log.info("calling %s, up to %d calls at a time", _shown(context), runner.concurrency.maximum)
+            most = runner.concurrency.maximum
+            log.info("calling %s, up to %d call%s at a time", _shown(context), most, "" if most == 1 else "s")
             if context.engine == "ray":  # after the endpoint answered: a bad key fails before Ray starts
                 from pipeline.ray.engine import ray_session
 
@@ -199,7 +205,7 @@ async def open_resources(context: Context, emit: Emit) -> AsyncIterator[Resource
         chunker = Chunker(context.chunk_tokens, count, count_fitting=context.dry_run)
         # Planning runs at most two batches ahead of the calls the runner lets out.
         room = asyncio.Semaphore((runner.concurrency.maximum if runner else context.concurrency) + 2 * PLAN_BATCH)
-        resources = Resources(context, count, chunker, store, runner, emit, room, context.templates(), embedded)
+        resources = Resources(context, count, chunker, store, runner, emit, room, templates, embedded)
         if runner is not None:
             runner.memory.watch("shard_slots", resources.shard_slots)
         yield resources

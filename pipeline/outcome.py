@@ -119,3 +119,28 @@ def document_counts(results: Iterable[DocResult], total: int) -> dict[str, int]:
         counts[r["status"]] += 1
     counts["not_done"] = total - counts["ok"] - counts["failed"] - counts["skipped"]
     return counts
+
+
+# The settings that shape what a run writes (not how fast it runs): report.json names them.
+SHAPING = ("model", "temperature", "seed", "extra_body", "chunk_tokens", "token_max", "map_max_tokens",
+           "final_max_tokens", "language", "length", "instructions", "focus", "prompts_dir", "text_field",
+           "id_field", "batch")
+
+
+def provenance(settings: Any, templates: Any) -> dict[str, Any]:
+    """What produced a run, for report.json: the tool's version, the settings that shape results, each template's hash.
+
+    `settings` is the run's resolved Context, `templates` its prompts.Templates.
+    """
+    import dataclasses
+    import hashlib
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        tool = version("mapreduce-summarizer")
+    except PackageNotFoundError:
+        tool = "unknown (not installed)"
+    shaping = {name: getattr(settings, name) for name in SHAPING if hasattr(settings, name)}
+    prompts = {f.name: hashlib.sha256(getattr(templates, f.name).encode("utf-8")).hexdigest()[:16]
+               for f in dataclasses.fields(templates) if getattr(templates, f.name)}
+    return {"version": tool, "settings": shaping, "prompts": prompts}

@@ -99,3 +99,16 @@ def test_a_traced_cli_run_with_no_key_costs_nothing_and_warns_once(cli, fake, do
     assert result.code == 0
     assert result.err.count("LangSmith tracing is on but no LANGSMITH_API_KEY") == 1
     assert "langsmith.client" not in result.err
+
+
+def test_the_report_says_what_produced_the_run(cli, fake, docs) -> None:
+    import hashlib
+
+    import prompts
+
+    report = cli(str(docs), "--focus", "Who paid?", base_url=fake.base_url).report()
+
+    assert report["version"] and report["settings"]["model"] == "fake-model"
+    assert report["settings"]["focus"] == "Who paid?" and report["settings"]["chunk_tokens"] == 2000
+    assert report["prompts"]["map"] == hashlib.sha256(prompts.MAP.encode()).hexdigest()[:16]
+    assert "api_key" not in json.dumps(report["settings"])
