@@ -82,7 +82,7 @@ class KneeSearch:
         if target is not None:
             target = max(1, min(self.maximum, target))
             # The answers sent before the change, then those sent into the queue it was building.
-            self._skip = in_flight + target
+            self._skip = in_flight + (target if self.phase != SLOW_START else 0)
         self._round = max(ROUND, target or limit)
         return target
 
