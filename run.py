@@ -142,6 +142,8 @@ def build_parser(env: dict[str, str]) -> argparse.ArgumentParser:
     s.add_argument("--length", default="auto",
                    help="length of the final summary: 'N bullets' (or Nb), 'N words' (or Nw), or 'auto': "
                         "the prompt asks for two bullets per document, 6 to 12, and nothing is cut (default auto)")
+    s.add_argument("--cite", choices=("docs", "lines"), default="docs",
+                   help="how bullets name their sources: 'docs' ([D3]) or 'lines' ([D3:12-14], the lines that say it)")
     s.add_argument("--seed", type=int,
                    help="sampling seed sent with every call, so that the same files give the same summary "
                         "where the server honours it (default 0)")
@@ -239,6 +241,7 @@ def settings(args: argparse.Namespace) -> Job:
         base_url=None if local or pool else (urls[0] if urls else None),
         base_urls=urls if pool and not local else [], api_key=None if local else args.api_key,
         **{**(LOCAL_DEFAULTS | LOCAL_SETTINGS if local else {}), **given}, language=args.language, length=args.length,
+        cite=args.cite,
         store_path=str(store) if store else None, retry_failed=args.retry_failed, dry_run=args.dry_run,
         engine=args.engine, ray_address=args.ray_address or None, ray_actors=args.ray_actors)
     # The embedded model's address is known only once it runs: check the rest with a stand-in.
@@ -305,6 +308,7 @@ class Outcome:
     summary: str = ""
     preview: dict[str, Any] | None = None
     base_url: str | None = None
+    evidence: list[dict[str, Any]] = field(default_factory=list)
 
 
 async def run_job(job: Job, inputs: dict[str, Any], outcome: Outcome, view: Any) -> None:
@@ -336,6 +340,7 @@ async def run_job(job: Job, inputs: dict[str, Any], outcome: Outcome, view: Any)
     outcome.summary = out.get("summary", "")
     outcome.stats = out.get("stats") or outcome.stats
     outcome.preview = out.get("preview")
+    outcome.evidence = out.get("evidence") or []
 
 
 def _server_peak(server: Any) -> dict[str, Any]:
@@ -458,7 +463,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         report = _report(job, total, outcome, status, error, code, started, time.monotonic() - t0)
         try:
             write_outputs(job.out, content.text(outcome.summary), [_redacted(r, redact, content) for r in outcome.results],
-                          redact.data(report))
+                          redact.data(report), evidence=content.data(outcome.evidence))
         except OSError as exc:
             fail(f"cannot write to {job.out}: {exc.strerror or exc}")
             code = code or EXIT_ERROR

@@ -37,6 +37,7 @@ from graphs.ray_map import map_ray
 from graphs.resources import Resources, open_resources
 from graphs.state import InputState, OutputState, RunState, ShardState, State, add_counts
 from pipeline.answers.citations import cited
+from pipeline.answers.evidence import cite_lines, trace
 from pipeline.errors import CollapseError, InputError
 from pipeline.text.language import answer_language
 from pipeline.answers.length import parse_length
@@ -273,7 +274,7 @@ def _summaries(state: RunState) -> Callable[[int], str]:
 async def final(state: RunState, runtime: Runtime[Resources]) -> dict[str, Any]:
     """Write the final summary and name its sources."""
     res, context = runtime.context, runtime.context.context
-    summary, fitted = "", None
+    summary, fitted, evidence = "", None, []
     if pieces := state["pieces"]:
         ok = [r for r in state["results"] if r["status"] == "ok"]
         text, fitted = await final_summary(
@@ -282,11 +283,13 @@ async def final(state: RunState, runtime: Runtime[Resources]) -> dict[str, Any]:
             whole=len(ok) == 1 and ok[0]["chunks"] == 1)
         # Only a length asked for may leave documents out; by default each is represented.
         text = text if context.length != "auto" else represent(text, ok)
-        summary = text.rstrip() + "\n" + _sources_legend(text, state)
+        evidence = trace(text, {r["id"]: r for r in ok})
+        shown = cite_lines(text, evidence) if context.cite == "lines" else text
+        summary = shown.rstrip() + "\n" + _sources_legend(text, state)
     stats = _stats(state, res)
     if fitted is not None:
         stats["length"] = fitted
-    return {"summary": summary, "stats": stats}
+    return {"summary": summary, "stats": stats, "evidence": evidence}
 
 
 def _stats(state: RunState, res: Resources) -> dict[str, Any]:
@@ -360,7 +363,7 @@ def make_builder(endpoint: Mapping[str, Any] | None = None) -> StateGraph:
         results = sorted(out.get("results", []), key=lambda r: r["id"])
         # Every key, every run: a reused thread must not show the last run's preview.
         return {"summary": out.get("summary", ""), "results": results, "stats": out.get("stats", {}),
-                "preview": out.get("preview")}
+                "preview": out.get("preview"), "evidence": out.get("evidence", [])}
 
     def summarize_sync(state: State, config: RunnableConfig) -> dict[str, Any]:
         # `graph.invoke`: the run is async (one HTTP session, many calls in flight), so it

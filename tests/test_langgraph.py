@@ -95,7 +95,7 @@ async def test_run_with_progress_hands_over_each_result(fake_in_loop: FakeOpenAI
     out = await run_with_progress({"texts": _texts("n", 4)}, context=Context(base_url=fake_in_loop.base_url),
                                   view=NoView(), on_result=lambda r: seen.append(r["source"]))
 
-    assert sorted(seen) == ["n-0", "n-1", "n-2", "n-3"] and out["summary"].startswith("SUMMARY[")
+    assert sorted(seen) == ["n-0", "n-1", "n-2", "n-3"] and out["summary"].startswith("- ")
 
 
 def test_invoke_works_without_an_event_loop(fake: FakeOpenAI) -> None:
