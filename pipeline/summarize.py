@@ -420,10 +420,11 @@ async def final_summary(runner: LLMRunner, pieces: Sequence[Piece], *, language:
     answer = _without_labels("\n".join(bullets(done.text, runner.stats.answers)), pieces, runner.stats.answers)
     checked = check_bullets(answer, call_docs, summary_of, runner.stats.citations)
     text = retag(checked, lambda k: call_docs[k - 1] if 0 < k <= len(call_docs) else None)
-    if is_concatenation(text, [line for p in pieces for line in p["text"].splitlines()], goal.count
-                        if goal.unit == "bullets" else lengths.MOST_BULLETS):
-        # The map summaries in a row, not a merge: the documents' own points, in turn, within the length.
-        runner.stats.answers["concatenation"] += 1
-        text = select([(p["docs"][0], p["text"].splitlines()) for p in pieces if p["label"]],
-                      goal.count if goal.unit == "bullets" else lengths.MOST_BULLETS) or text
+    most = goal.count if goal.unit == "bullets" else lengths.MOST_BULLETS
+    copied = is_concatenation(text, [line for p in pieces for line in p["text"].splitlines()], most)
+    if copied or not any(BULLET.match(line) for line in text.splitlines()):
+        # The map summaries in a row, not a merge, or nothing that held: the documents' own
+        # points, in turn, within the length.
+        runner.stats.answers["concatenation" if copied else "nothing_held"] += 1
+        text = select([(p["docs"][0], p["text"].splitlines()) for p in pieces if p["label"]], most) or text
     return lengths.fit(text, goal)

@@ -45,6 +45,10 @@ again still yet instead later earlier today now next last
 """.split())
 WORD_SHARE = 0.5  # share of a point's other words its chunk must hold
 TITLE_WORDS = 15
+HEADING_WORDS = 5
+MIN_WORDS = 3  # a point of fewer words holding letters is a fragment ("2010. 11. 12.", a by-line)
+_ENDS = (".", "!", "?", "。", "！", "？", "다", ":", ";", ",")
+TITLE_SHARE = 0.75  # a point that is this much its document's title only repeats it
 MOST_SENTENCES = 3  # sentences quoted as one point's evidence
 
 
@@ -133,14 +137,18 @@ class Source:
         self.line_starts = line_starts if line_starts is not None else line_starts_of(text)
         self.sentences: list[tuple[int, int]] = []
         self.postings: dict[str, list[int]] = {}
+        self.headings: set[int] = set()  # short lines that end no sentence: a title, a heading, a by-line
         at = 0
         for cut in [*_SENTENCE_END.finditer(text), None]:
             end = cut.start() if cut else len(text)
-            if text[at:end].strip():
+            if segment := text[at:end].strip():
                 k = len(self.sentences)
                 self.sentences.append((offset + at, offset + end))
-                for term in source_terms(text[at:end]):
+                for term in source_terms(segment):
                     self.postings.setdefault(term, []).append(k)
+                if len(segment.split()) <= HEADING_WORDS and not segment.endswith(_ENDS) \
+                        and (cut is None or "\n" in cut.group()) and (at == 0 or "\n" in text[at - 1:at]):
+                    self.headings.add(k)
             at = cut.end() if cut else end
 
     def holds(self, term: str) -> bool:
@@ -206,7 +214,8 @@ def verdict(point: Facts, source: Source, title: set[str] | None) -> str | None:
         held = sum(1 for w in point.words if source.holds(w))
         if len(point.words) > 1 and held < WORD_SHARE * len(point.words):
             return "unsupported_point"
-    if title is not None and point.words | point.names and (point.words | point.names | point.numbers) <= title:
+    said = point.words | point.names | point.numbers
+    if title is not None and point.words | point.names and len(said & title) >= TITLE_SHARE * len(said):
         return "title_point"
     return None
 
@@ -237,8 +246,14 @@ def ground(answer: str, text: str, span: tuple[int, int], counts: Counter[str],
         if not parts:
             continue
         body = " ".join(parts)
+        if _letter_words(body) < MIN_WORDS:
+            counts["fragment"] += 1
+            continue
         if (chosen := source.locate(facts(body))) is None:
             counts["unsupported_point"] += 1
+            continue
+        if all(k in source.headings for k in chosen):
+            counts["title_point"] += 1  # it only repeats a heading or a by-line of the document
             continue
         kept.append("- " + body)
         found.append(source.evidence(body, chosen))
@@ -254,9 +269,14 @@ def first_point(text: str, span: tuple[int, int], line_starts: Sequence[int] | N
     start, end = span
     source = Source(text[start:end], start, line_starts if line_starts is not None else line_starts_of(text))
     skip = 1 if start == 0 and _title_terms(text) is not None and len(source.sentences) > 1 else 0
-    for k in range(skip, len(source.sentences)):
-        s, e = source.sentences[k]
-        body = " ".join(text[s:e].split())
-        if facts(body).words:
-            return "- " + body, source.evidence(body, [k])
+    for least in (2 * MIN_WORDS, MIN_WORDS):  # a full sentence if there is one, else what there is
+        for k in range(skip, len(source.sentences)):
+            s, e = source.sentences[k]
+            body = " ".join(text[s:e].split())
+            if k not in source.headings and facts(body).words and _letter_words(body) >= least:
+                return "- " + body, source.evidence(body, [k])
     return None
+
+
+def _letter_words(text: str) -> int:
+    return sum(1 for word in text.split() if any(c.isalpha() for c in word))

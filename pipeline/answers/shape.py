@@ -23,11 +23,12 @@ _NUMBERED_HEADER = re.compile(r"^\s*\[\d+\]\s|^\s*(?:part|chapter|section)\s+\d+
 _PLAIN_LABEL = re.compile(r"^([^\s:：][^:：\n]{0,38}?)[:：]\s+(?=\S)")
 _SENTENCE = re.compile(r"(?<=[.!?。！？])\s+(?=[^\s\[])")
 _LABEL_WORDS = 3
+_DASH = re.compile(r"^[-*•]\s+")  # a mark copied twice; a number ("2010. 11.") is never taken for one
 
 
 def sentences(text: str) -> list[str]:
     """Cut text into sentences at . ! ? followed by a space (a tag group stays with its sentence)."""
-    parts = (BULLET.sub("", s.strip()).strip() for s in _SENTENCE.split(text))  # "... - next point" run together
+    parts = (_DASH.sub("", s.strip()).strip() for s in _SENTENCE.split(text))  # "... - next point" run together
     return [part for part in parts if part]
 
 
@@ -61,7 +62,7 @@ def bullets(answer: str, counts: Counter[str]) -> list[str]:
             continue
         if match := BULLET.match(stripped):
             body = stripped[match.end():].strip()
-            while mark := BULLET.match(body):  # "- - point": a mark copied twice
+            while mark := _DASH.match(body):  # "- - point": a mark copied twice
                 body = body[mark.end():]
             body = strip_label(body, counts).strip()
             if body:
