@@ -17,9 +17,9 @@ from pipeline.answers import length as lengths
 from pipeline.answers.attribution import check_bullets
 from pipeline.answers.checks import BULLET, clean, drop_labels, in_language
 from pipeline.answers.citations import cited, retag
+from pipeline.answers.grounding import Evidence, first_point, ground, line_starts_of
 from pipeline.answers.selection import is_concatenation, select
 from pipeline.answers.shape import bullets
-from pipeline.answers.grounding import Evidence, first_point, ground, line_starts_of
 from pipeline.errors import CollapseError, FatalLLMError, InputError, LLMError
 from pipeline.text.language import language_instruction
 from pipeline.llm.runner import Completion, LLMRunner

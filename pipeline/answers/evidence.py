@@ -38,11 +38,15 @@ class BulletEvidence(TypedDict):
     documents: list[Support]
 
 
-def _support(bullet: str, doc: int, source: str, points: Sequence[Evidence]) -> Support:
-    """The points of one document that together hold what the bullet says, as spans and line ranges."""
+def _support(bullet: str, doc: int, source: str, summary: str, points: Sequence[Evidence]) -> Support:
+    """The points of one document that together hold what the bullet says, as spans and line ranges.
+
+    `points` holds the evidence of each line of the document's `summary`, in order.
+    """
     claim = facts(bullet)
     missing, words = set(claim.required), set(claim.words)
-    held = [source_terms(p["text"]) for p in points]
+    held = [source_terms(line) for line in summary.splitlines()[:len(points)]]
+    points = points[:len(held)]
     chosen: list[int] = []
     while len(chosen) < MOST_POINTS and (missing or not chosen):
         best = max((i for i in range(len(points)) if i not in chosen),
@@ -75,7 +79,8 @@ def trace(summary: str, results: Mapping[int, Mapping[str, Any]]) -> list[Bullet
             continue
         text = retag(BULLET.sub("", line), lambda k: None).strip()
         out.append(BulletEvidence(bullet=text, documents=[
-            _support(text, d, str(results[d].get("source", "")), results[d].get("evidence") or [])
+            _support(text, d, str(results[d].get("source", "")), str(results[d].get("summary", "")),
+                     results[d].get("evidence") or [])
             for d in docs if d in results]))
     return out
 

@@ -118,9 +118,11 @@ def source_terms(text: str) -> set[str]:
 
 
 class Evidence(TypedDict):
-    """A point and the sentences of its document that support it: character spans, 1-based line ranges."""
+    """The sentences of a document that support one point: character spans, 1-based line ranges.
 
-    text: str
+    A document's evidence lists are in the order of its summary's points, one per point.
+    """
+
     spans: list[tuple[int, int]]
     lines: list[tuple[int, int]]
 
@@ -182,9 +184,9 @@ class Source:
             words -= here
         return sorted(chosen) if chosen and not missing else None
 
-    def evidence(self, text: str, chosen: Sequence[int]) -> Evidence:
+    def evidence(self, chosen: Sequence[int]) -> Evidence:
         spans = [self.sentences[k] for k in chosen]
-        return Evidence(text=text, spans=spans, lines=[(self.line_of(s), self.line_of(max(s, e - 1))) for s, e in spans])
+        return Evidence(spans=spans, lines=[(self.line_of(s), self.line_of(max(s, e - 1))) for s, e in spans])
 
     def line_of(self, at: int) -> int:
         return bisect.bisect_right(self.line_starts, at)
@@ -256,7 +258,7 @@ def ground(answer: str, text: str, span: tuple[int, int], counts: Counter[str],
             counts["title_point"] += 1  # it only repeats a heading or a by-line of the document
             continue
         kept.append("- " + body)
-        found.append(source.evidence(body, chosen))
+        found.append(source.evidence(chosen))
     most = max(1, (len(source.sentences) + 1) // 2)  # a document of a few lines is not padded
     if len(kept) > most:
         counts["padding_point"] += len(kept) - most
@@ -274,7 +276,7 @@ def first_point(text: str, span: tuple[int, int], line_starts: Sequence[int] | N
             s, e = source.sentences[k]
             body = " ".join(text[s:e].split())
             if k not in source.headings and facts(body).words and _letter_words(body) >= least:
-                return "- " + body, source.evidence(body, [k])
+                return "- " + body, source.evidence([k])
     return None
 
 
