@@ -26,6 +26,9 @@ from pipeline.answers.citations import retag
 from pipeline.answers.shape import bullets, sentences
 
 _TOKEN = re.compile(r"\d+(?:[.,:]\d+)*|[^\W\d_]+")
+_ASCII_WORD = re.compile(r"[a-z]+")
+_ASCII_NUMBER = re.compile(r"\d+(?:[.,:]\d+)*")
+_LETTERED = re.compile(r"\S*[^\W\d_]\S*")
 _CJK = re.compile(r"[\u3040-\u30ff\u3400-\u9fff\uac00-\ud7a3]")
 # Where a sentence ends: after . ! ? (or their full-width forms) and a space, or at a line break.
 _SENTENCE_END = re.compile(r"(?<=[.!?。！？])\s+|\s*\n\s*")
@@ -106,6 +109,9 @@ def facts(text: str) -> Facts:
 
 def source_terms(text: str) -> set[str]:
     """Every term of a source text, as a point's terms are folded: words, numbers, CJK character pairs."""
+    if text.isascii():  # the common case, in two passes of the regex engine
+        low = text.lower()
+        return {w[:6] for w in _ASCII_WORD.findall(low)} | {number(n) for n in _ASCII_NUMBER.findall(low)}
     found: set[str] = set()
     for token in _TOKEN.findall(text):
         if token[0].isdigit():
@@ -236,7 +242,7 @@ def ground(answer: str, text: str, span: tuple[int, int], counts: Counter[str],
     kept: list[str] = []
     found: list[Evidence] = []
     for line in bullets(answer, counts):
-        parts = []
+        parts, said = [], []
         for part in sentences(line[2:]):
             point = facts(part)
             if not (point.words or point.required):
@@ -245,13 +251,15 @@ def ground(answer: str, text: str, span: tuple[int, int], counts: Counter[str],
                 counts[reason] += 1
                 continue
             parts.append(part)
+            said.append(point)
         if not parts:
             continue
         body = " ".join(parts)
         if _letter_words(body) < MIN_WORDS:
             counts["fragment"] += 1
             continue
-        if (chosen := source.locate(facts(body))) is None:
+        whole = Facts(*(frozenset().union(*(getattr(p, f) for p in said)) for f in Facts._fields))
+        if (chosen := source.locate(whole)) is None:
             counts["unsupported_point"] += 1
             continue
         if all(k in source.headings for k in chosen):
@@ -281,4 +289,4 @@ def first_point(text: str, span: tuple[int, int], line_starts: Sequence[int] | N
 
 
 def _letter_words(text: str) -> int:
-    return sum(1 for word in text.split() if any(c.isalpha() for c in word))
+    return len(_LETTERED.findall(text))
