@@ -3,8 +3,9 @@
 Independent of the pipeline's own checks (pipeline/answers/), so that they can be
 measured rather than trusted:
 
-- invented: a content line naming a name (a capitalised Latin word that does not open a
-  sentence) or a number (two digits or more) found in no document of the item. Words are
+- invented: a content line (not a Markdown heading) naming a name (a capitalised Latin
+  word that does not open a sentence) or a number (two digits or more) found in no
+  document of the item. Words are
   compared by their first five letters, lower-cased ("Jonah's" and "Jonah" meet).
 - mixed: a tagged line carrying another document's distinctive facts: a name or number,
   or three content words, that only one document of the item holds, and not one the
@@ -92,7 +93,8 @@ def grounding(summary: str, doc_texts: Mapping[str, str], tag_to_doc: Mapping[in
     tagged = 0
     for line in lines:
         names, numbers, words = line_facts(line)
-        if any(n not in everywhere for n in names | numbers):
+        heading = line.lstrip().startswith("#")  # Title Case is no name; counted under not_bullets
+        if not heading and any(n not in everywhere for n in names | numbers):
             invented.append(line.strip())
         cites = {tag_to_doc.get(k) for k in tag_numbers(line)} - {None} if tag_to_doc else set()
         if not cites or len(documents) < 2:
@@ -112,7 +114,7 @@ def grounding(summary: str, doc_texts: Mapping[str, str], tag_to_doc: Mapping[in
     return {"content_lines": len(lines), "invented_lines": len(invented), "invented_examples": invented[:5],
             "tagged_lines": tagged, "mixed_lines": len(mixed), "mixed_examples": mixed[:5],
             "not_bullets": len(lines) - bullets, "bullets": bullets, "asked_bullets": most,
-            "within_length": bullets <= most and len(lines) - bullets == 0}
+            "within_length": bullets <= most}
 
 
 def aggregate(rows: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
@@ -134,3 +136,28 @@ def table(results: Mapping[str, Any]) -> str:
         lines.append(f"| {name} | {g['content_lines']} | {g['invented_lines']} | {g['mixed_lines']} of "
                      f"{g['tagged_lines']} | {g['not_bullets']} | {g['bullets']} | {g['within_length']} |")
     return "\n".join(lines)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Print the grounding counts of one summary.md against the documents it summarized."""
+    import argparse
+    import json
+    from pathlib import Path
+
+    from eval.scores import sources_map
+
+    parser = argparse.ArgumentParser(description=main.__doc__)
+    parser.add_argument("summary", type=Path, help="a summary.md (its Sources list maps the tags to files)")
+    parser.add_argument("documents", nargs="+", type=Path)
+    args = parser.parse_args(argv)
+    summary = args.summary.read_text(encoding="utf-8")
+    docs = [str(p) for p in args.documents]
+    by_name = {Path(d).name: d for d in docs}
+    tags = {k: by_name.get(Path(v).name) for k, v in sources_map(split_summary(summary)[1]).items()}
+    texts = {d: Path(d).read_text(encoding="utf-8") for d in docs}
+    print(json.dumps(grounding(summary, texts, tags, docs), indent=1, ensure_ascii=False))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
