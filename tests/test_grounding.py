@@ -139,7 +139,7 @@ def test_a_map_point_with_a_name_or_number_its_chunk_lacks_is_dropped_and_the_re
                             "- It was designed by Jonathan Smith.\n- Harbor Ferry Pilot", FERRY, (0, len(FERRY)), counts)
 
     assert kept == "- Ridership reached 1,450 in August."
-    assert evidence == [{"spans": [(FERRY.index("The authority"), FERRY.index("\nPassengers"))], "lines": [(4, 4)]}]
+    assert evidence == [{"spans": [[FERRY.index("The authority"), FERRY.index("\nPassengers")]], "lines": [[4, 4]]}]
     assert counts == Counter({"invented_number": 1, "invented_name": 1, "title_point": 1})
 
 

@@ -27,7 +27,8 @@ def test_input_output_and_context_schemas_build() -> None:
     inputs = graph.get_input_jsonschema()
     assert set(inputs["properties"]) == {"paths", "texts"}
     assert inputs["properties"]["paths"]["items"] == {"type": "string"}
-    assert set(graph.get_output_jsonschema()["properties"]) == {"summary", "results", "stats", "preview"}
+    assert set(graph.get_output_jsonschema()["properties"]) == {"summary", "results", "stats", "preview",
+                                                                 "evidence"}
     settings = graph.get_context_jsonschema()["properties"]
     assert {"model", "base_url", "concurrency", "chunk_tokens", "token_max", "language"} <= set(settings)
     assert "api_key" not in settings and "chat_model" not in settings  # no secret or object in a form

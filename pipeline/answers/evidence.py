@@ -27,8 +27,8 @@ class Support(TypedDict):
 
     id: int
     source: str
-    spans: list[tuple[int, int]]
-    lines: list[tuple[int, int]]
+    spans: list[list[int]]
+    lines: list[list[int]]
 
 
 class BulletEvidence(TypedDict):
@@ -58,7 +58,8 @@ def _support(bullet: str, doc: int, source: str, summary: str, points: Sequence[
         words -= held[best]
     spans = sorted({tuple(s) for i in chosen for s in points[i]["spans"]})
     lines = sorted({tuple(r) for i in chosen for r in points[i]["lines"]})
-    return Support(id=doc, source=source, spans=[(s, e) for s, e in spans], lines=_merge([(a, b) for a, b in lines]))
+    return Support(id=doc, source=source, spans=[[s, e] for s, e in spans],
+                   lines=[[a, b] for a, b in _merge([(a, b) for a, b in lines])])
 
 
 def _merge(ranges: list[tuple[int, int]]) -> list[tuple[int, int]]:
@@ -85,7 +86,7 @@ def trace(summary: str, results: Mapping[int, Mapping[str, Any]]) -> list[Bullet
     return out
 
 
-def _ranges(lines: Sequence[tuple[int, int]]) -> str:
+def _ranges(lines: Sequence[Sequence[int]]) -> str:
     return ",".join(f"{a}-{b}" if b > a else f"{a}" for a, b in lines)
 
 

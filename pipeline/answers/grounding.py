@@ -127,10 +127,11 @@ class Evidence(TypedDict):
     """The sentences of a document that support one point: character spans, 1-based line ranges.
 
     A document's evidence lists are in the order of its summary's points, one per point.
+    Pairs are lists, as JSON and a checkpoint give them back.
     """
 
-    spans: list[tuple[int, int]]
-    lines: list[tuple[int, int]]
+    spans: list[list[int]]
+    lines: list[list[int]]
 
 
 class Source:
@@ -191,8 +192,8 @@ class Source:
         return sorted(chosen) if chosen and not missing else None
 
     def evidence(self, chosen: Sequence[int]) -> Evidence:
-        spans = [self.sentences[k] for k in chosen]
-        return Evidence(spans=spans, lines=[(self.line_of(s), self.line_of(max(s, e - 1))) for s, e in spans])
+        spans = [list(self.sentences[k]) for k in chosen]
+        return Evidence(spans=spans, lines=[[self.line_of(s), self.line_of(max(s, e - 1))] for s, e in spans])
 
     def line_of(self, at: int) -> int:
         return bisect.bisect_right(self.line_starts, at)
