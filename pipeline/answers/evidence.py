@@ -16,7 +16,7 @@ from typing_extensions import TypedDict
 
 from pipeline.answers.checks import BULLET
 from pipeline.answers.citations import cited, retag
-from pipeline.answers.grounding import Evidence, facts, source_terms
+from pipeline.answers.grounding import Evidence, facts, quads, source_terms
 
 _TAGS = re.compile(r"\[\s*D\d+(?:\s*[,;]?\s*D\d+)*\s*\]\s*$", re.IGNORECASE)
 MOST_POINTS = 3  # points of one document quoted for one bullet
@@ -56,8 +56,9 @@ def _support(bullet: str, doc: int, source: str, summary: str, points: Sequence[
         chosen.append(best)
         missing -= held[best]
         words -= held[best]
-    spans = sorted({tuple(s) for i in chosen for s in points[i]["spans"]})
-    lines = sorted({tuple(r) for i in chosen for r in points[i]["lines"]})
+    found = sorted({q for i in chosen for q in quads(points[i])})
+    spans = [(s, e) for s, e, _, _ in found]
+    lines = [(a, b) for _, _, a, b in found]
     return Support(id=doc, source=source, spans=[[s, e] for s, e in spans],
                    lines=[[a, b] for a, b in _merge([(a, b) for a, b in lines])])
 

@@ -19,8 +19,6 @@ from collections import Counter
 from collections.abc import Sequence
 from typing import NamedTuple
 
-from typing_extensions import TypedDict
-
 from pipeline.answers.checks import BULLET
 from pipeline.answers.citations import retag
 from pipeline.answers.shape import bullets, sentences
@@ -123,15 +121,17 @@ def source_terms(text: str) -> set[str]:
     return found
 
 
-class Evidence(TypedDict):
-    """The sentences of a document that support one point: character spans, 1-based line ranges.
+# The sentences of a document that support one point, as one flat list of numbers: for
+# each sentence its character span and its 1-based first and last line, [start, end,
+# first, last, start, end, first, last, ...]. Flat, because a run holds one per point of
+# every document until its final summary is written. A document's lists are in the order
+# of its summary's points, one per point.
+Evidence = list[int]
 
-    A document's evidence lists are in the order of its summary's points, one per point.
-    Pairs are lists, as JSON and a checkpoint give them back.
-    """
 
-    spans: list[list[int]]
-    lines: list[list[int]]
+def quads(evidence: Evidence) -> list[tuple[int, int, int, int]]:
+    """A point's evidence as (start, end, first line, last line) per sentence."""
+    return [(evidence[i], evidence[i + 1], evidence[i + 2], evidence[i + 3]) for i in range(0, len(evidence), 4)]
 
 
 class Source:
@@ -192,8 +192,8 @@ class Source:
         return sorted(chosen) if chosen and not missing else None
 
     def evidence(self, chosen: Sequence[int]) -> Evidence:
-        spans = [list(self.sentences[k]) for k in chosen]
-        return Evidence(spans=spans, lines=[[self.line_of(s), self.line_of(max(s, e - 1))] for s, e in spans])
+        return [n for k in chosen for s, e in (self.sentences[k],)
+                for n in (s, e, self.line_of(s), self.line_of(max(s, e - 1)))]
 
     def line_of(self, at: int) -> int:
         return bisect.bisect_right(self.line_starts, at)
