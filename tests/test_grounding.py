@@ -192,3 +192,14 @@ def test_every_kept_bullets_evidence_holds_its_names_and_numbers(docs: list[list
             said = " ".join(texts[doc["id"]][s:e] for s, e in doc["spans"])
             assert claim.required <= source_terms(said), (entry, said)
     assert "[D" in cite_lines(checked, trace(checked, results)) or not checked
+
+
+def test_a_korean_point_that_only_repeats_the_title_goes_and_the_content_stays() -> None:
+    text = "제주 감귤 수확 현황 보고\n\n올해 제주 노지 감귤 수확은 11월 초에 시작되었다. 당도는 평균 11.8브릭스였다.\n"
+    counts: Counter[str] = Counter()
+
+    kept, _ = ground("- 제주 노지 감귤 수확 현황 보고\n- 올해 제주 노지 감귤 수확은 11월 초에 시작되었다.\n"
+                     "- 당도는 평균 12.5브릭스였다.", text, (0, len(text)), counts)
+
+    assert kept == "- 올해 제주 노지 감귤 수확은 11월 초에 시작되었다."
+    assert counts == Counter({"title_point": 1, "invented_number": 1})
