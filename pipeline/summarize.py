@@ -332,7 +332,7 @@ def represent(summary: str, results: Sequence[DocResult]) -> str:
     if not points:
         return summary
     added = summary.rstrip() + "\n\n" + "\n".join(points)
-    return lengths.fit(added, lengths.Length(lengths.MOST_BULLETS, "bullets"))[0]  # auto's range holds
+    return lengths.fit(added, lengths.target(None, len(results)))[0]  # auto's length holds; each cited point stays
 
 
 def own_words(result: DocResult) -> str:
