@@ -60,7 +60,7 @@ def settings(args: argparse.Namespace, env: dict[str, str] | None = None) -> Job
     store = None if args.no_store else args.store or (args.out / "store.sqlite" if args.out else None)
     context = Context.from_env(
         {} if env is None else env, model=args.model, api_key=args.api_key, **endpoint,
-        **{k: getattr(args, k) for k in _TUNING}, language=args.language, length=args.length,
+        **{k: getattr(args, k) for k in _TUNING}, language=args.language, length=args.length, cite=args.cite,
         store_path=str(store) if store else None, retry_failed=args.retry_failed, dry_run=args.dry_run,
         store_recover=args.store_recover,
         engine=args.engine, ray_address=args.ray_address or None, ray_actors=args.ray_actors,
@@ -180,7 +180,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if job.out:
         try:
             results = [_redacted(r, redact, content) for r in outcome.results]
-            write_outputs(job.out, content.text(outcome.summary), results, redact.data(outcome.report()))
+            write_outputs(job.out, content.text(outcome.summary), results, redact.data(outcome.report()),
+                          evidence=content.data(outcome.evidence))
         except OSError as exc:
             fail(f"cannot write to {job.out}: {exc.strerror or exc}")
             code = code or EXIT_ERROR

@@ -24,7 +24,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from eval import scores, systems
+from eval import grounding, scores, systems
 from eval.assemble import DEFAULT_CACHE, EVAL_DIR, assemble, load_manifest
 
 REFERENCES = EVAL_DIR / "references.json"
@@ -53,6 +53,8 @@ def score_item(item: dict[str, Any], ref: dict[str, Any], doc_paths: dict[str, P
         "words": scores.words(text), "reference_words": scores.words(ref["reference"]),
         "seconds": round(out.seconds, 1), "calls": out.calls,
     }
+    known_tags = {k: (v if v in docs else None) for k, v in out.tag_to_doc.items()} if out.tag_to_doc else None
+    row["grounding"] = grounding.grounding(out.summary, texts, known_tags, docs)
     if out.tag_to_doc is not None:
         known = {k: (v if v in docs else None) for k, v in out.tag_to_doc.items()}
         att = scores.attribution(out.summary, known, texts, ref["document_facts"], ref["facts"])
@@ -72,6 +74,7 @@ def aggregate(rows: list[dict[str, Any]]) -> dict[str, Any]:
                          f"{sum(r['item_language'] != 'ko' for r in rows)} en"
     agg["words"] = round(scores.mean(r["words"] for r in rows) or 0)
     agg["seconds"] = round(sum(r["seconds"] for r in rows), 1)
+    agg["grounding"] = grounding.aggregate([r["grounding"] for r in rows])
     if any("tag_pairs" in r for r in rows):
         pairs = sum(r.get("tag_pairs", 0) for r in rows)
         agg["attribution"] = sum(r.get("tags_supported", 0) for r in rows) / pairs if pairs else None
@@ -85,7 +88,7 @@ def _pct(v: float | None) -> str:
 
 
 def table(results: dict[str, Any]) -> str:
-    """A Markdown table of the systems' aggregate scores."""
+    """Markdown tables of the systems' aggregate scores: quality, then grounding in the documents."""
     head = ("| system | code | ROUGE-1 | ROUGE-2 | ROUGE-L | chrF | key facts | coverage (by facts) | attribution "
             "| invented tags | right language | words | seconds |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     lines = [head]
@@ -95,7 +98,9 @@ def table(results: dict[str, Any]) -> str:
                      f"{_pct(a['facts'])} | {_pct(a['coverage'])} ({_pct(a['fact_coverage'])}) | "
                      f"{_pct(a.get('attribution')) if 'attribution' in a else '—'} | "
                      f"{a.get('invented_tags', '—')} | {a['language_ok']} | {a.get('words', '')} | {a['seconds']:.0f} |")
-    return "\n".join(lines)
+    grounded = grounding.table({"systems": {name: {"grounding": res["aggregate"].get("grounding")}
+                                            for name, res in results["systems"].items()}})
+    return "\n".join(lines) + "\n\n" + grounded
 
 
 def _git_commit() -> str:

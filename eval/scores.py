@@ -26,8 +26,9 @@ from dataclasses import dataclass, field
 _TOKEN = re.compile(r"[\uac00-\ud7a3]|[0-9]+|[^\W\d_\uac00-\ud7a3]+", re.UNICODE)
 _HANGUL = re.compile(r"[\uac00-\ud7a3]")
 _LETTER = re.compile(r"[^\W\d_]", re.UNICODE)
-_TAG_GROUP = re.compile(r"\[\s*D\d+(?:\s*[,;]?\s*D\d+)*\s*\]", re.IGNORECASE)
-_TAG_NUMBER = re.compile(r"\d+")
+# [D3], [D1, D3], and with --cite lines [D3:12-14] or [D1:4, D3:2-3,9]
+_TAG_GROUP = re.compile(r"\[\s*D\d+(?::[\d,\-]+)?(?:\s*[,;]?\s*D\d+(?::[\d,\-]+)?)*\s*\]", re.IGNORECASE)
+_TAG_NUMBER = re.compile(r"(?<=[Dd])\d+")
 _LEGEND = re.compile(r"^\s*(\*\*Sources\*\*|\*\*Summarized but not cited above:\*\*)", re.MULTILINE)
 _LEGEND_LINE = re.compile(r"^\s*-\s*\[D(\d+)\]\s*(.+?)\s*$", re.MULTILINE)
 _UNCITED = re.compile(r"\[D(\d+)\]\s*([^,\n]+)")

@@ -127,6 +127,8 @@ class Context:
                                        "server honours it; null sends none")] = 0
     length: Annotated[str, _about("Length of the final summary: 'auto' (the prompt asks for two bullets "
                                   "per document, 6 to 12), or 'N bullets' or 'N words', held to by cutting bullets")] = "auto"
+    cite: Annotated[Literal["docs", "lines"], _about("How bullets name their sources: 'docs' ([D3]) or 'lines' "
+                                                     "([D3:12-14], the lines of the document that say it)")] = "docs"
     extra_body: Annotated[dict[str, Any] | Unset, _about(
         "Extra request fields for the server, e.g. llama.cpp's repeat_penalty (the embedded model "
         "gets repeat_penalty 1.1)")] = None

@@ -41,6 +41,7 @@ from graphs.documents import locations
 from graphs.ray_map import map_ray
 from graphs.resources import Resources, open_resources
 from graphs.state import InputState, OutputState, RunState, ShardState, State, add_counts
+from pipeline.answers.evidence import cite_lines, trace
 from pipeline.errors import CollapseError, InputError, NothingSummarizedError
 from pipeline.text.confine import inside, refuse_paths
 from pipeline.text.language import answer_language
@@ -217,7 +218,7 @@ def _summaries(state: RunState) -> Callable[[int], str]:
 async def final(state: RunState, runtime: Runtime[Resources]) -> dict[str, Any]:
     """Write the final summary and name its sources."""
     res, context = runtime.context, runtime.context.context
-    summary, fitted = "", None
+    summary, fitted, evidence = "", None, []
     if pieces := state["pieces"]:
         ok = [r for r in state["results"] if r["status"] == "ok"]
         text, fitted = await final_summary(
@@ -227,11 +228,13 @@ async def final(state: RunState, runtime: Runtime[Resources]) -> dict[str, Any]:
             whole=len(ok) == 1 and ok[0]["chunks"] == 1)
         # Only a length asked for may leave documents out; by default each is represented.
         text = text if context.length != "auto" else represent(text, ok)
-        summary = text.rstrip() + "\n" + sources_legend(text, state["results"])
+        evidence = trace(text, {r["id"]: r for r in ok})
+        shown = cite_lines(text, evidence) if context.cite == "lines" else text
+        summary = shown.rstrip() + "\n" + sources_legend(text, state["results"])
     stats = _stats(state, res)
     if fitted is not None:
         stats["length"] = fitted
-    return {"summary": summary, "stats": stats}
+    return {"summary": summary, "stats": stats, "evidence": evidence}
 
 
 def _stats(state: RunState, res: Resources) -> dict[str, Any]:
@@ -322,7 +325,7 @@ def make_builder(environ: Mapping[str, str] | None = None,
             raise NothingSummarizedError(results)
         # Every key, every run: a reused thread must not show the last run's preview.
         return {"summary": out.get("summary", ""), "results": results, "stats": out.get("stats", {}),
-                "preview": out.get("preview")}
+                "preview": out.get("preview"), "evidence": out.get("evidence", [])}
 
     builder = StateGraph(State, context_schema=Context, input_schema=InputState, output_schema=OutputState)
     # LangGraph finds the subgraph a node runs through the names its function uses (the sync

@@ -66,6 +66,7 @@ class OutputState(TypedDict, total=False):
     results: list[DocResult]
     stats: dict[str, Any]
     preview: dict[str, Any] | None  # None unless the run was a dry run
+    evidence: list[dict[str, Any]]  # per bullet of the summary: its documents and their supporting lines
 
 
 class State(InputState, OutputState, total=False):
@@ -88,6 +89,7 @@ class RunState(TypedDict, total=False):
     summary: str
     stats: dict[str, Any]
     preview: dict[str, Any]
+    evidence: list[dict[str, Any]]
 
 
 class ShardState(TypedDict):

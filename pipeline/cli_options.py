@@ -128,7 +128,9 @@ def build_parser(env: dict[str, str]) -> argparse.ArgumentParser:
                         "or give a code such as en, ko (default auto)")
     s.add_argument("--length", default="auto",
                    help="length of the final summary: 'N bullets' (or Nb), 'N words' (or Nw), or 'auto': "
-                        "the prompt asks for two bullets per document, 6 to 12, and nothing is cut (default auto)")
+                        "two bullets per document, 6 to 12, held to by cutting bullets (default auto)")
+    s.add_argument("--cite", choices=("docs", "lines"), default="docs",
+                   help="how bullets name their sources: 'docs' ([D3]) or 'lines' ([D3:12-14], the lines that say it)")
     s.add_argument("--seed", type=int,
                    help="sampling seed sent with every call, so that the same files give the same summary "
                         "where the server honours it (default 0)")

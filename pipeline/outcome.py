@@ -40,6 +40,7 @@ class Outcome:
     stats: dict[str, Any] = field(default_factory=dict)
     summary: str = ""
     preview: dict[str, Any] | None = None
+    evidence: list[dict[str, Any]] = field(default_factory=list)  # each bullet's documents and lines
     stopped: Stop | None = None
     error: str | None = None
     started: datetime = field(default_factory=_now)
@@ -55,6 +56,7 @@ class Outcome:
         self.summary = output.get("summary") or ""
         self.stats = output.get("stats") or self.stats
         self.preview = output.get("preview")
+        self.evidence = output.get("evidence") or []
 
     def stop(self, how: Stop, error: str) -> None:
         """Record that the run ended early, and why (one line for the user)."""

@@ -14,8 +14,9 @@ from pipeline.llm.runner import call_key
 from pipeline.text.loading import DocRef, load_text
 from pipeline.prompting import Piece, Prompt, firmer, map_prompt, reduce_prompt, render_group
 from pipeline.result_store import ResultStore
+from pipeline.llm.runner import Completion
 from pipeline.summarize import (
-    DocResult,
+    document_result,
     final_prompt,
     max_collapse_levels,
     merged_piece,
@@ -78,8 +79,8 @@ def preview(docs: Sequence[DocRef], *, count: TokenCounter, map_max_tokens: int,
             tokens_in += chunk_tokens + map_overhead
             tokens_out += out
         if len(answers) == len(spans):  # known exactly: the pieces the run will make
-            result = DocResult(id=ref["id"], source=ref["source"], sha256=ref["sha256"], status="ok",
-                               chunks=len(spans), tokens_in=0, tokens_out=0, summary="\n".join(answers))
+            # held to the document as the run holds them, so the pieces are the run's own
+            result = document_result(ref, [Completion(answer, 0, 0) for answer in answers], text=text)
             known[ref["id"]] = own_words(result)
             pieces += to_pieces(result, count, collapse_max_tokens)
             continue

@@ -15,7 +15,7 @@ from pipeline.summarize import DocResult
 # Each line's fields, in order, with what a result that leaves one out means by it.
 JSONL_FIELDS = {"source": None, "sha256": None, "status": None, "summary": None, "error": None, "chunks": 0,
                 "tokens_in": 0, "tokens_out": 0, "language": None, "encoding": None, "repaired": False, "replaced": 0,
-                "same_as": None, "format": "text", "location": None, "locations": []}
+                "same_as": None, "format": "text", "location": None, "locations": [], "evidence": []}
 
 
 def atomic_write(path: Path, text: str) -> None:
@@ -43,14 +43,16 @@ def _umask() -> int:
 _UMASK = _umask()
 
 
-def write_outputs(out_dir: Path, summary: str, results: Iterable[DocResult], report: Mapping[str, Any]) -> None:
-    """Write the three output files into `out_dir`."""
+def write_outputs(out_dir: Path, summary: str, results: Iterable[DocResult], report: Mapping[str, Any],
+                  evidence: Iterable[Mapping[str, Any]] = ()) -> None:
+    """Write the output files into `out_dir`; evidence.jsonl holds each bullet's documents and lines."""
     lines = [json.dumps({k: r.get(k, default) for k, default in JSONL_FIELDS.items()}, ensure_ascii=False)
              for r in sorted(results, key=lambda r: r["id"])]
     atomic_write(out_dir / "summaries.jsonl", "".join(line + "\n" for line in lines))
     atomic_write(out_dir / "report.json", json.dumps(report, indent=2, ensure_ascii=False) + "\n")
     if summary:
         atomic_write(out_dir / "summary.md", summary)
+        atomic_write(out_dir / "evidence.jsonl", "".join(json.dumps(e, ensure_ascii=False) + "\n" for e in evidence))
 
 
 def check_writable(out: Path | None, store: Path | None) -> None:

@@ -16,6 +16,9 @@ from pipeline.answers import length as lengths
 from pipeline.answers.attribution import check_bullets
 from pipeline.answers.checks import BULLET, clean, drop_labels, in_language
 from pipeline.answers.citations import cited, retag
+from pipeline.answers.grounding import Evidence, first_point, ground, line_starts_of
+from pipeline.answers.selection import is_concatenation, select
+from pipeline.answers.shape import bullets
 from pipeline.errors import CollapseError, FatalLLMError, InputError, LLMError
 from pipeline.text.language import language_instruction
 from pipeline.llm.runner import Completion, LLMRunner
@@ -57,6 +60,7 @@ class DocResult(TypedDict):
     same_as: NotRequired[str]  # the document of the same content whose summary this one shares
     format: NotRequired[str]  # pdf, html, docx, email, record; left out for a text file
     locations: NotRequired[list[str]]  # where each chunk comes from: "page 3", "lines 1-40", "message 2"
+    evidence: NotRequired[list[Evidence]]  # each point of the summary and the sentences behind it
 
 
 _FROM_REF = ("language", "encoding", "repaired", "replaced", "format", "locations")
@@ -204,7 +208,7 @@ async def _summarize_document(runner: LLMRunner, ref: DocRef, *, language: str |
             outcomes = [exc]
     else:
         outcomes = await asyncio.gather(*calls, return_exceptions=True)
-    return document_result(ref, outcomes)
+    return document_result(ref, outcomes, text=text, counts=runner.stats.answers)
 
 
 def settled_result(ref: DocRef) -> DocResult | None:
@@ -218,11 +222,15 @@ def settled_result(ref: DocRef) -> DocResult | None:
     return None
 
 
-def document_result(ref: DocRef, outcomes: Sequence[object]) -> DocResult:
+def document_result(ref: DocRef, outcomes: Sequence[object], *, text: str | None = None,
+                    counts: Counter[str] | None = None) -> DocResult:
     """Join a document's chunk summaries, in order, into its result; a failed chunk fails it.
 
     `outcomes` holds a Completion or an exception per chunk. A FatalLLMError, or any
     exception that is no LLMError (a bug), is raised: it dooms the other documents too.
+    Given the document's `text`, each chunk's points are held to that chunk
+    (pipeline/answers/grounding.py): what does not stand on it is dropped and counted in
+    `counts`, and each kept point carries its evidence.
     """
     for outcome in outcomes:
         if isinstance(outcome, FatalLLMError):
@@ -235,7 +243,19 @@ def document_result(ref: DocRef, outcomes: Sequence[object]) -> DocResult:
     if errors:
         first = errors[0]
         return _result(ref, "failed", error=f"{type(first).__name__}: {first}", **tokens)
-    return _result(ref, "ok", summary="\n".join(c.text for c in done), **tokens)
+    if text is None:
+        return _result(ref, "ok", summary="\n".join(c.text for c in done), **tokens)
+    counts = Counter() if counts is None else counts
+    starts = line_starts_of(text)
+    kept, evidence = [], []
+    for completion, span in zip(done, ref["spans"]):
+        points, found = ground(completion.text, text, span, counts, starts)
+        kept += [points] if points else []
+        evidence += found
+    if not kept and (first := first_point(text, ref["spans"][0], starts)) is not None:
+        counts["extracted"] += 1  # nothing the model wrote stands on the document: its own first sentence does
+        kept, evidence = [first[0]], [first[1]]
+    return _result(ref, "ok", summary="\n".join(kept), evidence=evidence, **tokens)
 
 
 async def summarize_shard(runner: LLMRunner, planned: AsyncIterable[tuple[DocRef, str | None]], *,
@@ -378,7 +398,10 @@ def represent(summary: str, results: Sequence[DocResult]) -> str:
         lines = [BULLET.sub("", line).strip() for line in result.get("summary", "").splitlines()]
         if first := next((line for line in lines if line and not line.startswith("#")), ""):
             points.append(f"- {retag(first, lambda k: None)} [D{result['id']}]")
-    return summary.rstrip() + "\n\n" + "\n".join(points) if points else summary
+    if not points:
+        return summary
+    added = summary.rstrip() + "\n\n" + "\n".join(points)
+    return lengths.fit(added, lengths.target(None, len(results)))[0]  # auto's length holds; each cited point stays
 
 
 def own_words(result: DocResult) -> str:
@@ -400,7 +423,8 @@ def merged_piece(answer: str, group: Sequence[Piece], call_docs: list[int], summ
                  count: TokenCounter, citations: Counter[str] | None = None,
                  answers: Counter[str] | None = None) -> Piece:
     """The piece a collapse answer makes: copied label lines and invented tags dropped, every bullet's tags checked."""
-    answer = _without_labels(answer, group, Counter() if answers is None else answers)
+    answers = Counter() if answers is None else answers
+    answer = _without_labels("\n".join(bullets(answer, answers)), group, answers)
     text = check_bullets(retag(answer, _valid_tags(call_docs)), call_docs, summary_of, citations)
     return Piece(label="", text=text, tokens=count(text), docs=call_docs)
 
@@ -451,20 +475,29 @@ async def final_summary(runner: LLMRunner, pieces: Sequence[Piece], *, language:
     """Write the final summary from pieces that fit one call; its tags name the run's document ids.
 
     When the run summarized one document in one call (`whole`), that summary is already
-    the answer: it is tagged and returned with no further call. A `length` asked for is
-    held to by cutting bullets; the default only guides the prompt. Returns the summary
-    and how its length measures up to the target.
+    the answer: it is tagged and returned with no further call. The answer is given the
+    summary's shape and checked against the documents' grounded points; an answer that
+    only copies the map summaries out is replaced by a selection of them. The length,
+    asked for or the default, is held to by cutting bullets. Returns the summary and how
+    its length measures up to the target.
     """
     goal = lengths.target(length, documents)
     if whole and len(pieces) == 1 and pieces[0]["label"]:
         tag = f"[D{pieces[0]['docs'][0]}]"  # the piece's text carries no tags of its own (to_pieces)
         text = "\n".join(f"{line.rstrip()} {tag}" if line.strip() else line for line in pieces[0]["text"].splitlines())
-        return lengths.fit(text, goal, cut=length is not None)
+        return lengths.fit(text, goal)
     runner.progress.add_total("reduce", 1)
     prompt, call_docs = final_prompt(pieces, language, goal, templates)
     done = await ask(runner, "final", prompt, max_tokens, phase="reduce", language=language,
                      reader=templates.reader)
-    answer = _without_labels(done.text, pieces, runner.stats.answers)
+    answer = _without_labels("\n".join(bullets(done.text, runner.stats.answers)), pieces, runner.stats.answers)
     checked = check_bullets(answer, call_docs, summary_of, runner.stats.citations)
     text = retag(checked, lambda k: call_docs[k - 1] if 0 < k <= len(call_docs) else None)
-    return lengths.fit(text, goal, cut=length is not None)  # the default guides the model; a length asked for holds
+    most = goal.count if goal.unit == "bullets" else lengths.MOST_BULLETS
+    copied = is_concatenation(text, [line for p in pieces for line in p["text"].splitlines()], most)
+    if copied or not any(BULLET.match(line) for line in text.splitlines()):
+        # The map summaries in a row, not a merge, or nothing that held: the documents' own
+        # points, in turn, within the length.
+        runner.stats.answers["concatenation" if copied else "nothing_held"] += 1
+        text = select([(p["docs"][0], p["text"].splitlines()) for p in pieces if p["label"]], most) or text
+    return lengths.fit(text, goal)

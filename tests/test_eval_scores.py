@@ -154,3 +154,23 @@ def test_every_item_has_a_reference_and_facts_for_each_document():
         assert all(scores.fact_found(f, ref["reference"]) for f in ref["facts"]) or ref["origin"].startswith("abstract")
     for doc in manifest["documents"].values():
         assert doc["source"] in manifest["sources"] and doc["sha256"] and doc["text_sha256"]
+
+
+def test_grounding_counts_invented_mixed_and_unshaped_lines():
+    from eval.grounding import grounding
+
+    texts = {"bakery": "The Linden bakery sold 4,200 loaves in August.",
+             "ferry": "The Harbor ferry carried 1,450 riders a day in August."}
+    summary = ("### Key Points\n"
+               "The collection is about towns.\n"
+               "- The Linden bakery sold 4,200 loaves. [D1]\n"
+               "- The Harbor ferry carried 1,450 riders. [D1]\n"
+               "- It was written by Jonathan in 1987. [D2]\n\n"
+               "**Sources**\n\n- [D1] bakery.txt\n- [D2] ferry.txt\n")
+
+    found = grounding(summary, texts, {1: "bakery", 2: "ferry"}, ["bakery", "ferry"])
+
+    assert (found["content_lines"], found["not_bullets"], found["bullets"]) == (5, 2, 3)
+    assert found["invented_lines"] == 1 and "Jonathan" in found["invented_examples"][0]
+    assert found["mixed_lines"] == 1 and "Harbor" in found["mixed_examples"][0]
+    assert found["within_length"]  # three bullets, where auto asks for at most six

@@ -47,8 +47,11 @@ def _speech(sentences: int, seed: int = 0) -> tuple[str, list[str]]:
 def test_every_sentence_of_a_long_document_reaches_the_model(cli, fake: FakeOpenAI, tmp_path: Path) -> None:
     text, sentences = _speech(1500)
     (tmp_path / "speech.txt").write_text(text, encoding="utf-8")
-    padding = " " + " ".join(f"point{i}" for i in range(60))  # ~70 tokens a chunk, and no loop to trim
-    fake.reply = lambda messages: default_reply(messages) + padding
+    def reply(messages: list[dict[str, Any]]) -> str:  # a chunk's first six sentences, ~150 tokens, each its own
+        if found := _DOCUMENT.search(messages[-1]["content"]):
+            return "\n".join("- " + s for s in re.split(r"(?<=\.)\s+", found.group(1).strip())[:6])
+        return default_reply(messages)
+    fake.reply = reply
 
     result = cli(str(tmp_path / "speech.txt"), "--chunk-tokens", "1000", "--token-max", "1600",
                  base_url=fake.base_url)
@@ -62,10 +65,10 @@ def test_every_sentence_of_a_long_document_reaches_the_model(cli, fake: FakeOpen
     assert not missing, f"{len(missing)} of {len(sentences)} sentences never reached the model: {missing[:3]}"
     # Its chunk summaries are more than one reduce call takes: they reach the reduce in
     # parts, every one of them, rather than cut to fit.
-    answers = [fake.reply(body["messages"]) for body in fake.bodies if "<document" in body["messages"][-1]["content"]]
+    points = result.lines()[0]["summary"].splitlines()
     reduced = "\n".join(p for p in _prompts(fake) if "<summaries>" in p)
     assert result.report()["llm_calls"]["collapse"] >= 2
-    assert all(answer in reduced for answer in answers)
+    assert len(points) > 30 * 6 - 10 and all(point in reduced for point in points)
 
 
 def test_huge_files_are_chunked_beside_good_ones(cli, fake: FakeOpenAI, tmp_path: Path) -> None:
@@ -147,8 +150,15 @@ def _sources(summary: str) -> set[str]:
     return {source for _, source in _LEGEND.findall(summary)}
 
 
+def _echo(messages: list[dict[str, Any]]) -> str:
+    """A map answer that is its document, word for word; a reduce answer as the default fake writes it."""
+    found = _DOCUMENT.search(messages[-1]["content"])
+    return f"- {found.group(1).strip()}" if found else default_reply(messages)
+
+
 def test_reruns_pay_only_for_what_changed(cli, fake: FakeOpenAI, tmp_path: Path) -> None:
     paths = _write_reports(tmp_path / "in", 150)
+    fake.reply = _echo
     small = ("--token-max", "1600")
     first = cli(*map(str, paths), *small, base_url=fake.base_url)
     report = first.report()
@@ -167,7 +177,7 @@ def test_reruns_pay_only_for_what_changed(cli, fake: FakeOpenAI, tmp_path: Path)
     added = _write_reports(tmp_path / "in", 1, start=150)
     grown = cli(*map(str, paths + added), *small, base_url=fake.base_url)
     calls = grown.report()["llm_calls"]
-    assert calls["map"] == 1 and calls["final"] == 1
+    assert calls["map"] == 1 and calls["final"] <= 1  # none when what reaches the final call is unchanged
     assert calls["collapse"] <= 2 * grown.report()["collapse_levels"] < report["llm_calls"]["collapse"]
 
 

@@ -29,7 +29,8 @@ def test_input_output_and_context_schemas_build() -> None:
     inputs = graph.get_input_jsonschema()
     assert set(inputs["properties"]) == {"paths", "texts", "documents"}
     assert inputs["properties"]["paths"]["items"] == {"type": "string"}
-    assert set(graph.get_output_jsonschema()["properties"]) == {"summary", "results", "stats", "preview"}
+    assert set(graph.get_output_jsonschema()["properties"]) == {"summary", "results", "stats", "preview",
+                                                                 "evidence"}
     settings = graph.get_context_jsonschema()["properties"]
     assert {"model", "base_url", "concurrency", "chunk_tokens", "token_max", "language"} <= set(settings)
     assert "api_key" not in settings and "chat_model" not in settings  # no secret or object in a form
@@ -97,7 +98,7 @@ async def test_run_with_progress_hands_over_each_result(fake_in_loop: FakeOpenAI
     out = await run_with_progress({"texts": _texts("n", 4)}, context=Context(base_url=fake_in_loop.base_url),
                                   view=NoView(), on_result=lambda r: seen.append(r["source"]))
 
-    assert sorted(seen) == ["n-0", "n-1", "n-2", "n-3"] and out["summary"].startswith("SUMMARY[")
+    assert sorted(seen) == ["n-0", "n-1", "n-2", "n-3"] and out["summary"].startswith("- ")
 
 
 def test_invoke_works_without_an_event_loop(fake: FakeOpenAI) -> None:

@@ -104,7 +104,7 @@ async def test_a_run_pushed_past_the_soft_limit_holds_fewer_calls_and_finishes(
             base_url=fake_in_loop.base_url, concurrency=16, memory_limit_mb=start / MB + 100))
 
     assert [r["status"] for r in out["results"]] == ["ok"] * 160
-    assert out["summary"].startswith("SUMMARY[")
+    assert out["summary"].startswith("- ")
     steering = out["stats"]["memory"]
     assert steering["steered_down"] >= 1 and steering["steered_up"] == 0
     assert steering["lowest"]["concurrency"] < 16 and steering["lowest"]["shard_slots"] < 3

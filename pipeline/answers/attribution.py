@@ -19,6 +19,8 @@ from collections.abc import Callable, Mapping, Sequence
 
 from pipeline.answers.checks import BULLET
 from pipeline.answers.citations import cited, retag
+from pipeline.answers.grounding import facts, fold
+from pipeline.answers.shape import sentences
 
 _TOKEN = re.compile(r"\d+(?:[.,:]\d+)*|[^\W\d_]+")
 # The same tokens in lower-case ASCII text, found sooner: numbers, and words of three letters or more.
@@ -147,54 +149,123 @@ def check_bullets(text: str, call_docs: Sequence[int], summary_of: Callable[[int
                   counts: Counter[str] | None = None) -> str:
     """Check the tags of every bullet in `text`, whose [Dk] names `call_docs[k-1]`; return the checked text.
 
-    `summary_of(doc)` gives a document's own map summary. `counts` gets `checked`
-    (tags the model wrote), of those `kept` and `removed`; `moved` and `added` (tags
-    given to bullets left with none, or written with none); `bullets_dropped` and, of
-    those, `invented_numbers`.
+    `summary_of(doc)` gives what a document says of itself: its map summary, whose
+    points stand on its own text (pipeline/answers/grounding.py). Each sentence of a
+    bullet is checked on its own, and sentences that end with the same tags are joined
+    again. A sentence is dropped when it names a name or a number no document holds, or
+    when it carries the distinctive facts of a document that does not support it (it
+    mixes two documents' facts); it gains the tag of a document whose facts it carries
+    and that supports it. `counts` gets `checked` (tags the model wrote), of those
+    `kept` and `removed`; `moved` and `added`; `bullets_dropped` and, of those,
+    `invented_numbers`, `invented_names` and `mixed`.
     """
     counts = Counter() if counts is None else counts
     docs = _document_terms(call_docs, summary_of, text)
-    lines: list[tuple[str, list[int], frozenset[str] | None]] = []
+    lines: list[tuple[list[_Sentence], list[int]]] = []
     for line in text.splitlines():
+        if not line.strip():
+            continue
         tags = [k for k in cited(line) if 0 < k <= len(call_docs)]
-        # prose (the overview) and headings carry no claim of origin
-        lines.append((line, tags, terms(line) if tags or BULLET.match(line) else None))
-    index = _Index(docs, frozenset().union(*(bullet for _, _, bullet in lines if bullet)))
+        body = retag(BULLET.sub("", line.strip()), lambda k: None).strip()
+        lines.append(([_Sentence(part) for part in sentences(body)], tags))
+    wanted = frozenset().union(*(s.terms for parts, _ in lines for s in parts))
+    index = _Index(docs, wanted)
     holders: dict[str, bool] = {}
 
-    def held(number: str) -> bool:  # whether any document the call was shown states it
-        if number not in holders:
-            holders[number] = any(number in doc for doc in docs.values())
-        return holders[number]
+    def held(term: str) -> bool:  # whether any document the call was shown states it
+        if term not in holders:
+            holders[term] = any(term in doc for doc in docs.values())
+        return holders[term]
 
     out: list[str] = []
-    for line, tags, bullet in lines:
-        if not bullet:
-            out.append(line)
-            continue
+    for parts, tags in lines:
         counts["checked"] += len(tags)
-        numbers = _numbers(bullet)
-        if not all(map(held, numbers)):
-            counts["bullets_dropped"] += 1  # it states a number that no document it was made from holds
-            counts["invented_numbers"] += 1
+        checked = [(part, _check(part, tags, index, held, counts)) for part in parts]
+        kept_any = [tags_of for _, tags_of in checked if tags_of is not None]
+        if not kept_any:
+            counts["bullets_dropped"] += 1
             counts["removed"] += len(tags)
             continue
-        scores = index.scores(bullet, numbers)
-        kept = [k for k in tags if k in scores]
-        counts["kept"] += len(kept)
-        counts["removed"] += len(tags) - len(kept)
-        if not kept:
-            best = sorted(scores, key=lambda k: (-scores[k], k))[:MOST_ADDED]
-            if not best:
-                counts["bullets_dropped"] += 1
-                continue
-            counts["moved" if tags else "added"] += len(best)
-            kept = sorted(best)
-        out.append(line if kept == tags else _with_tags(line, kept))
+        counts["kept"] += len(set(tags) & set().union(*kept_any))
+        counts["removed"] += len(set(tags) - set().union(*kept_any))
+        run: list[str] = []
+        run_tags: list[int] | None = None
+        for part, tags_of in checked + [(None, None)]:
+            if part is None or tags_of != run_tags:
+                if run and run_tags:
+                    out.append(_with_tags("- " + " ".join(run), run_tags))
+                run, run_tags = [], tags_of
+            if part is not None and tags_of is not None:
+                run.append(part.text)
     return "\n".join(out)
+
+
+class _Sentence:
+    """One sentence of a bullet and what it is checked by."""
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+        self.terms = terms(text)
+        self.numbers = _numbers(self.terms)
+        point = facts(text)
+        self.names = {n for n in point.names if n in self.terms}
+        first = next((fold(t) for t in _TOKEN.findall(text.lower()) if fold(t) in self.terms), None)
+        self.first = first
+
+
+FOREIGN = 2  # how much of a document's own facts a sentence must carry to be that document's
+
+
+def _check(part: _Sentence, tags: Sequence[int], index: _Index, held: Callable[[str], bool],
+           counts: Counter[str]) -> list[int] | None:
+    """The checked tags of one sentence, or None if it must go (it states nothing, or nothing it can be given)."""
+    if not part.terms:
+        return None
+    if not all(map(held, part.numbers)):
+        counts["invented_numbers"] += 1
+        return None
+    if not all(map(held, part.names)):
+        counts["invented_names"] += 1
+        return None
+    scores = index.scores(part.terms, part.numbers)
+    kept = [k for k in tags if k in scores]
+    if not kept:
+        best = sorted(scores, key=lambda k: (-scores[k], k))[:MOST_ADDED]
+        if not best:
+            return None
+        counts["moved" if tags else "added"] += len(best)
+        kept = sorted(best)
+    if len(index.docs) > 1:
+        # Whose facts does it carry? A document's own name, number, or its distinctive words.
+        own: Counter[int] = Counter()
+        for term in part.terms:
+            holders = index.postings.get(term, ())
+            if len(holders) == 1:
+                weight = 3 if term in part.names or term in part.numbers else 2 if term == part.first else 1
+                own[holders[0]] += weight
+        for k in sorted(own):
+            if k in kept or own[k] < FOREIGN:
+                continue
+            if k in scores:
+                kept.append(k)
+                counts["added"] += 1
+            else:
+                counts["mixed"] += 1
+                return None
+    # Each tag says its document states the sentence: it must hold all of its names and numbers.
+    required = part.names | part.numbers
+    holding = [k for k in kept if required <= index.docs[k]]
+    if not holding:
+        holding = sorted((k for k in scores if required <= index.docs[k]), key=lambda k: (-scores[k], k))[:1]
+        if not holding:
+            counts["mixed"] += 1  # names or numbers of documents it cannot be given to together
+            return None
+    counts["removed_unheld"] += len(kept) - len(holding)
+    return sorted(holding)
 
 
 def citation_counts(counts: Mapping[str, int]) -> dict[str, int]:
     """The report's view of the checks: every counter, zero where nothing happened."""
-    keys = ("checked", "kept", "removed", "moved", "added", "bullets_dropped", "invented_numbers")
+    keys = ("checked", "kept", "removed", "moved", "added", "bullets_dropped", "invented_numbers", "invented_names",
+            "mixed")
     return {key: int(counts.get(key, 0)) for key in keys}

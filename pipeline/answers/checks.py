@@ -171,7 +171,7 @@ def drop_labels(answer: str, labels: Iterable[str]) -> tuple[str, int]:
         bare = BULLET.sub("", line.strip().lstrip("#").strip()).strip("*_`: ")
         name = next((n for n in names if n in bare), None)
         if name is not None:
-            rest = re.sub(r"[`*_]+", "", bare.replace(name, " "))  # the name set off in code or bold marks
+            rest = re.sub(r"[`*_]+", "", bare.replace(name, " ", 1))  # the name set off in code or bold marks
             if re.fullmatch(r"\s*\[[^\]]*\][\s:*_`-]*", rest) or len(_words(retag(rest, lambda k: None))) <= 3:
                 dropped += 1
                 continue
@@ -184,4 +184,5 @@ def drop_labels(answer: str, labels: Iterable[str]) -> tuple[str, int]:
 
 # Everything `clean` and the language retry count, in the order the report lists them.
 ANSWER_CHECKS = ("language_retried", "wrong_language", "echo", "filler", "repeated_line", "loop",
-                 "repeated_heading", "label_line")
+                 "repeated_heading", "label_line", "heading", "label", "prose_sentence", "invented_name",
+                 "invented_number", "unsupported_point", "title_point", "fragment", "padding_point", "extracted", "concatenation", "nothing_held")

@@ -36,7 +36,7 @@ import prompts
 from pipeline import errors
 from pipeline.errors import FatalLLMError, InputError, LLMError, SummarizerError
 from pipeline.llm.runner import SUMMED, CallStats, Completion
-from pipeline.text.loading import DocRef, Entry, log_warning
+from pipeline.text.loading import DocRef, Entry, load_text, log_warning
 from pipeline.ray.calls import CallSettings, ChatActor
 from pipeline.ray.plan import PlanSettings, make_snapshot, plan_batch
 from pipeline.result_store import PriorDocument, ResultStore
@@ -184,10 +184,12 @@ def _error(name: str, message: str) -> LLMError:
 
 
 def absorb(row: dict[str, Any], store: ResultStore | None, stats: CallStats,
-           templates: Templates) -> tuple[DocRef, DocResult | None, FatalLLMError | None]:
+           templates: Templates, texts: dict[int, str] | None = None) -> tuple[DocRef, DocResult | None, FatalLLMError | None]:
     """Commit a document's new answers, fetch its stored ones, and make its result.
 
-    Returns its reference, its result, and the error that stops the run if a call hit one.
+    Its points are held to its text: `texts` (the in-memory inputs, by id), or its file
+    read again. Returns its reference, its result, and the error that stops the run if a
+    call hit one.
     """
     ref: DocRef = row["ref"]
     log_warning(ref)  # from planning on a worker, logged here as in-process
@@ -224,7 +226,12 @@ def absorb(row: dict[str, Any], store: ResultStore | None, stats: CallStats,
                       stats.answers, templates.reader)
         outcomes.append(Completion(text, sum(a.tokens_in for a in answers), sum(a.tokens_out for a in answers)))
     try:
-        return ref, document_result(ref, outcomes), None
+        text = (texts or {}).get(ref["id"]) or (load_text(ref) if "path" in ref else None) \
+            if all(isinstance(o, Completion) for o in outcomes) else None
+    except InputError:
+        text = None  # changed since planning: its points cannot be held to it, and go as they are
+    try:
+        return ref, document_result(ref, outcomes, text=text, counts=stats.answers), None
     except FatalLLMError as exc:
         return ref, None, exc
 
@@ -251,6 +258,7 @@ async def map_documents(entries: Sequence[Entry], *, plan: PlanSettings, call: C
     logging.getLogger("ray.data").setLevel(logging.WARNING)
     logging.getLogger("ray.data._internal.progress").setLevel(logging.ERROR)  # "progress bars disabled"
     snapshot = snapshot_store(store, prior, retry_failed)
+    texts = {e["id"]: e["text"] for e in entries if "text" in e}  # to hold their points to
     dataset = build_dataset(entries, plan, call, snapshot, actors)
     peaks: dict[str, int] = {}
     try:
@@ -259,7 +267,7 @@ async def map_documents(entries: Sequence[Entry], *, plan: PlanSettings, call: C
             for raw, counters in zip(batch["doc"], batch["stats"]):
                 if counters:
                     add_counters(stats, json.loads(counters), peaks)
-                ref, result, fatal = absorb(json.loads(raw), store, stats, plan.templates)
+                ref, result, fatal = absorb(json.loads(raw), store, stats, plan.templates, texts)
                 if result is not None:
                     on_document(ref, result)
                 stop = stop or fatal

@@ -1,0 +1,293 @@
+"""Hold every point of a map answer to the chunk it summarizes, and find the sentences behind it.
+
+A small model adds what it "knows" ("Esther 3 is a book of the Bible", "written in
+Hebrew"), moves a number, or answers with the document's title. A point is kept only if
+its names and numbers occur in its chunk and enough of its other words do (case and
+endings folded; Korean, Japanese and Chinese by character pairs). For each kept point
+the chunk's sentences that hold its names, numbers and most of its words are found: their
+character spans and line ranges in the file, so a reader can check the point.
+
+Everything here is one pass over the chunk and one over each point: the checks run on
+every answer of every run.
+"""
+
+from __future__ import annotations
+
+import bisect
+import re
+from collections import Counter
+from collections.abc import Sequence
+from typing import NamedTuple
+
+from pipeline.answers.checks import BULLET
+from pipeline.answers.citations import retag
+from pipeline.answers.shape import bullets, sentences
+
+_TOKEN = re.compile(r"\d+(?:[.,:]\d+)*|[^\W\d_]+")
+_ASCII_WORD = re.compile(r"[a-z]+")
+_ASCII_NUMBER = re.compile(r"\d+(?:[.,:]\d+)*")
+_LETTERED = re.compile(r"\S*[^\W\d_]\S*")
+_CJK = re.compile(r"[\u3040-\u30ff\u3400-\u9fff\uac00-\ud7a3]")
+# Where a sentence ends: after . ! ? (or their full-width forms) and a space, or at a line break.
+_SENTENCE_END = re.compile(r"(?<=[.!?。！？])\s+|\s*\n\s*")
+STOP = frozenset("""
+the and for are was were has have had with from that this these those into over under about after before
+its their his her our your they them than then also not but can will would could should may might more most
+such other some any all each both one two per via out off new use used using which what when where who whom
+how why there here been being very just only many much own same so too while during through between
+document documents summary summaries point points key text
+""".split())
+# Capitalised words that open a sentence without being names.
+_STARTERS = frozenset("""
+a an in on at by as it he she we you if of to or no yes after before however overall additionally also finally
+first second third then thus therefore meanwhile furthermore moreover while although because since when where
+this that these those there here its their his her our they both each all some many most several another
+again still yet instead later earlier today now next last
+""".split())
+WORD_SHARE = 0.5  # share of a point's other words its chunk must hold
+TITLE_WORDS = 15
+HEADING_WORDS = 5
+MIN_WORDS = 3  # a point of fewer words holding letters is a fragment ("2010. 11. 12.", a by-line)
+_ENDS = (".", "!", "?", "。", "！", "？", "다", ":", ";", ",")
+TITLE_SHARE = 0.75  # a point that is this much its document's title only repeats it
+MOST_SENTENCES = 3  # sentences quoted as one point's evidence
+
+
+class Facts(NamedTuple):
+    """What a point claims, folded for comparison: names, numbers, and its other content words."""
+
+    names: frozenset[str]
+    numbers: frozenset[str]
+    words: frozenset[str]
+
+    @property
+    def required(self) -> frozenset[str]:
+        """What must occur in a source for it to support the point: its names and numbers."""
+        return self.names | self.numbers
+
+
+def fold(token: str) -> str:
+    """A word's comparable form: lower case, its first six letters ("ferries" and "ferry" meet)."""
+    return token.lower()[:6]
+
+
+def number(token: str) -> str:
+    return token.replace(",", "").rstrip(".")
+
+
+def _significant(num: str) -> bool:
+    """Numbers of two digits or more: a single digit is often a list's or a chapter's own."""
+    return len(num.replace(".", "").replace(":", "")) >= 2
+
+
+def facts(text: str) -> Facts:
+    """The names, numbers and content words of one point (its tags and bullet mark left out)."""
+    text = BULLET.sub("", retag(text, lambda k: None))
+    names: set[str] = set()
+    numbers: set[str] = set()
+    words: set[str] = set()
+    start = True  # at the start of a sentence
+    for match in _TOKEN.finditer(text):
+        token = match.group()
+        if token[0].isdigit():
+            if _significant(num := number(token)):
+                numbers.add(num)
+        elif _CJK.search(token):
+            words.update(token[i:i + 2] for i in range(max(1, len(token) - 1)))
+        elif len(token) >= 2:
+            low = token.lower()
+            opener = start and (low in _STARTERS or text[match.end():match.end() + 1] == ",")  # "Again, ..."
+            if token[0].isupper() and low not in STOP and not opener and len(token) >= 3:
+                names.add(fold(token))
+            elif len(token) >= 3 and low not in STOP:
+                words.add(fold(token))
+        start = text[match.end():match.end() + 2].lstrip(" ")[:1] in (".", "!", "?")
+    return Facts(frozenset(names), frozenset(numbers), frozenset(words - names))
+
+
+def source_terms(text: str) -> set[str]:
+    """Every term of a source text, as a point's terms are folded: words, numbers, CJK character pairs."""
+    if text.isascii():  # the common case, in two passes of the regex engine
+        low = text.lower()
+        return {w[:6] for w in _ASCII_WORD.findall(low)} | {number(n) for n in _ASCII_NUMBER.findall(low)}
+    found: set[str] = set()
+    for token in _TOKEN.findall(text):
+        if token[0].isdigit():
+            found.add(number(token))
+        elif _CJK.search(token):
+            found.update(token[i:i + 2] for i in range(max(1, len(token) - 1)))
+        else:
+            found.add(fold(token))
+    return found
+
+
+# The sentences of a document that support one point, as one flat list of numbers: for
+# each sentence its character span and its 1-based first and last line, [start, end,
+# first, last, start, end, first, last, ...]. Flat, because a run holds one per point of
+# every document until its final summary is written. A document's lists are in the order
+# of its summary's points, one per point.
+Evidence = list[int]
+
+
+def quads(evidence: Evidence) -> list[tuple[int, int, int, int]]:
+    """A point's evidence as (start, end, first line, last line) per sentence."""
+    return [(evidence[i], evidence[i + 1], evidence[i + 2], evidence[i + 3]) for i in range(0, len(evidence), 4)]
+
+
+class Source:
+    """A stretch of a document (a chunk, or all of it), split into sentences with their terms.
+
+    `offset` is where the stretch starts in the file and `line_starts` the file's line
+    starts, so spans and line ranges are the file's own.
+    """
+
+    def __init__(self, text: str, offset: int = 0, line_starts: Sequence[int] | None = None) -> None:
+        self.offset = offset
+        self.line_starts = line_starts if line_starts is not None else line_starts_of(text)
+        self.sentences: list[tuple[int, int]] = []
+        self.postings: dict[str, list[int]] = {}
+        self.headings: set[int] = set()  # short lines that end no sentence: a title, a heading, a by-line
+        at = 0
+        for cut in [*_SENTENCE_END.finditer(text), None]:
+            end = cut.start() if cut else len(text)
+            if segment := text[at:end].strip():
+                k = len(self.sentences)
+                self.sentences.append((offset + at, offset + end))
+                for term in source_terms(segment):
+                    self.postings.setdefault(term, []).append(k)
+                if len(segment.split()) <= HEADING_WORDS and not segment.endswith(_ENDS) \
+                        and (cut is None or "\n" in cut.group()) and (at == 0 or "\n" in text[at - 1:at]):
+                    self.headings.add(k)
+            at = cut.end() if cut else end
+
+    def holds(self, term: str) -> bool:
+        return term in self.postings
+
+    def locate(self, point: Facts) -> list[int] | None:
+        """The sentences that together hold the point's names and numbers and most of its words; None if none can.
+
+        Greedy: the sentence holding most of what is still missing (names and numbers
+        count three times a word) is taken first, up to MOST_SENTENCES.
+        """
+        missing = set(point.required)
+        words = set(point.words)
+        chosen: list[int] = []
+        while len(chosen) < MOST_SENTENCES and (missing or not chosen):
+            score: Counter[int] = Counter()
+            for term in missing:
+                for k in self.postings.get(term, ()):
+                    score[k] += 3
+            for term in words:
+                for k in self.postings.get(term, ()):
+                    score[k] += 1
+            for k in chosen:
+                del score[k]
+            if not score:
+                break
+            best = min(score, key=lambda k: (-score[k], k))
+            chosen.append(best)
+            here = {t for t in missing | words if best in self.postings.get(t, ())}
+            missing -= here
+            words -= here
+        return sorted(chosen) if chosen and not missing else None
+
+    def evidence(self, chosen: Sequence[int]) -> Evidence:
+        return [n for k in chosen for s, e in (self.sentences[k],)
+                for n in (s, e, self.line_of(s), self.line_of(max(s, e - 1)))]
+
+    def line_of(self, at: int) -> int:
+        return bisect.bisect_right(self.line_starts, at)
+
+
+def line_starts_of(text: str) -> list[int]:
+    """Where each line of a text starts (the first at 0)."""
+    return [0, *(m.end() for m in re.finditer("\n", text))]
+
+
+def _title_terms(text: str) -> set[str] | None:
+    """The terms of a document's first line when it is a title: short, no sentence, more after it; else None."""
+    head, _, rest = text.lstrip().partition("\n")
+    head = head.strip()
+    if not rest.strip() or head.endswith((".", "!", "?", "。", "다")) or len(head.split()) > TITLE_WORDS:
+        return None
+    return source_terms(head)
+
+
+def verdict(point: Facts, source: Source, title: set[str] | None) -> str | None:
+    """Why a point cannot stand on its source (a counter's name), or None if it can."""
+    if any(not source.holds(n) for n in point.names):
+        return "invented_name"
+    if any(not source.holds(n) for n in point.numbers):
+        return "invented_number"
+    if point.words:
+        held = sum(1 for w in point.words if source.holds(w))
+        if len(point.words) > 1 and held < WORD_SHARE * len(point.words):
+            return "unsupported_point"
+    said = point.words | point.names | point.numbers
+    if title is not None and point.words | point.names and len(said & title) >= TITLE_SHARE * len(said):
+        return "title_point"
+    return None
+
+
+def ground(answer: str, text: str, span: tuple[int, int], counts: Counter[str],
+           line_starts: Sequence[int] | None = None) -> tuple[str, list[Evidence]]:
+    """Keep the points of a map answer that stand on their chunk `text[span[0]:span[1]]`; find each one's evidence.
+
+    The answer is first given the summary's shape (pipeline/answers/shape.py); each
+    sentence of each bullet is then checked on its own. Returns the kept bullets and
+    each one's evidence; every sentence dropped is counted in `counts` under its reason.
+    """
+    start, end = span
+    source = Source(text[start:end], start, line_starts if line_starts is not None else line_starts_of(text))
+    title = _title_terms(text) if start == 0 else None
+    kept: list[str] = []
+    found: list[Evidence] = []
+    for line in bullets(answer, counts):
+        parts, said = [], []
+        for part in sentences(line[2:]):
+            point = facts(part)
+            if not (point.words or point.required):
+                continue
+            if (reason := verdict(point, source, title)) is not None:
+                counts[reason] += 1
+                continue
+            parts.append(part)
+            said.append(point)
+        if not parts:
+            continue
+        body = " ".join(parts)
+        if _letter_words(body) < MIN_WORDS:
+            counts["fragment"] += 1
+            continue
+        whole = Facts(*(frozenset().union(*(getattr(p, f) for p in said)) for f in Facts._fields))
+        if (chosen := source.locate(whole)) is None:
+            counts["unsupported_point"] += 1
+            continue
+        if all(k in source.headings for k in chosen):
+            counts["title_point"] += 1  # it only repeats a heading or a by-line of the document
+            continue
+        kept.append("- " + body)
+        found.append(source.evidence(chosen))
+    most = max(1, (len(source.sentences) + 1) // 2)  # a document of a few lines is not padded
+    if len(kept) > most:
+        counts["padding_point"] += len(kept) - most
+        kept, found = kept[:most], found[:most]
+    return "\n".join(kept), found
+
+
+def first_point(text: str, span: tuple[int, int], line_starts: Sequence[int] | None = None) -> tuple[str, Evidence] | None:
+    """The chunk's first sentence past the document's title, word for word: a point that stands by construction."""
+    start, end = span
+    source = Source(text[start:end], start, line_starts if line_starts is not None else line_starts_of(text))
+    skip = 1 if start == 0 and _title_terms(text) is not None and len(source.sentences) > 1 else 0
+    for least in (2 * MIN_WORDS, MIN_WORDS):  # a full sentence if there is one, else what there is
+        for k in range(skip, len(source.sentences)):
+            s, e = source.sentences[k]
+            body = " ".join(text[s:e].split())
+            if k not in source.headings and facts(body).words and _letter_words(body) >= least:
+                return "- " + body, source.evidence([k])
+    return None
+
+
+def _letter_words(text: str) -> int:
+    return len(_LETTERED.findall(text))
