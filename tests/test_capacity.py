@@ -112,7 +112,8 @@ async def test_each_server_of_a_pool_gets_its_own_limit_from_its_own_latency() -
         served = [await small.astats(), await big.astats()]
 
     assert [r["status"] for r in out["results"]] == ["ok"] * 300
-    assert served[0]["peak_queue"] <= 6 and served[1]["peak_queue"] <= 12 + 8
+    # Each queue stays within a few rounds of its server's slots (a fixed share of 128 would queue over 100).
+    assert served[0]["peak_queue"] <= 5 * 3 and served[1]["peak_queue"] <= 12 + 16
     assert served[1]["chat_calls"] > 1.5 * served[0]["chat_calls"]  # the bigger server did more of the work
     endpoints = out["stats"]["endpoints"]
     assert [e["concurrency"] for e in endpoints] == [128, 128]  # the ceilings: a share of --concurrency each
