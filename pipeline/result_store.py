@@ -190,15 +190,9 @@ def set_aside(path: Path, what: str) -> dict[str, Any]:
     return {"moved_to": str(aside), "answers_lost": lost, "damage": what}
 
 
-def _in_thread(method: Callable[..., T]) -> Callable[..., T]:
-    """Run a reading method on the store's own thread when it has one (and wait for it)."""
-    @functools.wraps(method)
-    def run(self: ResultStore, *args: Any, **kwargs: Any) -> T:
-        if self._thread is None:
-            return method(self, *args, **kwargs)
-        self._check_open()
-        return self._thread.call(functools.partial(method, self, *args, **kwargs))
-    return run
+# The reading methods, which a store with its own thread runs there (waiting for them) when called
+# from elsewhere. They are replaced on such a store only, so that the usual store pays nothing for it.
+_READS = ("get", "count", "keys", "prior_documents", "integrity_ok", "open_batch_requests", "open_batches")
 
 
 class ResultStore:
@@ -233,6 +227,16 @@ class ResultStore:
             _OPEN.setdefault(self._file, weakref.WeakSet()).add(self)
         self.off_loop = off_loop
         self._thread = StoreThread("result-store", self._commit_now) if off_loop else None
+        if off_loop:
+            for name in _READS:
+                setattr(self, name, self._on_thread(getattr(ResultStore, name)))
+
+    def _on_thread(self, method: Callable[..., T]) -> Callable[..., T]:
+        @functools.wraps(method)
+        def run(*args: Any, **kwargs: Any) -> T:
+            self._check_open()
+            return self._thread.call(functools.partial(method, self, *args, **kwargs))  # type: ignore[union-attr]
+        return run
 
     def _open(self, read_only: bool) -> sqlite3.Connection:
         """Connect, check the file (PRAGMA quick_check), and make the tables where they are missing."""
@@ -330,7 +334,6 @@ class ResultStore:
             failed.__cause__ = exc
             self._failed = self._failed or failed
 
-    @_in_thread
     def get(self, key: str) -> StoredResult | None:
         try:
             row = self._db.execute("SELECT text, tokens_in, tokens_out FROM results WHERE key = ?", (key,)).fetchone()
@@ -360,8 +363,9 @@ class ResultStore:
             raise StoreError(f"cannot write to the result store {self.path}: it is closed")
         if self._failed is not None:
             raise StoreError(str(self._failed)) from self._failed.__cause__
-        if not self._here():  # queued: a failure is raised by the next write, or by close
-            self._thread.post(self._write_queued, sql, list(args) if many else args, many)  # type: ignore[union-attr]
+        thread = self._thread
+        if thread is not None and threading.get_ident() != thread.ident:  # queued: a failure is raised by
+            thread.post(self._write_queued, sql, list(args) if many else args, many)  # the next write, or close
             return
         self._write_now(sql, args, many)
 
@@ -411,13 +415,11 @@ class ResultStore:
             self._commit_on = loop
             self._commit_handle = loop.call_soon(self.commit)
 
-    @_in_thread
     def count(self, step: str | None = None) -> int:
         sql, args = ("SELECT COUNT(*) FROM results", ()) if step is None else (
             "SELECT COUNT(*) FROM results WHERE step = ?", (step,))
         return int(self._db.execute(sql, args).fetchone()[0])
 
-    @_in_thread
     def keys(self, step: str) -> list[str]:
         """Every key stored for `step`."""
         return [row[0] for row in self._db.execute("SELECT key FROM results WHERE step = ?", (step,))]
@@ -425,7 +427,6 @@ class ResultStore:
     def _has_kind(self) -> bool:
         return any(row[1] == "kind" for row in self._db.execute("PRAGMA table_info(documents)"))
 
-    @_in_thread
     def prior_documents(self, sources: Sequence[str] | None = None) -> dict[str, PriorDocument]:
         """What the store holds for `sources` (every document when None), by source."""
         kind = "kind" if self._has_kind() else "'file'"
@@ -452,7 +453,6 @@ class ResultStore:
     def forget_documents(self, sources: Iterable[str]) -> None:
         self._write("DELETE FROM documents WHERE source = ?", ((s,) for s in sources), many=True)
 
-    @_in_thread
     def integrity_ok(self) -> bool:
         return self._db.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
 
@@ -477,7 +477,6 @@ class ResultStore:
                     "(SELECT file_id FROM batch_files WHERE batch_id = ?)", ((c, batch_id) for c in lost), many=True)
         self.commit()
 
-    @_in_thread
     def open_batch_requests(self, custom_ids: Iterable[str]) -> dict[str, tuple[str, str | None]]:
         """The batch holding an answer to each of `custom_ids`, if one does: custom_id -> (file id, batch id).
 
@@ -510,7 +509,6 @@ class ResultStore:
     async def aopen_batch_requests(self, custom_ids: Iterable[str]) -> dict[str, tuple[str, str | None]]:
         return await self._aread(self.open_batch_requests, list(custom_ids))
 
-    @_in_thread
     def open_batches(self) -> list[str]:
         """The batches submitted and not yet seen to end."""
         return [row[0] for row in self._db.execute(
