@@ -345,9 +345,10 @@ class ResultStore:
 
     async def aget(self, key: str) -> StoredResult | None:
         """`get`, awaited on the store's own thread when it has one."""
-        return await self._aread(self.get, key)
+        return await self._there(self.get, key)
 
-    async def _aread(self, method: Callable[..., T], *args: Any) -> T:
+    async def _there(self, method: Callable[..., T], *args: Any) -> T:
+        """Await `method(*args)` on the store's own thread when it has one; else call it here."""
         if self._thread is None:
             return method(*args)
         self._check_open()
@@ -441,7 +442,7 @@ class ResultStore:
 
     async def aprior_documents(self, sources: Sequence[str] | None = None) -> dict[str, PriorDocument]:
         """`prior_documents`, awaited on the store's own thread when it has one."""
-        return await self._aread(self.prior_documents, sources)
+        return await self._there(self.prior_documents, sources)
 
     def record_document(self, result: dict[str, Any], kind: str = "file") -> None:
         self._write(
@@ -498,16 +499,16 @@ class ResultStore:
     # Awaited: the journal is written (and committed) before the caller goes on to wait on the batch.
 
     async def arecord_batch_file(self, file_id: str, custom_ids: Iterable[str]) -> None:
-        await self._aread(self.record_batch_file, file_id, list(custom_ids))
+        await self._there(self.record_batch_file, file_id, list(custom_ids))
 
     async def arecord_batch(self, file_id: str, batch_id: str) -> None:
-        await self._aread(self.record_batch, file_id, batch_id)
+        await self._there(self.record_batch, file_id, batch_id)
 
     async def afinish_batch(self, batch_id: str, status: str, lost: Iterable[str] = ()) -> None:
-        await self._aread(self.finish_batch, batch_id, status, list(lost))
+        await self._there(self.finish_batch, batch_id, status, list(lost))
 
     async def aopen_batch_requests(self, custom_ids: Iterable[str]) -> dict[str, tuple[str, str | None]]:
-        return await self._aread(self.open_batch_requests, list(custom_ids))
+        return await self._there(self.open_batch_requests, list(custom_ids))
 
     def open_batches(self) -> list[str]:
         """The batches submitted and not yet seen to end."""

@@ -81,12 +81,13 @@ class StoreThread:
         return await asyncio.wrap_future(self.submit(fn, *args))
 
     def stop(self, last: Callable[[], None]) -> Future[None]:
-        """Run what is queued, then `last`, and end the thread; done when it has ended."""
+        """Run what is queued, then `last`, and end the thread; the future is done once `last` has run."""
         done = self.submit(last)
         self._jobs.put(_STOP)
         return done
 
     def join(self) -> None:
+        """Wait for the thread to end (after `stop`)."""
         if threading.get_ident() != self._thread.ident:
             self._thread.join()
 
