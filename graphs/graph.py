@@ -171,7 +171,7 @@ async def collect(state: RunState, runtime: Runtime[Resources]) -> dict[str, Any
     log.info("map done: %(ok)d summarized, %(failed)d failed, %(skipped)d skipped", counts)
     removed: dict[str, int] = {}  # added to the shards' counts
     if res.store is not None:
-        gone = removed_sources(res.store.prior_documents(), _sources(state))
+        gone = removed_sources(await res.store.aprior_documents(), _sources(state))
         res.store.forget_documents(gone)
         removed = {"removed": len(gone)}
         files = state.get("files") or {}
@@ -253,7 +253,7 @@ async def preview(state: RunState, runtime: Runtime[Resources]) -> dict[str, Any
                                              retry_failed=context.retry_failed,
                                              fields=Fields(context.text_field, context.id_field))
     if res.store is not None:
-        files["removed"] = len(removed_sources(res.store.prior_documents(), {d["source"] for d in docs}))
+        files["removed"] = len(removed_sources(await res.store.aprior_documents(), {d["source"] for d in docs}))
     reduce_language = answer_language(context.language, (d.get("language") for d in docs))
     estimate = await asyncio.to_thread(
         preview_calls, docs, count=res.count, map_max_tokens=context.map_max_tokens,

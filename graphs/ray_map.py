@@ -60,7 +60,7 @@ async def map_ray(state: RunState, runtime: Runtime[Resources]) -> dict[str, Any
     res, context = runtime.context, runtime.context.context
     runner, store = res.llm(), res.store
     entries = list_inputs(state.get("paths") or [], state.get("texts") or [])  # Ray holds them all anyway
-    prior = store.prior_documents([e["source"] for e in entries]) if store is not None else {}
+    prior = await store.aprior_documents([e["source"] for e in entries]) if store is not None else {}
     actors = actor_count(context.ray_actors, runner.concurrency.maximum)
     plan, call = ray_settings(context, runner.concurrency.maximum, actors, keyed=store is not None,
                               templates=res.templates)

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import functools
 import logging
 import threading
 from collections.abc import AsyncIterator, Callable
@@ -42,6 +43,7 @@ from pipeline.outcome import provenance
 from pipeline.progress import EventProgress
 from pipeline.result_store import ResultStore
 from pipeline.run_lock import RunLock
+from pipeline.store_thread import loop_refuses_blocking
 from pipeline.summarize import DocResult, Twins
 from pipeline.text.chunking import Chunker
 from pipeline.text.loading import DocRef
@@ -155,10 +157,13 @@ async def open_resources(context: Context, emit: Emit) -> AsyncIterator[Resource
             lock = RunLock(context.store_path, wait=context.wait_lock)
             await asyncio.to_thread(lock.acquire)
             stack.callback(lock.release)
-        store = await asyncio.to_thread(_open_store, context)  # it makes folders: off the event loop
+        # It makes folders: off the event loop. Where the loop refuses blocking calls (`langgraph dev`),
+        # the store keeps every SQLite call on a thread of its own; elsewhere it works on the loop, faster.
+        off_loop = bool(context.store_path) and loop_refuses_blocking()
+        store = await asyncio.to_thread(_open_store, context, off_loop)
         if store is not None:
             # Its error, if it lost writes, only when no other is on its way out (Ctrl-C stays "interrupted").
-            stack.push(lambda kind, _error, _tb, store=store: store.close(raise_errors=kind is None))
+            stack.push_async_exit(functools.partial(_close_store, store))
         embedded = None
         if context.local and not context.dry_run:
             embedded = await stack.enter_async_context(local_endpoint(context.concurrency, context.local_threads))
@@ -222,11 +227,17 @@ def chat_settings(context: Context) -> ChatSettings:
         price=context.price, max_cost=context.max_cost, adapt=context.adapt_concurrency and not context.batch)
 
 
-def _open_store(context: Context) -> ResultStore | None:
+def _open_store(context: Context, off_loop: bool) -> ResultStore | None:
     """The run's result store, if it keeps one (a dry run only reads one that exists)."""
     if context.store_path and (not context.dry_run or Path(context.store_path).exists()):
-        return ResultStore(context.store_path, read_only=context.dry_run, recover=context.store_recover)
+        return ResultStore(context.store_path, read_only=context.dry_run, recover=context.store_recover,
+                           off_loop=off_loop)
     return None
+
+
+async def _close_store(store: ResultStore, kind: type[BaseException] | None, *_: object) -> bool:
+    await store.aclose(raise_errors=kind is None)
+    return False
 
 
 async def _chat_model(context: Context, stack: AsyncExitStack,

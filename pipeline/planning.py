@@ -49,7 +49,7 @@ async def plan_and_compare(batch: Sequence[Entry], chunker: Chunker, store: Resu
         await asyncio.sleep(0)
     files: dict[str, int] = {}
     if store is not None:
-        prior = store.prior_documents([r["source"] for r in refs])
+        prior = await store.aprior_documents([r["source"] for r in refs])
         files = count_against_prior(refs, prior)
         mark_prior_failures(refs, prior, retry_failed)
     return refs, files

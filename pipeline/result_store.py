@@ -9,12 +9,18 @@ each write is committed at once. A store is written from one thread, one short
 statement at a time, so the many tasks of a run never write concurrently; WAL mode and a
 busy timeout let separate processes share the file, and stores open on the same file in
 one process commit each other's open turn before they begin their own.
+
+Where the event loop refuses blocking calls (`langgraph dev`), a store opened `off_loop`
+does all of this on one worker thread of its own (pipeline/store_thread.py): reads are
+awaited (`aget`, `aprior_documents`), writes are queued without waiting, and each run of
+queued writes is committed as soon as the queue runs dry.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import hashlib
 import logging
 import os
@@ -22,16 +28,19 @@ import sqlite3
 import threading
 import time
 import weakref
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import prompts
 from pipeline.errors import InputError, StoreError
+from pipeline.store_thread import StoreThread
 from pipeline.text.loading import DocRef
 
 log = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS results (
@@ -181,15 +190,23 @@ def set_aside(path: Path, what: str) -> dict[str, Any]:
     return {"moved_to": str(aside), "answers_lost": lost, "damage": what}
 
 
+# The reading methods, which a store with its own thread runs there (waiting for them) when called
+# from elsewhere. They are replaced on such a store only, so that the usual store pays nothing for it.
+_READS = ("get", "count", "keys", "prior_documents", "integrity_ok", "open_batch_requests", "open_batches")
+
+
 class ResultStore:
     """Read and write finished results and document outcomes."""
 
-    def __init__(self, path: str | Path, *, read_only: bool = False, recover: bool = False) -> None:
+    def __init__(self, path: str | Path, *, read_only: bool = False, recover: bool = False,
+                 off_loop: bool = False) -> None:
         """Open the store at `path` (created if missing), checking it is not damaged.
 
         A damaged file is a StoreError that says what to do, or with `recover` it is moved
         aside and a new store begun: `recovered` then says where it went and how many
-        answers it held, if it could still tell.
+        answers it held, if it could still tell. With `off_loop`, every statement runs on
+        the store's own thread, for a loop that refuses blocking calls; the loop then
+        awaits reads (`aget`, `aprior_documents`) and closes it with `aclose`.
         """
         self.path = Path(path)
         self.recovered: dict[str, Any] | None = None
@@ -208,6 +225,18 @@ class ResultStore:
             self._db = self._open(read_only)
         if not read_only:
             _OPEN.setdefault(self._file, weakref.WeakSet()).add(self)
+        self.off_loop = off_loop
+        self._thread = StoreThread("result-store", self._commit_now) if off_loop else None
+        if off_loop:
+            for name in _READS:
+                setattr(self, name, self._on_thread(getattr(ResultStore, name)))
+
+    def _on_thread(self, method: Callable[..., T]) -> Callable[..., T]:
+        @functools.wraps(method)
+        def run(*args: Any, **kwargs: Any) -> T:
+            self._check_open()
+            return self._thread.call(functools.partial(method, self, *args, **kwargs))  # type: ignore[union-attr]
+        return run
 
     def _open(self, read_only: bool) -> sqlite3.Connection:
         """Connect, check the file (PRAGMA quick_check), and make the tables where they are missing."""
@@ -241,24 +270,59 @@ class ResultStore:
         (another error is on its way out, and this one is logged instead)."""
         if self._closed:
             return
+        if self._thread is None:
+            self._finish()
+        else:  # what is queued is written first
+            self._closed = True
+            self._thread.stop(self._finish).result()
+            self._thread.join()
+        self._raise_failed(raise_errors)
+
+    async def aclose(self, *, raise_errors: bool = True) -> None:
+        """Close as `close` does, awaiting the store's own thread rather than holding the loop."""
+        if self._closed or self._thread is None:
+            self.close(raise_errors=raise_errors)
+            return
+        self._closed = True
+        await asyncio.shield(asyncio.wrap_future(self._thread.stop(self._finish)))  # written even if cancelled
+        self._thread.join()
+        self._raise_failed(raise_errors)
+
+    def _finish(self) -> None:
         try:
-            self.commit(final=True)
+            self._commit_now(final=True)
         finally:
             self._closed = True
             if self._commit_handle is not None:
                 self._commit_handle.cancel()
             _OPEN.get(self._file, weakref.WeakSet()).discard(self)
             self._db.close()
+
+    def _raise_failed(self, raise_errors: bool) -> None:
         if self._failed is not None:
             if not raise_errors:
                 log.error("%s", self._failed)
                 return
             raise StoreError(str(self._failed)) from self._failed.__cause__
 
-    def commit(self, *, final: bool = False) -> None:
+    def commit(self) -> None:
         """Commit what was written since the last commit (scheduled by every write on a running loop)."""
+        if self._here():
+            self._commit_now()
+        elif not self._closed:
+            self._thread.post(self._commit_now)  # type: ignore[union-attr]
+
+    def _here(self) -> bool:
+        """Whether SQLite may be called from this thread: the store has no thread, or this is it."""
+        return self._thread is None or threading.get_ident() == self._thread.ident
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise StoreError(f"cannot use the result store {self.path}: it is closed")
+
+    def _commit_now(self, *, final: bool = False) -> None:
         self._commit_on = self._commit_handle = None
-        if self._closed or not self._db.in_transaction:
+        if (self._closed and not final) or not self._db.in_transaction:
             return
         try:
             self._db.execute("COMMIT")
@@ -279,6 +343,17 @@ class ResultStore:
             raise StoreError(f"cannot read the result store {self.path}: {exc}") from exc
         return StoredResult(*row) if row else None
 
+    async def aget(self, key: str) -> StoredResult | None:
+        """`get`, awaited on the store's own thread when it has one."""
+        return await self._there(self.get, key)
+
+    async def _there(self, method: Callable[..., T], *args: Any) -> T:
+        """Await `method(*args)` on the store's own thread when it has one; else call it here."""
+        if self._thread is None:
+            return method(*args)
+        self._check_open()
+        return await self._thread.acall(method, *args)
+
     def put(self, key: str, step: str, text: str, tokens_in: int, tokens_out: int) -> None:
         """Write one result, committed in this turn of the event loop (at once without one)."""
         self._write("INSERT OR REPLACE INTO results VALUES (?, ?, ?, ?, ?, ?)",
@@ -289,6 +364,13 @@ class ResultStore:
             raise StoreError(f"cannot write to the result store {self.path}: it is closed")
         if self._failed is not None:
             raise StoreError(str(self._failed)) from self._failed.__cause__
+        thread = self._thread
+        if thread is not None and threading.get_ident() != thread.ident:  # queued: a failure is raised by
+            thread.post(self._write_queued, sql, list(args) if many else args, many)  # the next write, or close
+            return
+        self._write_now(sql, args, many)
+
+    def _write_now(self, sql: str, args: Any, many: bool) -> None:
         pending = self._db.in_transaction  # earlier writes of this turn, not yet committed
         try:
             if not pending:
@@ -306,6 +388,14 @@ class ResultStore:
         finally:
             self._schedule_commit()
 
+    def _write_queued(self, sql: str, args: Any, many: bool) -> None:
+        if self._failed is not None:  # (raised by the next write on the loop, and by close)
+            return
+        try:
+            self._write_now(sql, args, many)
+        except StoreError as exc:
+            self._failed = self._failed or exc
+
     def _begin(self) -> None:
         me = threading.get_ident()
         for other in list(_OPEN.get(self._file, ())):
@@ -315,8 +405,8 @@ class ResultStore:
         self._writer = me
 
     def _schedule_commit(self) -> None:
-        if self._closed or not self._db.in_transaction:
-            return
+        if self._closed or self._thread is not None or not self._db.in_transaction:
+            return  # (the store's own thread commits when its queue runs dry)
         try:
             loop = asyncio.get_running_loop()
         except RuntimeError:
@@ -349,6 +439,10 @@ class ResultStore:
                     for row in self._db.execute(f"{query} WHERE source IN ({','.join('?' * len(sources[i:i + 500]))})",
                                                 tuple(sources[i:i + 500]))]
         return {source: PriorDocument(sha, status, error, k) for source, sha, status, error, k in rows}
+
+    async def aprior_documents(self, sources: Sequence[str] | None = None) -> dict[str, PriorDocument]:
+        """`prior_documents`, awaited on the store's own thread when it has one."""
+        return await self._there(self.prior_documents, sources)
 
     def record_document(self, result: dict[str, Any], kind: str = "file") -> None:
         self._write(
@@ -401,6 +495,20 @@ class ResultStore:
                     tuple(part)):
                 found[cid] = (file_id, batch_id)  # the latest batch wins
         return found
+
+    # Awaited: the journal is written (and committed) before the caller goes on to wait on the batch.
+
+    async def arecord_batch_file(self, file_id: str, custom_ids: Iterable[str]) -> None:
+        await self._there(self.record_batch_file, file_id, list(custom_ids))
+
+    async def arecord_batch(self, file_id: str, batch_id: str) -> None:
+        await self._there(self.record_batch, file_id, batch_id)
+
+    async def afinish_batch(self, batch_id: str, status: str, lost: Iterable[str] = ()) -> None:
+        await self._there(self.finish_batch, batch_id, status, list(lost))
+
+    async def aopen_batch_requests(self, custom_ids: Iterable[str]) -> dict[str, tuple[str, str | None]]:
+        return await self._there(self.open_batch_requests, list(custom_ids))
 
     def open_batches(self) -> list[str]:
         """The batches submitted and not yet seen to end."""

@@ -232,10 +232,6 @@ async def test_streaming_reports_each_document_then_the_summary(client: LangGrap
     assert last_result < last_values
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError, reason=(
-    "the store is opened off the event loop, but `langgraph dev` refuses any sqlite3 call on a loop, and the "
-    "store is read and written there: planning compares with it, each result is recorded, and the runner looks "
-    "every call up and stores its answer (LLMRunner.complete)"))
 async def test_a_result_store_works_under_the_servers_blocking_checks(
         client: LangGraphClient, endpoint: FakeOpenAIProcess, tmp_path: Path) -> None:
     store = tmp_path / "runs" / "store.sqlite"  # its folder is made by the run

@@ -72,10 +72,10 @@ class BatchSettings:
 class BatchJournal(Protocol):
     """Where submitted batches are recorded before they are waited on (the result store)."""
 
-    def record_batch_file(self, file_id: str, custom_ids: Iterable[str]) -> None: ...
-    def record_batch(self, file_id: str, batch_id: str) -> None: ...
-    def finish_batch(self, batch_id: str, status: str) -> None: ...
-    def open_batch_requests(self, custom_ids: Iterable[str]) -> dict[str, tuple[str, str | None]]: ...
+    async def arecord_batch_file(self, file_id: str, custom_ids: Iterable[str]) -> None: ...
+    async def arecord_batch(self, file_id: str, batch_id: str) -> None: ...
+    async def afinish_batch(self, batch_id: str, status: str, lost: Iterable[str] = ()) -> None: ...
+    async def aopen_batch_requests(self, custom_ids: Iterable[str]) -> dict[str, tuple[str, str | None]]: ...
 
 
 @dataclass
@@ -199,7 +199,7 @@ class BatchCaller:
 
     async def _submit(self, queue: dict[str, dict[str, Any]]) -> None:
         """Collect the calls already in a recorded batch, and submit the others in new ones."""
-        known = self.journal.open_batch_requests(queue) if self.journal is not None else {}
+        known = await self.journal.aopen_batch_requests(queue) if self.journal is not None else {}
         by_file: dict[str, _Round] = {}
         for cid, (file_id, batch_id) in known.items():
             by_file.setdefault(file_id, _Round(file_id, [], batch_id)).ids.append(cid)
@@ -216,7 +216,7 @@ class BatchCaller:
                 self._fail(part, exc)
                 continue
             if self.journal is not None:
-                self.journal.record_batch_file(file_id, part)
+                await self.journal.arecord_batch_file(file_id, part)
             await self._start(_Round(file_id, list(part)))
 
     def _files(self, bodies: dict[str, dict[str, Any]]) -> list[dict[str, bytes]]:
@@ -245,7 +245,7 @@ class BatchCaller:
                 self._fail(round_.ids, exc)
                 return
             if self.journal is not None:
-                self.journal.record_batch(round_.file_id, round_.batch_id)
+                await self.journal.arecord_batch(round_.file_id, round_.batch_id)
         self._members.setdefault(round_.batch_id, []).extend(round_.ids)
         if round_.batch_id not in self._following:
             task = asyncio.ensure_future(self._follow(round_.batch_id))
@@ -311,7 +311,7 @@ class BatchCaller:
                         self._answer(cid, row)
         lost = [cid for cid in self._members.get(batch_id, ()) if cid not in answered or cid in self._errors]
         if self.journal is not None:
-            self.journal.finish_batch(batch_id, str(batch.get("status")), lost)
+            await self.journal.afinish_batch(batch_id, str(batch.get("status")), lost)
         if batch.get("status") != "completed":
             unanswered = [cid for cid in lost if cid not in answered]
             log.warning("batch %s %s with %d requests unanswered", batch_id, batch.get("status"), len(unanswered))

@@ -190,7 +190,9 @@ class LLMRunner:
         new answer is stored the moment it arrives. Progress counts the call once it has
         an answer, from the store or not, or has failed; a cancelled call is not done.
         """
-        if key is not None and self.store is not None and (hit := self.store.get(key)):
+        store = self.store
+        if key is not None and store is not None and (
+                hit := store.get(key) if not store.off_loop else await store.aget(key)):
             self.stats.from_store[step] += 1
             self.progress.advance(phase)
             return Completion(hit.text, hit.tokens_in, hit.tokens_out)
@@ -200,8 +202,8 @@ class LLMRunner:
             self.stats.failed_calls[step] += 1
             self.progress.advance(phase)
             raise
-        if key is not None and self.store is not None:
-            self.store.put(key, step, done.text, done.tokens_in, done.tokens_out)
+        if key is not None and store is not None:
+            store.put(key, step, done.text, done.tokens_in, done.tokens_out)  # (queued, where the store has a thread)
         self.progress.advance(phase)
         return done
 
