@@ -174,6 +174,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Exception as exc:  # noqa: BLE001 - a bug: one line for the user, the traceback in the log
         log.debug("unexpected error", exc_info=True)
         outcome.stop("error", f"unexpected {type(exc).__name__}: {exc} (rerun with --verbose for the traceback)")
+    if outcome.stopped in ("interrupted", "terminated") and (running := outcome.batches_running):
+        log.warning("%d batch%s still running at the server, recorded in the store: run the same command again "
+                    "to collect %s", running, "" if running == 1 else "es", "it" if running == 1 else "them")
     if outcome.preview is not None:
         return _print_preview(outcome.preview, job, atomic_write, redact)
     code = outcome.return_code

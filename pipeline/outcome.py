@@ -63,6 +63,12 @@ class Outcome:
         self.stopped, self.error = how, error
 
     @property
+    def batches_running(self) -> int:
+        """The Batch API jobs of the run that had not ended when it stopped (a later run collects them)."""
+        return sum(b.get("status") not in ("completed", "failed", "expired", "cancelled")
+                   for b in self.stats.get("batches") or ())
+
+    @property
     def summarized(self) -> int:
         return sum(r["status"] == "ok" for r in self.results)
 

@@ -46,6 +46,19 @@ class ThreadedBatchAPI:
         self._loop.close()
 
 
+class ThreadedFakeBatch:
+    """ThreadedBatchAPI as a context manager."""
+
+    def __init__(self, **options: Any) -> None:
+        self._threaded = ThreadedBatchAPI(**options)
+
+    def __enter__(self) -> FakeBatchAPI:
+        return self._threaded.api
+
+    def __exit__(self, *exc: object) -> None:
+        self._threaded.close()
+
+
 @pytest.fixture
 def batch_api() -> Iterator[FakeBatchAPI]:
     threaded = ThreadedBatchAPI(polls_per_status=1)
@@ -145,3 +158,24 @@ def test_a_dry_run_prices_batch_calls_at_half(cli, fake: FakeOpenAI, docs: Path)
     batched = json.loads(cli(str(docs), "--dry-run", "--batch", *prices, base_url=fake.base_url).out)
 
     assert batched["estimated_cost_usd"] == pytest.approx(plain["estimated_cost_usd"] / 2, rel=0.01)
+
+
+def test_ctrl_c_leaves_the_batch_running_and_says_how_to_collect_it(tmp_path: Path) -> None:
+    import signal
+    import time
+
+    docs = tmp_path / "in"
+    docs.mkdir()
+    (docs / "a.txt").write_text("The ferry carried 120 riders on Monday.", encoding="utf-8")
+    with ThreadedFakeBatch(polls_per_status=10_000) as api:  # never ends while the run waits
+        proc = _run(str(docs), "--base-url", api.base_url, "--model", "m", "--batch", "--out", str(tmp_path / "o"))
+        for _ in range(600):  # bounded: until the batch is submitted
+            if api.batches:
+                break
+            time.sleep(0.05)
+        time.sleep(0.3)
+        proc.send_signal(signal.SIGINT)
+        code = proc.wait(timeout=60)
+        err = proc.stderr.read()  # type: ignore[union-attr]
+    assert code == 130 and len(api.batches) == 1
+    assert "1 batch still running at the server, recorded in the store: run the same command again" in err
