@@ -190,7 +190,15 @@ def main(argv: Sequence[str] | None = None) -> int:
             code = code or EXIT_ERROR
     for r in sorted(outcome.results, key=lambda r: r["id"]):
         if r["status"] != "ok":
-            log.warning("%s %s: %s", r["status"], r["source"], r.get("error"))
+            log.warning("%s %s: %s", r["status"], r["source"], r.get("error"),
+                        extra={"event": "document", "document": r["source"], "status": r["status"]})
+    stats = outcome.stats
+    calls = sum((stats.get("llm_calls") or {}).values())
+    log.info("finished: %s, %d call%s, %d tokens, %.1f s", outcome.status, calls, "" if calls == 1 else "s",
+             (stats.get("prompt_tokens") or 0) + (stats.get("completion_tokens") or 0), outcome.seconds,
+             extra={"event": "finished", "status": outcome.status, "exit_code": code, "calls": calls,
+                    "tokens": (stats.get("prompt_tokens") or 0) + (stats.get("completion_tokens") or 0),
+                    "seconds": round(outcome.seconds, 3)})
     if outcome.message and outcome.stopped == "pending":  # not an error: the work goes on at the server
         _say("pending", outcome.message, as_json=args.log_json, redact=redact.text)
     elif outcome.message:

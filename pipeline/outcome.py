@@ -63,6 +63,11 @@ class Outcome:
         self.stopped, self.error = how, error
 
     @property
+    def seconds(self) -> float:
+        """How long the run has taken so far."""
+        return time.monotonic() - self._clock
+
+    @property
     def batches_running(self) -> int:
         """The Batch API jobs of the run that had not ended when it stopped (a later run collects them)."""
         return sum(b.get("status") not in ("completed", "failed", "expired", "cancelled")

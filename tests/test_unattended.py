@@ -112,3 +112,23 @@ def test_the_report_says_what_produced_the_run(cli, fake, docs) -> None:
     assert report["settings"]["focus"] == "Who paid?" and report["settings"]["chunk_tokens"] == 2000
     assert report["prompts"]["map"] == hashlib.sha256(prompts.MAP.encode()).hexdigest()[:16]
     assert "api_key" not in json.dumps(report["settings"])
+
+
+def test_json_log_lines_say_which_document_failed_and_how_the_run_ended(tmp_path, fake) -> None:
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent.parent
+    (tmp_path / "a.txt").write_text("The ferry carried 120 riders.", encoding="utf-8")
+    (tmp_path / "empty.txt").write_text("", encoding="utf-8")
+    proc = subprocess.run([sys.executable, str(root / "run.py"), str(tmp_path / "a.txt"), str(tmp_path / "empty.txt"),
+                           "--base-url", fake.base_url, "--log-json", "--no-store"], cwd=root, capture_output=True,
+                          text=True, timeout=120, env={k: v for k, v in os.environ.items() if not k.startswith("OPENAI_")})
+    entries = [json.loads(line) for line in proc.stderr.splitlines()]
+    document = next(e for e in entries if e.get("event") == "document")
+    finished = next(e for e in entries if e.get("event") == "finished")
+    assert document["document"].endswith("empty.txt") and document["status"] == "skipped"
+    assert finished["status"] == "partial" and finished["exit_code"] == 3 and finished["calls"] >= 1
+    assert finished["tokens"] > 0 and finished["seconds"] > 0
