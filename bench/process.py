@@ -77,6 +77,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--l", type=float, default=0.1, help="server latency, seconds")
     p.add_argument("--repeat", type=int, default=3, help="rounds of CLI then floor")
     p.add_argument("--src", type=Path, default=ROOT, help="checkout whose run.py to measure")
+    p.add_argument("--no-adapt", action="store_true",
+                   help="hold the CLI at C calls in flight from the start, as the floor is (its own client's cost "
+                        "alone, without the adaptive limit's search for the server's capacity)")
     args = p.parse_args(argv)
     src = args.src.resolve()
     env = {k: v for k, v in os.environ.items() if not k.startswith("OPENAI_")}
@@ -89,7 +92,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"code under test: {src}; {args.n} files, C={args.c}, L={args.l * 1000:.0f} ms", flush=True)
         for round_ in range(1, args.repeat + 1):
             cli = timed([sys.executable, str(src / "run.py"), str(folder), "--base-url", server.base_url,
-                         "--concurrency", str(args.c), "--language", "en"], server, env, src)
+                         "--concurrency", str(args.c), "--language", "en", *(["--no-adapt"] if args.no_adapt else [])],
+                        server, env, src)
             if cli["exit"] != 0:
                 print(json.dumps({"round": round_, "mode": "cli", "error": cli["stderr"].strip()[-300:]}))
                 return 1
