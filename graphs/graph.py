@@ -204,7 +204,7 @@ async def collapse(state: RunState, runtime: Runtime[Resources]) -> dict[str, An
         res.llm(), state["pieces"], budget=reduce_budget(context, res.count, res.templates),
         max_tokens=context.collapse_max_tokens, language=state["reduce_language"], count=res.count,
         summary_of=_summaries(state), templates=res.templates)
-    log.info("collapse level %d: %d summaries -> %d in %d call(s)", level, len(state["pieces"]), len(pieces),
+    log.info("collapse level %d: %d summaries -> %d in %d calls", level, len(state["pieces"]), len(pieces),
              res.llm().stats.calls["collapse"] - calls_before)
     return {"pieces": pieces, "level": level}
 
