@@ -24,8 +24,8 @@ from pipeline.answers.citations import retag
 from pipeline.answers.shape import bullets, sentences
 
 _TOKEN = re.compile(r"\d+(?:[.,:]\d+)*|[^\W\d_]+")
-_ASCII_WORD = re.compile(r"[a-z]+")
-_ASCII_NUMBER = re.compile(r"\d+(?:[.,:]\d+)*")
+# A lower-cased ASCII word's first six letters (the rest skipped), or a number: fold() and number() in one pass.
+_ASCII_TERM = re.compile(r"(?<![a-z])[a-z]{1,6}|\d+(?:[.,:]\d+)*")
 _LETTERED = re.compile(r"\S*[^\W\d_]\S*")
 _CJK = re.compile(r"[\u3040-\u30ff\u3400-\u9fff\uac00-\ud7a3]")
 # Where a sentence ends: after . ! ? (or their full-width forms) and a space, or at a line break.
@@ -49,6 +49,7 @@ TITLE_WORDS = 15
 HEADING_WORDS = 5
 MIN_WORDS = 3  # a point of fewer words holding letters is a fragment ("2010. 11. 12.", a by-line)
 _ENDS = (".", "!", "?", "。", "！", "？", "다", ":", ";", ",")
+_STOPS = (".", "!", "?")  # after a token, what makes the next one open a sentence
 TITLE_SHARE = 0.75  # a point that is this much its document's title only repeats it
 MOST_SENTENCES = 3  # sentences quoted as one point's evidence
 
@@ -86,30 +87,28 @@ def facts(text: str) -> Facts:
     names: set[str] = set()
     numbers: set[str] = set()
     words: set[str] = set()
+    plain = text.isascii()  # no CJK token to look for
     start = True  # at the start of a sentence
     for match in _TOKEN.finditer(text):
         token = match.group()
+        end = match.end()
         if token[0].isdigit():
             if _significant(num := number(token)):
                 numbers.add(num)
-        elif _CJK.search(token):
+        elif not plain and _CJK.search(token):
             words.update(token[i:i + 2] for i in range(max(1, len(token) - 1)))
-        elif len(token) >= 2:
-            low = token.lower()
-            opener = start and (low in _STARTERS or text[match.end():match.end() + 1] == ",")  # "Again, ..."
-            if token[0].isupper() and low not in STOP and not opener and len(token) >= 3:
-                names.add(fold(token))
-            elif len(token) >= 3 and low not in STOP:
-                words.add(fold(token))
-        start = text[match.end():match.end() + 2].lstrip(" ")[:1] in (".", "!", "?")
+        elif len(token) >= 3 and (low := token.lower()) not in STOP:
+            opener = start and (low in _STARTERS or text[end:end + 1] == ",")  # "Again, ..."
+            (names if token[0].isupper() and not opener else words).add(low[:6])
+        after = text[end:end + 1]
+        start = (text[end + 1:end + 2] if after == " " else after) in _STOPS
     return Facts(frozenset(names), frozenset(numbers), frozenset(words - names))
 
 
 def source_terms(text: str) -> set[str]:
     """Every term of a source text, as a point's terms are folded: words, numbers, CJK character pairs."""
-    if text.isascii():  # the common case, in two passes of the regex engine
-        low = text.lower()
-        return {w[:6] for w in _ASCII_WORD.findall(low)} | {number(n) for n in _ASCII_NUMBER.findall(low)}
+    if text.isascii():  # the common case, in one pass of the regex engine
+        return _ascii_terms(text.lower())
     found: set[str] = set()
     for token in _TOKEN.findall(text):
         if token[0].isdigit():
@@ -119,6 +118,12 @@ def source_terms(text: str) -> set[str]:
         else:
             found.add(fold(token))
     return found
+
+
+def _ascii_terms(low: str) -> set[str]:
+    """The terms of lower-cased ASCII text: each word's first six letters, each number without its commas."""
+    found = _ASCII_TERM.findall(low)
+    return {t.replace(",", "") for t in found} if "," in low else set(found)
 
 
 # The sentences of a document that support one point, as one flat list of numbers: for
@@ -147,14 +152,19 @@ class Source:
         self.sentences: list[tuple[int, int]] = []
         self.postings: dict[str, list[int]] = {}
         self.headings: set[int] = set()  # short lines that end no sentence: a title, a heading, a by-line
+        low = text.lower() if text.isascii() else None  # lower-cased once for every sentence
+        postings = self.postings
         at = 0
         for cut in [*_SENTENCE_END.finditer(text), None]:
             end = cut.start() if cut else len(text)
             if segment := text[at:end].strip():
                 k = len(self.sentences)
                 self.sentences.append((offset + at, offset + end))
-                for term in source_terms(segment):
-                    self.postings.setdefault(term, []).append(k)
+                for term in _ascii_terms(low[at:end]) if low is not None else source_terms(segment):
+                    if (ks := postings.get(term)) is None:
+                        postings[term] = [k]
+                    else:
+                        ks.append(k)
                 if len(segment.split()) <= HEADING_WORDS and not segment.endswith(_ENDS) \
                         and (cut is None or "\n" in cut.group()) and (at == 0 or "\n" in text[at - 1:at]):
                     self.headings.add(k)
