@@ -23,14 +23,13 @@ from graphs.context import DEFAULT_MODEL, Context
 from graphs.documents import locations
 from graphs.resources import Resources, chat_settings
 from graphs.state import RunState
+from pipeline.llm.factory import OPENAI_BASE_URL
 from pipeline.text.loading import DocRef, list_inputs
 from pipeline.result_store import count_against_prior
 from pipeline.summarize import DocResult
 from prompts import Templates
 
 log = logging.getLogger(__name__)
-
-OPENAI_BASE_URL = "https://api.openai.com/v1"  # where a key alone sends calls, as ChatOpenAI does
 
 
 def ray_settings(context: Context, concurrency: int, actors: int, keyed: bool,

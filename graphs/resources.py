@@ -32,7 +32,7 @@ from pipeline.answers.checks import ANSWER_CHECKS
 from pipeline.llm.client import open_session, probe_endpoint, redact_url
 from pipeline.llm.embedded import MODEL_NAME, EmbeddedServer
 from pipeline.errors import SummarizerError
-from pipeline.llm.factory import ChatSettings, make_runner, open_chat
+from pipeline.llm.factory import OPENAI_BASE_URL, ChatSettings, make_runner, open_chat
 from pipeline.llm.limits import AdaptiveLimit
 from pipeline.llm.local_model import local_endpoint, peak_rss
 from pipeline.llm.runner import STEPS, LLMRunner
@@ -57,7 +57,6 @@ log = logging.getLogger(__name__)
 SHARD_SLOTS = 3
 # Batch calls in flight: each only waits on its batch, so a round holds every call of its phase.
 BATCH_CALLS = 100_000
-OPENAI_BASE_URL = "https://api.openai.com/v1"  # where a key alone sends calls, as ChatOpenAI does
 
 Emit = Callable[[dict[str, Any]], None]
 

@@ -19,14 +19,12 @@ from collections.abc import Callable, Mapping, Sequence
 
 from pipeline.answers.checks import BULLET
 from pipeline.answers.citations import cited, retag
-from pipeline.answers.grounding import facts, fold
+from pipeline.answers.grounding import CJK, TOKEN, facts, fold
 from pipeline.answers.shape import sentences
 
-_TOKEN = re.compile(r"\d+(?:[.,:]\d+)*|[^\W\d_]+")
 # The same tokens in lower-case ASCII text, found sooner: numbers, and words of three letters or more.
 _ASCII_NUMBER = re.compile(r"\d+(?:[.,:]\d+)*")
 _ASCII_WORD = re.compile(r"[a-z]{3,}")
-_CJK = re.compile(r"[\u3040-\u30ff\u3400-\u9fff\uac00-\ud7a3]")
 _STOP = frozenset("""
 the and for are was were has have had with from that this these those into over under about after before
 its their his her our your they them than then also not but can will would could should may might more most
@@ -48,12 +46,12 @@ def terms(text: str) -> frozenset[str]:
         words = set(_ASCII_WORD.findall(low))
         words -= _STOP
         return frozenset({word[:6] for word in words}.union(map(_number, _ASCII_NUMBER.findall(low))))
-    tokens = _TOKEN.findall(text.lower())
+    tokens = TOKEN.findall(text.lower())
     found: set[str] = set()
     for token in tokens:
         if token[0].isdigit():
             found.add(_number(token))
-        elif not token.isascii() and _CJK.search(token):
+        elif not token.isascii() and CJK.search(token):
             found.update(token[i:i + 2] for i in range(max(1, len(token) - 1)))
         elif len(token) >= 3 and token not in _STOP:
             found.add(token[:6])  # a crude stem: "loaves"/"loaf" differ, "ferries"/"ferry" meet
@@ -209,7 +207,7 @@ class _Sentence:
         self.numbers = _numbers(self.terms)
         point = facts(text)
         self.names = {n for n in point.names if n in self.terms}
-        first = next((fold(t) for t in _TOKEN.findall(text.lower()) if fold(t) in self.terms), None)
+        first = next((fold(t) for t in TOKEN.findall(text.lower()) if fold(t) in self.terms), None)
         self.first = first
 
 

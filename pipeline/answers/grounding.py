@@ -23,11 +23,11 @@ from pipeline.answers.checks import BULLET
 from pipeline.answers.citations import retag
 from pipeline.answers.shape import bullets, sentences
 
-_TOKEN = re.compile(r"\d+(?:[.,:]\d+)*|[^\W\d_]+")
+TOKEN = re.compile(r"\d+(?:[.,:]\d+)*|[^\W\d_]+")  # a number, or a run of letters
 # A lower-cased ASCII word's first six letters (the rest skipped), or a number: fold() and number() in one pass.
 _ASCII_TERM = re.compile(r"(?<![a-z])[a-z]{1,6}|\d+(?:[.,:]\d+)*")
 _LETTERED = re.compile(r"\S*[^\W\d_]\S*")
-_CJK = re.compile(r"[\u3040-\u30ff\u3400-\u9fff\uac00-\ud7a3]")
+CJK = re.compile(r"[\u3040-\u30ff\u3400-\u9fff\uac00-\ud7a3]")  # kana, Han, Hangul: matched by character pairs
 # Where a sentence ends: after . ! ? (or their full-width forms) and a space, or at a line break.
 _SENTENCE_END = re.compile(r"(?<=[.!?。！？])\s+|\s*\n\s*")
 STOP = frozenset("""
@@ -89,13 +89,13 @@ def facts(text: str) -> Facts:
     words: set[str] = set()
     plain = text.isascii()  # no CJK token to look for
     start = True  # at the start of a sentence
-    for match in _TOKEN.finditer(text):
+    for match in TOKEN.finditer(text):
         token = match.group()
         end = match.end()
         if token[0].isdigit():
             if _significant(num := number(token)):
                 numbers.add(num)
-        elif not plain and _CJK.search(token):
+        elif not plain and CJK.search(token):
             words.update(token[i:i + 2] for i in range(max(1, len(token) - 1)))
         elif len(token) >= 3 and (low := token.lower()) not in STOP:
             opener = start and (low in _STARTERS or text[end:end + 1] == ",")  # "Again, ..."
@@ -110,10 +110,10 @@ def source_terms(text: str) -> set[str]:
     if text.isascii():  # the common case, in one pass of the regex engine
         return _ascii_terms(text.lower())
     found: set[str] = set()
-    for token in _TOKEN.findall(text):
+    for token in TOKEN.findall(text):
         if token[0].isdigit():
             found.add(number(token))
-        elif _CJK.search(token):
+        elif CJK.search(token):
             found.update(token[i:i + 2] for i in range(max(1, len(token) - 1)))
         else:
             found.add(fold(token))

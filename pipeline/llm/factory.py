@@ -29,6 +29,8 @@ from pipeline.result_store import ResultStore
 from pipeline.text.counting import token_counter
 
 
+OPENAI_BASE_URL = "https://api.openai.com/v1"  # where a key alone sends calls, as ChatOpenAI does
+
 @dataclass(frozen=True)
 class ChatSettings:
     """Where the calls go and what limits them; plain data, so that Ray can hand it to its actors."""
