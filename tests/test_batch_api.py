@@ -9,7 +9,7 @@ import aiohttp
 import pytest
 
 from pipeline.errors import BatchPendingError, LLMError
-from pipeline.llm.batch import BatchCaller, BatchSettings
+from pipeline.llm.batch import BatchCaller, BatchSettings, custom_id
 from pipeline.prompting import Prompt
 from pipeline.result_store import ResultStore
 from tests.fake_batch_api import FakeBatchAPI
@@ -113,19 +113,20 @@ async def test_a_request_the_batch_failed_fails_that_call_only() -> None:
     assert [isinstance(o, tuple) for o in out] == [True, True, False, True]
 
 
+async def _uploaded_and_recorded(crashed: BatchCaller, store: ResultStore, n: int) -> str:
+    """Upload the request file of prompt `n` and record it, as a run does before it creates the batch."""
+    body = crashed.request(prompt(n), 100)
+    part = crashed._files({custom_id(body): body})[0]
+    file_id = await crashed._upload(part)
+    store.record_batch_file(file_id, part)
+    return file_id
+
+
 async def test_a_file_uploaded_before_a_crash_is_made_a_batch_without_uploading_again(tmp_path: Path) -> None:
     async with FakeBatchAPI() as api, aiohttp.ClientSession() as session:
         store = ResultStore(tmp_path / "s.sqlite")
-        crashed = make(session, api, store)
         # The run died after the upload was recorded and before the batch was created.
-        crashed._bodies.update({})
-        body = {"temperature": 0.0, "model": "m", "messages": [
-            {"role": "system", "content": prompt(1).system}, {"role": "user", "content": prompt(1).user}],
-            "max_tokens": 100}
-        from pipeline.llm.batch import custom_id
-        part = crashed._files({custom_id(body): body})[0]
-        file_id = await crashed._upload(part)
-        store.record_batch_file(file_id, part)
+        await _uploaded_and_recorded(make(session, api, store), store, 1)
         uploads = len(api.files)
         later = make(session, api, store)
         (text, _usage), = await answers(later, range(1, 2))
@@ -140,13 +141,7 @@ async def test_a_batch_created_but_not_recorded_is_found_rather_than_made_again(
     async with FakeBatchAPI() as api, aiohttp.ClientSession() as session:
         store = ResultStore(tmp_path / "s.sqlite")
         crashed = make(session, api, store)
-        body = {"temperature": 0.0, "model": "m", "messages": [
-            {"role": "system", "content": prompt(3).system}, {"role": "user", "content": prompt(3).user}],
-            "max_tokens": 100}
-        from pipeline.llm.batch import custom_id
-        part = crashed._files({custom_id(body): body})[0]
-        file_id = await crashed._upload(part)
-        store.record_batch_file(file_id, part)
+        file_id = await _uploaded_and_recorded(crashed, store, 3)
         await crashed._create(file_id)  # created at the server; the run died before recording it
         later = make(session, api, store)
         (text, _usage), = await answers(later, range(3, 4))

@@ -146,9 +146,13 @@ class BatchCaller:
 
     # -- the ChatCaller side ---------------------------------------------------------------
 
+    def request(self, prompt: Prompt | str, max_tokens: int) -> dict[str, Any]:
+        """The body of one call as a batch line carries it (its hash is the call's custom_id)."""
+        return {**self._fields, "model": self.model, "messages": wire_messages(prompt), "max_tokens": max_tokens}
+
     async def acomplete(self, prompt: Prompt | str, max_tokens: int) -> tuple[str, Usage]:
         """Queue one call for the next batch and wait for its answer."""
-        body = {**self._fields, "model": self.model, "messages": wire_messages(prompt), "max_tokens": max_tokens}
+        body = self.request(prompt, max_tokens)
         cid = custom_id(body)
         future = self._waiting.get(cid)
         if future is None:
