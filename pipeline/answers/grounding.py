@@ -143,35 +143,35 @@ class Source:
     """A stretch of a document (a chunk, or all of it), split into sentences with their terms.
 
     `offset` is where the stretch starts in the file and `line_starts` the file's line
-    starts, so spans and line ranges are the file's own.
+    starts, so spans and line ranges are the file's own. Each sentence keeps its terms
+    as one set, built by the regex engine: checking a point and finding its sentences are
+    then set operations, with no Python loop over the chunk's words.
     """
+
+    __slots__ = ("offset", "line_starts", "sentences", "terms", "every", "headings")
 
     def __init__(self, text: str, offset: int = 0, line_starts: Sequence[int] | None = None) -> None:
         self.offset = offset
         self.line_starts = line_starts if line_starts is not None else line_starts_of(text)
         self.sentences: list[tuple[int, int]] = []
-        self.postings: dict[str, list[int]] = {}
+        self.terms: list[set[str]] = []  # each sentence's terms
         self.headings: set[int] = set()  # short lines that end no sentence: a title, a heading, a by-line
         low = text.lower() if text.isascii() else None  # lower-cased once for every sentence
-        postings = self.postings
         at = 0
         for cut in [*_SENTENCE_END.finditer(text), None]:
             end = cut.start() if cut else len(text)
             if segment := text[at:end].strip():
                 k = len(self.sentences)
                 self.sentences.append((offset + at, offset + end))
-                for term in _ascii_terms(low[at:end]) if low is not None else source_terms(segment):
-                    if (ks := postings.get(term)) is None:
-                        postings[term] = [k]
-                    else:
-                        ks.append(k)
-                if len(segment.split()) <= HEADING_WORDS and not segment.endswith(_ENDS) \
-                        and (cut is None or "\n" in cut.group()) and (at == 0 or "\n" in text[at - 1:at]):
+                self.terms.append(_ascii_terms(low[at:end]) if low is not None else source_terms(segment))
+                if (at == 0 or "\n" in text[at - 1:at]) and (cut is None or "\n" in cut.group()) \
+                        and not segment.endswith(_ENDS) and len(segment.split()) <= HEADING_WORDS:
                     self.headings.add(k)
             at = cut.end() if cut else end
+        self.every: set[str] = set().union(*self.terms)
 
     def holds(self, term: str) -> bool:
-        return term in self.postings
+        return term in self.every
 
     def locate(self, point: Facts) -> list[int] | None:
         """The sentences that together hold the point's names and numbers and most of its words; None if none can.
@@ -183,22 +183,16 @@ class Source:
         words = set(point.words)
         chosen: list[int] = []
         while len(chosen) < MOST_SENTENCES and (missing or not chosen):
-            score: Counter[int] = Counter()
-            for term in missing:
-                for k in self.postings.get(term, ()):
-                    score[k] += 3
-            for term in words:
-                for k in self.postings.get(term, ()):
-                    score[k] += 1
-            for k in chosen:
-                del score[k]
-            if not score:
+            best, top = -1, 0
+            for k, terms in enumerate(self.terms):
+                score = 3 * len(missing & terms) + len(words & terms)
+                if score > top and k not in chosen:
+                    best, top = k, score
+            if best < 0:
                 break
-            best = min(score, key=lambda k: (-score[k], k))
             chosen.append(best)
-            here = {t for t in missing | words if best in self.postings.get(t, ())}
-            missing -= here
-            words -= here
+            missing -= self.terms[best]
+            words -= self.terms[best]
         return sorted(chosen) if chosen and not missing else None
 
     def evidence(self, chosen: Sequence[int]) -> Evidence:
