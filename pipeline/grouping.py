@@ -1,0 +1,199 @@
+"""Group a run's documents by the distinctive terms their summaries share, so that a merge combines related ones.
+
+A term is distinctive when more than one document holds it but not more than half of
+them (and never one of the stop words): words that every document uses say nothing
+about what a document is about. Two documents are linked when they share at least
+MIN_SHARED distinctive terms and enough of them for their sizes (SIMILAR of the
+geometric mean of their term counts); a group is what links join (union-find).
+
+The cost is O(N·k): each document looks up at most MOST_TERMS of its rarest terms, and
+for each only the WINDOW documents that took it last. Everything is ordered by source,
+then id (the order the reduce takes documents in), so the same documents give the same
+groups however they were listed, and a document added to a run changes only the group
+it joins.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections import Counter
+from collections.abc import Callable, Iterable, Sequence
+from typing import TYPE_CHECKING
+
+from typing_extensions import TypedDict
+
+from pipeline.answers.citations import retag
+from pipeline.answers.grounding import CJK, STOP, TOKEN
+
+if TYPE_CHECKING:
+    from pipeline.summarize import DocResult
+
+_ASCII_WORD = re.compile(r"[a-z]{3,}")
+COMMON = 0.5  # a term held by more than this share of the documents (and by more than two) is not distinctive
+MOST_TERMS = 32  # a document links by its rarest distinctive terms, at most this many
+WINDOW = 16  # and, for each, to the latest documents that hold it
+MIN_SHARED = 2  # distinctive terms two linked documents share, at least
+SIMILAR = 0.1  # and at least this share of the geometric mean of their term counts (each at most MOST_TERMS)
+NAMED = 3  # terms that name a group
+
+
+class Group(TypedDict):
+    """Documents about the same thing: their ids in reduce order, and the terms they share (as first written)."""
+
+    documents: list[int]
+    terms: list[str]
+
+
+def terms_of(summary: str) -> set[str]:
+    """A summary's content terms: words folded as grounding folds them (first six letters), CJK character pairs.
+
+    Numbers are left out: a year or a count shared by two documents says nothing of their topic.
+    """
+    text = retag(summary, lambda k: None)
+    if text.isascii():
+        low = text.lower()
+        return {w[:6] for w in _ASCII_WORD.findall(low) if w not in STOP}
+    found: set[str] = set()
+    for token in TOKEN.findall(text.lower()):
+        if token[0].isdigit():
+            continue
+        if CJK.search(token):
+            found.update(token[i:i + 2] for i in range(max(1, len(token) - 1)))
+        elif len(token) >= 3 and token not in STOP:
+            found.add(token[:6])
+    return found
+
+
+def _order(result: DocResult) -> tuple[str, int]:
+    return result["source"], result["id"]
+
+
+def group_documents(results: Iterable[DocResult]) -> list[Group]:
+    """Partition the summarized documents into groups, in reduce order: groups by their first document.
+
+    A document that shares the summary of another of the same content (`same_as`) goes
+    into that one's group.
+    """
+    ok = sorted((r for r in results if r["status"] == "ok"), key=_order)
+    own = [r for r in ok if "same_as" not in r]
+    terms = [terms_of(r.get("summary", "")) for r in own]
+    held = Counter(t for found in terms for t in found)
+    most = max(2, math.floor(COMMON * len(own)))
+    parent = list(range(len(own)))
+
+    def root(i: int) -> int:
+        while parent[i] != i:
+            parent[i] = parent[parent[i]]
+            i = parent[i]
+        return i
+
+    holders: dict[str, list[int]] = {}
+    linking: list[list[str]] = []
+    for i, found in enumerate(terms):
+        rare = sorted((t for t in found if 2 <= held[t] <= most), key=lambda t: (held[t], t))[:MOST_TERMS]
+        linking.append(rare)
+        shared: Counter[int] = Counter()
+        for term in rare:
+            seen = holders.setdefault(term, [])
+            shared.update(seen[-WINDOW:])
+            seen.append(i)
+        size = min(len(found), MOST_TERMS)
+        for j, n in shared.items():
+            if n >= MIN_SHARED and n >= SIMILAR * math.sqrt(size * min(len(terms[j]), MOST_TERMS)):
+                a, b = root(i), root(j)
+                if a != b:
+                    parent[max(a, b)] = min(a, b)
+    group_of = {r["id"]: root(i) for i, r in enumerate(own)}
+    first_of = {r["source"]: r["id"] for r in own}
+    members: dict[int, list[DocResult]] = {}
+    for r in ok:  # in reduce order, so each group's members are too, and groups go by their first
+        doc = first_of.get(r["same_as"], r["id"]) if "same_as" in r else r["id"]
+        members.setdefault(group_of.get(doc, -1 - r["id"]), []).append(r)
+    index = {r["id"]: i for i, r in enumerate(own)}
+    return [Group(documents=[r["id"] for r in docs], terms=_name(docs, index, linking, held)) for docs in members.values()]
+
+
+def _name(docs: Sequence[DocResult], index: dict[int, int], linking: Sequence[Sequence[str]],
+          held: Counter[str]) -> list[str]:
+    """The terms most of a group's documents share, rarest in the run first, spelled as its summaries first write them."""
+    mine = [index[r["id"]] for r in docs if r["id"] in index]
+    if len(mine) < 2:
+        return []
+    counts = Counter(t for i in mine for t in linking[i])
+    top = sorted((t for t, n in counts.items() if n >= 2), key=lambda t: (-counts[t], held[t], t))[:NAMED]
+    return [_spelled(term, docs) for term in top]
+
+
+def _spelled(term: str, docs: Sequence[DocResult]) -> str:
+    """A term as a group's summaries write it: the first word that folds to it (lower-cased), else the term."""
+    for r in docs:
+        for token in TOKEN.findall(retag(r.get("summary", ""), lambda k: None)):
+            if not CJK.search(token) and token.lower()[:6] == term:
+                return token.lower()
+    return term  # a CJK character pair, as it stands
+
+
+def group_index(groups: Sequence[Group]) -> dict[int, int]:
+    """Each document's group, by its position in `groups`."""
+    return {doc: k for k, group in enumerate(groups) for doc in group["documents"]}
+
+
+def is_grouped(groups: Sequence[Group]) -> bool:
+    """Whether grouping says anything: more than one group, and at least one of several documents."""
+    return len(groups) > 1 and any(len(g["documents"]) > 1 for g in groups)
+
+
+MOST_LISTED = 8  # groups an overview or a prompt names; the others are counted
+MOST_TAGS = 6  # tags spelled out for one group; the others are counted
+
+
+def _tags(docs: Sequence[int]) -> str:
+    shown = "[" + ", ".join(f"D{d}" for d in docs[:MOST_TAGS]) + "]"
+    return shown + (f" and {len(docs) - MOST_TAGS:,} more" if len(docs) > MOST_TAGS else "")
+
+
+def _listed(groups: Sequence[Group], tag: Callable[[int], int | None]) -> tuple[list[str], int, list[int]]:
+    """The groups of several documents as "terms [tags]" (up to MOST_LISTED), how many more, and the documents alone."""
+    named, more, alone = [], 0, []
+    for group in groups:
+        docs = [k for d in group["documents"] if (k := tag(d)) is not None]
+        if len(docs) < 2:
+            alone += docs
+        elif len(named) < MOST_LISTED:
+            named.append(f"{', '.join(group['terms']) or 'related'} {_tags(docs)}")
+        else:
+            more += 1
+    return named, more, alone
+
+
+def overview(groups: Sequence[Group]) -> str:
+    """The line that opens a final summary and names its groups, by their shared terms and tags; "" if there is one.
+
+    Made by code from the documents' own summaries and the groups' members, so it is
+    no bullet: the length and the checks of the model's bullets do not apply to it.
+    """
+    if not is_grouped(groups):
+        return ""
+    named, more, alone = _listed(groups, lambda d: d)
+    parts = named + ([f"{more:,} more groups"] if more else []) + \
+        ([f"{len(alone):,} on {'its' if len(alone) == 1 else 'their'} own {_tags(alone)}"] if alone else [])
+    total = sum(len(g["documents"]) for g in groups)
+    return f"**{total:,} documents in {len(groups):,} groups:** " + "; ".join(parts)
+
+
+def prompt_note(groups: Sequence[Group], call_docs: Sequence[int]) -> str:
+    """Tell the final call which of its documents form a group and by which terms; "" when nothing is grouped.
+
+    `call_docs` are the documents in the call's own numbering ([Dk] is call_docs[k-1]).
+    """
+    local = {d: k for k, d in enumerate(call_docs, start=1)}
+    in_call = [Group(documents=[d for d in g["documents"] if d in local], terms=g["terms"]) for g in groups]
+    in_call = [g for g in in_call if g["documents"]]
+    if not is_grouped(in_call):
+        return ""
+    named, more, _ = _listed(in_call, local.get)
+    more_text = f" and {more:,} more groups" if more else ""
+    return (f"The documents form groups by what they share: {'; '.join(named)}{more_text}; any other stands "
+            "alone. Write the bullets of one group together, group after group, and merge facts only within "
+            "a group.")
