@@ -157,9 +157,10 @@ def _listed(groups: Sequence[Group], tag: Callable[[int], int | None]) -> tuple[
     """The groups of several documents as "terms [tags]" (up to MOST_LISTED), how many more, and the documents alone."""
     named, more, alone = [], 0, []
     for group in groups:
-        docs = [k for d in group["documents"] if (k := tag(d)) is not None]
+        docs = sorted(k for d in group["documents"] if (k := tag(d)) is not None)
         if len(docs) < 2:
             alone += docs
+            alone.sort()
         elif len(named) < MOST_LISTED:
             named.append(f"{', '.join(group['terms']) or 'related'} {_tags(docs)}")
         else:
