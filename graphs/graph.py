@@ -168,7 +168,7 @@ async def collect(state: RunState, runtime: Runtime[Resources]) -> dict[str, Any
     res, context = runtime.context, runtime.context.context
     results = state.get("results", [])
     cap = context.collapse_max_tokens
-    groups = group_documents(results)
+    groups = await asyncio.to_thread(group_documents, results)  # 60 us a document: off the loop at 20,000
     by_id = {r["id"]: r for r in results}
     pieces = [{**piece, "topic": k} for k, group in enumerate(groups) for doc in group["documents"]
               for piece in to_pieces(by_id[doc], res.count, cap)]

@@ -29,7 +29,9 @@ from pipeline.answers.grounding import CJK, STOP, TOKEN
 if TYPE_CHECKING:
     from pipeline.summarize import DocResult
 
-_ASCII_WORD = re.compile(r"[a-z]{3,}")
+# A lower-cased ASCII word of three letters or more, folded as grounding folds it: its first six letters.
+_ASCII_FOLDED = re.compile(r"(?<![a-z])[a-z]{3,6}")
+_STOP = frozenset(word[:6] for word in STOP)
 COMMON = 0.5  # a term held by more than this share of the documents (and by more than two) is not distinctive
 MOST_TERMS = 32  # a document links by its rarest distinctive terms, at most this many
 WINDOW = 16  # and, for each, to the latest documents that hold it
@@ -52,15 +54,14 @@ def terms_of(summary: str) -> set[str]:
     """
     text = retag(summary, lambda k: None)
     if text.isascii():
-        low = text.lower()
-        return {w[:6] for w in _ASCII_WORD.findall(low) if w not in STOP}
+        return set(_ASCII_FOLDED.findall(text.lower())) - _STOP
     found: set[str] = set()
     for token in TOKEN.findall(text.lower()):
         if token[0].isdigit():
             continue
         if CJK.search(token):
             found.update(token[i:i + 2] for i in range(max(1, len(token) - 1)))
-        elif len(token) >= 3 and token not in STOP:
+        elif len(token) >= 3 and token[:6] not in _STOP:
             found.add(token[:6])
     return found
 
@@ -78,7 +79,9 @@ def group_documents(results: Iterable[DocResult]) -> list[Group]:
     ok = sorted((r for r in results if r["status"] == "ok"), key=_order)
     own = [r for r in ok if "same_as" not in r]
     terms = [terms_of(r.get("summary", "")) for r in own]
-    held = Counter(t for found in terms for t in found)
+    held: Counter[str] = Counter()
+    for found in terms:
+        held.update(found)
     most = max(2, math.floor(COMMON * len(own)))
     parent = list(range(len(own)))
 
@@ -120,18 +123,18 @@ def _name(docs: Sequence[DocResult], index: dict[int, int], linking: Sequence[Se
     mine = [index[r["id"]] for r in docs if r["id"] in index]
     if len(mine) < 2:
         return []
-    counts = Counter(t for i in mine for t in linking[i])
+    counts: Counter[str] = Counter()
+    for i in mine:
+        counts.update(linking[i])
     top = sorted((t for t, n in counts.items() if n >= 2), key=lambda t: (-counts[t], held[t], t))[:NAMED]
-    return [_spelled(term, docs) for term in top]
-
-
-def _spelled(term: str, docs: Sequence[DocResult]) -> str:
-    """A term as a group's summaries write it: the first word that folds to it (lower-cased), else the term."""
+    spelled = {t: t for t in top if CJK.search(t)}  # a CJK character pair stands as it is
     for r in docs:
+        if len(spelled) == len(top):
+            break
         for token in TOKEN.findall(retag(r.get("summary", ""), lambda k: None)):
-            if not CJK.search(token) and token.lower()[:6] == term:
-                return token.lower()
-    return term  # a CJK character pair, as it stands
+            if (term := token.lower()[:6]) in top and term not in spelled:
+                spelled[term] = token.lower()
+    return [spelled.get(t, t) for t in top]
 
 
 def group_index(groups: Sequence[Group]) -> dict[int, int]:
