@@ -60,9 +60,9 @@ from pipeline.summarize import (
     final_summary,
     max_collapse_levels,
     own_words,
+    pieces_in_groups,
     represent,
     summarize_shard,
-    to_pieces,
 )
 
 log = logging.getLogger(__name__)
@@ -169,11 +169,9 @@ async def collect(state: RunState, runtime: Runtime[Resources]) -> dict[str, Any
     results = state.get("results", [])
     cap = context.collapse_max_tokens
     groups = await asyncio.to_thread(group_documents, results)  # 60 us a document: off the loop at 20,000
-    by_id = {r["id"]: r for r in results}
-    pieces = [{**piece, "topic": k} for k, group in enumerate(groups) for doc in group["documents"]
-              for piece in to_pieces(by_id[doc], res.count, cap)]
+    pieces = pieces_in_groups(results, groups, res.count, cap)
     if is_grouped(groups):
-        log.info("%d documents in %d groups of related ones", len(by_id), len(groups))
+        log.info("%d documents in %d groups of related ones", sum(len(g["documents"]) for g in groups), len(groups))
     counts = {s: sum(r["status"] == s for r in results) for s in ("ok", "failed", "skipped")}
     log.info("map done: %(ok)d summarized, %(failed)d failed, %(skipped)d skipped", counts)
     removed: dict[str, int] = {}  # added to the shards' counts

@@ -31,7 +31,7 @@ from prompts import Templates
 log = logging.getLogger(__name__)
 
 __all__ = ["DocResult", "Piece", "Twins", "ask", "ask_in_language", "collapse_level", "document_result", "final_summary",
-           "max_collapse_levels", "pack", "settled_result", "summarize_document", "summarize_shard", "to_pieces"]
+           "max_collapse_levels", "pack", "pieces_in_groups", "settled_result", "summarize_document", "summarize_shard", "to_pieces"]
 
 SummaryOf = Callable[[int], str]
 
@@ -334,6 +334,14 @@ def to_pieces(result: DocResult, count: TokenCounter, cap: int) -> list[Piece]:
     n = len(parts)
     return [Piece(label=f"{source} (part {i} of {n})", text=body, tokens=count(source) + 16 + count(body), docs=doc)
             for i, body in enumerate(("\n".join(lines) for lines in parts), start=1)]
+
+
+def pieces_in_groups(results: Sequence[DocResult], groups: Sequence[Group], count: TokenCounter,
+                     cap: int) -> list[Piece]:
+    """The reduce inputs of summarized documents, group after group, each piece marked with its group's number."""
+    by_id = {r["id"]: r for r in results}
+    return [Piece(**piece, topic=k) for k, group in enumerate(groups) for doc in group["documents"]
+            for piece in to_pieces(by_id[doc], count, cap)]
 
 
 # A group may end once it is three-quarters full, at a piece whose content hash says so

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import random
 import re
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -202,3 +203,18 @@ def test_the_overview_and_the_prompt_name_only_groups_of_several() -> None:
     note = prompt_note(groups, [3, 1, 2, 11, 10])
     assert "ferry, harbor [D1, D2]; citrus [D4, D5]; any other stands alone" in note
     assert prompt_note(groups, [1, 2]) == ""  # only one of the group's documents is in the call
+
+
+async def test_a_dry_run_after_a_grouped_run_finds_every_call_in_the_store(fake_in_loop: FakeOpenAI,
+                                                                          tmp_path: Path) -> None:
+    fake_in_loop.reply = _echo
+    context = Context(base_url=fake_in_loop.base_url, token_max=600, map_max_tokens=150, language="en",
+                      store_path=str(tmp_path / "store.sqlite"))
+    first = await graph.ainvoke({"texts": _two_topics()}, context=context)
+    fake_in_loop.reset_stats()
+
+    preview = (await graph.ainvoke({"texts": _two_topics()}, context=replace(context, dry_run=True)))["preview"]
+
+    assert len(first["stats"]["groups"]) == 2 and first["stats"]["llm_calls"]["collapse"] >= 2
+    assert preview["from_store"] == {"map": 6, "collapse": first["stats"]["llm_calls"]["collapse"], "final": 1}
+    assert preview["llm_calls"] == {"map": 0, "collapse": 0, "final": 0} and fake_in_loop.chat_calls == 0
