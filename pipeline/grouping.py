@@ -1,6 +1,8 @@
-"""Group a run's documents by the distinctive terms their summaries share, so that a merge combines related ones.
+"""Group a run's documents by the distinctive terms they share, so that a merge combines related ones.
 
-A term is distinctive when more than one document holds it but not more than half of
+A document's terms are those of its grounded summary and of its file's name (the
+folders above it are left out: they are shared by place, not by topic). A term is
+distinctive when more than one document holds it but not more than half of
 them (and never one of the stop words): words that every document uses say nothing
 about what a document is about. Two documents are linked when they share at least
 MIN_SHARED distinctive terms and enough of them for their sizes (SIMILAR of the
@@ -36,7 +38,7 @@ COMMON = 0.5  # a term held by more than this share of the documents (and by mor
 MOST_TERMS = 32  # a document links by its rarest distinctive terms, at most this many
 WINDOW = 16  # and, for each, to the latest documents that hold it
 MIN_SHARED = 2  # distinctive terms two linked documents share, at least
-SIMILAR = 0.1  # and at least this share of the geometric mean of their term counts (each at most MOST_TERMS)
+SIMILAR = 0.15  # and at least this share of the geometric mean of their term counts (each at most MOST_TERMS)
 NAMED = 3  # terms that name a group
 
 
@@ -66,6 +68,11 @@ def terms_of(summary: str) -> set[str]:
     return found
 
 
+def _name_of(source: str) -> str:
+    """A source's own name, which often says what it is about: its last path part, without its extension."""
+    return re.split(r"[\\/]", source)[-1].rsplit(".", 1)[0].replace("_", " ").replace("-", " ")
+
+
 def _order(result: DocResult) -> tuple[str, int]:
     return result["source"], result["id"]
 
@@ -78,7 +85,7 @@ def group_documents(results: Iterable[DocResult]) -> list[Group]:
     """
     ok = sorted((r for r in results if r["status"] == "ok"), key=_order)
     own = [r for r in ok if "same_as" not in r]
-    terms = [terms_of(r.get("summary", "")) for r in own]
+    terms = [terms_of(r.get("summary", "")) | terms_of(_name_of(r["source"])) for r in own]
     held: Counter[str] = Counter()
     for found in terms:
         held.update(found)
@@ -119,19 +126,25 @@ def group_documents(results: Iterable[DocResult]) -> list[Group]:
 
 def _name(docs: Sequence[DocResult], index: dict[int, int], linking: Sequence[Sequence[str]],
           held: Counter[str]) -> list[str]:
-    """The terms most of a group's documents share, rarest in the run first, spelled as its summaries first write them."""
+    """The terms most of a group's documents share, spelled as the group first writes them.
+
+    Of terms as widely shared, those of the documents' names come first (a name says
+    what a document is about), then the rarest in the run.
+    """
     mine = [index[r["id"]] for r in docs if r["id"] in index]
     if len(mine) < 2:
         return []
     counts: Counter[str] = Counter()
     for i in mine:
         counts.update(linking[i])
-    top = sorted((t for t, n in counts.items() if n >= 2), key=lambda t: (-counts[t], held[t], t))[:NAMED]
+    named = set().union(*(terms_of(_name_of(r["source"])) for r in docs))
+    top = sorted((t for t, n in counts.items() if n >= 2),
+                 key=lambda t: (-counts[t], t not in named, held[t], t))[:NAMED]
     spelled = {t: t for t in top if CJK.search(t)}  # a CJK character pair stands as it is
-    for r in docs:
+    for text in [*(r.get("summary", "") for r in docs), *(_name_of(r["source"]) for r in docs)]:
         if len(spelled) == len(top):
             break
-        for token in TOKEN.findall(retag(r.get("summary", ""), lambda k: None)):
+        for token in TOKEN.findall(retag(text, lambda k: None)):
             if (term := token.lower()[:6]) in top and term not in spelled:
                 spelled[term] = token.lower()
     return [spelled.get(t, t) for t in top]
