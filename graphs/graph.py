@@ -46,7 +46,7 @@ from pipeline.errors import CollapseError, InputError, NothingSummarizedError
 from pipeline.text.confine import inside, refuse_paths
 from pipeline.text.language import answer_language
 from pipeline.answers.length import parse_length
-from pipeline.grouping import group_documents, is_grouped, overview
+from pipeline.grouping import group_documents, in_group_order, is_grouped, overview
 from pipeline.text.formats.entries import Fields
 from pipeline.text.loading import DocRef, expand_inputs, list_inputs
 from pipeline.text.selecting import select_inputs
@@ -234,6 +234,7 @@ async def final(state: RunState, runtime: Runtime[Resources]) -> dict[str, Any]:
             whole=len(ok) == 1 and ok[0]["chunks"] == 1)
         # Only a length asked for may leave documents out; by default each is represented.
         text = text if context.length != "auto" else represent(text, ok)
+        text = in_group_order(text, state.get("groups") or [])  # each group's bullets together
         evidence = trace(text, {r["id"]: r for r in ok})
         shown = cite_lines(text, evidence) if context.cite == "lines" else text
         if opening := overview(state.get("groups") or []):

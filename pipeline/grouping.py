@@ -25,7 +25,8 @@ from typing import TYPE_CHECKING
 
 from typing_extensions import TypedDict
 
-from pipeline.answers.citations import retag
+from pipeline.answers.checks import BULLET
+from pipeline.answers.citations import cited, retag
 from pipeline.answers.grounding import CJK, STOP, TOKEN
 
 if TYPE_CHECKING:
@@ -214,3 +215,26 @@ def prompt_note(groups: Sequence[Group], call_docs: Sequence[int]) -> str:
     return (f"The documents form groups by what they share: {'; '.join(named)}{more_text}; any other stands "
             "alone. Write the bullets of one group together, group after group, and merge facts only within "
             "a group.")
+
+
+def in_group_order(summary: str, groups: Sequence[Group]) -> str:
+    """Bring the bullets of each group together, groups in the order the summary first names them.
+
+    A bullet goes with the group of the first document it cites; within a group, and for
+    bullets citing none, the summary's own order (most important first) holds. Lines
+    that are no bullet stay where they are, and so does the whole when nothing is grouped.
+    """
+    if not is_grouped(groups):
+        return summary
+    index = group_index(groups)
+    lines = summary.splitlines()
+    at = [i for i, line in enumerate(lines) if BULLET.match(line)]
+    of = {i: index.get(next(iter(cited(lines[i])), -1), -1) for i in at}
+    rank: dict[int, int] = {}
+    for i in at:
+        rank.setdefault(of[i], len(rank))
+    ordered = sorted(at, key=lambda i: rank[of[i]] if of[i] >= 0 else len(rank))
+    out = lines[:]
+    for slot, i in zip(at, ordered):
+        out[slot] = lines[i]
+    return "\n".join(out)

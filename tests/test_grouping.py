@@ -12,7 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from graphs import Context, graph
-from pipeline.grouping import Group, group_documents, overview, prompt_note
+from pipeline.grouping import Group, group_documents, in_group_order, overview, prompt_note
 from pipeline.summarize import DocResult, pack
 from pipeline.prompting import Piece
 from tests.fake_openai import FakeOpenAI, default_reply
@@ -218,3 +218,31 @@ async def test_a_dry_run_after_a_grouped_run_finds_every_call_in_the_store(fake_
     assert len(first["stats"]["groups"]) == 2 and first["stats"]["llm_calls"]["collapse"] >= 2
     assert preview["from_store"] == {"map": 6, "collapse": first["stats"]["llm_calls"]["collapse"], "final": 1}
     assert preview["llm_calls"] == {"map": 0, "collapse": 0, "final": 0} and fake_in_loop.chat_calls == 0
+
+
+def test_each_groups_bullets_come_together_in_the_order_the_summary_first_names_them() -> None:
+    groups = [Group(documents=[1, 3], terms=["ferry"]), Group(documents=[2, 4], terms=["citrus"]),
+              Group(documents=[5], terms=[])]
+    summary = "\n".join(["- Pickers came early. [D4]", "- The ferry ran late. [D1]", "- Rain fell. [D5]",
+                         "- Crates were short. [D2, D1]", "- The pier closed. [D3]", "- A line with no tag."])
+
+    assert in_group_order(summary, groups).splitlines() == [
+        "- Pickers came early. [D4]", "- Crates were short. [D2, D1]", "- The ferry ran late. [D1]",
+        "- The pier closed. [D3]", "- Rain fell. [D5]", "- A line with no tag."]
+    assert in_group_order(summary, groups[:1]) == summary  # one group: nothing to bring together
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.lists(st.tuples(st.booleans(), st.integers(1, 8)), max_size=20), st.integers(1, 8))
+def test_bringing_groups_together_only_reorders_bullets(lines: list[tuple[bool, int]], cut: int) -> None:
+    groups = [Group(documents=list(range(1, cut + 1)), terms=["a"]), Group(documents=list(range(cut + 1, 9)),
+                                                                           terms=["b"])]
+    summary = "\n".join(f"- point {k} [D{doc}]" if bullet else f"note {k}" for k, (bullet, doc) in enumerate(lines))
+
+    out = in_group_order(summary, [g for g in groups if g["documents"]]).splitlines()
+
+    assert sorted(out) == sorted(summary.splitlines()) if summary else out == []
+    assert [i for i, line in enumerate(out) if not line.startswith("- ")] == \
+        [i for i, (bullet, _) in enumerate(lines) if not bullet]  # lines that are no bullet stay in place
+    sides = [int(re.findall(r"D(\d+)", line)[0]) > cut for line in out if line.startswith("- ")]
+    assert sides == sorted(sides) or sides == sorted(sides, reverse=True)  # one group's bullets, then the other's
