@@ -46,7 +46,7 @@ from pipeline.errors import CollapseError, InputError, NothingSummarizedError
 from pipeline.text.confine import inside, refuse_paths
 from pipeline.text.language import answer_language
 from pipeline.answers.length import parse_length
-from pipeline.grouping import group_documents, in_group_order, is_grouped, overview
+from pipeline.grouping import group_documents, in_group_order, is_grouped, overview, several
 from pipeline.text.formats.entries import Fields
 from pipeline.text.loading import DocRef, expand_inputs, list_inputs
 from pipeline.text.selecting import select_inputs
@@ -170,8 +170,9 @@ async def collect(state: RunState, runtime: Runtime[Resources]) -> dict[str, Any
     cap = context.collapse_max_tokens
     groups = await asyncio.to_thread(group_documents, results)  # 60 us a document: off the loop at 20,000
     pieces = pieces_in_groups(results, groups, res.count, cap)
-    if is_grouped(groups):
-        log.info("%d documents in %d groups of related ones", sum(len(g["documents"]) for g in groups), len(groups))
+    documents = [d for g in groups for d in g["documents"]]
+    if is_grouped(groups, documents):
+        log.info("%d documents in %d groups of related ones", len(documents), len(groups))
     counts = {s: sum(r["status"] == s for r in results) for s in ("ok", "failed", "skipped")}
     log.info("map done: %(ok)d summarized, %(failed)d failed, %(skipped)d skipped", counts)
     removed: dict[str, int] = {}  # added to the shards' counts
@@ -182,7 +183,7 @@ async def collect(state: RunState, runtime: Runtime[Resources]) -> dict[str, Any
         files = state.get("files") or {}
         log.info("files: %d new, %d changed, %d unchanged, %d removed", files.get("new", 0),
                  files.get("changed", 0), files.get("unchanged", 0), len(gone))
-    return {"pieces": pieces, "groups": groups, "level": 0, "max_levels": max_collapse_levels(len(pieces)),
+    return {"pieces": pieces, "groups": several(groups), "level": 0, "max_levels": max_collapse_levels(len(pieces)),
             "mapped_at": time.time(),
             "files": removed, "reduce_language": answer_language(context.language, (r.get("language") for r in results))}
 
@@ -234,16 +235,18 @@ async def final(state: RunState, runtime: Runtime[Resources]) -> dict[str, Any]:
             whole=len(ok) == 1 and ok[0]["chunks"] == 1)
         # Only a length asked for may leave documents out; by default each is represented.
         text = text if context.length != "auto" else represent(text, ok)
-        text = in_group_order(text, state.get("groups") or [])  # each group's bullets together
+        documents = [r["id"] for r in ok]
+        text = in_group_order(text, state.get("groups") or [], documents)  # each group's bullets together
         evidence = trace(text, {r["id"]: r for r in ok})
         shown = cite_lines(text, evidence) if context.cite == "lines" else text
-        if opening := overview(state.get("groups") or []):
+        if opening := overview(state.get("groups") or [], documents):
             shown, text = opening + "\n\n" + shown, opening + "\n\n" + text
         summary = shown.rstrip() + "\n" + sources_legend(text, state["results"])
     stats = _stats(state, res)
-    if is_grouped(groups := state.get("groups") or []):
-        stats["groups"] = [g for g in groups if len(g["documents"]) > 1]
-        stats["documents_alone"] = sum(len(g["documents"]) == 1 for g in groups)
+    ok_ids = [r["id"] for r in state.get("results") or [] if r["status"] == "ok"]
+    if is_grouped(groups := state.get("groups") or [], ok_ids):
+        stats["groups"] = groups
+        stats["documents_alone"] = len(ok_ids) - sum(len(g["documents"]) for g in groups)
     if fitted is not None:
         stats["length"] = fitted
     return {"summary": summary, "stats": stats, "evidence": evidence}

@@ -83,7 +83,7 @@ class RunState(TypedDict, total=False):
     reduce_language: str | None  # what the collapse and final calls answer in
     results: Annotated[list[DocResult], operator.add]
     pieces: list[Piece]
-    groups: list[Group]  # the summarized documents, partitioned into groups of related ones
+    groups: list[Group]  # the groups of several related documents (any other summarized document stands alone)
     level: int
     max_levels: int
     started_at: float

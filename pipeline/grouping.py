@@ -86,7 +86,10 @@ def group_documents(results: Iterable[DocResult]) -> list[Group]:
     """
     ok = sorted((r for r in results if r["status"] == "ok"), key=_order)
     own = [r for r in ok if "same_as" not in r]
-    terms = [terms_of(r.get("summary", "")) | terms_of(_name_of(r["source"])) for r in own]
+    canon: dict[str, str] = {}  # one string per term, however many documents hold it
+    terms = [tuple(canon.setdefault(t, t) for t in terms_of(r.get("summary", "")) | terms_of(_name_of(r["source"])))
+             for r in own]
+    del canon
     held: Counter[str] = Counter()
     for found in terms:
         held.update(found)
@@ -100,9 +103,9 @@ def group_documents(results: Iterable[DocResult]) -> list[Group]:
         return i
 
     holders: dict[str, list[int]] = {}
-    linking: list[list[str]] = []
+    linking: list[tuple[str, ...]] = []
     for i, found in enumerate(terms):
-        rare = sorted((t for t in found if 2 <= held[t] <= most), key=lambda t: (held[t], t))[:MOST_TERMS]
+        rare = tuple(sorted((t for t in found if 2 <= held[t] <= most), key=lambda t: (held[t], t))[:MOST_TERMS])
         linking.append(rare)
         shared: Counter[int] = Counter()
         for term in rare:
@@ -151,14 +154,21 @@ def _name(docs: Sequence[DocResult], index: dict[int, int], linking: Sequence[Se
     return [spelled.get(t, t) for t in top]
 
 
-def group_index(groups: Sequence[Group]) -> dict[int, int]:
-    """Each document's group, by its position in `groups`."""
-    return {doc: k for k, group in enumerate(groups) for doc in group["documents"]}
+def several(groups: Sequence[Group]) -> list[Group]:
+    """The groups of more than one document: what a run keeps (any other document stands alone)."""
+    return [g for g in groups if len(g["documents"]) > 1]
 
 
-def is_grouped(groups: Sequence[Group]) -> bool:
-    """Whether grouping says anything: more than one group, and at least one of several documents."""
-    return len(groups) > 1 and any(len(g["documents"]) > 1 for g in groups)
+def _alone(groups: Sequence[Group], documents: Iterable[int]) -> list[int]:
+    """The `documents` in no group of several, in id order."""
+    listed = {d for g in groups if len(g["documents"]) > 1 for d in g["documents"]}
+    return sorted(d for d in documents if d not in listed)
+
+
+def is_grouped(groups: Sequence[Group], documents: Iterable[int]) -> bool:
+    """Whether grouping says anything of `documents`: a group of several, and more than one group."""
+    found = several(groups)
+    return bool(found) and len(found) + len(_alone(found, documents)) > 1
 
 
 MOST_LISTED = 8  # groups an overview or a prompt names; the others are counted
@@ -170,34 +180,35 @@ def _tags(docs: Sequence[int]) -> str:
     return shown + (f" and {len(docs) - MOST_TAGS:,} more" if len(docs) > MOST_TAGS else "")
 
 
-def _listed(groups: Sequence[Group], tag: Callable[[int], int | None]) -> tuple[list[str], int, list[int]]:
-    """The groups of several documents as "terms [tags]" (up to MOST_LISTED), how many more, and the documents alone."""
-    named, more, alone = [], 0, []
+def _listed(groups: Sequence[Group], tag: Callable[[int], int | None]) -> tuple[list[str], int]:
+    """The groups of several documents as "terms [tags]" (up to MOST_LISTED), and how many more there are."""
+    named, more = [], 0
     for group in groups:
         docs = sorted(k for d in group["documents"] if (k := tag(d)) is not None)
         if len(docs) < 2:
-            alone += docs
-            alone.sort()
-        elif len(named) < MOST_LISTED:
+            continue
+        if len(named) < MOST_LISTED:
             named.append(f"{', '.join(group['terms']) or 'related'} {_tags(docs)}")
         else:
             more += 1
-    return named, more, alone
+    return named, more
 
 
-def overview(groups: Sequence[Group]) -> str:
-    """The line that opens a final summary and names its groups, by their shared terms and tags; "" if there is one.
+def overview(groups: Sequence[Group], documents: Sequence[int]) -> str:
+    """The line that opens a final summary and names its groups by their shared terms and tags; "" if there is one.
 
-    Made by code from the documents' own summaries and the groups' members, so it is
-    no bullet: the length and the checks of the model's bullets do not apply to it.
+    `documents` are the summarized documents' ids. Made by code from the documents' own
+    words and the groups' members, so it is no bullet: the length and the checks of the
+    model's bullets do not apply to it.
     """
-    if not is_grouped(groups):
+    if not is_grouped(groups, documents):
         return ""
-    named, more, alone = _listed(groups, lambda d: d)
+    found = several(groups)
+    named, more = _listed(found, lambda d: d)
+    alone = _alone(found, documents)
     parts = named + ([f"{more:,} more groups"] if more else []) + \
         ([f"{len(alone):,} on {'its' if len(alone) == 1 else 'their'} own {_tags(alone)}"] if alone else [])
-    total = sum(len(g["documents"]) for g in groups)
-    return f"**{total:,} documents in {len(groups):,} groups:** " + "; ".join(parts)
+    return f"**{len(documents):,} documents in {len(found) + len(alone):,} groups:** " + "; ".join(parts)
 
 
 def prompt_note(groups: Sequence[Group], call_docs: Sequence[int]) -> str:
@@ -207,33 +218,37 @@ def prompt_note(groups: Sequence[Group], call_docs: Sequence[int]) -> str:
     """
     local = {d: k for k, d in enumerate(call_docs, start=1)}
     in_call = [Group(documents=[d for d in g["documents"] if d in local], terms=g["terms"]) for g in groups]
-    in_call = [g for g in in_call if g["documents"]]
-    if not is_grouped(in_call):
+    if not is_grouped(in_call, call_docs):
         return ""
-    named, more, _ = _listed(in_call, local.get)
+    named, more = _listed(in_call, local.get)
     more_text = f" and {more:,} more groups" if more else ""
     return (f"The documents form groups by what they share: {'; '.join(named)}{more_text}; any other stands "
             "alone. Write the bullets of one group together, group after group, and merge facts only within "
             "a group.")
 
 
-def in_group_order(summary: str, groups: Sequence[Group]) -> str:
+def in_group_order(summary: str, groups: Sequence[Group], documents: Sequence[int]) -> str:
     """Bring the bullets of each group together, groups in the order the summary first names them.
 
-    A bullet goes with the group of the first document it cites; within a group, and for
-    bullets citing none, the summary's own order (most important first) holds. Lines
-    that are no bullet stay where they are, and so does the whole when nothing is grouped.
+    A bullet goes with the group of the first document it cites (a document in no group
+    of several is a group of its own); within a group, and for bullets citing none, the
+    summary's own order (most important first) holds. Lines that are no bullet stay where
+    they are, and so does the whole when nothing is grouped.
     """
-    if not is_grouped(groups):
+    if not is_grouped(groups, documents):
         return summary
-    index = group_index(groups)
+    index = {doc: k for k, group in enumerate(several(groups)) for doc in group["documents"]}
     lines = summary.splitlines()
     at = [i for i, line in enumerate(lines) if BULLET.match(line)]
-    of = {i: index.get(next(iter(cited(lines[i])), -1), -1) for i in at}
-    rank: dict[int, int] = {}
+    of: dict[int, int | None] = {}
     for i in at:
-        rank.setdefault(of[i], len(rank))
-    ordered = sorted(at, key=lambda i: rank[of[i]] if of[i] >= 0 else len(rank))
+        first = next(iter(cited(lines[i])), None)
+        of[i] = None if first is None else index.get(first, -first)
+    rank: dict[int | None, int] = {}
+    for i in at:
+        if of[i] is not None:
+            rank.setdefault(of[i], len(rank))
+    ordered = sorted(at, key=lambda i: rank.get(of[i], len(rank)))
     out = lines[:]
     for slot, i in zip(at, ordered):
         out[slot] = lines[i]

@@ -13,7 +13,7 @@ from pipeline.text.language import language_instruction
 from pipeline.llm.runner import call_key
 from pipeline.text.loading import DocRef, load_text
 from pipeline.prompting import Piece, Prompt, firmer, map_prompt, reduce_prompt, render_group
-from pipeline.grouping import Group, group_documents
+from pipeline.grouping import Group, group_documents, several
 from pipeline.result_store import ResultStore
 from pipeline.llm.runner import Completion
 from pipeline.summarize import (
@@ -98,6 +98,7 @@ def preview(docs: Sequence[DocRef], *, count: TokenCounter, map_max_tokens: int,
     if results and len(results) == summarized:  # every summary known: grouped as the run will group them
         groups = group_documents(results)
         pieces = pieces_in_groups(results, groups, count, collapse_max_tokens)
+        groups = several(groups)
     reduce = _Reduce(store, identity, reduce_language, count, known, templates, groups)
     levels = 0
     while sum(p["tokens"] for p in pieces) > budget and levels < max_collapse_levels(len(pieces)):

@@ -197,9 +197,10 @@ def test_the_overview_and_the_prompt_name_only_groups_of_several() -> None:
     groups = [Group(documents=[1, 3], terms=["ferry", "harbor"]), Group(documents=[2], terms=[]),
               Group(documents=[4, 5, 6, 7, 8, 9, 10, 11], terms=["citrus"])]
 
-    assert overview(groups) == ("**11 documents in 3 groups:** ferry, harbor [D1, D3]; "
+    assert overview(groups, list(range(1, 12))) == ("**11 documents in 3 groups:** ferry, harbor [D1, D3]; "
                                 "citrus [D4, D5, D6, D7, D8, D9] and 2 more; 1 on its own [D2]")
-    assert overview(groups[:1]) == "" and overview([groups[1], Group(documents=[5], terms=[])]) == ""
+    assert overview(groups[:1], [1, 3]) == "" and overview([groups[1], Group(documents=[5], terms=[])], [2, 5]) == ""
+    assert overview(groups[::2], list(range(1, 12))) == overview(groups, list(range(1, 12)))  # the alone are implied
     note = prompt_note(groups, [3, 1, 2, 11, 10])
     assert "ferry, harbor [D1, D2]; citrus [D4, D5]; any other stands alone" in note
     assert prompt_note(groups, [1, 2]) == ""  # only one of the group's documents is in the call
@@ -226,10 +227,10 @@ def test_each_groups_bullets_come_together_in_the_order_the_summary_first_names_
     summary = "\n".join(["- Pickers came early. [D4]", "- The ferry ran late. [D1]", "- Rain fell. [D5]",
                          "- Crates were short. [D2, D1]", "- The pier closed. [D3]", "- A line with no tag."])
 
-    assert in_group_order(summary, groups).splitlines() == [
+    assert in_group_order(summary, groups, [1, 2, 3, 4, 5]).splitlines() == [
         "- Pickers came early. [D4]", "- Crates were short. [D2, D1]", "- The ferry ran late. [D1]",
         "- The pier closed. [D3]", "- Rain fell. [D5]", "- A line with no tag."]
-    assert in_group_order(summary, groups[:1]) == summary  # one group: nothing to bring together
+    assert in_group_order(summary, groups[:1], [1, 3]) == summary  # one group: nothing to bring together
 
 
 @settings(max_examples=150, deadline=None)
@@ -239,7 +240,7 @@ def test_bringing_groups_together_only_reorders_bullets(lines: list[tuple[bool, 
                                                                            terms=["b"])]
     summary = "\n".join(f"- point {k} [D{doc}]" if bullet else f"note {k}" for k, (bullet, doc) in enumerate(lines))
 
-    out = in_group_order(summary, [g for g in groups if g["documents"]]).splitlines()
+    out = in_group_order(summary, [g for g in groups if g["documents"]], list(range(1, 9))).splitlines()
 
     assert sorted(out) == sorted(summary.splitlines()) if summary else out == []
     assert [i for i, line in enumerate(out) if not line.startswith("- ")] == \
