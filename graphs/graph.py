@@ -46,7 +46,7 @@ from pipeline.errors import CollapseError, InputError, NothingSummarizedError
 from pipeline.text.confine import inside, refuse_paths
 from pipeline.text.language import answer_language
 from pipeline.answers.length import parse_length
-from pipeline.grouping import group_documents, in_group_order, is_grouped, overview, several
+from pipeline.grouping import Group, group_documents, in_group_order, is_grouped, overview, several
 from pipeline.text.formats.entries import Fields
 from pipeline.text.loading import DocRef, expand_inputs, list_inputs
 from pipeline.text.selecting import select_inputs
@@ -183,9 +183,10 @@ async def collect(state: RunState, runtime: Runtime[Resources]) -> dict[str, Any
         files = state.get("files") or {}
         log.info("files: %d new, %d changed, %d unchanged, %d removed", files.get("new", 0),
                  files.get("changed", 0), files.get("unchanged", 0), len(gone))
-    return {"pieces": pieces, "groups": several(groups), "level": 0, "max_levels": max_collapse_levels(len(pieces)),
-            "mapped_at": time.time(),
-            "files": removed, "reduce_language": answer_language(context.language, (r.get("language") for r in results))}
+    kept = [Group(documents=sorted(g["documents"]), terms=g["terms"]) for g in several(groups)]  # ids in order
+    return {"pieces": pieces, "groups": kept, "level": 0, "max_levels": max_collapse_levels(len(pieces)),
+            "mapped_at": time.time(), "files": removed,
+            "reduce_language": answer_language(context.language, (r.get("language") for r in results))}
 
 
 def _sources(state: RunState) -> set[str]:

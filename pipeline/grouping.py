@@ -125,7 +125,8 @@ def group_documents(results: Iterable[DocResult]) -> list[Group]:
         doc = first_of.get(r["same_as"], r["id"]) if "same_as" in r else r["id"]
         members.setdefault(group_of.get(doc, -1 - r["id"]), []).append(r)
     index = {r["id"]: i for i, r in enumerate(own)}
-    return [Group(documents=[r["id"] for r in docs], terms=_name(docs, index, linking, held)) for docs in members.values()]
+    return [Group(documents=[r["id"] for r in docs], terms=_name(docs, index, linking, held))
+            for docs in members.values()]
 
 
 def _name(docs: Sequence[DocResult], index: dict[int, int], linking: Sequence[Sequence[str]],

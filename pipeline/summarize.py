@@ -31,7 +31,8 @@ from prompts import Templates
 log = logging.getLogger(__name__)
 
 __all__ = ["DocResult", "Piece", "Twins", "ask", "ask_in_language", "collapse_level", "document_result", "final_summary",
-           "max_collapse_levels", "pack", "pieces_in_groups", "settled_result", "summarize_document", "summarize_shard", "to_pieces"]
+           "max_collapse_levels", "pack", "pieces_in_groups", "settled_result", "summarize_document", "summarize_shard",
+           "to_pieces"]
 
 SummaryOf = Callable[[int], str]
 
