@@ -2,11 +2,13 @@
 
 A document's terms are those of its grounded summary and of its file's name (the
 folders above it are left out: they are shared by place, not by topic). A term is
-distinctive when more than one document holds it but not more than half of
-them (and never one of the stop words): words that every document uses say nothing
-about what a document is about. Two documents are linked when they share at least
-MIN_SHARED distinctive terms and enough of them for their sizes (SIMILAR of the
-geometric mean of their term counts); a group is what links join (union-find).
+distinctive when more than one document holds it but not more than half of them (and
+never one of the stop words): words that every document uses say nothing about what a
+document is about. A term weighs log(N / documents holding it), so a rare one counts
+more than boilerplate that a third of the documents repeat. Two documents are linked
+when they share at least MIN_SHARED distinctive terms whose weight is at least SIMILAR
+of the geometric mean of each one's distinctive terms' weight (a cosine); a group is
+what links join (union-find).
 
 The cost is O(N·k): each document looks up at most MOST_TERMS of its rarest terms, and
 for each only the WINDOW documents that took it last. Everything is ordered by source,
@@ -38,8 +40,8 @@ _STOP = frozenset(word[:6] for word in STOP)
 COMMON = 0.5  # a term held by more than this share of the documents (and by more than two) is not distinctive
 MOST_TERMS = 32  # a document links by its rarest distinctive terms, at most this many
 WINDOW = 16  # and, for each, to the latest documents that hold it
-MIN_SHARED = 2  # distinctive terms two linked documents share, at least
-SIMILAR = 0.15  # and at least this share of the geometric mean of their term counts (each at most MOST_TERMS)
+MIN_SHARED = 3  # distinctive terms two linked documents share, at least
+SIMILAR = 0.4  # and this share of the geometric mean of their linking terms' weight (a cosine of idf weights)
 NAMED = 3  # terms that name a group
 
 
@@ -104,17 +106,22 @@ def group_documents(results: Iterable[DocResult]) -> list[Group]:
 
     holders: dict[str, list[int]] = {}
     linking: list[tuple[str, ...]] = []
+    mass: list[float] = []  # the weight of each document's linking terms
     for i, found in enumerate(terms):
         rare = tuple(sorted((t for t in found if 2 <= held[t] <= most), key=lambda t: (held[t], t))[:MOST_TERMS])
         linking.append(rare)
-        shared: Counter[int] = Counter()
+        mass.append(sum(math.log(len(own) / held[t]) for t in rare))
+        shared: dict[int, float] = {}
+        count: dict[int, int] = {}
         for term in rare:
             seen = holders.setdefault(term, [])
-            shared.update(seen[-WINDOW:])
+            weight = math.log(len(own) / held[term])
+            for j in seen[-WINDOW:]:
+                shared[j] = shared.get(j, 0.0) + weight
+                count[j] = count.get(j, 0) + 1
             seen.append(i)
-        size = min(len(found), MOST_TERMS)
-        for j, n in shared.items():
-            if n >= MIN_SHARED and n >= SIMILAR * math.sqrt(size * min(len(terms[j]), MOST_TERMS)):
+        for j, n in count.items():
+            if n >= MIN_SHARED and shared[j] > 0 and shared[j] >= SIMILAR * math.sqrt(mass[i] * mass[j]):
                 a, b = root(i), root(j)
                 if a != b:
                     parent[max(a, b)] = min(a, b)

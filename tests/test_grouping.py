@@ -247,3 +247,22 @@ def test_bringing_groups_together_only_reorders_bullets(lines: list[tuple[bool, 
         [i for i, (bullet, _) in enumerate(lines) if not bullet]  # lines that are no bullet stay in place
     sides = [int(re.findall(r"D(\d+)", line)[0]) > cut for line in out if line.startswith("- ")]
     assert sides == sorted(sides) or sides == sorted(sides, reverse=True)  # one group's bullets, then the other's
+
+
+async def test_a_document_added_to_a_grouped_run_pays_about_one_collapse_call_a_level(fake_in_loop: FakeOpenAI,
+                                                                                     tmp_path: Path) -> None:
+    from bench.grouping import topic_text
+
+    fake_in_loop.reply = _echo
+    texts = [{"id": f"doc-{i:03d}", "text": topic_text(i % 20, i)} for i in range(100)]  # topics interleave by name
+    context = Context(base_url=fake_in_loop.base_url, token_max=2000, map_max_tokens=400, language="en",
+                      store_path=str(tmp_path / "store.sqlite"))
+    first = await graph.ainvoke({"texts": texts}, context=context)
+    added = {"id": "doc-050a", "text": topic_text(7, 10**6)}  # on the topic of doc-007, doc-027, ...
+
+    again = await graph.ainvoke({"texts": [*texts, added]}, context=context)
+
+    assert len(first["stats"]["groups"]) == 20 and first["stats"]["collapse_levels"] >= 2
+    assert again["stats"]["llm_calls"]["map"] == 1
+    assert again["stats"]["llm_calls"]["collapse"] <= first["stats"]["collapse_levels"] + 1
+    assert again["stats"]["from_store"]["collapse"] >= first["stats"]["llm_calls"]["collapse"] - 3
