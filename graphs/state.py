@@ -13,6 +13,7 @@ from langgraph.channels import EphemeralValue
 from typing_extensions import NotRequired, TypedDict
 
 from graphs.documents import DocumentsChannel
+from pipeline.grouping import Group
 from pipeline.prompting import Piece
 from pipeline.summarize import DocResult
 
@@ -82,6 +83,7 @@ class RunState(TypedDict, total=False):
     reduce_language: str | None  # what the collapse and final calls answer in
     results: Annotated[list[DocResult], operator.add]
     pieces: list[Piece]
+    groups: list[Group]  # the groups of several related documents (any other summarized document stands alone)
     level: int
     max_levels: int
     started_at: float

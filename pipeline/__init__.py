@@ -4,7 +4,7 @@
     ─────────────────────────────────────────────────────────────────────────────────────
     summarize   the map and reduce steps         planning  documents planned beside the calls
     legend      the Sources under a summary      preview   a dry run's calls, tokens and cost
-    report      the run's outcome
+    report      the run's outcome                grouping  related documents, merged together
     ─────────────────────────────────────────────────────────────────────────────────────
     llm/        calls to the model: client (HTTP), pool (several endpoints), limits, budget,
                 memory_guard, runner (retries, store, counters), factory (settings to client

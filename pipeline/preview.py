@@ -13,9 +13,11 @@ from pipeline.text.language import language_instruction
 from pipeline.llm.runner import call_key
 from pipeline.text.loading import DocRef, load_text
 from pipeline.prompting import Piece, Prompt, firmer, map_prompt, reduce_prompt, render_group
+from pipeline.grouping import Group, group_documents, several
 from pipeline.result_store import ResultStore
 from pipeline.llm.runner import Completion
 from pipeline.summarize import (
+    DocResult,
     document_result,
     final_prompt,
     max_collapse_levels,
@@ -23,6 +25,7 @@ from pipeline.summarize import (
     needs_retry,
     own_words,
     pack,
+    pieces_in_groups,
     settle,
     to_pieces,
 )
@@ -55,6 +58,7 @@ def preview(docs: Sequence[DocRef], *, count: TokenCounter, map_max_tokens: int,
     tokens_in = tokens_out = 0
     pieces: list[Piece] = []
     known: dict[int, str] = {}  # the map summaries known exactly, by document
+    results: list[DocResult] = []  # and their results
     summarized = 0
     for ref in sorted(docs, key=lambda r: (r["source"], r["id"])):  # the order the reduce takes them in
         if "skip_reason" in ref or "plan_error" in ref or "prior_error" in ref:
@@ -82,6 +86,7 @@ def preview(docs: Sequence[DocRef], *, count: TokenCounter, map_max_tokens: int,
             # held to the document as the run holds them, so the pieces are the run's own
             result = document_result(ref, [Completion(answer, 0, 0) for answer in answers], text=text)
             known[ref["id"]] = own_words(result)
+            results.append(result)
             pieces += to_pieces(result, count, collapse_max_tokens)
             continue
         # A long document's summary goes to the reduce in parts, as summarize.to_pieces does;
@@ -89,7 +94,12 @@ def preview(docs: Sequence[DocRef], *, count: TokenCounter, map_max_tokens: int,
         parts = max(1, math.ceil((doc_out + 12) / collapse_max_tokens))
         pieces += [Piece(label="", text=f"{ref['source']}#{i}", tokens=math.ceil((doc_out + 12) / parts), docs=[])
                    for i in range(parts)]
-    reduce = _Reduce(store, identity, reduce_language, count, known, templates)
+    groups: list[Group] = []
+    if results and len(results) == summarized:  # every summary known: grouped as the run will group them
+        groups = group_documents(results)
+        pieces = pieces_in_groups(results, groups, count, collapse_max_tokens)
+        groups = several(groups)
+    reduce = _Reduce(store, identity, reduce_language, count, known, templates, groups)
     levels = 0
     while sum(p["tokens"] for p in pieces) > budget and levels < max_collapse_levels(len(pieces)):
         levels += 1
@@ -156,9 +166,9 @@ class _Reduce:
     """Look a reduce call up in the store, when every piece it would take is known exactly."""
 
     def __init__(self, store: ResultStore | None, identity: str, language: str | None, count: TokenCounter,
-                 known: dict[int, str], templates: Templates) -> None:
+                 known: dict[int, str], templates: Templates, groups: Sequence[Group] = ()) -> None:
         self.store, self.identity, self.language, self.count, self.known = store, identity, language, count, known
-        self.templates = templates
+        self.templates, self.groups = templates, groups
         self.instruction = language_instruction(language, "the summaries")
 
     def collapse(self, group: Sequence[Piece], max_tokens: int) -> Piece | None:
@@ -177,6 +187,6 @@ class _Reduce:
         """Whether the final call's answer is stored."""
         if self.store is None or not all(p["docs"] for p in pieces):
             return False
-        prompt, _ = final_prompt(pieces, self.language, length, self.templates)
+        prompt, _ = final_prompt(pieces, self.language, length, self.templates, self.groups)
         return stored_answer(self.store, "final", self.identity, max_tokens, prompt, self.language,
                              self.templates.reader) is not None

@@ -12,7 +12,7 @@ import unicodedata
 from collections.abc import Sequence
 from typing import Literal, NamedTuple
 
-from typing_extensions import TypedDict
+from typing_extensions import NotRequired, TypedDict
 
 from prompts import Templates
 from pipeline.answers.citations import local_numbering, retag
@@ -46,6 +46,7 @@ class Piece(TypedDict):
     text: str
     tokens: int
     docs: list[int]
+    topic: NotRequired[int]  # the group of related documents it comes from (pipeline/grouping.py), when known
 
 
 def fence(text: str) -> str:

@@ -20,6 +20,7 @@ from pipeline.answers.grounding import Evidence, first_point, ground, line_start
 from pipeline.answers.selection import is_concatenation, select
 from pipeline.answers.shape import bullets
 from pipeline.errors import CollapseError, FatalLLMError, InputError, LLMError
+from pipeline.grouping import Group, prompt_note
 from pipeline.text.language import language_instruction
 from pipeline.llm.runner import Completion, LLMRunner
 from pipeline.text.loading import DocRef, load_text
@@ -30,7 +31,8 @@ from prompts import Templates
 log = logging.getLogger(__name__)
 
 __all__ = ["DocResult", "Piece", "Twins", "ask", "ask_in_language", "collapse_level", "document_result", "final_summary",
-           "max_collapse_levels", "pack", "settled_result", "summarize_document", "summarize_shard", "to_pieces"]
+           "max_collapse_levels", "pack", "pieces_in_groups", "settled_result", "summarize_document", "summarize_shard",
+           "to_pieces"]
 
 SummaryOf = Callable[[int], str]
 
@@ -335,26 +337,54 @@ def to_pieces(result: DocResult, count: TokenCounter, cap: int) -> list[Piece]:
             for i, body in enumerate(("\n".join(lines) for lines in parts), start=1)]
 
 
+def pieces_in_groups(results: Sequence[DocResult], groups: Sequence[Group], count: TokenCounter,
+                     cap: int) -> list[Piece]:
+    """The reduce inputs of summarized documents, group after group, each piece marked with its group's number."""
+    by_id = {r["id"]: r for r in results}
+    return [Piece(**piece, topic=k) for k, group in enumerate(groups) for doc in group["documents"]
+            for piece in to_pieces(by_id[doc], count, cap)]
+
+
 # A group may end once it is three-quarters full, at a piece whose content hash says so
 # (one in four). Boundaries chosen by content rather than position mean that adding or
 # removing one document changes the group it falls in and seldom any other, so the
 # reduce calls of an incremental rerun are found in the store.
 _MIN_FILL = 0.75
 _BOUNDARY_ONE_IN = 4
+# Pieces of related documents (the same `topic`, pipeline/grouping.py) come in a row. A
+# topic that fits a call whole is not split, nor joined by another that does not fit
+# beside it; one of at least half a call gets calls of its own. Small topics share one.
+_BIG_TOPIC = 0.5
+
+
+def _topic_sizes(pieces: Sequence[Piece]) -> list[int]:
+    """For each piece, the tokens of the run of pieces of its topic it belongs to."""
+    sizes: list[int] = []
+    start = 0
+    for i in range(1, len(pieces) + 1):
+        if i == len(pieces) or pieces[i].get("topic") != pieces[start].get("topic"):
+            sizes += [sum(p["tokens"] for p in pieces[start:i])] * (i - start)
+            start = i
+    return sizes
 
 
 def pack(pieces: Sequence[Piece], budget: int) -> list[list[Piece]]:
-    """Pack pieces, in order, into groups of at most `budget` tokens, cut at content-defined points."""
+    """Pack pieces, in order, into groups of at most `budget` tokens, cut at topic ends and content-defined points."""
     groups: list[list[Piece]] = []
     current: list[Piece] = []
     size = 0
-    for piece in pieces:
-        if current and size + piece["tokens"] > budget:
+    topic_size = _topic_sizes(pieces)
+    big = budget * _BIG_TOPIC
+    for i, piece in enumerate(pieces):
+        starts = i > 0 and piece.get("topic") != pieces[i - 1].get("topic")
+        if current and (size + piece["tokens"] > budget or starts and (
+                size + topic_size[i] > budget or topic_size[i] >= big or topic_size[i - 1] >= big)):
             groups.append(current)
             current, size = [], 0
         current.append(piece)
         size += piece["tokens"]
-        if (len(current) > 1 and size >= budget * _MIN_FILL
+        ends = i + 1 == len(pieces) or pieces[i + 1].get("topic") != piece.get("topic")
+        if (len(current) > 1 and size >= budget * _MIN_FILL and (ends or topic_size[i] > budget)
                 and zlib.crc32(piece["text"].encode("utf-8", "surrogatepass")) % _BOUNDARY_ONE_IN == 0):
             groups.append(current)
             current, size = [], 0
@@ -371,7 +401,8 @@ def max_collapse_levels(n_pieces: int) -> int:
 def _truncate(piece: Piece, budget: int) -> Piece:
     log.warning("a summary of %d tokens exceeds the reduce budget of %d; truncating it", piece["tokens"], budget)
     keep = int(len(piece["text"]) * budget / piece["tokens"] * 0.95)
-    return Piece(label=piece["label"], text=piece["text"][:keep], tokens=budget, docs=piece["docs"])
+    return Piece(label=piece["label"], text=piece["text"][:keep], tokens=budget, docs=piece["docs"],
+                 **({"topic": piece["topic"]} if "topic" in piece else {}))
 
 
 def _valid_tags(call_docs: Sequence[int]) -> Callable[[int], int | None]:
@@ -426,7 +457,10 @@ def merged_piece(answer: str, group: Sequence[Piece], call_docs: list[int], summ
     answers = Counter() if answers is None else answers
     answer = _without_labels("\n".join(bullets(answer, answers)), group, answers)
     text = check_bullets(retag(answer, _valid_tags(call_docs)), call_docs, summary_of, citations)
-    return Piece(label="", text=text, tokens=count(text), docs=call_docs)
+    merged = Piece(label="", text=text, tokens=count(text), docs=call_docs)
+    if "topic" in group[0]:
+        merged["topic"] = group[0]["topic"]  # small topics merged together go on under the first one's
+    return merged
 
 
 async def collapse_level(runner: LLMRunner, pieces: Sequence[Piece], *, budget: int, language: str | None,
@@ -462,16 +496,22 @@ async def collapse_level(runner: LLMRunner, pieces: Sequence[Piece], *, budget: 
 
 
 def final_prompt(pieces: Sequence[Piece], language: str | None, length: lengths.Length,
-                 templates: Templates) -> tuple[Prompt, list[int]]:
-    """The final call's prompt, and the documents its tags number."""
+                 templates: Templates, groups: Sequence[Group] = ()) -> tuple[Prompt, list[int]]:
+    """The final call's prompt, and the documents its tags number.
+
+    When the documents form groups, the prompt names them (after the length asked for)
+    and asks for each group's bullets together.
+    """
     joined, call_docs = render_group(pieces)
+    asked = " ".join(filter(None, (lengths.instruction(length), prompt_note(groups, call_docs))))
     return reduce_prompt("final", joined, language_instruction(language, "the summaries"), templates,
-                         lengths.instruction(length)), call_docs
+                         asked), call_docs
 
 
 async def final_summary(runner: LLMRunner, pieces: Sequence[Piece], *, language: str | None,
                         max_tokens: int, summary_of: SummaryOf, documents: int, templates: Templates,
-                        length: lengths.Length | None = None, whole: bool = False) -> tuple[str, dict[str, Any]]:
+                        length: lengths.Length | None = None, whole: bool = False,
+                        groups: Sequence[Group] = ()) -> tuple[str, dict[str, Any]]:
     """Write the final summary from pieces that fit one call; its tags name the run's document ids.
 
     When the run summarized one document in one call (`whole`), that summary is already
@@ -487,7 +527,7 @@ async def final_summary(runner: LLMRunner, pieces: Sequence[Piece], *, language:
         text = "\n".join(f"{line.rstrip()} {tag}" if line.strip() else line for line in pieces[0]["text"].splitlines())
         return lengths.fit(text, goal)
     runner.progress.add_total("reduce", 1)
-    prompt, call_docs = final_prompt(pieces, language, goal, templates)
+    prompt, call_docs = final_prompt(pieces, language, goal, templates, groups)
     done = await ask(runner, "final", prompt, max_tokens, phase="reduce", language=language,
                      reader=templates.reader)
     answer = _without_labels("\n".join(bullets(done.text, runner.stats.answers)), pieces, runner.stats.answers)

@@ -1,0 +1,263 @@
+"""Group a run's documents by the distinctive terms they share, so that a merge combines related ones.
+
+A document's terms are those of its grounded summary and of its file's name (the
+folders above it are left out: they are shared by place, not by topic). A term is
+distinctive when more than one document holds it but not more than half of them (and
+never one of the stop words): words that every document uses say nothing about what a
+document is about. A term weighs log(N / documents holding it), so a rare one counts
+more than boilerplate that a third of the documents repeat. Two documents are linked
+when they share at least MIN_SHARED distinctive terms whose weight is at least SIMILAR
+of the geometric mean of each one's distinctive terms' weight (a cosine); a group is
+what links join (union-find).
+
+The cost is O(N·k): each document looks up at most MOST_TERMS of its rarest terms, and
+for each only the WINDOW documents that took it last. Everything is ordered by source,
+then id (the order the reduce takes documents in), so the same documents give the same
+groups however they were listed, and a document added to a run changes only the group
+it joins.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections import Counter
+from collections.abc import Callable, Iterable, Sequence
+from typing import TYPE_CHECKING
+
+from typing_extensions import TypedDict
+
+from pipeline.answers.checks import BULLET
+from pipeline.answers.citations import cited, retag
+from pipeline.answers.grounding import CJK, STOP, TOKEN
+
+if TYPE_CHECKING:
+    from pipeline.summarize import DocResult
+
+# A lower-cased ASCII word of three letters or more, folded as grounding folds it: its first six letters.
+_ASCII_FOLDED = re.compile(r"(?<![a-z])[a-z]{3,6}")
+_STOP = frozenset(word[:6] for word in STOP)
+COMMON = 0.5  # a term held by more than this share of the documents (and by more than two) is not distinctive
+MOST_TERMS = 32  # a document links by its rarest distinctive terms, at most this many
+WINDOW = 16  # and, for each, to the latest documents that hold it
+MIN_SHARED = 3  # distinctive terms two linked documents share, at least
+SIMILAR = 0.4  # and this share of the geometric mean of their linking terms' weight (a cosine of idf weights)
+NAMED = 3  # terms that name a group
+
+
+class Group(TypedDict):
+    """Documents about the same thing: their ids in reduce order, and the terms they share (as first written)."""
+
+    documents: list[int]
+    terms: list[str]
+
+
+def terms_of(summary: str) -> set[str]:
+    """A summary's content terms: words folded as grounding folds them (first six letters), CJK character pairs.
+
+    Numbers are left out: a year or a count shared by two documents says nothing of their topic.
+    """
+    text = retag(summary, lambda k: None)
+    if text.isascii():
+        return set(_ASCII_FOLDED.findall(text.lower())) - _STOP
+    found: set[str] = set()
+    for token in TOKEN.findall(text.lower()):
+        if token[0].isdigit():
+            continue
+        if CJK.search(token):
+            found.update(token[i:i + 2] for i in range(max(1, len(token) - 1)))
+        elif len(token) >= 3 and token[:6] not in _STOP:
+            found.add(token[:6])
+    return found
+
+
+def _name_of(source: str) -> str:
+    """A source's own name, which often says what it is about: its last path part, without its extension."""
+    return re.split(r"[\\/]", source)[-1].rsplit(".", 1)[0].replace("_", " ").replace("-", " ")
+
+
+def _order(result: DocResult) -> tuple[str, int]:
+    return result["source"], result["id"]
+
+
+def group_documents(results: Iterable[DocResult]) -> list[Group]:
+    """Partition the summarized documents into groups, in reduce order: groups by their first document.
+
+    A document that shares the summary of another of the same content (`same_as`) goes
+    into that one's group.
+    """
+    ok = sorted((r for r in results if r["status"] == "ok"), key=_order)
+    own = [r for r in ok if "same_as" not in r]
+    canon: dict[str, str] = {}  # one string per term, however many documents hold it
+    terms = [tuple(canon.setdefault(t, t) for t in terms_of(r.get("summary", "")) | terms_of(_name_of(r["source"])))
+             for r in own]
+    del canon
+    held: Counter[str] = Counter()
+    for found in terms:
+        held.update(found)
+    most = max(2, math.floor(COMMON * len(own)))
+    parent = list(range(len(own)))
+
+    def root(i: int) -> int:
+        while parent[i] != i:
+            parent[i] = parent[parent[i]]
+            i = parent[i]
+        return i
+
+    holders: dict[str, list[int]] = {}
+    linking: list[tuple[str, ...]] = []
+    mass: list[float] = []  # the weight of each document's linking terms
+    for i, found in enumerate(terms):
+        rare = tuple(sorted((t for t in found if 2 <= held[t] <= most), key=lambda t: (held[t], t))[:MOST_TERMS])
+        linking.append(rare)
+        mass.append(sum(math.log(len(own) / held[t]) for t in rare))
+        shared: dict[int, float] = {}
+        count: dict[int, int] = {}
+        for term in rare:
+            seen = holders.setdefault(term, [])
+            weight = math.log(len(own) / held[term])
+            for j in seen[-WINDOW:]:
+                shared[j] = shared.get(j, 0.0) + weight
+                count[j] = count.get(j, 0) + 1
+            seen.append(i)
+        for j, n in count.items():
+            if n >= MIN_SHARED and shared[j] > 0 and shared[j] >= SIMILAR * math.sqrt(mass[i] * mass[j]):
+                a, b = root(i), root(j)
+                if a != b:
+                    parent[max(a, b)] = min(a, b)
+    group_of = {r["id"]: root(i) for i, r in enumerate(own)}
+    first_of = {r["source"]: r["id"] for r in own}
+    members: dict[int, list[DocResult]] = {}
+    for r in ok:  # in reduce order, so each group's members are too, and groups go by their first
+        doc = first_of.get(r["same_as"], r["id"]) if "same_as" in r else r["id"]
+        members.setdefault(group_of.get(doc, -1 - r["id"]), []).append(r)
+    index = {r["id"]: i for i, r in enumerate(own)}
+    return [Group(documents=[r["id"] for r in docs], terms=_name(docs, index, linking, held))
+            for docs in members.values()]
+
+
+def _name(docs: Sequence[DocResult], index: dict[int, int], linking: Sequence[Sequence[str]],
+          held: Counter[str]) -> list[str]:
+    """The terms most of a group's documents share, spelled as the group first writes them.
+
+    Of terms as widely shared, those of the documents' names come first (a name says
+    what a document is about), then the rarest in the run.
+    """
+    mine = [index[r["id"]] for r in docs if r["id"] in index]
+    if len(mine) < 2:
+        return []
+    counts: Counter[str] = Counter()
+    for i in mine:
+        counts.update(linking[i])
+    named = set().union(*(terms_of(_name_of(r["source"])) for r in docs))
+    top = sorted((t for t, n in counts.items() if n >= 2),
+                 key=lambda t: (-counts[t], t not in named, held[t], t))[:NAMED]
+    spelled = {t: t for t in top if CJK.search(t)}  # a CJK character pair stands as it is
+    for text in [*(r.get("summary", "") for r in docs), *(_name_of(r["source"]) for r in docs)]:
+        if len(spelled) == len(top):
+            break
+        for token in TOKEN.findall(retag(text, lambda k: None)):
+            if (term := token.lower()[:6]) in top and term not in spelled:
+                spelled[term] = token.lower()
+    return [spelled.get(t, t) for t in top]
+
+
+def several(groups: Sequence[Group]) -> list[Group]:
+    """The groups of more than one document: what a run keeps (any other document stands alone)."""
+    return [g for g in groups if len(g["documents"]) > 1]
+
+
+def _alone(groups: Sequence[Group], documents: Iterable[int]) -> list[int]:
+    """The `documents` in no group of several, in id order."""
+    listed = {d for g in groups if len(g["documents"]) > 1 for d in g["documents"]}
+    return sorted(d for d in documents if d not in listed)
+
+
+def is_grouped(groups: Sequence[Group], documents: Iterable[int]) -> bool:
+    """Whether grouping says anything of `documents`: a group of several, and more than one group."""
+    found = several(groups)
+    return bool(found) and len(found) + len(_alone(found, documents)) > 1
+
+
+MOST_LISTED = 8  # groups an overview or a prompt names; the others are counted
+MOST_TAGS = 6  # tags spelled out for one group; the others are counted
+
+
+def _tags(docs: Sequence[int]) -> str:
+    shown = "[" + ", ".join(f"D{d}" for d in docs[:MOST_TAGS]) + "]"
+    return shown + (f" and {len(docs) - MOST_TAGS:,} more" if len(docs) > MOST_TAGS else "")
+
+
+def _listed(groups: Sequence[Group], tag: Callable[[int], int | None]) -> tuple[list[str], int]:
+    """The groups of several documents as "terms [tags]" (up to MOST_LISTED), and how many more there are."""
+    named, more = [], 0
+    for group in groups:
+        docs = sorted(k for d in group["documents"] if (k := tag(d)) is not None)
+        if len(docs) < 2:
+            continue
+        if len(named) < MOST_LISTED:
+            named.append(f"{', '.join(group['terms']) or 'related'} {_tags(docs)}")
+        else:
+            more += 1
+    return named, more
+
+
+def overview(groups: Sequence[Group], documents: Sequence[int]) -> str:
+    """The line that opens a final summary and names its groups by their shared terms and tags; "" if there is one.
+
+    `documents` are the summarized documents' ids. Made by code from the documents' own
+    words and the groups' members, so it is no bullet: the length and the checks of the
+    model's bullets do not apply to it.
+    """
+    if not is_grouped(groups, documents):
+        return ""
+    found = several(groups)
+    named, more = _listed(found, lambda d: d)
+    alone = _alone(found, documents)
+    parts = named + ([f"{more:,} more groups"] if more else []) + \
+        ([f"{len(alone):,} on {'its' if len(alone) == 1 else 'their'} own {_tags(alone)}"] if alone else [])
+    return f"**{len(documents):,} documents in {len(found) + len(alone):,} groups:** " + "; ".join(parts)
+
+
+def prompt_note(groups: Sequence[Group], call_docs: Sequence[int]) -> str:
+    """Tell the final call which of its documents form a group and by which terms; "" when nothing is grouped.
+
+    `call_docs` are the documents in the call's own numbering ([Dk] is call_docs[k-1]).
+    """
+    local = {d: k for k, d in enumerate(call_docs, start=1)}
+    in_call = [Group(documents=[d for d in g["documents"] if d in local], terms=g["terms"]) for g in groups]
+    if not is_grouped(in_call, call_docs):
+        return ""
+    named, more = _listed(in_call, local.get)
+    more_text = f" and {more:,} more groups" if more else ""
+    return (f"The documents form groups by what they share: {'; '.join(named)}{more_text}; any other stands "
+            "alone. Write the bullets of one group together, group after group, and merge facts only within "
+            "a group.")
+
+
+def in_group_order(summary: str, groups: Sequence[Group], documents: Sequence[int]) -> str:
+    """Bring the bullets of each group together, groups in the order the summary first names them.
+
+    A bullet goes with the group of the first document it cites (a document in no group
+    of several is a group of its own); within a group, and for bullets citing none, the
+    summary's own order (most important first) holds. Lines that are no bullet stay where
+    they are, and so does the whole when nothing is grouped.
+    """
+    if not is_grouped(groups, documents):
+        return summary
+    index = {doc: k for k, group in enumerate(several(groups)) for doc in group["documents"]}
+    lines = summary.splitlines()
+    at = [i for i, line in enumerate(lines) if BULLET.match(line)]
+    of: dict[int, int | None] = {}
+    for i in at:
+        first = next(iter(cited(lines[i])), None)
+        of[i] = None if first is None else index.get(first, -first)
+    rank: dict[int | None, int] = {}
+    for i in at:
+        if of[i] is not None:
+            rank.setdefault(of[i], len(rank))
+    ordered = sorted(at, key=lambda i: rank.get(of[i], len(rank)))
+    out = lines[:]
+    for slot, i in zip(at, ordered):
+        out[slot] = lines[i]
+    return "\n".join(out)
