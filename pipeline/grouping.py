@@ -216,7 +216,7 @@ def overview(groups: Sequence[Group], documents: Sequence[int]) -> str:
     alone = _alone(found, documents)
     parts = named + ([f"{more:,} more groups"] if more else []) + \
         ([f"{len(alone):,} on {'its' if len(alone) == 1 else 'their'} own {_tags(alone)}"] if alone else [])
-    return f"**{len(documents):,} documents in {len(found) + len(alone):,} groups:** " + "; ".join(parts)
+    return f"**{len(documents):,} documents, {len(found):,} group{'' if len(found) == 1 else 's'}:** " + "; ".join(parts)
 
 
 def prompt_note(groups: Sequence[Group], call_docs: Sequence[int]) -> str:

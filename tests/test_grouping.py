@@ -91,7 +91,7 @@ async def test_the_final_call_is_told_the_groups_and_the_summary_opens_with_them
     assert f"{', '.join(ferry['terms'])} [D1, D2, D3]; {', '.join(citrus['terms'])} [D4, D5, D6]" in system
     assert "Write the bullets of one group together" in system
     first, _, rest = out["summary"].partition("\n\n")
-    assert first == (f"**6 documents in 2 groups:** {', '.join(ferry['terms'])} [D1, D3, D5]; "
+    assert first == (f"**6 documents, 2 groups:** {', '.join(ferry['terms'])} [D1, D3, D5]; "
                      f"{', '.join(citrus['terms'])} [D2, D4, D6]")
     assert rest.startswith("- ")
 
@@ -197,7 +197,7 @@ def test_the_overview_and_the_prompt_name_only_groups_of_several() -> None:
     groups = [Group(documents=[1, 3], terms=["ferry", "harbor"]), Group(documents=[2], terms=[]),
               Group(documents=[4, 5, 6, 7, 8, 9, 10, 11], terms=["citrus"])]
 
-    assert overview(groups, list(range(1, 12))) == ("**11 documents in 3 groups:** ferry, harbor [D1, D3]; "
+    assert overview(groups, list(range(1, 12))) == ("**11 documents, 2 groups:** ferry, harbor [D1, D3]; "
                                 "citrus [D4, D5, D6, D7, D8, D9] and 2 more; 1 on its own [D2]")
     assert overview(groups[:1], [1, 3]) == "" and overview([groups[1], Group(documents=[5], terms=[])], [2, 5]) == ""
     assert overview(groups[::2], list(range(1, 12))) == overview(groups, list(range(1, 12)))  # the alone are implied
