@@ -25,6 +25,9 @@ from typing import Any
 
 from eval.scores import STOPWORDS, _BULLET, split_summary, strip_tags, tag_numbers
 
+# The line the pipeline opens a grouped summary with, made by code from the documents' own terms and tags.
+OVERVIEW = re.compile(r"^\*\*[\d,]+ documents, [\d,]+ groups?:\*\* ")
+
 _WORD = re.compile(r"[^\W\d_]+|\d+(?:,\d{3})*(?:\.\d+)?")
 LEAST, MOST = 6, 12
 FOREIGN = 3  # a name or number (3) or three words (1 each) owned by a document the line does not cite
@@ -71,8 +74,14 @@ def _source_terms(text: str) -> set[str]:
 
 
 def content_lines(summary: str) -> list[str]:
-    """The lines of a summary's body that say something (not blank, not the Sources list)."""
-    return [line for line in split_summary(summary)[0].splitlines() if strip_tags(line).strip(" -*#_")]
+    """The lines of a summary's body that say something (not blank, not the Sources list, not the groups' line)."""
+    return [line for line in split_summary(summary)[0].splitlines()
+            if strip_tags(line).strip(" -*#_") and not OVERVIEW.match(line)]
+
+
+def overview_lines(summary: str) -> int:
+    """How many lines name the groups of related documents ("**7 documents, 2 groups:** ..."), written by code."""
+    return sum(1 for line in split_summary(summary)[0].splitlines() if OVERVIEW.match(line))
 
 
 def asked_bullets(documents: int) -> int:
@@ -114,7 +123,7 @@ def grounding(summary: str, doc_texts: Mapping[str, str], tag_to_doc: Mapping[in
     return {"content_lines": len(lines), "invented_lines": len(invented), "invented_examples": invented[:5],
             "tagged_lines": tagged, "mixed_lines": len(mixed), "mixed_examples": mixed[:5],
             "not_bullets": len(lines) - bullets, "bullets": bullets, "asked_bullets": most,
-            "within_length": bullets <= most}
+            "within_length": bullets <= most, "overview_lines": overview_lines(summary)}
 
 
 def aggregate(rows: Sequence[Mapping[str, Any]]) -> dict[str, Any]:

@@ -174,3 +174,15 @@ def test_grounding_counts_invented_mixed_and_unshaped_lines():
     assert found["invented_lines"] == 1 and "Jonathan" in found["invented_examples"][0]
     assert found["mixed_lines"] == 1 and "Harbor" in found["mixed_examples"][0]
     assert found["within_length"]  # three bullets, where auto asks for at most six
+
+
+def test_the_grounding_measure_knows_the_line_that_names_the_groups() -> None:
+    from eval.grounding import OVERVIEW, grounding
+    from pipeline.grouping import Group, overview
+
+    line = overview([Group(documents=[1, 3], terms=["ferry", "harbor"])], [1, 2, 3])
+    assert OVERVIEW.match(line)
+    measured = grounding(line + "\n\n- The ferry crossed the harbor. [D1]\n",
+                         {"a": "The ferry crossed the harbor.", "b": "Citrus.", "c": "A harbor ferry."},
+                         {1: "a", 2: "b", 3: "c"}, ["a", "b", "c"])
+    assert measured["not_bullets"] == 0 and measured["overview_lines"] == 1 and measured["bullets"] == 1
