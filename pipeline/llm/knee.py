@@ -47,20 +47,19 @@ class KneeSearch:
     when it decides one. A round costs a few float additions per answer, nothing more.
     """
 
-    __slots__ = ("maximum", "base", "phase", "worst", "_ref", "_ref_latency", "_skip", "_round", "_n",
-                 "_latency", "_in_flight", "_peak", "_cruised")
+    __slots__ = ("maximum", "base", "phase", "_ref", "_ref_latency", "_skip", "_round", "_n",
+                 "_latency", "_in_flight", "_cruised")
 
     def __init__(self, start: int, maximum: int) -> None:
         self.maximum = maximum
         self.base = start  # the limit settled on, that the probes start from
         self.phase = SLOW_START
-        self.worst = 0.0  # the longest latency per work of the last round
         self._ref: tuple[float, float] | None = None  # (calls in flight, throughput) at `base`
         self._ref_latency = 0.0
         self._skip = start  # answers still to come that were sent under an earlier limit (or cold: a new connection)
         self._round = ROUND
         self._n = self._cruised = 0
-        self._latency = self._in_flight = self._peak = 0.0
+        self._latency = self._in_flight = 0.0
 
     def observe(self, latency: float, in_flight: int, limit: int) -> int | None:
         """Take one answer's latency per work and the calls then in flight (itself included); maybe a new limit."""
@@ -70,13 +69,10 @@ class KneeSearch:
         self._n += 1
         self._latency += latency
         self._in_flight += in_flight
-        if latency > self._peak:
-            self._peak = latency
         if self._n < self._round:
             return None
         n = self._n
         mean_latency, mean_in_flight = self._latency / n, self._in_flight / n
-        self.worst, self._peak = self._peak, 0.0
         self._n, self._latency, self._in_flight = 0, 0.0, 0.0
         target = self._decide(mean_in_flight, mean_in_flight / mean_latency, mean_latency, limit)
         if target is not None:
