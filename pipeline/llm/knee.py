@@ -36,7 +36,9 @@ class KneeSearch:
     latency), each once the answers sent before the last change, and those sent while
     its queue formed, have come back: the mean calls in flight over the mean latency per
     unit of work is the throughput (Little's law). Slow start doubles the limit while
-    throughput grows with it; then, from the last level that paid, it probes one step up
+    throughput grows with it, measuring half rounds (of at least `START`); when a doubling
+    does not pay, the knee lies at least where its throughput would be carried at the last
+    level's latency, and the search goes on from there: it probes one step up
     (kept if throughput grew by `WORTH` of the step: below the knee batching still pays)
     and one step down (kept if throughput held: the step was queue), and cruises
     `CRUISE_ROUNDS` rounds between such probes. Latency up by `QUEUE_RISE` more than the step in calls in
@@ -57,7 +59,7 @@ class KneeSearch:
         self._ref: tuple[float, float] | None = None  # (calls in flight, throughput) at `base`
         self._ref_latency = 0.0
         self._skip = start  # answers still to come that were sent under an earlier limit (or cold: a new connection)
-        self._round = ROUND
+        self._round = START
         self._n = self._cruised = 0
         self._latency = self._in_flight = 0.0
 
@@ -79,7 +81,10 @@ class KneeSearch:
             target = max(1, min(self.maximum, target))
             # The answers sent before the change, then those sent into the queue it was building.
             self._skip = in_flight + (target if self.phase != SLOW_START else 0)
-        self._round = max(ROUND, target or limit)
+        # Slow start measures half a round: below the knee, where it spends its time, the
+        # rounds it compares differ by the doubling itself, far beyond noise.
+        level = target or limit
+        self._round = max(START, level // 2) if self.phase == SLOW_START else max(ROUND, level)
         return target
 
     def describe(self) -> str:
@@ -101,7 +106,11 @@ class KneeSearch:
             if self._ref is None or self._pays(in_flight, throughput, START_WORTH):
                 self._settle(in_flight, throughput, latency, limit)
                 return limit * 2 if limit < self.maximum else self._probe_down()
-            return self._probe_up()  # the knee lies between the last level that paid and this one
+            # The knee lies between the last level that paid and this one: at least where this
+            # round's throughput would be carried at the last level's latency (Little's law).
+            if self._ref_latency:
+                self.base = max(self.base, min(limit - 1, int(throughput * self._ref_latency)))
+            return self._probe_up()
         before = self._ref_latency
         stepped = max(1.0, in_flight / self._ref[0]) if self._ref else 1.0
         if before and latency > before * QUEUE_RISE * stepped:  # more queue than any step explains: capacity lost
