@@ -12,6 +12,7 @@ START = 4  # calls in flight before a server has shown what it can take
 GROW, SHRINK = 1.25, 0.8  # the probing steps around the limit settled on
 WORTH = 0.2  # a step pays when throughput moves by at least this share of the step in calls in flight
 START_WORTH = 0.45  # slow start's doublings must pay more: one past the knee doubles the queue
+PLAIN_WORTH = 0.7  # a doubling that pays this much shows it in half a round (far below the knee)
 CRUISE_ROUNDS = 3  # rounds at the settled limit between probes (a probe costs a little throughput or latency)
 ROUND = 8  # fewest answers in one measurement (and at least the limit's worth: about one latency)
 QUEUE_RISE = 1.5  # latency per token up (or down) this much at an unchanged limit: the server changed
@@ -75,14 +76,20 @@ class KneeSearch:
             return None
         n = self._n
         mean_latency, mean_in_flight = self._latency / n, self._in_flight / n
+        if self._round < max(ROUND, limit) and self.phase == SLOW_START and self._ref is not None and not self._pays(
+                mean_in_flight, mean_in_flight / mean_latency, PLAIN_WORTH):
+            # Near the knee, the first answers at a new level come from calls that queued the least:
+            # measure the whole round before a doubling is judged.
+            self._round = max(ROUND, limit)
+            return None
         self._n, self._latency, self._in_flight = 0, 0.0, 0.0
         target = self._decide(mean_in_flight, mean_in_flight / mean_latency, mean_latency, limit)
         if target is not None:
             target = max(1, min(self.maximum, target))
             # The answers sent before the change, then those sent into the queue it was building.
             self._skip = in_flight + (target if self.phase != SLOW_START else 0)
-        # Slow start measures half a round: below the knee, where it spends its time, the
-        # rounds it compares differ by the doubling itself, far beyond noise.
+        # Slow start measures half a round first: far below the knee, where it spends its time,
+        # the rounds it compares differ by the doubling itself, far beyond noise.
         level = target or limit
         self._round = max(START, level // 2) if self.phase == SLOW_START else max(ROUND, level)
         return target
