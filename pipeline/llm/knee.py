@@ -13,6 +13,7 @@ GROW, SHRINK = 1.25, 0.8  # the probing steps around the limit settled on
 WORTH = 0.2  # a step pays when throughput moves by at least this share of the step in calls in flight
 START_WORTH = 0.45  # slow start's doublings must pay more: one past the knee doubles the queue
 PLAIN_WORTH = 0.7  # a doubling that pays this much shows it in half a round (far below the knee)
+KNEE_MARGIN = 0.9  # of the least knee that a doubling past it shows (Little's law), where the search goes on
 CRUISE_ROUNDS = 3  # rounds at the settled limit between probes (a probe costs a little throughput or latency)
 ROUND = 8  # fewest answers in one measurement (and at least the limit's worth: about one latency)
 QUEUE_RISE = 1.5  # latency per token up (or down) this much at an unchanged limit: the server changed
@@ -114,9 +115,10 @@ class KneeSearch:
                 self._settle(in_flight, throughput, latency, limit)
                 return limit * 2 if limit < self.maximum else self._probe_down()
             # The knee lies between the last level that paid and this one: at least where this
-            # round's throughput would be carried at the last level's latency (Little's law).
+            # round's throughput would be carried at the last level's latency (Little's law),
+            # less a margin: the round's first answers, sent as the queue formed, waited the least.
             if self._ref_latency:
-                self.base = max(self.base, min(limit - 1, int(throughput * self._ref_latency)))
+                self.base = max(self.base, min(limit - 1, int(KNEE_MARGIN * throughput * self._ref_latency)))
             return self._probe_up()
         before = self._ref_latency
         stepped = max(1.0, in_flight / self._ref[0]) if self._ref else 1.0

@@ -61,7 +61,8 @@ class AdaptiveLimit:
     raised by `relax`, lets the memory guard hold the limit down whatever the successes
     say. A lowered limit is enforced by keeping permits back as they are freed or taken,
     and a raised one by handing them out again; calls already holding a permit finish
-    undisturbed.
+    undisturbed. An adapting limit also scales each call's timeout to the answers'
+    recent latency (`call_timeout`).
     """
 
     def __init__(self, maximum: int, *, cooldown: float = 1.0, start: int | None = None,
@@ -124,8 +125,6 @@ class AdaptiveLimit:
         holding this limit's permits, and itself).
         """
         knee = self.knee
-        if latency is not None:
-            self.recent.add(latency / work)
         if knee is None:
             if self._limit >= self.maximum:
                 return
@@ -134,6 +133,7 @@ class AdaptiveLimit:
             return
         if latency is None:
             return
+        self.recent.add(latency / work)
         target = knee.observe(latency / work, self.in_use + 1 if in_flight is None else in_flight, self.limit)
         if target is not None:
             log.debug("concurrency %d -> %d (%s)", self.limit, target, knee.describe())
