@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import statistics
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -22,8 +23,18 @@ def test_it_grows_to_about_the_slot_count_of_a_big_server_without_building_a_que
     assert run.throughput >= 0.85 * best_fixed_throughput(96)
     # Slow start's last doubling overshoots for one round; the queue never outgrows the slots.
     assert run.peak_queue <= 96
-    assert run.peak_queue_after(run.seconds / 3) <= 0.35 * 96
+    assert run.peak_queue_after(run.seconds / 3) <= 0.4 * 96  # a probe up, 1.25x the limit settled on
     assert run.p95() <= 3 * 0.2 * 2
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_slow_start_reaches_a_big_servers_slots_within_a_few_service_times(seed: int) -> None:
+    # Each doubling waits for the answers sent before it, then half a round far below the knee.
+    # (Measuring whole rounds took 6.4 service times here.)
+    run = simulate(slots=96, calls=3000, seed=seed)
+
+    reached = next(t for t, limit, _ in run.limits if limit >= 0.9 * 96)
+    assert reached <= 5 * 0.2 * (1 + 95 / 96)  # a call's service time in a full batch
 
 
 def test_a_small_server_is_never_flooded() -> None:

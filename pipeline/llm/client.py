@@ -219,14 +219,17 @@ class OpenAICompatChat(BaseChatModel):
                   run_manager: Any = None, **kwargs: Any) -> ChatResult:
         raise NotImplementedError("OpenAICompatChat is async only: use `await model.ainvoke(...)`")
 
-    async def acomplete(self, prompt: Prompt | str, max_tokens: int | None = None) -> tuple[str, Usage]:
+    async def acomplete(self, prompt: Prompt | str, max_tokens: int | None = None,
+                        timeout: float | None = None) -> tuple[str, Usage]:
         """Answer one prompt (instructions and material, or a bare user message) skipping LangChain's machinery.
 
         The pipeline's runner calls this directly (it is the runner's `ChatCaller`): it
         does its own accounting, so `BaseChatModel.ainvoke` (callback managers, run ids,
         a task per call) and the message objects are pure overhead on its hot path.
+        `timeout`: this call's own, in seconds, instead of the session's.
         """
-        answer = self._read(await self._send(wire_messages(prompt), max_tokens=max_tokens), max_tokens)
+        answer = self._read(await self._send(wire_messages(prompt), max_tokens=max_tokens, timeout=timeout),
+                            max_tokens)
         return answer.text, {"input_tokens": answer.input_tokens, "output_tokens": answer.output_tokens,
                              "finish_reason": answer.finish_reason}
 
@@ -235,7 +238,8 @@ class OpenAICompatChat(BaseChatModel):
         wire = [{"role": _ROLES.get(m.type, m.type), "content": m.content} for m in messages]
         return self._parse(await self._send(wire, stop=stop, **kwargs), kwargs.get("max_tokens", self.max_tokens))
 
-    async def _send(self, messages: list[dict[str, Any]], stop: list[str] | None = None, **kwargs: Any) -> bytes:
+    async def _send(self, messages: list[dict[str, Any]], stop: list[str] | None = None,
+                    timeout: float | None = None, **kwargs: Any) -> bytes:
         payload: dict[str, Any] = {
             **self.extra_body,
             "model": self.model,
@@ -249,8 +253,8 @@ class OpenAICompatChat(BaseChatModel):
             payload["stop"] = stop
         if self.session is None:
             async with aiohttp.ClientSession() as session:
-                return await self._post(session, payload)
-        return await self._post(self.session, payload)
+                return await self._post(session, payload, timeout)
+        return await self._post(self.session, payload, timeout)
 
     def _endpoint(self) -> tuple[str, dict[str, str], Redactor]:
         """The chat URL, its auth headers and what hides the credentials."""
@@ -267,10 +271,14 @@ class OpenAICompatChat(BaseChatModel):
         base, headers = endpoint(self.base_url, key)
         return base.rstrip("/") + "/chat/completions", headers, Redactor(credential_secrets(key, self.base_url))
 
-    async def _post(self, session: aiohttp.ClientSession, payload: dict[str, Any]) -> bytes:
+    async def _post(self, session: aiohttp.ClientSession, payload: dict[str, Any],
+                    timeout: float | None = None) -> bytes:
         url, headers, redact = self._endpoint()
+        # Left out unless given: aiohttp reads timeout=None as no timeout at all, not as the session's.
+        own = {} if timeout is None else {
+            "timeout": aiohttp.ClientTimeout(total=timeout, sock_connect=min(timeout, 10.0))}
         try:
-            async with session.post(url, json=payload, headers=headers) as resp:
+            async with session.post(url, json=payload, headers=headers, **own) as resp:
                 status = resp.status
                 if status == 200:
                     return await read_capped(resp, answer_cap(payload.get("max_tokens")), self.on_read)

@@ -12,6 +12,8 @@ START = 4  # calls in flight before a server has shown what it can take
 GROW, SHRINK = 1.25, 0.8  # the probing steps around the limit settled on
 WORTH = 0.2  # a step pays when throughput moves by at least this share of the step in calls in flight
 START_WORTH = 0.45  # slow start's doublings must pay more: one past the knee doubles the queue
+PLAIN_WORTH = 0.7  # a doubling that pays this much shows it in half a round (far below the knee)
+KNEE_MARGIN = 0.9  # of the least knee that a doubling past it shows (Little's law), where the search goes on
 CRUISE_ROUNDS = 3  # rounds at the settled limit between probes (a probe costs a little throughput or latency)
 ROUND = 8  # fewest answers in one measurement (and at least the limit's worth: about one latency)
 QUEUE_RISE = 1.5  # latency per token up (or down) this much at an unchanged limit: the server changed
@@ -36,7 +38,9 @@ class KneeSearch:
     latency), each once the answers sent before the last change, and those sent while
     its queue formed, have come back: the mean calls in flight over the mean latency per
     unit of work is the throughput (Little's law). Slow start doubles the limit while
-    throughput grows with it; then, from the last level that paid, it probes one step up
+    throughput grows with it, measuring half rounds (of at least `START`); when a doubling
+    does not pay, the knee lies at least where its throughput would be carried at the last
+    level's latency, and the search goes on from there: it probes one step up
     (kept if throughput grew by `WORTH` of the step: below the knee batching still pays)
     and one step down (kept if throughput held: the step was queue), and cruises
     `CRUISE_ROUNDS` rounds between such probes. Latency up by `QUEUE_RISE` more than the step in calls in
@@ -47,20 +51,19 @@ class KneeSearch:
     when it decides one. A round costs a few float additions per answer, nothing more.
     """
 
-    __slots__ = ("maximum", "base", "phase", "worst", "_ref", "_ref_latency", "_skip", "_round", "_n",
-                 "_latency", "_in_flight", "_peak", "_cruised")
+    __slots__ = ("maximum", "base", "phase", "_ref", "_ref_latency", "_skip", "_round", "_n",
+                 "_latency", "_in_flight", "_cruised")
 
     def __init__(self, start: int, maximum: int) -> None:
         self.maximum = maximum
         self.base = start  # the limit settled on, that the probes start from
         self.phase = SLOW_START
-        self.worst = 0.0  # the longest latency per work of the last round
         self._ref: tuple[float, float] | None = None  # (calls in flight, throughput) at `base`
         self._ref_latency = 0.0
         self._skip = start  # answers still to come that were sent under an earlier limit (or cold: a new connection)
-        self._round = ROUND
+        self._round = START
         self._n = self._cruised = 0
-        self._latency = self._in_flight = self._peak = 0.0
+        self._latency = self._in_flight = 0.0
 
     def observe(self, latency: float, in_flight: int, limit: int) -> int | None:
         """Take one answer's latency per work and the calls then in flight (itself included); maybe a new limit."""
@@ -70,20 +73,26 @@ class KneeSearch:
         self._n += 1
         self._latency += latency
         self._in_flight += in_flight
-        if latency > self._peak:
-            self._peak = latency
         if self._n < self._round:
             return None
         n = self._n
         mean_latency, mean_in_flight = self._latency / n, self._in_flight / n
-        self.worst, self._peak = self._peak, 0.0
+        if self._round < max(ROUND, limit) and self.phase == SLOW_START and self._ref is not None and not self._pays(
+                mean_in_flight, mean_in_flight / mean_latency, PLAIN_WORTH):
+            # Near the knee, the first answers at a new level come from calls that queued the least:
+            # measure the whole round before a doubling is judged.
+            self._round = max(ROUND, limit)
+            return None
         self._n, self._latency, self._in_flight = 0, 0.0, 0.0
         target = self._decide(mean_in_flight, mean_in_flight / mean_latency, mean_latency, limit)
         if target is not None:
             target = max(1, min(self.maximum, target))
             # The answers sent before the change, then those sent into the queue it was building.
             self._skip = in_flight + (target if self.phase != SLOW_START else 0)
-        self._round = max(ROUND, target or limit)
+        # Slow start measures half a round first: far below the knee, where it spends its time,
+        # the rounds it compares differ by the doubling itself, far beyond noise.
+        level = target or limit
+        self._round = max(START, level // 2) if self.phase == SLOW_START else max(ROUND, level)
         return target
 
     def describe(self) -> str:
@@ -105,7 +114,12 @@ class KneeSearch:
             if self._ref is None or self._pays(in_flight, throughput, START_WORTH):
                 self._settle(in_flight, throughput, latency, limit)
                 return limit * 2 if limit < self.maximum else self._probe_down()
-            return self._probe_up()  # the knee lies between the last level that paid and this one
+            # The knee lies between the last level that paid and this one: at least where this
+            # round's throughput would be carried at the last level's latency (Little's law),
+            # less a margin: the round's first answers, sent as the queue formed, waited the least.
+            if self._ref_latency:
+                self.base = max(self.base, min(limit - 1, int(KNEE_MARGIN * throughput * self._ref_latency)))
+            return self._probe_up()
         before = self._ref_latency
         stepped = max(1.0, in_flight / self._ref[0]) if self._ref else 1.0
         if before and latency > before * QUEUE_RISE * stepped:  # more queue than any step explains: capacity lost

@@ -15,9 +15,39 @@ from collections.abc import Callable
 
 from pipeline.llm.knee import START, KneeSearch, call_work
 
-__all__ = ["START", "AdaptiveLimit", "KneeSearch", "RateLimit", "call_work"]
+__all__ = ["START", "AdaptiveLimit", "KneeSearch", "RateLimit", "RecentLatency", "call_work", "timed_out"]
 
 log = logging.getLogger(__name__)
+
+TIMEOUT_FACTOR = 4.0  # a call may take this many times the recent p95 for its work ...
+TIMEOUT_FLOOR_S = 10.0  # ... and never less than this
+TIMEOUT_SEEN = 16  # answers seen before the timeout follows them (until then: the user's --timeout)
+
+
+class RecentLatency:
+    """The 95th percentile of the last `size` answers' latency per work, worked out anew every `every` answers.
+
+    A sort of a few dozen floats every few answers: negligible beside a call.
+    """
+
+    __slots__ = ("size", "every", "seen", "p95", "_ring")
+
+    def __init__(self, size: int = 64, every: int = 8) -> None:
+        self.size, self.every = size, every
+        self.seen = 0
+        self.p95 = 0.0
+        self._ring: list[float] = []
+
+    def add(self, latency_per_work: float) -> None:
+        """Keep one answer's latency per work; refresh the percentile every `every` answers."""
+        if len(self._ring) < self.size:
+            self._ring.append(latency_per_work)
+        else:
+            self._ring[self.seen % self.size] = latency_per_work
+        self.seen += 1
+        if self.seen % self.every == 0:
+            ordered = sorted(self._ring)
+            self.p95 = ordered[int(0.95 * (len(ordered) - 1))]
 
 
 class AdaptiveLimit:
@@ -31,11 +61,12 @@ class AdaptiveLimit:
     raised by `relax`, lets the memory guard hold the limit down whatever the successes
     say. A lowered limit is enforced by keeping permits back as they are freed or taken,
     and a raised one by handing them out again; calls already holding a permit finish
-    undisturbed.
+    undisturbed. An adapting limit also scales each call's timeout to the answers'
+    recent latency (`call_timeout`).
     """
 
     def __init__(self, maximum: int, *, cooldown: float = 1.0, start: int | None = None,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 clock: Callable[[], float] = time.monotonic, timeout_floor: float = TIMEOUT_FLOOR_S) -> None:
         self.maximum = maximum
         self.cooldown = cooldown
         self.clock = clock
@@ -48,6 +79,8 @@ class AdaptiveLimit:
         self.lowest = maximum
         self.in_use = 0
         self.timeouts = 0  # calls given up on while the server may still have been working on them
+        self.timeout_floor = timeout_floor
+        self.recent = RecentLatency()
         self.knee = KneeSearch(min(start, maximum), maximum) if start is not None else None
         if self.knee is not None:
             self._limit = float(self.knee.base)
@@ -100,6 +133,7 @@ class AdaptiveLimit:
             return
         if latency is None:
             return
+        self.recent.add(latency / work)
         target = knee.observe(latency / work, self.in_use + 1 if in_flight is None else in_flight, self.limit)
         if target is not None:
             log.debug("concurrency %d -> %d (%s)", self.limit, target, knee.describe())
@@ -108,13 +142,17 @@ class AdaptiveLimit:
             self.highest = max(self.highest, self.limit)
             self._hand_back()
 
-    def call_timeout(self, work: float, ceiling: float, *, factor: float = 4.0, floor: float = 10.0) -> float:
-        """How long a call of `work` may take: `factor` times the slowest recent answer for its work.
+    def call_timeout(self, work: float, ceiling: float) -> float:
+        """How long a call of `work` may take: `TIMEOUT_FACTOR` times the recent p95 latency for its work.
 
-        Never below `floor` nor above `ceiling`; `ceiling` until answers have come back.
+        Never below the floor nor above `ceiling` (the user's --timeout), and `ceiling`
+        until `TIMEOUT_SEEN` answers have come back. Only a limit that adapts scales it:
+        a fixed concurrency may have built a queue that its first answers did not show.
         """
-        worst = self.knee.worst if self.knee is not None else 0.0
-        return ceiling if not worst else max(min(floor, ceiling), min(ceiling, factor * worst * work))
+        recent = self.recent
+        if self.knee is None or recent.seen < TIMEOUT_SEEN:
+            return ceiling
+        return max(min(self.timeout_floor, ceiling), min(ceiling, TIMEOUT_FACTOR * recent.p95 * work))
 
     def on_failure(self, error: BaseException) -> None:
         """Count a call that timed out, which the server may still be working on; an adaptive limit halves.
@@ -122,7 +160,7 @@ class AdaptiveLimit:
         The call's retry then waits for a permit under the halved limit: it is not sent
         again to a server whose queue made it time out until that queue has shrunk.
         """
-        if not _timed_out(error):
+        if not timed_out(error):
             return
         self.timeouts += 1
         if self.knee is not None:
@@ -158,7 +196,7 @@ class AdaptiveLimit:
         return self._ceiling < self.maximum
 
 
-def _timed_out(error: BaseException | None) -> bool:
+def timed_out(error: BaseException | None) -> bool:
     """Whether `error`, or what caused it, is a timeout."""
     for _ in range(4):
         if error is None:

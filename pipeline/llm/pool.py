@@ -6,7 +6,9 @@ its own health. A call goes to the healthy endpoint with a free
 slot and the fewest outstanding requests relative to its weight. A call that got no
 answer on one endpoint (no connection, a timeout, 429, 5xx) is sent again at once to
 another healthy one; only when every endpoint has failed it does the error reach the
-runner, which counts a retry and backs off as it does for one endpoint. An answer that
+runner, which counts a retry and backs off as it does for one endpoint. Each call's timeout
+follows its endpoint's recent latency (`AdaptiveLimit.call_timeout`), and an endpoint whose
+last call timed out gets calls only while no other has a free slot. An answer that
 is no chat completion goes straight to the runner: it was an answer, paid for, and
 trying again is one of the run's retries. An endpoint whose calls fail (no connection,
 timeouts, 5xx, answers that are not chat completions) `MAX_FAILURES` times in a row is
@@ -40,7 +42,7 @@ from pipeline.errors import (
     RateLimitedError,
     RetryableLLMError,
 )
-from pipeline.llm.limits import START, AdaptiveLimit, call_work
+from pipeline.llm.limits import START, AdaptiveLimit, call_work, timed_out
 from pipeline.prompting import Prompt
 
 log = logging.getLogger(__name__)
@@ -106,6 +108,7 @@ class Endpoint:
         self.limit = AdaptiveLimit(concurrency, start=START if adapt and spec.concurrency is None else None)
         self.outstanding = 0
         self.up = True
+        self.queueing = False  # its last call timed out (and no answer since): a free endpoint goes first
         self.failures_in_a_row = 0
         self.calls = self.errors = self.taken_out = 0
         self.prompt_tokens = self.completion_tokens = 0
@@ -156,15 +159,19 @@ class EndpointPool:
         """Answer on the least-loaded healthy endpoint; on a retryable error, at once on another."""
         tried: set[int] = set()
         last: LLMError | None = None
+        work = call_work(prompt, max_tokens)
         while len(tried) < len(self.endpoints):  # each endpoint at most once per call
             ep = await self._acquire(tried)
             if ep is None:
                 break
             tried.add(ep.order)
+            ceiling = ep.session.timeout.total or 0.0
+            timeout = ep.limit.call_timeout(work, ceiling) if ceiling else 0.0
             started = time.perf_counter()
             ep.calls += 1
             try:
-                text, usage = await ep.chat.acomplete(prompt, max_tokens)
+                text, usage = await ep.chat.acomplete(prompt, max_tokens,
+                                                      timeout=timeout if timeout < ceiling else None)
             except MalformedResponseError as exc:
                 # The server answered (and was paid): trying again is the runner's retry, with
                 # its backoff and its count, not a free resend to another server. It still
@@ -184,8 +191,8 @@ class EndpointPool:
                 self._release(ep)
             took = time.perf_counter() - started
             ep.record(took * 1000)
-            ep.failures_in_a_row = 0
-            ep.limit.on_success(took, call_work(prompt, max_tokens), ep.outstanding + 1)
+            ep.failures_in_a_row, ep.queueing = 0, False
+            ep.limit.on_success(took, work, ep.outstanding + 1)
             ep.prompt_tokens += usage.get("input_tokens") or 0
             ep.completion_tokens += usage.get("output_tokens") or 0
             return text, usage
@@ -245,6 +252,7 @@ class EndpointPool:
     def _failed(self, ep: Endpoint, exc: RetryableLLMError) -> None:
         """Lower a rate-limited or timed-out endpoint's limit; take out one that keeps failing."""
         ep.limit.on_failure(exc)
+        ep.queueing = ep.queueing or timed_out(exc)
         if isinstance(exc, RateLimitedError):
             ep.limit.on_rate_limited()
             return
@@ -337,6 +345,10 @@ async def open_pool(specs: list[EndpointSpec], *, concurrency: int, timeout: flo
     return pool, name
 
 
-def _load(ep: Endpoint) -> tuple[float, float, int]:
-    """Weighted least-connections: fewest outstanding per weight, then the heavier, then the first."""
-    return ep.outstanding / ep.weight, -ep.weight, ep.order
+def _load(ep: Endpoint) -> tuple[bool, float, float, int]:
+    """Weighted least-connections: fewest outstanding per weight, then the heavier, then the first.
+
+    An endpoint whose last call timed out comes after every other with a free slot: a
+    call that timed out there, sent again, goes where no queue has shown.
+    """
+    return ep.queueing, ep.outstanding / ep.weight, -ep.weight, ep.order

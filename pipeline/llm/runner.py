@@ -129,11 +129,12 @@ class ChatModelCaller:
         self.model = model
         self.timeout = timeout
 
-    async def acomplete(self, prompt: Prompt | str, max_tokens: int) -> tuple[str, Usage]:
-        """Answer one prompt within the timeout; read usage and finish reason off the message."""
+    async def acomplete(self, prompt: Prompt | str, max_tokens: int,
+                        timeout: float | None = None) -> tuple[str, Usage]:
+        """Answer one prompt within `timeout` (default: the run's); read usage and finish reason off the message."""
         messages: list[BaseMessage] = [HumanMessage(content=prompt)] if isinstance(prompt, str) else [
             *([SystemMessage(content=prompt.system)] if prompt.system else []), HumanMessage(content=prompt.user)]
-        async with asyncio.timeout(self.timeout):
+        async with asyncio.timeout(timeout or self.timeout):
             message = await self.model.ainvoke(messages, max_tokens=max_tokens)
         text = message.content if isinstance(message.content, str) else message.text
         usage = getattr(message, "usage_metadata", None) or {}
@@ -177,6 +178,9 @@ class LLMRunner:
         self.concurrency = concurrency if isinstance(concurrency, AdaptiveLimit) else AdaptiveLimit(concurrency)
         self.memory.watch("concurrency", self.concurrency)
         self.caller = chat_caller(model, timeout)
+        # Callers that take a timeout per call get one scaled to what the server has shown (a pool
+        # scales each endpoint's itself; a batch's calls wait for hours by design).
+        self._timed = isinstance(self.caller, (OpenAICompatChat, ChatModelCaller))
         self._redact = Redactor(_model_secrets(model))
         name = getattr(model, "model_name", None) or getattr(model, "model", None)
         self._model_name = name if isinstance(name, str) else None  # named in a 404's message
@@ -224,7 +228,8 @@ class LLMRunner:
         return reserved
 
     async def _complete(self, step: str, prompt: Prompt | str, max_tokens: int) -> Completion:
-        stats, budget = self.stats, self.limits.budget
+        stats, budget, limit = self.stats, self.limits.budget, self.concurrency
+        work = call_work(prompt, max_tokens)
         for attempt in range(self.max_retries + 1):
             reserved = await self._admit(prompt, max_tokens)
             try:
@@ -234,9 +239,14 @@ class LLMRunner:
                     stats.in_flight += 1
                     stats.peak_in_flight = max(stats.peak_in_flight, stats.in_flight)
                     stats.calls[step] += 1
+                    timeout = limit.call_timeout(work, self.timeout) if self._timed else self.timeout
                     started = time.perf_counter()
                     try:
-                        text, usage = await self.caller.acomplete(prompt, max_tokens)
+                        if timeout < self.timeout:  # otherwise the session's own, the run's, applies
+                            timed: OpenAICompatChat | ChatModelCaller = self.caller  # type: ignore[assignment]
+                            text, usage = await timed.acomplete(prompt, max_tokens, timeout=timeout)
+                        else:
+                            text, usage = await self.caller.acomplete(prompt, max_tokens)
                     finally:
                         stats.in_flight -= 1
                 if not text.strip():
@@ -272,7 +282,7 @@ class LLMRunner:
                 await asyncio.sleep(delay)
                 continue
             stats.succeeded += 1
-            self.concurrency.on_success(time.perf_counter() - started, call_work(prompt, max_tokens))
+            limit.on_success(time.perf_counter() - started, work)
             tokens_in = usage.get("input_tokens") or _count_prompt(self.count_tokens, prompt)
             tokens_out = usage.get("output_tokens") or self.count_tokens(text)
             if budget:
