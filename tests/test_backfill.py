@@ -79,13 +79,14 @@ def test_a_bill_answered_with_its_header_lines_keeps_its_header_fields_and_its_d
     result, counts = _result(BILL, HEADER_ANSWER)
 
     points = result["summary"].splitlines()
-    assert points[0] == "- 지방공무원법 일부개정법률안 (정의화의원 대표발의 ) 발의연월일 : 2010. 11. 12. 발 의 자 : 정의화․이명수․김을동"
+    # Its date counts as a field but is not quoted: "2010. 11. 12." would be cut into sentences downstream.
+    assert points[0] == "- 지방공무원법 일부개정법률안 (정의화의원 대표발의 ) 발 의 자 : 정의화․이명수․김을동"
     assert "- 따라서 육아휴직이 가능한 자녀의 연령을 만 8세 이하로 개정하려 는 것임(안 제63조제2항제4호)." in points
     assert all(_flat(p[2:]) in _flat(BILL) for p in points[1:])  # the bill's own sentences, word for word
     assert counts["header_point"] == 1 and counts["backfilled"] == len(points) - 1 >= 1
     assert counts["title_point"] + counts["fragment"] >= 3  # the model's header lines still went
     header = result["evidence"][0]  # the title's line and each field's line
-    assert [header[i + 2] for i in range(0, len(header), 4)] == [1, 3, 10, 12]
+    assert [header[i + 2] for i in range(0, len(header), 4)] == [1, 3, 12]
 
 
 def test_a_sentence_wrapped_over_lines_is_one_point_with_one_span() -> None:
@@ -136,4 +137,5 @@ def test_every_added_point_is_the_documents_own_text_and_its_evidence_holds_its_
         said = " ".join(text[evidence[i]:evidence[i + 1]] for i in range(0, len(evidence), 4))
         claim = facts(point)
         assert claim.required <= source_terms(said), (point, said)
-        assert all(_flat(text[evidence[i]:evidence[i + 1]]) in _flat(point) for i in range(0, len(evidence), 4))
+        if point not in answer.splitlines():  # added: the document's own text, each quoted span whole
+            assert all(_flat(text[evidence[i]:evidence[i + 1]]) in _flat(point) for i in range(0, len(evidence), 4))

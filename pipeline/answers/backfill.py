@@ -34,6 +34,8 @@ _LETTERED = re.compile(r"\S*[^\W\d_]\S*")
 _COMMON = frozenset(w[:6] for w in STOP)
 # Header fields: "발의연월일 : 2010. 11. 12.", "Subject: Budget", "(정의화의원 대표발의 )".
 _FIELD = re.compile(r"^[^\W\d_][^:：\n]{0,28}[:：]\s*\S|^\(.+\)$")
+_FIELD_LINE = re.compile(r"^[ \t]*(?:[^\W\d_][^:：\n]{0,28}[:：]|\()", re.MULTILINE)
+_DOTTED = re.compile(r"\d\.\s+\d")
 HEADER_LINES = 12  # how far into a document its header fields are looked for
 FIELDS = 2  # header fields a document must open with to get a header point
 MOST_FIELDS = 4
@@ -68,21 +70,21 @@ def _span(source: Source, unit: tuple[int, int]) -> tuple[int, int]:
     return source.sentences[unit[0]][0], source.sentences[unit[1]][1]
 
 
-def fill(text: str, span: tuple[int, int], points: str, found: list[Evidence], counts: Counter[str],
-         line_starts: Sequence[int] | None = None) -> tuple[str, list[Evidence]]:
-    """The chunk's grounded `points` (and their evidence `found`), topped up with its own most informative sentences.
+def fill(text: str, source: Source, points: str, found: list[Evidence],
+         counts: Counter[str]) -> tuple[str, list[Evidence]]:
+    """A chunk's grounded `points` (and their evidence `found`), topped up with its own most informative sentences.
 
-    A chunk deserves a point for every SENTENCES_A_POINT of its sentences, at least one and
-    at most MOST_POINTS; a sentence already behind a kept point is not taken again.
-    Added sentences are counted as `backfilled`.
+    `source` is the chunk's Source. A chunk deserves a point for every SENTENCES_A_POINT
+    of its sentences, at least one and at most MOST_POINTS, and one of its own sentences
+    when it has 2 * SENTENCES_A_POINT of them or more: what a small model picks is often
+    not what carries the facts. A sentence already behind a kept point is not taken again.
+    The points come back in the document's order; added ones are counted as `backfilled`.
     """
-    start, end = span
-    starts = line_starts if line_starts is not None else line_starts_of(text)
-    source = Source(text[start:end], start, starts)
-    units = _units(source, text)
     kept = points.splitlines() if points else []
+    units = _units(source, text)
     want = min(MOST_POINTS, max(1, math.ceil(len(units) / SENTENCES_A_POINT)))
-    if len(kept) >= want or not units:
+    need = max(want - len(kept), 1 if len(units) >= 2 * SENTENCES_A_POINT else 0)
+    if not need:
         return points, found
     used = {q for ev in found for q in ev[0::4]}
     twice: set[str] = set()
@@ -103,14 +105,14 @@ def fill(text: str, span: tuple[int, int], points: str, found: list[Evidence], c
         terms = set().union(*source.terms[unit[0]:unit[1] + 1])
         score = 3 * len(_DIGITS.findall(body)) + 2 * len(_NAME.findall(body)) + len(terms & twice)
         ranked.append((score / math.sqrt(words) + (1 if words >= 2 * MIN_WORDS else 0), -i, body))
-    chosen = sorted(ranked, reverse=True)[:want - len(kept)]
-    added = sorted((-i, body) for _, i, body in chosen)
-    for i, body in added:
-        s, e = _span(source, units[i])
-        kept.append("- " + body)
-        found.append([s, e, source.line_of(s), source.line_of(max(s, e - 1))])
-    counts["backfilled"] += len(added)
-    return "\n".join(kept), found
+    chosen = sorted(ranked, reverse=True)[:need]
+    pairs = list(zip(kept, found))
+    for _, back, body in chosen:
+        s, e = _span(source, units[-back])
+        pairs.append(("- " + body, [s, e, source.line_of(s), source.line_of(max(s, e - 1))]))
+    counts["backfilled"] += len(chosen)
+    pairs.sort(key=lambda pair: pair[1][0])  # in the document's order
+    return "\n".join(p for p, _ in pairs), [ev for _, ev in pairs]
 
 
 def header_point(text: str, line_starts: Sequence[int] | None = None) -> tuple[str, Evidence] | None:
@@ -121,6 +123,9 @@ def header_point(text: str, line_starts: Sequence[int] | None = None) -> tuple[s
     field.
     """
     starts = line_starts if line_starts is not None else line_starts_of(text)
+    head = starts[HEADER_LINES * 3] if len(starts) > HEADER_LINES * 3 else len(text)
+    if len(_FIELD_LINE.findall(text, 0, head)) < FIELDS:  # the common case: no header, one regex pass
+        return None
     lines: list[tuple[int, int]] = []  # (start, end) of each non-blank line, stripped
     for n, at in enumerate(starts[:HEADER_LINES * 3]):
         end = starts[n + 1] - 1 if n + 1 < len(starts) else len(text)
@@ -144,7 +149,8 @@ def header_point(text: str, line_starts: Sequence[int] | None = None) -> tuple[s
     if len(lines) > 1 and lines[1] not in fields and text.count("\n", lines[0][1], lines[1][0]) == 1 \
             and len(text[lines[0][0]:lines[1][1]].split()) <= 15:
         title.append(lines[1])  # a title wrapped onto a second line
-    parts = [*title, *fields[:MOST_FIELDS]]
+    # "2010. 11. 12." would be cut into sentences by every later check: such a field is counted, not quoted.
+    parts = [*title, *[f for f in fields if not _DOTTED.search(text, *f)][:MOST_FIELDS]]
     body = " ".join(" ".join(text[s:e].split()) for s, e in parts)
     evidence = [n for s, e in parts for n in (s, e, _line(starts, s), _line(starts, e - 1))]
     return "- " + body, evidence
