@@ -20,16 +20,17 @@ import re
 from collections import Counter
 from collections.abc import Sequence
 
-from pipeline.answers.grounding import MIN_WORDS, STOP, Evidence, Source, line_starts_of
+from pipeline.answers.grounding import MIN_WORDS, STOP, Evidence, Source, line_starts_of, source_terms
 
 MOST_POINTS = 4  # points a chunk deserves at most (the map prompt asks for at most 5)
 SENTENCES_A_POINT = 3  # a chunk deserves a point for every this many of its sentences
+SAID_SHARE = 0.6  # a sentence this much said by the kept points is not taken again
 LONGEST = 60  # words: a longer sentence is no bullet (a preamble, a table run together)
 _END = re.compile(r"[.!?。！？]\W{0,2}$")
 _ABBREVIATION = re.compile(r"(?:\b(?:i\.e|e\.g|etc|cf|vs|viz|Mr|Mrs|Dr|St|No)|\b[A-Z])\.$")  # "(i.e. IPv4)"
 _ALNUM = re.compile(r"[^\W_]")
-_DIGITS = re.compile(r"\d+")
-_NAME = re.compile(r"(?<=[\w,;)] )[A-Z][a-z]{2,}")  # a capitalised word inside a sentence
+# A number, or a capitalised word inside a sentence: what a fact is made of.
+_FACT = re.compile(r"\d+|(?<=[\w,;)] )[A-Z][a-z]{2,}")
 _LETTERED = re.compile(r"\S*[^\W\d_]\S*")
 _COMMON = frozenset(w[:6] for w in STOP)
 # Header fields: "발의연월일 : 2010. 11. 12.", "Subject: Budget", "(정의화의원 대표발의 )".
@@ -77,8 +78,8 @@ def fill(text: str, source: Source, points: str, found: list[Evidence],
     `source` is the chunk's Source. A chunk deserves a point for every SENTENCES_A_POINT
     of its sentences, at least one and at most MOST_POINTS, and one of its own sentences
     when it has 2 * SENTENCES_A_POINT of them or more: what a small model picks is often
-    not what carries the facts. A sentence already behind a kept point is not taken again.
-    The points come back in the document's order; added ones are counted as `backfilled`.
+    not what carries the facts. A sentence whose terms the kept points mostly say already
+    is not taken. Added points come first, counted as `backfilled`.
     """
     kept = points.splitlines() if points else []
     units = _units(source, text)
@@ -86,33 +87,37 @@ def fill(text: str, source: Source, points: str, found: list[Evidence],
     need = max(want - len(kept), 1 if len(units) >= 2 * SENTENCES_A_POINT else 0)
     if not need:
         return points, found
-    used = {q for ev in found for q in ev[0::4]}
+    said = source_terms(points) - _COMMON  # what the kept points already say
     twice: set[str] = set()
     seen: set[str] = set()
     for terms in source.terms:  # a loop over sentences, each a set operation
         twice |= seen & terms
         seen |= terms
     twice -= _COMMON
-    ranked: list[tuple[float, int, str]] = []
+    ranked: list[tuple[float, int]] = []
     for i, unit in enumerate(units):
         s, e = _span(source, unit)
-        if any(source.sentences[k][0] in used for k in range(unit[0], unit[1] + 1)):
+        words = len(text[s:e].split())
+        if words < MIN_WORDS or words > LONGEST or text[s].islower():  # lower case: the rest of a cut sentence
             continue
-        body = " ".join(text[s:e].split())
-        words = len(_LETTERED.findall(body))
-        if words < MIN_WORDS or words > LONGEST:
-            continue
-        terms = set().union(*source.terms[unit[0]:unit[1] + 1])
-        score = 3 * len(_DIGITS.findall(body)) + 2 * len(_NAME.findall(body)) + len(terms & twice)
-        ranked.append((score / math.sqrt(words) + (1 if words >= 2 * MIN_WORDS else 0), -i, body))
-    chosen = sorted(ranked, reverse=True)[:need]
-    pairs = list(zip(kept, found))
-    for _, back, body in chosen:
+        terms = set().union(*source.terms[unit[0]:unit[1] + 1]) - _COMMON
+        if len(terms & said) >= SAID_SHARE * len(terms):
+            continue  # a kept point says it already
+        score = 3 * len(_FACT.findall(text, s, e)) + len(terms & twice)
+        ranked.append((score / math.sqrt(words) + (1 if words >= 2 * MIN_WORDS else 0), -i))
+    added: list[tuple[str, Evidence]] = []
+    for _, back in sorted(ranked, reverse=True):
+        if len(added) == need:
+            break
         s, e = _span(source, units[-back])
-        pairs.append(("- " + body, [s, e, source.line_of(s), source.line_of(max(s, e - 1))]))
-    counts["backfilled"] += len(chosen)
-    pairs.sort(key=lambda pair: pair[1][0])  # in the document's order
-    return "\n".join(p for p, _ in pairs), [ev for _, ev in pairs]
+        if len(_LETTERED.findall(text, s, e)) < MIN_WORDS:  # words of letters: "2010. 11. 12." is no point
+            continue
+        added.append(("- " + " ".join(text[s:e].split()), [s, e, source.line_of(s), source.line_of(max(s, e - 1))]))
+    counts["backfilled"] += len(added)
+    # The densest sentences first (in the document's order), then the model's points: a
+    # final summary that keeps each document's first points keeps its facts.
+    added.sort(key=lambda pair: pair[1][0])
+    return "\n".join([p for p, _ in added] + kept), [ev for _, ev in added] + found
 
 
 def header_point(text: str, line_starts: Sequence[int] | None = None) -> tuple[str, Evidence] | None:
