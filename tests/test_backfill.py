@@ -139,3 +139,12 @@ def test_every_added_point_is_the_documents_own_text_and_its_evidence_holds_its_
         assert claim.required <= source_terms(said), (point, said)
         if point not in answer.splitlines():  # added: the document's own text, each quoted span whole
             assert all(_flat(text[evidence[i]:evidence[i + 1]]) in _flat(point) for i in range(0, len(evidence), 4))
+
+
+def test_a_sentence_the_chunk_cuts_at_either_end_is_never_taken() -> None:
+    text = ("who sold the mill in 1571 to Arden, his cousin.\n" + REPORT.split("\n", 2)[2]
+            + "In 1599 the depot and its 14 bays passed to Selby and")
+    result, counts = _result(text, "- Crews unloaded 310 containers in the first week.")
+
+    assert counts["backfilled"] >= 1
+    assert not any(p.startswith("- who") or "passed to Selby" in p for p in result["summary"].splitlines())
