@@ -4,12 +4,12 @@ A small model often writes fewer points than a chunk holds, or points that canno
 it (pipeline/answers/grounding.py drops them); a bill's map answer is often only its header
 lines, which are dropped as headings. The chunk's own sentences are then taken, word for
 word, the most informative first (numbers, names, and terms the chunk repeats), and a
-document that opens with header fields (a bill's number, date and sponsor; an e-mail's
-subject and sender) gets one point made of those fields' own text. Each such point carries
-its evidence like a grounded one.
+document that opens with header fields (a bill's sponsor; an e-mail's subject and
+sender) gets one point made of its title and those fields' own lines. Each such point
+carries its evidence like a grounded one.
 
-Scoring runs on the sentences' term sets and a few regex counts, and only for a chunk
-that came up short.
+Scoring runs on the sentences' term sets and two regex counts a sentence, and only for a
+chunk that came up short or has 2 * SENTENCES_A_POINT sentences or more.
 """
 
 from __future__ import annotations
@@ -26,6 +26,7 @@ MOST_POINTS = 4  # points a chunk deserves at most (the map prompt asks for at m
 SENTENCES_A_POINT = 3  # a chunk deserves a point for every this many of its sentences
 SAID_SHARE = 0.6  # a sentence this much said by the kept points is not taken again
 LONGEST = 60  # words: a longer sentence is no bullet (a preamble, a table run together)
+_LONGEST_RUN = 8  # segments past a sentence's first that end it all the same (a list with no full stop)
 _END = re.compile(r"[.!?。！？]\W{0,2}$")
 _ABBREVIATION = re.compile(r"(?:\b(?:i\.e|e\.g|etc|cf|vs|viz|Mr|Mrs|Dr|St|No)|\b[A-Z])\.$")  # "(i.e. IPv4)"
 _ALNUM = re.compile(r"[^\W_]")
@@ -61,7 +62,7 @@ def _units(source: Source, text: str) -> list[tuple[int, int]]:
             continue
         if first < 0:
             first = k
-        if (_END.search(text, s, e) and not _ABBREVIATION.search(text, s, e)) or k - first >= 8:
+        if (_END.search(text, s, e) and not _ABBREVIATION.search(text, s, e)) or k - first >= _LONGEST_RUN:
             units.append((first, k))
             first = -1
     return units  # a sentence the chunk cuts off at its end is no point
