@@ -16,7 +16,8 @@ from pipeline.answers import length as lengths
 from pipeline.answers.attribution import check_bullets
 from pipeline.answers.checks import BULLET, clean, drop_labels, in_language
 from pipeline.answers.citations import cited, retag
-from pipeline.answers.grounding import Evidence, first_point, ground, line_starts_of
+from pipeline.answers.backfill import fill, header_point
+from pipeline.answers.grounding import Evidence, Source, first_point, ground, line_starts_of
 from pipeline.answers.selection import is_concatenation, select
 from pipeline.answers.shape import bullets
 from pipeline.errors import CollapseError, FatalLLMError, InputError, LLMError
@@ -251,12 +252,16 @@ def document_result(ref: DocRef, outcomes: Sequence[object], *, text: str | None
     starts = line_starts_of(text)
     kept, evidence = [], []
     for completion, span in zip(done, ref["spans"]):
-        points, found = ground(completion.text, text, span, counts, starts)
+        source = Source(text[span[0]:span[1]], span[0], starts)
+        points, found = fill(text, source, *ground(completion.text, text, span, counts, starts, source), counts)
         kept += [points] if points else []
         evidence += found
     if not kept and (first := first_point(text, ref["spans"][0], starts)) is not None:
         counts["extracted"] += 1  # nothing the model wrote stands on the document: its own first sentence does
         kept, evidence = [first[0]], [first[1]]
+    if kept and (header := header_point(text, starts)) is not None:
+        counts["header_point"] += 1  # the document's own header fields: its title, number, date, sponsor
+        kept, evidence = [header[0], *kept], [header[1], *evidence]
     return _result(ref, "ok", summary="\n".join(kept), evidence=evidence, **tokens)
 
 

@@ -150,8 +150,9 @@ def test_no_endpoint_configured_runs_the_embedded_model_and_stops_it(cli, docs: 
     result = cli(str(docs))
 
     assert result.code == 0, result.err
-    # "FAKE SUMMARY" is in no document: the documents' own first sentences stand in for it
-    assert "FAKE" not in result.out and result.report()["answers"]["extracted"] == 2
+    # "FAKE SUMMARY" is in no document: the documents' own sentences stand in for it
+    answers = result.report()["answers"]
+    assert "FAKE" not in result.out and answers["backfilled"] + answers["extracted"] >= 2
     assert len(fake_embedded) == 1  # started once, and (checked by the fixture) stopped
     report = result.report()
     assert report["base_url"].startswith("http://127.0.0.1:")

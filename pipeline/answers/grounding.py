@@ -234,15 +234,17 @@ def verdict(point: Facts, source: Source, title: set[str] | None) -> str | None:
 
 
 def ground(answer: str, text: str, span: tuple[int, int], counts: Counter[str],
-           line_starts: Sequence[int] | None = None) -> tuple[str, list[Evidence]]:
+           line_starts: Sequence[int] | None = None, source: Source | None = None) -> tuple[str, list[Evidence]]:
     """Keep the points of a map answer that stand on their chunk `text[span[0]:span[1]]`; find each one's evidence.
 
     The answer is first given the summary's shape (pipeline/answers/shape.py); each
     sentence of each bullet is then checked on its own. Returns the kept bullets and
     each one's evidence; every sentence dropped is counted in `counts` under its reason.
+    `source` is the chunk's Source when the caller has built it already.
     """
     start, end = span
-    source = Source(text[start:end], start, line_starts if line_starts is not None else line_starts_of(text))
+    if source is None:
+        source = Source(text[start:end], start, line_starts if line_starts is not None else line_starts_of(text))
     title = _title_terms(text) if start == 0 else None
     kept: list[str] = []
     found: list[Evidence] = []
