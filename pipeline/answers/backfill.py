@@ -31,7 +31,9 @@ _END = re.compile(r"[.!?。！？]\W{0,2}$")
 _ABBREVIATION = re.compile(r"(?:\b(?:i\.e|e\.g|etc|cf|vs|viz|Mr|Mrs|Dr|St|No)|\b[A-Z])\.$")  # "(i.e. IPv4)"
 _ALNUM = re.compile(r"[^\W_]")
 # A number, or a capitalised word inside a sentence: what a fact is made of.
-_FACT = re.compile(r"\d+|(?<=[\w,;)] )[A-Z][a-z]{2,}")
+# (The look behind comes after the capital, so that every alternative opens with a character
+# class and the regex engine skips the positions that open neither.)
+_FACT = re.compile(r"\d+|[A-Z](?<=[\w,;)] [A-Z])[a-z]{2,}")
 _LETTERED = re.compile(r"\S*[^\W\d_]\S*")
 _COMMON = frozenset(w[:6] for w in STOP)
 # Header fields: "발의연월일 : 2010. 11. 12.", "Subject: Budget", "(정의화의원 대표발의 )".
@@ -62,7 +64,9 @@ def _units(source: Source, text: str) -> list[tuple[int, int]]:
             continue
         if first < 0:
             first = k
-        if (_END.search(text, s, e) and not _ABBREVIATION.search(text, s, e)) or k - first >= _LONGEST_RUN:
+        # Both patterns end at the sentence's end and are a few characters long: only its tail is searched.
+        if (_END.search(text, max(s, e - 4), e) and not _ABBREVIATION.search(text, max(s, e - 5), e)) \
+                or k - first >= _LONGEST_RUN:
             units.append((first, k))
             first = -1
     return units  # a sentence the chunk cuts off at its end is no point
