@@ -33,6 +33,7 @@ AREAS = (
     ("imports", ("<frozen importlib",)),
     ("answer checks (grounding, cleaning, tags)", ("pipeline/answers/",)),
     ("reading and planning files", ("pipeline/text/", "pipeline/planning.py")),
+    ("grouping related documents", ("pipeline/grouping.py",)),
     ("HTTP client (ours and aiohttp, JSON)", ("pipeline/llm/client.py", "pipeline/llm/answer.py", "aiohttp/",
                                              "json/")),
     ("result store", ("pipeline/result_store.py", "pipeline/store_thread.py", "sqlite3")),
