@@ -23,10 +23,7 @@ from collections import Counter
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from eval.scores import STOPWORDS, _BULLET, split_summary, strip_tags, tag_numbers
-
-# The line the pipeline opens a grouped summary with, made by code from the documents' own terms and tags.
-OVERVIEW = re.compile(r"^\*\*[\d,]+ documents, [\d,]+ groups?:\*\* ")
+from eval.scores import OVERVIEW, STOPWORDS, _BULLET, split_summary, strip_tags, tag_numbers
 
 _WORD = re.compile(r"[^\W\d_]+|\d+(?:,\d{3})*(?:\.\d+)?")
 LEAST, MOST = 6, 12

@@ -34,6 +34,8 @@ _LEGEND_LINE = re.compile(r"^\s*-\s*\[D(\d+)\]\s*(.+?)\s*$", re.MULTILINE)
 _UNCITED = re.compile(r"\[D(\d+)\]\s*([^,\n]+)")
 _PATH = re.compile(r"\S*[/\\]\S*|\S+\.(?:txt|md)\b")
 _BULLET = re.compile(r"^\s*(?:[-*•]|\d+[.)])\s+")
+# The line the pipeline opens a grouped summary with, made by code from the documents' own terms and tags.
+OVERVIEW = re.compile(r"^\*\*[\d,]+ documents, [\d,]+ groups?:\*\* ")
 STOPWORDS = frozenset(
     "a an and are as at be been but by can do does for from has have he her his how i if in into is it its "
     "may more most not of on one or our she so such than that the their them then there these they this "
@@ -236,6 +238,8 @@ def attribution(summary: str, tag_to_doc: Mapping[int, str | None], doc_texts: M
     result = Attribution()
     heading: list[int] = []
     for line in body.splitlines():
+        if OVERVIEW.match(line):
+            continue  # the groups named by code: no claim of any document's
         own = list(dict.fromkeys(tag_numbers(line)))
         text = strip_tags(_BULLET.sub("", line)).strip()
         if text.startswith("#") and not own:

@@ -150,7 +150,7 @@ def _name(docs: Sequence[DocResult], index: dict[int, int], linking: Sequence[Se
     for i in mine:
         counts.update(linking[i])
     named = set().union(*(terms_of(_name_of(r["source"])) for r in docs))
-    top = sorted((t for t, n in counts.items() if n >= 2),
+    top = sorted((t for t, n in counts.items() if n >= 2 and not _ends_in_particle(t)),
                  key=lambda t: (-counts[t], t not in named, held[t], t))[:NAMED]
     spelled = {t: t for t in top if CJK.search(t)}  # a CJK character pair stands as it is
     for text in [*(r.get("summary", "") for r in docs), *(_name_of(r["source"]) for r in docs)]:
@@ -160,6 +160,15 @@ def _name(docs: Sequence[DocResult], index: dict[int, int], linking: Sequence[Se
             if (term := token.lower()[:6]) in top and term not in spelled:
                 spelled[term] = token.lower()
     return [spelled.get(t, t) for t in top]
+
+
+# Korean syllables that end a word as a particle or an ending ("2010년의", "법률은"): a pair of
+# characters ending in one is part of a word and its particle, no name for a group.
+_PARTICLES = frozenset("의은는이가을를에와과도로서고며다한할된")
+
+
+def _ends_in_particle(term: str) -> bool:
+    return len(term) == 2 and term[1] in _PARTICLES and "\uac00" <= term[0] <= "\ud7a3"
 
 
 def several(groups: Sequence[Group]) -> list[Group]:
