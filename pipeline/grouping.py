@@ -150,7 +150,7 @@ def _name(docs: Sequence[DocResult], index: dict[int, int], linking: Sequence[Se
     for i in mine:
         counts.update(linking[i])
     named = set().union(*(terms_of(_name_of(r["source"])) for r in docs))
-    top = sorted((t for t, n in counts.items() if n >= 2 and not _ends_in_particle(t)),
+    top = sorted((t for t, n in counts.items() if n >= 2 and not _no_name(t)),
                  key=lambda t: (-counts[t], t not in named, held[t], t))[:NAMED]
     spelled = {t: t for t in top if CJK.search(t)}  # a CJK character pair stands as it is
     for text in [*(r.get("summary", "") for r in docs), *(_name_of(r["source"]) for r in docs)]:
@@ -167,8 +167,11 @@ def _name(docs: Sequence[DocResult], index: dict[int, int], linking: Sequence[Se
 _PARTICLES = frozenset("의은는이가을를에와과도로서고며다한할된")
 
 
-def _ends_in_particle(term: str) -> bool:
-    return len(term) == 2 and term[1] in _PARTICLES and "\uac00" <= term[0] <= "\ud7a3"
+def _no_name(term: str) -> bool:
+    """Whether a CJK term is no name for a group: one character, or a Hangul pair ending in a particle."""
+    if not CJK.match(term):
+        return False
+    return len(term) < 2 or (term[1] in _PARTICLES and "\uac00" <= term[0] <= "\ud7a3")
 
 
 def several(groups: Sequence[Group]) -> list[Group]:

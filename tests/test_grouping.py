@@ -270,3 +270,14 @@ async def test_a_document_added_to_a_grouped_run_pays_about_one_collapse_call_a_
     assert again["stats"]["llm_calls"]["map"] == 1
     assert again["stats"]["llm_calls"]["collapse"] <= first["stats"]["collapse_levels"] + 1
     assert again["stats"]["from_store"]["collapse"] >= first["stats"]["llm_calls"]["collapse"] - 3
+
+
+def test_a_korean_group_is_named_by_its_words_not_by_particles() -> None:
+    bills = ["지방공무원법 일부개정법률안은 2010년의 육아휴직 연령을 만 8세로 올린다.",
+             "국가공무원법 일부개정법률안은 2010년의 육아휴직 연령을 만 8세로 올린다.",
+             "제주 감귤은 11월 초에 수확을 시작한다."]
+    groups = group_documents([_result(k + 1, f"- {text}") for k, text in enumerate(bills)])
+
+    named = [g for g in groups if len(g["documents"]) > 1]
+    assert [g["documents"] for g in named] == [[1, 2]]
+    assert named[0]["terms"] and all(len(t) >= 2 and t[-1] not in "의은는" for t in named[0]["terms"])
