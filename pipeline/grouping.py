@@ -6,9 +6,11 @@ distinctive when more than one document holds it but not more than half of them 
 never one of the stop words): words that every document uses say nothing about what a
 document is about. A term weighs log(N / documents holding it), so a rare one counts
 more than boilerplate that a third of the documents repeat. Two documents are linked
-when they share at least MIN_SHARED distinctive terms whose weight is at least SIMILAR
-of the geometric mean of each one's distinctive terms' weight (a cosine); a group is
-what links join (union-find).
+when they share at least MIN_SHARED distinctive terms, and at least OVERLAP of the
+smaller one's terms (up to half of MOST_TERMS), whose weight is at least SIMILAR of the
+geometric mean of each one's distinctive terms' weight (a cosine); a group is what links
+join (union-find). In a small run any two reports share a few ordinary words by chance
+("august", "compared", "day"); documents about one thing share a good part of theirs.
 
 The cost is O(N·k): each document looks up at most MOST_TERMS of its rarest terms, and
 for each only the WINDOW documents that took it last. Everything is ordered by source,
@@ -42,6 +44,7 @@ MOST_TERMS = 32  # a document links by its rarest distinctive terms, at most thi
 WINDOW = 16  # and, for each, to the latest documents that hold it
 MIN_SHARED = 3  # distinctive terms two linked documents share, at least
 SIMILAR = 0.4  # and this share of the geometric mean of their linking terms' weight (a cosine of idf weights)
+OVERLAP = 0.15  # and this share of the smaller one's terms (a few words any two reports share are chance)
 NAMED = 3  # terms that name a group
 
 
@@ -104,6 +107,7 @@ def group_documents(results: Iterable[DocResult]) -> list[Group]:
             i = parent[i]
         return i
 
+    sizes = [len(found) for found in terms]
     holders: dict[str, list[int]] = {}
     linking: list[tuple[str, ...]] = []
     mass: list[float] = []  # the weight of each document's linking terms
@@ -121,7 +125,8 @@ def group_documents(results: Iterable[DocResult]) -> list[Group]:
                 count[j] = count.get(j, 0) + 1
             seen.append(i)
         for j, n in count.items():
-            if n >= MIN_SHARED and shared[j] > 0 and shared[j] >= SIMILAR * math.sqrt(mass[i] * mass[j]):
+            enough = max(MIN_SHARED, min(MOST_TERMS // 2, math.ceil(OVERLAP * min(sizes[i], sizes[j]))))
+            if n >= enough and shared[j] > 0 and shared[j] >= SIMILAR * math.sqrt(mass[i] * mass[j]):
                 a, b = root(i), root(j)
                 if a != b:
                     parent[max(a, b)] = min(a, b)

@@ -281,3 +281,17 @@ def test_a_korean_group_is_named_by_its_words_not_by_particles() -> None:
     named = [g for g in groups if len(g["documents"]) > 1]
     assert [g["documents"] for g in named] == [[1, 2]]
     assert named[0]["terms"] and all(len(t) >= 2 and t[-1] not in "의은는" for t in named[0]["terms"])
+
+
+def test_reports_that_share_a_few_ordinary_words_stay_apart() -> None:
+    """The sample documents' own summaries: a bakery, a ferry trial and a team retro share words
+    such as "august", "compared", "day", "fell", "half" by chance, and nothing of their topics."""
+    from pathlib import Path
+
+    data = Path(__file__).resolve().parent.parent / "data"
+    results = [_result(k + 1, "- " + "\n- ".join(
+        line.strip() for line in (data / name).read_text(encoding="utf-8").splitlines()[2:] if line.strip()),
+        source=f"data/{name}") for k, name in enumerate(sorted(p.name for p in data.glob("*.txt")))]
+    assert len(results) >= 5
+
+    assert [g for g in group_documents(results) if len(g["documents"]) > 1] == []
