@@ -110,3 +110,42 @@ async def test_a_pool_sends_a_timed_out_call_and_the_next_ones_where_no_queue_sh
     assert first.limit.timeouts == 1 and first.queueing
     assert a.chat_calls == TIMEOUT_SEEN + 4 + 1  # the hung call, and nothing after it
     assert b.chat_calls == TIMEOUT_SEEN + 4 + 1 + 3  # its retry and the calls after it
+
+
+def test_a_step_is_timed_by_its_own_answers_not_another_steps() -> None:
+    """Map calls that write 20 of their 400 tokens say nothing of a final call that writes its 1,200."""
+    limit = AdaptiveLimit(64, start=START, timeout_floor=0.0)
+    short, final = call_work("x" * 200, 400), call_work("x" * 32_000, 1200)
+    for _ in range(200):
+        limit.on_success(0.7, short, kind=400)
+
+    assert limit.call_timeout(short, 120.0, 400) < 5.0
+    assert limit.call_timeout(final, 120.0, 1200) == 120.0  # no final answer seen yet: the user's timeout
+
+
+async def test_a_call_that_timed_out_is_retried_with_the_whole_timeout() -> None:
+    """A server that only got slower (another job on it) answers the retry: no document fails for it."""
+    slow = False
+
+    class Caller:
+        timeouts: list[float | None] = []
+
+        async def acomplete(self, prompt: Any, max_tokens: int, timeout: float | None = None) -> tuple[str, Any]:
+            self.timeouts.append(timeout)
+            async with asyncio.timeout(timeout or RUN_TIMEOUT):
+                await asyncio.sleep(0.3 if slow else 0.01)
+            return "- a point", {"input_tokens": 1, "output_tokens": 1, "finish_reason": "stop"}
+
+    caller = Caller()
+    limit = AdaptiveLimit(8, start=START, timeout_floor=0.05)
+    runner = LLMRunner(caller, concurrency=limit, timeout=RUN_TIMEOUT, max_retries=2,
+                       count_tokens=lambda t: len(t.split()))
+    runner._timed = True  # a caller that takes a timeout per call, as the built-in client does
+    await asyncio.gather(*(runner.complete("map", f"note {i}", 50, "map") for i in range(40)))
+    slow = True
+
+    done = await runner.complete("map", "note 41", 50, "map")
+
+    assert done.text == "- a point" and limit.timeouts == 1
+    assert caller.timeouts[-2] is not None and caller.timeouts[-2] < 0.3  # the scaled one, given up
+    assert caller.timeouts[-1] is None  # the retry: the run's whole --timeout

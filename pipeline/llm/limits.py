@@ -80,7 +80,8 @@ class AdaptiveLimit:
         self.in_use = 0
         self.timeouts = 0  # calls given up on while the server may still have been working on them
         self.timeout_floor = timeout_floor
-        self.recent = RecentLatency()
+        self.recent = RecentLatency()  # over every kind of call
+        self._recent: dict[int | None, RecentLatency] = {}  # by kind (the tokens a call may write: its step's)
         self.knee = KneeSearch(min(start, maximum), maximum) if start is not None else None
         if self.knee is not None:
             self._limit = float(self.knee.base)
@@ -118,11 +119,13 @@ class AdaptiveLimit:
         if not self._withhold():
             self._semaphore.release()
 
-    def on_success(self, latency: float | None = None, work: float = 1.0, in_flight: int | None = None) -> None:
+    def on_success(self, latency: float | None = None, work: float = 1.0, in_flight: int | None = None,
+                   kind: int | None = None) -> None:
         """Count an answer; with its latency (seconds) and `call_work`, let the knee search steer the limit.
 
         `in_flight`: the calls out when it came back, itself included (by default those
-        holding this limit's permits, and itself).
+        holding this limit's permits, and itself). `kind` tells calls of one step from
+        another's (their max_tokens): each kind's timeout follows its own answers.
         """
         knee = self.knee
         if knee is None:
@@ -133,7 +136,7 @@ class AdaptiveLimit:
             return
         if latency is None:
             return
-        self.recent.add(latency / work)
+        self.saw(latency, work, kind)
         target = knee.observe(latency / work, self.in_use + 1 if in_flight is None else in_flight, self.limit)
         if target is not None:
             log.debug("concurrency %d -> %d (%s)", self.limit, target, knee.describe())
@@ -142,15 +145,25 @@ class AdaptiveLimit:
             self.highest = max(self.highest, self.limit)
             self._hand_back()
 
-    def call_timeout(self, work: float, ceiling: float) -> float:
+    def saw(self, latency: float, work: float, kind: int | None = None) -> None:
+        """Keep a call's latency per work for the timeouts: an answer's, or a timed-out call's time so far."""
+        self.recent.add(latency / work)
+        if kind is not None:
+            if (own := self._recent.get(kind)) is None:
+                own = self._recent[kind] = RecentLatency()
+            own.add(latency / work)
+
+    def call_timeout(self, work: float, ceiling: float, kind: int | None = None) -> float:
         """How long a call of `work` may take: `TIMEOUT_FACTOR` times the recent p95 latency for its work.
 
         Never below the floor nor above `ceiling` (the user's --timeout), and `ceiling`
-        until `TIMEOUT_SEEN` answers have come back. Only a limit that adapts scales it:
-        a fixed concurrency may have built a queue that its first answers did not show.
+        until `TIMEOUT_SEEN` answers of its `kind` have come back: a final call that writes
+        a thousand tokens is not timed by map calls that wrote twenty of theirs. Only a limit
+        that adapts scales it: a fixed concurrency may have built a queue that its first
+        answers did not show.
         """
-        recent = self.recent
-        if self.knee is None or recent.seen < TIMEOUT_SEEN:
+        recent = self.recent if kind is None else self._recent.get(kind)
+        if self.knee is None or recent is None or recent.seen < TIMEOUT_SEEN:
             return ceiling
         return max(min(self.timeout_floor, ceiling), min(ceiling, TIMEOUT_FACTOR * recent.p95 * work))
 

@@ -48,6 +48,7 @@ from pipeline.prompting import Prompt
 log = logging.getLogger(__name__)
 
 MAX_FAILURES = 3  # failures in a row that take an endpoint out
+QUEUEING_S = 30.0  # how long a timed-out endpoint goes last (unless it answers sooner)
 PROBE_FIRST_S, PROBE_CAP_S = 0.2, 10.0  # backoff between probes of an endpoint that is out
 PROBE_ATTEMPTS = 200  # then it stays out for the rest of the run (30 to 50 minutes of probing)
 PROBE_TIMEOUT_S = 5.0
@@ -108,12 +109,17 @@ class Endpoint:
         self.limit = AdaptiveLimit(concurrency, start=START if adapt and spec.concurrency is None else None)
         self.outstanding = 0
         self.up = True
-        self.queueing = False  # its last call timed out (and no answer since): a free endpoint goes first
+        self.queueing_until = 0.0  # its last call timed out, no answer since: a free endpoint goes first till then
         self.failures_in_a_row = 0
         self.calls = self.errors = self.taken_out = 0
         self.prompt_tokens = self.completion_tokens = 0
         self.latencies_ms = array("f")
         self.answered = 0
+
+    @property
+    def queueing(self) -> bool:
+        """Whether its last call timed out lately and it has not answered since."""
+        return self.queueing_until > time.monotonic()
 
     def record(self, latency_ms: float) -> None:
         """Keep a latency in the sample (reservoir sampling: every answer equally likely to be kept)."""
@@ -155,8 +161,14 @@ class EndpointPool:
         """The most calls all endpoints together take at once."""
         return sum(e.limit.maximum for e in self.endpoints)
 
-    async def acomplete(self, prompt: Prompt | str, max_tokens: int) -> tuple[str, Usage]:
-        """Answer on the least-loaded healthy endpoint; on a retryable error, at once on another."""
+    scales_timeouts = True  # each endpoint's calls are timed by its own latency (`scaled`)
+
+    async def acomplete(self, prompt: Prompt | str, max_tokens: int, *, scaled: bool = True) -> tuple[str, Usage]:
+        """Answer on the least-loaded healthy endpoint; on a retryable error, at once on another.
+
+        `scaled`: time the call by the endpoint's recent latency; False (the retry of a call
+        that timed out) gives it the session's whole timeout.
+        """
         tried: set[int] = set()
         last: LLMError | None = None
         work = call_work(prompt, max_tokens)
@@ -166,7 +178,7 @@ class EndpointPool:
                 break
             tried.add(ep.order)
             ceiling = ep.session.timeout.total or 0.0
-            timeout = ep.limit.call_timeout(work, ceiling) if ceiling else 0.0
+            timeout = ep.limit.call_timeout(work, ceiling, max_tokens) if ceiling and scaled else 0.0
             started = time.perf_counter()
             ep.calls += 1
             try:
@@ -182,6 +194,8 @@ class EndpointPool:
             except RetryableLLMError as exc:
                 ep.errors += 1
                 last = exc
+                if timed_out(exc):  # what it waited counts as a latency seen: the endpoint may only be slower
+                    ep.limit.saw(time.perf_counter() - started, work, max_tokens)
                 self._failed(ep, exc)
                 continue
             except Exception:
@@ -191,8 +205,8 @@ class EndpointPool:
                 self._release(ep)
             took = time.perf_counter() - started
             ep.record(took * 1000)
-            ep.failures_in_a_row, ep.queueing = 0, False
-            ep.limit.on_success(took, work, ep.outstanding + 1)
+            ep.failures_in_a_row, ep.queueing_until = 0, 0.0
+            ep.limit.on_success(took, work, ep.outstanding + 1, kind=max_tokens)
             ep.prompt_tokens += usage.get("input_tokens") or 0
             ep.completion_tokens += usage.get("output_tokens") or 0
             return text, usage
@@ -252,7 +266,8 @@ class EndpointPool:
     def _failed(self, ep: Endpoint, exc: RetryableLLMError) -> None:
         """Lower a rate-limited or timed-out endpoint's limit; take out one that keeps failing."""
         ep.limit.on_failure(exc)
-        ep.queueing = ep.queueing or timed_out(exc)
+        if timed_out(exc):  # for a while: sent no calls, it could never show it answers again
+            ep.queueing_until = time.monotonic() + QUEUEING_S
         if isinstance(exc, RateLimitedError):
             ep.limit.on_rate_limited()
             return

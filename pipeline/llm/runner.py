@@ -33,7 +33,7 @@ from pipeline.errors import (
     error_for_exception,
 )
 from pipeline.llm.budget import Budget
-from pipeline.llm.limits import AdaptiveLimit, RateLimit, call_work
+from pipeline.llm.limits import AdaptiveLimit, RateLimit, call_work, timed_out
 from pipeline.llm.memory_guard import MemoryGuard
 from pipeline.progress import NoProgress, Progress
 from pipeline.prompting import Prompt
@@ -230,8 +230,10 @@ class LLMRunner:
     async def _complete(self, step: str, prompt: Prompt | str, max_tokens: int) -> Completion:
         stats, budget, limit = self.stats, self.limits.budget, self.concurrency
         work = call_work(prompt, max_tokens)
+        scaled = True  # until a call times out: its retries get the whole --timeout
         for attempt in range(self.max_retries + 1):
             reserved = await self._admit(prompt, max_tokens)
+            started = time.perf_counter()
             try:
                 async with self.concurrency:
                     if self._fatal is not None:
@@ -239,12 +241,15 @@ class LLMRunner:
                     stats.in_flight += 1
                     stats.peak_in_flight = max(stats.peak_in_flight, stats.in_flight)
                     stats.calls[step] += 1
-                    timeout = limit.call_timeout(work, self.timeout) if self._timed else self.timeout
+                    timeout = limit.call_timeout(work, self.timeout, max_tokens) \
+                        if self._timed and scaled else self.timeout
                     started = time.perf_counter()
                     try:
                         if timeout < self.timeout:  # otherwise the session's own, the run's, applies
                             timed: OpenAICompatChat | ChatModelCaller = self.caller  # type: ignore[assignment]
                             text, usage = await timed.acomplete(prompt, max_tokens, timeout=timeout)
+                        elif not scaled and getattr(self.caller, "scales_timeouts", False):  # a pool
+                            text, usage = await self.caller.acomplete(prompt, max_tokens, scaled=False)
                         else:
                             text, usage = await self.caller.acomplete(prompt, max_tokens)
                     finally:
@@ -256,6 +261,11 @@ class LLMRunner:
                     await budget.settle(reserved)
                 exc = error_for_exception(raw, self._redact.text, self._model_name)
                 self.concurrency.on_failure(raw)
+                if timed_out(raw):
+                    # The server may only be slower for now: what the call waited counts as a latency
+                    # seen, and its retries may take the whole --timeout.
+                    limit.saw(time.perf_counter() - started, work, max_tokens)
+                    scaled = False
                 if isinstance(exc, RateLimitedError):
                     stats.rate_limited += 1
                     self.concurrency.on_rate_limited()
@@ -282,7 +292,7 @@ class LLMRunner:
                 await asyncio.sleep(delay)
                 continue
             stats.succeeded += 1
-            limit.on_success(time.perf_counter() - started, work)
+            limit.on_success(time.perf_counter() - started, work, kind=max_tokens)
             tokens_in = usage.get("input_tokens") or _count_prompt(self.count_tokens, prompt)
             tokens_out = usage.get("output_tokens") or self.count_tokens(text)
             if budget:
