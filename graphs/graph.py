@@ -241,7 +241,8 @@ async def final(state: RunState, runtime: Runtime[Resources]) -> dict[str, Any]:
         evidence = trace(text, {r["id"]: r for r in ok})
         shown = cite_lines(text, evidence) if context.cite == "lines" else text
         if opening := overview(state.get("groups") or [], documents):
-            shown, text = opening + "\n\n" + shown, opening + "\n\n" + text
+            shown = opening + "\n\n" + shown
+        # The legend reads what the bullets cite: the groups' line names every document of a group.
         summary = shown.rstrip() + "\n" + sources_legend(text, state["results"])
     stats = _stats(state, res)
     ok_ids = [r["id"] for r in state.get("results") or [] if r["status"] == "ok"]
