@@ -256,6 +256,13 @@ def document_result(ref: DocRef, outcomes: Sequence[object], *, text: str | None
         points, found = fill(text, source, *ground(completion.text, text, span, counts, starts, source), counts)
         kept += [points] if points else []
         evidence += found
+    if len(kept) > 1:  # chunks overlap: a sentence in the overlap may be taken from both
+        lines = "\n".join(kept).splitlines()
+        if len(lines) == len(evidence):
+            seen: set[str] = set()
+            pairs = [(line, ev) for line, ev in zip(lines, evidence) if not (line in seen or seen.add(line))]
+            counts["repeated_line"] += len(lines) - len(pairs)
+            kept, evidence = ["\n".join(line for line, _ in pairs)], [ev for _, ev in pairs]
     if not kept and (first := first_point(text, ref["spans"][0], starts)) is not None:
         counts["extracted"] += 1  # nothing the model wrote stands on the document: its own first sentence does
         kept, evidence = [first[0]], [first[1]]

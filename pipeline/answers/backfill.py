@@ -20,7 +20,7 @@ import re
 from collections import Counter
 from collections.abc import Sequence
 
-from pipeline.answers.grounding import MIN_WORDS, STOP, Evidence, Source, line_starts_of, source_terms
+from pipeline.answers.grounding import MIN_WORDS, STOP, Evidence, Source, letter_words, line_starts_of, source_terms
 
 MOST_POINTS = 4  # points a chunk deserves at most (the map prompt asks for at most 5)
 SENTENCES_A_POINT = 3  # a chunk deserves a point for every this many of its sentences
@@ -34,13 +34,14 @@ _ALNUM = re.compile(r"[^\W_]")
 # (The look behind comes after the capital, so that every alternative opens with a character
 # class and the regex engine skips the positions that open neither.)
 _FACT = re.compile(r"\d+|[A-Z](?<=[\w,;)] [A-Z])[a-z]{2,}")
-_LETTERED = re.compile(r"\S*[^\W\d_]\S*")
+_LETTER = re.compile(r"[^\W\d_]")
 _COMMON = frozenset(w[:6] for w in STOP)
 # Header fields: "발의연월일 : 2010. 11. 12.", "Subject: Budget", "(정의화의원 대표발의 )".
 _FIELD = re.compile(r"^[^\W\d_][^:：\n]{0,28}[:：]\s*\S|^\(.+\)$")
 _FIELD_LINE = re.compile(r"^[ \t]*(?:[^\W\d_][^:：\n]{0,28}[:：]|\()", re.MULTILINE)
 _DOTTED = re.compile(r"\d\.\s+\d")
 HEADER_LINES = 12  # how far into a document its header fields are looked for
+TITLE_WORDS = 15  # a title is a line of at most this many words
 FIELDS = 2  # header fields a document must open with to get a header point
 MOST_FIELDS = 4
 
@@ -115,7 +116,7 @@ def fill(text: str, source: Source, points: str, found: list[Evidence],
         if len(added) == need:
             break
         s, e = _span(source, units[-back])
-        if len(_LETTERED.findall(text, s, e)) < MIN_WORDS:  # words of letters: "2010. 11. 12." is no point
+        if letter_words(text[s:e]) < MIN_WORDS:  # words of letters: "2010. 11. 12." is no point
             continue
         added.append(("- " + " ".join(text[s:e].split()), [s, e, source.line_of(s), source.line_of(max(s, e - 1))]))
     counts["backfilled"] += len(added)
@@ -145,13 +146,13 @@ def header_point(text: str, line_starts: Sequence[int] | None = None) -> tuple[s
             lines.append((s, s + len(stripped)))
         if len(lines) >= HEADER_LINES:
             break
-    if not lines:
-        return None
+    if not lines or len(text[lines[0][0]:lines[0][1]].split()) > TITLE_WORDS:
+        return None  # no title opens it: a transcript's first speaker, a paragraph
     fields: list[tuple[int, int]] = []
     for s, e in lines[1:]:
         if len(text[s:e].split()) > 12:
             break
-        if _FIELD.search(text[s:e]) and _LETTERED.search(text[s:e]):
+        if _FIELD.search(text[s:e]) and _LETTER.search(text[s:e]):
             fields.append((s, e))
     if len(fields) < FIELDS:
         return None
