@@ -148,3 +148,25 @@ def test_a_sentence_the_chunk_cuts_at_either_end_is_never_taken() -> None:
 
     assert counts["backfilled"] >= 1
     assert not any(p.startswith("- who") or "passed to Selby" in p for p in result["summary"].splitlines())
+
+
+def test_a_sentence_in_two_overlapping_chunks_is_one_point() -> None:
+    plain = "the town had a quiet week and people went about their usual business in the streets."
+    dense = "The Mayor Jane Roe signed the Rail Act with 12 Senators in Columbus on 3 May 2024."
+    days = [f"Day {i}: {plain}" for i in range(1, 7)]
+    text = "\n".join(days[:5] + [dense] + days[5:] + [f"Night {i}: {plain}" for i in range(1, 6)]) + "\n"
+    cut = text.index(dense) + len(dense) + 1
+    ref = DocRef(id=1, source="town.txt", sha256="", spans=[(0, cut), (text.index("Day 4"), len(text))])
+
+    result = document_result(ref, [Completion("- The town was quiet.", 0, 0)] * 2, text=text, counts=Counter())
+
+    lines = result["summary"].splitlines()
+    assert lines.count("- " + dense) == 1 and len(lines) == len(set(lines)) == len(result["evidence"])
+
+
+def test_a_transcript_is_no_header() -> None:
+    from pipeline.answers.backfill import header_point
+
+    talk = ("Alice: " + "we should move the launch because the vendor is late " * 30
+            + "\nBob: Agreed, let us wait\nCarol: Fine by me\nDave: I will tell Sales\n")
+    assert header_point(talk) is None
