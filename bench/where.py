@@ -26,6 +26,7 @@ from pathlib import Path
 
 from bench.docs import write_docs
 from bench.fake_server import BenchServer
+from bench.process import timed
 
 ROOT = Path(__file__).resolve().parent.parent
 # (area, pieces of a frame's file path that put a sample there).
@@ -90,12 +91,9 @@ def main(argv: list[str] | None = None) -> int:
         write_docs(folder, args.n)
         cli = [sys.executable, str(ROOT / "run.py"), str(folder), "--base-url", server.base_url,
                "--concurrency", str(args.c), "--language", "en", "--no-adapt", "--quiet"]
-        server.reset_stats()
-        proc = subprocess.Popen(cli, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        _, status, usage = os.wait4(proc.pid, 0)
-        calls = server.stats()["chat_calls"]
-        if os.waitstatus_to_exitcode(status) != 0:
-            print(f"the CLI exited with {os.waitstatus_to_exitcode(status)}", file=sys.stderr)
+        plain = timed(cli, server, env, ROOT)  # the CLI's own CPU, without py-spy beside it
+        if plain["exit"] != 0:
+            print(f"the CLI exited with {plain['exit']}: {plain['stderr'].strip()[-300:]}", file=sys.stderr)
             return 1
         done = subprocess.run([spy, "record", "--rate", str(args.rate), "--format", "raw", "--output", str(raw),
                                "--", *cli], cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
@@ -104,12 +102,12 @@ def main(argv: list[str] | None = None) -> int:
             print(done.stderr.decode("utf-8", "replace")[-500:], file=sys.stderr)
             return 1
         found, total = shares(raw.read_text(encoding="utf-8"))
-    cpu_ms = 1000 * (usage.ru_utime + usage.ru_stime)
-    print(f"{args.n} files, C={args.c}, L={args.l * 1000:.0f} ms: {calls} calls, "
-          f"{cpu_ms / max(calls, 1):.3f} ms of CPU a call; {total} samples under py-spy")
+    per_call = plain["cpu_ms_per_call"]
+    print(f"{args.n} files, C={args.c}, L={args.l * 1000:.0f} ms: {plain['calls']} calls, "
+          f"{per_call:.3f} ms of CPU a call; {total} samples under py-spy")
     for area, _ in (*AREAS, (OTHER, ())):
         share = found[area] / max(total, 1)
-        print(f"  {share:6.1%}  {share * cpu_ms / max(calls, 1):.3f} ms/call  {area}")
+        print(f"  {share:6.1%}  {share * per_call:.3f} ms/call  {area}")
     return 0
 
 
