@@ -34,7 +34,6 @@ _ALNUM = re.compile(r"[^\W_]")
 # (The look behind comes after the capital, so that every alternative opens with a character
 # class and the regex engine skips the positions that open neither.)
 _FACT = re.compile(r"\d+|[A-Z](?<=[\w,;)] [A-Z])[a-z]{2,}")
-_LETTER = re.compile(r"[^\W\d_]")
 _COMMON = frozenset(w[:6] for w in STOP)
 # Header fields: "발의연월일 : 2010. 11. 12.", "Subject: Budget", "(정의화의원 대표발의 )".
 _FIELD = re.compile(r"^[^\W\d_][^:：\n]{0,28}[:：]\s*\S|^\(.+\)$")
@@ -152,7 +151,7 @@ def header_point(text: str, line_starts: Sequence[int] | None = None) -> tuple[s
     for s, e in lines[1:]:
         if len(text[s:e].split()) > 12:
             break
-        if _FIELD.search(text[s:e]) and _LETTER.search(text[s:e]):
+        if _FIELD.search(text[s:e]) and letter_words(text[s:e]):
             fields.append((s, e))
     if len(fields) < FIELDS:
         return None
