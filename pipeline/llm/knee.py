@@ -16,6 +16,7 @@ PLAIN_WORTH = 0.7  # a doubling that pays this much shows it in half a round (fa
 KNEE_MARGIN = 0.9  # of the least knee that a doubling past it shows (Little's law), where the search goes on
 CRUISE_ROUNDS = 3  # rounds at the settled limit between probes (a probe costs a little throughput or latency)
 ROUND = 8  # fewest answers in one measurement (and at least the limit's worth: about one latency)
+GOT_FASTER = 0.05  # throughput up this much on a step down: the server gained capacity (a probe down is no cut)
 QUEUE_RISE = 1.5  # latency per token up (or down) this much at an unchanged limit: the server changed
 SLOW_START, CRUISE, PROBE_UP, PROBE_DOWN = range(4)
 
@@ -46,8 +47,9 @@ class KneeSearch:
     `CRUISE_ROUNDS` rounds between such probes. Latency up by `QUEUE_RISE` more than the step in calls in
     flight explains means a queue formed (the server lost capacity): the limit is cut at
     once to what kept the old latency; at an unchanged limit, latency down as much means
-    capacity came back: slow start again. A round where demand leaves the limit unused
-    teaches nothing and changes nothing. Feed it with `observe`; it returns a new limit
+    capacity came back: slow start again; a probe down that gains throughput with fewer
+    calls in flight means it too, and the search probes up from the limit settled on. A
+    round where demand leaves the limit unused teaches nothing and changes nothing. Feed it with `observe`; it returns a new limit
     when it decides one. A round costs a few float additions per answer, nothing more.
     """
 
@@ -141,6 +143,8 @@ class KneeSearch:
                 self._settle(in_flight, throughput, latency, limit)
                 return self._probe_up()
             return self._probe_down()
+        if self._got_faster(in_flight, throughput):  # PROBE_DOWN, yet more throughput: the server gained capacity
+            return self._probe_up()  # from the limit settled on, which a stronger server takes
         if self._holds(in_flight, throughput):  # PROBE_DOWN: nothing lost, the step was queue
             self._settle(in_flight, throughput, latency, limit)
             return self._probe_down()
@@ -168,6 +172,11 @@ class KneeSearch:
         ref_in_flight, ref_throughput = self._ref or (in_flight, throughput)
         grown = in_flight / ref_in_flight - 1
         return grown > 0.05 and throughput / ref_throughput - 1 >= worth * grown
+
+    def _got_faster(self, in_flight: float, throughput: float) -> bool:
+        """Whether throughput grew by GOT_FASTER though calls in flight fell: the server, not the step, changed."""
+        ref_in_flight, ref_throughput = self._ref or (in_flight, throughput)
+        return in_flight < ref_in_flight and throughput >= (1 + GOT_FASTER) * ref_throughput
 
     def _holds(self, in_flight: float, throughput: float) -> bool:
         """Whether throughput fell by less than `WORTH` of the fall in calls in flight since the reference."""
