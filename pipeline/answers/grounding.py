@@ -114,13 +114,19 @@ def source_terms(text: str) -> set[str]:
     if text.isascii():  # the common case, in one pass of the regex engine
         return _ascii_terms(text.lower())
     found: set[str] = set()
+    pairs = CJK.search
     for token in TOKEN.findall(text):
         if token[0].isdigit():
-            found.add(number(token))
-        elif CJK.search(token):
-            found.update(token[i:i + 2] for i in range(max(1, len(token) - 1)))
+            found.add(token.replace(",", "").rstrip("."))  # number()
+        elif pairs(token):
+            if len(token) < 4:
+                found.add(token[:2])
+                if len(token) == 3:
+                    found.add(token[1:])
+            else:
+                found.update([token[i:i + 2] for i in range(len(token) - 1)])
         else:
-            found.add(fold(token))
+            found.add(token.lower()[:6])  # fold()
     return found
 
 
