@@ -187,30 +187,29 @@ class Source:
     def __init__(self, text: str, offset: int = 0, line_starts: Sequence[int] | None = None) -> None:
         self.offset = offset
         self.line_starts = line_starts if line_starts is not None else line_starts_of(text)
-        self.sentences: list[tuple[int, int]] = []
-        self.terms: list[set[str]] = []  # each sentence's terms
-        self.headings: set[int] = set()  # short lines that end no sentence: a title, a heading, a by-line
         plain = text.isascii()
         parts = _CUT.split(text.lower() if plain else text)  # sentence, cut, sentence, ...: lower case changes no cut in ASCII
-        ends = list(accumulate(map(len, parts)))
-        found = map(_ASCII_TERM.findall, parts[::2]) if plain else None
-        last = len(parts) - 1
-        for i in range(0, len(parts), 2):
-            segment = parts[i]
-            if plain:
-                terms = next(found)  # type: ignore[call-overload]
-            if not (segment := segment.strip()):
-                continue
-            at = ends[i] - len(parts[i])
-            k = len(self.sentences)
-            self.sentences.append((offset + at, offset + ends[i]))
-            if plain:
-                self.terms.append({t.replace(",", "") for t in terms} if "," in parts[i] else set(terms))
-            else:
-                self.terms.append(source_terms(segment))
-            if (i == 0 or parts[i - 1][-1] == "\n") and (i == last or "\n" in parts[i + 1]) \
-                    and not segment.endswith(_ENDS) and len(segment.split()) <= HEADING_WORDS:
-                self.headings.add(k)
+        segments = parts[::2]
+        bounds = list(accumulate(map(len, parts), initial=offset))
+        if plain:
+            found = map(_ASCII_TERM.findall, segments)
+            terms = [{t.replace(",", "") for t in f} if "," in segment else set(f) for segment, f in zip(segments, found)] \
+                if "," in text else list(map(set, found))
+        else:
+            terms = [source_terms(segment.strip()) for segment in segments]
+        # Only the first and the last segment can be blank: each other one follows a cut, which is a whole run of spaces.
+        last = len(segments) - 1
+        lo = 0 if segments[0].strip() else 1
+        hi = last if last and not segments[last].strip() else last + 1
+        self.sentences: list[tuple[int, int]] = list(zip(bounds[2 * lo:2 * hi:2], bounds[2 * lo + 1:2 * hi + 1:2]))
+        self.terms: list[set[str]] = terms[lo:hi]  # each sentence's terms
+        self.headings: set[int] = set()  # short lines that end no sentence: a title, a heading, a by-line
+        if "\n" in text or not last:  # a heading is a line of its own
+            for j in range(lo, hi):
+                if (j == 0 or parts[2 * j - 1][-1] == "\n") and (j == last or "\n" in parts[2 * j + 1]):
+                    segment = segments[j].strip()
+                    if not segment.endswith(_ENDS) and len(segment.split()) <= HEADING_WORDS:
+                        self.headings.add(j - lo)
         self.every: set[str] = set().union(*self.terms)
 
     def holds(self, term: str) -> bool:
@@ -222,7 +221,8 @@ class Source:
         Greedy: the sentence holding most of what is still missing (names and numbers
         count three times a word) is taken first, up to MOST_SENTENCES.
         """
-        missing = set(point.required)
+        missing = set(point.names)
+        missing.update(point.numbers)
         words = set(point.words)
         chosen: list[int] = []
         while len(chosen) < MOST_SENTENCES and (missing or not chosen):
@@ -262,14 +262,13 @@ def _title_terms(text: str) -> set[str] | None:
 
 def verdict(point: Facts, source: Source, title: set[str] | None) -> str | None:
     """Why a point cannot stand on its source (a counter's name), or None if it can."""
-    if any(not source.holds(n) for n in point.names):
+    every = source.every
+    if not point.names <= every:
         return "invented_name"
-    if any(not source.holds(n) for n in point.numbers):
+    if not point.numbers <= every:
         return "invented_number"
-    if point.words:
-        held = sum(1 for w in point.words if source.holds(w))
-        if len(point.words) > 1 and held < WORD_SHARE * len(point.words):
-            return "unsupported_point"
+    if len(point.words) > 1 and len(point.words & every) < WORD_SHARE * len(point.words):
+        return "unsupported_point"
     said = point.words | point.names | point.numbers
     if title is not None and point.words | point.names and len(said & title) >= TITLE_SHARE * len(said):
         return "title_point"
@@ -295,7 +294,7 @@ def ground(answer: str, text: str, span: tuple[int, int], counts: Counter[str],
         parts, said = [], []
         for part in sentences(line[2:]):
             point = facts(part)
-            if not (point.words or point.required):
+            if not (point.words or point.names or point.numbers):
                 continue
             if (reason := verdict(point, source, title)) is not None:
                 counts[reason] += 1
@@ -308,7 +307,8 @@ def ground(answer: str, text: str, span: tuple[int, int], counts: Counter[str],
         if letter_words(body) < MIN_WORDS:
             counts["fragment"] += 1
             continue
-        whole = Facts(*(frozenset().union(*(getattr(p, f) for p in said)) for f in Facts._fields))
+        whole = said[0] if len(said) == 1 else \
+            Facts(*(frozenset().union(*(getattr(p, f) for p in said)) for f in Facts._fields))
         if (chosen := source.locate(whole)) is None:
             counts["unsupported_point"] += 1
             continue
