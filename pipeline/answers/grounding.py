@@ -224,10 +224,13 @@ class Source:
         missing = set(point.names)
         missing.update(point.numbers)
         words = set(point.words)
+        said = missing | words
+        # Only a sentence that holds some of the point can score; what is missing only shrinks.
+        held = [(k, terms) for k, terms in enumerate(self.terms) if not said.isdisjoint(terms)]
         chosen: list[int] = []
         while len(chosen) < MOST_SENTENCES and (missing or not chosen):
             best, top = -1, 0
-            for k, terms in enumerate(self.terms):
+            for k, terms in held:
                 score = 3 * len(missing & terms) + len(words & terms)
                 if score > top and k not in chosen:
                     best, top = k, score
