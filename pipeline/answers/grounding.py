@@ -27,7 +27,7 @@ from pipeline.answers.shape import bullets, sentences
 TOKEN = re.compile(r"\d+(?:[.,:]\d+)*|[^\W\d_]+")  # a number, or a run of letters
 # A lower-cased ASCII word's first six letters (the rest skipped), or a number: fold() and number() in one pass.
 _ASCII_TERM = re.compile(r"(?<![a-z])[a-z]{1,6}|\d+(?:[.,:]\d+)*")
-_LETTER = re.compile(r"[^\W\d_]")
+_NON_SPACE = re.compile(r"\S")
 # A word's first letter with what comes before it in the word: one a word that holds a letter. Tried only where a
 # word starts, and the lazy run stops at the first letter, so linear.
 _LETTER_WORD = re.compile(r"(?<!\S)\S*?[^\W\d_]")
@@ -100,21 +100,23 @@ def facts(text: str) -> Facts:
     names: set[str] = set()
     numbers: set[str] = set()
     words: set[str] = set()
-    plain = text.isascii()  # no CJK token to look for
-    start = True  # at the start of a sentence
+    cjk = CJK.search
+    before = -1  # where the token before ends (-1: there is none, the text's first sentence starts)
     for match in TOKEN.finditer(text):
         token = match.group()
-        end = match.end()
         if token[0].isdigit():
             if _significant(num := number(token)):
                 numbers.add(num)
-        elif not plain and CJK.search(token):
-            words.update(token[i:i + 2] for i in range(max(1, len(token) - 1)))
+        elif cjk(token):
+            words.update([token[i:i + 2] for i in range(max(1, len(token) - 1))])
         elif len(token) >= 3 and (low := token.lower()) not in STOP:
+            # At a sentence's start when what follows the token before, after one space at most, ends a sentence.
+            after = text[before:before + 1]
+            start = before < 0 or (text[before + 1:before + 2] if after == " " else after) in _STOPS
+            end = match.end()
             opener = start and (low in _STARTERS or text[end:end + 1] == ",")  # "Again, ..."
             (names if token[0].isupper() and not opener else words).add(low[:6])
-        after = text[end:end + 1]
-        start = (text[end + 1:end + 2] if after == " " else after) in _STOPS
+        before = match.end()
     return Facts(frozenset(names), frozenset(numbers), frozenset(words - names))
 
 
@@ -256,9 +258,14 @@ def line_starts_of(text: str) -> list[int]:
 
 def _title_terms(text: str) -> set[str] | None:
     """The terms of a document's first line when it is a title: short, no sentence, more after it; else None."""
-    head, _, rest = text.lstrip().partition("\n")
-    head = head.strip()
-    if not rest.strip() or head.endswith((".", "!", "?", "。", "다")) or len(head.split()) > TITLE_WORDS:
+    # As text.lstrip().partition("\n") would cut it, with no copy of the rest of a long document.
+    if (first := _NON_SPACE.search(text)) is None:
+        return None
+    cut = text.find("\n", first.start())
+    if cut < 0 or not _NON_SPACE.search(text, cut + 1):
+        return None  # nothing after the first line
+    head = text[first.start():cut].strip()
+    if head.endswith((".", "!", "?", "。", "다")) or len(head.split()) > TITLE_WORDS:
         return None
     return source_terms(head)
 
@@ -327,18 +334,33 @@ def ground(answer: str, text: str, span: tuple[int, int], counts: Counter[str],
     return "\n".join(kept), found
 
 
-def first_point(text: str, span: tuple[int, int], line_starts: Sequence[int] | None = None) -> tuple[str, Evidence] | None:
-    """The chunk's first sentence past the document's title, word for word: a point that stands by construction."""
+def first_point(text: str, span: tuple[int, int], line_starts: Sequence[int] | None = None,
+                source: Source | None = None) -> tuple[str, Evidence] | None:
+    """The chunk's first sentence past the document's title, word for word: a point that stands by construction.
+
+    `source` is the chunk's Source when the caller has built it already.
+    """
     start, end = span
-    source = Source(text[start:end], start, line_starts if line_starts is not None else line_starts_of(text))
-    skip = 1 if start == 0 and _title_terms(text) is not None and len(source.sentences) > 1 else 0
-    for least in (2 * MIN_WORDS, MIN_WORDS):  # a full sentence if there is one, else what there is
-        for k in range(skip, len(source.sentences)):
-            s, e = source.sentences[k]
-            body = " ".join(text[s:e].split())
-            if k not in source.headings and facts(body).words and letter_words(body) >= least:
-                return "- " + body, source.evidence([k])
-    return None
+    if source is None:
+        source = Source(text[start:end], start, line_starts if line_starts is not None else line_starts_of(text))
+    skip = 1 if start == 0 and len(source.sentences) > 1 and _title_terms(text) is not None else 0
+    # A full sentence if there is one, else what there is: the first of 2 * MIN_WORDS words, else of MIN_WORDS.
+    short: int | None = None
+    for k in range(skip, len(source.sentences)):
+        if k in source.headings:
+            continue
+        s, e = source.sentences[k]
+        body = " ".join(text[s:e].split())
+        if (held := letter_words(body)) < MIN_WORDS or not facts(body).words:
+            continue
+        if held >= 2 * MIN_WORDS:
+            return "- " + body, source.evidence([k])
+        if short is None:
+            short = k
+    if short is None:
+        return None
+    s, e = source.sentences[short]
+    return "- " + " ".join(text[s:e].split()), source.evidence([short])
 
 
 def letter_words(text: str) -> int:
