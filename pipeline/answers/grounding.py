@@ -36,10 +36,8 @@ _NUMBER = re.compile(r"\d+(?:[.,:]\d+)*")
 _LOWER_RUN = re.compile(r"(?<![A-Za-z])[a-z][A-Za-z]{2,}")
 _CAPITALS = re.compile(r"(?<![\W_])([\W_]*+)(?<![A-Za-z])([A-Z][A-Za-z]{2,})(?=(,?))")
 CJK = re.compile(r"[\u3040-\u30ff\u3400-\u9fff\uac00-\ud7a3]")  # kana, Han, Hangul: matched by character pairs
-# Where a sentence ends: after . ! ? (or their full-width forms) and a space, or at a line break.
-_SENTENCE_END = re.compile(r"(?<=[.!?。！？])\s+|\s*\n\s*")
-# The same cuts, found faster: each is a run of spaces that follows a sentence's end or holds a line break;
-# opening on a space lets the regex engine skip to the next space. Captured, so that a split keeps them.
+# Where a sentence ends: a whole run of spaces after . ! ? (or their full-width forms), or one that holds a line
+# break. Opening on a space lets the regex engine skip to the next one; captured, so that a split keeps the cuts.
 _CUT = re.compile(r"(\s(?:(?<=[.!?。！？]\s)|(?<=\n)|(?=\s*\n))\s*)")
 STOP = frozenset("""
 the and for are was were has have had with from that this these those into over under about after before
@@ -95,8 +93,16 @@ def _significant(num: str) -> bool:
 def facts(text: str) -> Facts:
     """The names, numbers and content words of one point (its tags and bullet mark left out)."""
     text = BULLET.sub("", retag(text, lambda k: None))
-    if text.isascii():
-        return _ascii_facts(text)
+    return _ascii_facts(text) if text.isascii() else token_facts(text)
+
+
+def token_facts(text: str) -> Facts:
+    """facts() of a text whose tags and mark are out, token by token: the definition, and the way for any script.
+
+    A number of two digits or more is a number; a run of CJK letters gives its pairs of
+    letters; a word of three letters or more that is no stop word is a name when
+    capitalised, unless it opens a sentence and is a starter or has a comma after it.
+    """
     names: set[str] = set()
     numbers: set[str] = set()
     words: set[str] = set()
@@ -121,7 +127,7 @@ def facts(text: str) -> Facts:
 
 
 def _ascii_facts(text: str) -> Facts:
-    """facts() of ASCII text, each kind of token found by a regex of its own rather than by a loop over all tokens."""
+    """token_facts() of ASCII text, each kind of token found by a regex of its own rather than by a loop over tokens."""
     found = _NUMBER.findall(text)
     numbers = {n for n in (t.replace(",", "") for t in found) if _significant(n)} if found else set()
     words = {low[:6] for low in map(str.lower, _LOWER_RUN.findall(text)) if low not in STOP}
@@ -139,6 +145,11 @@ def source_terms(text: str) -> set[str]:
     """Every term of a source text, as a point's terms are folded: words, numbers, CJK character pairs."""
     if text.isascii():  # the common case, in one pass of the regex engine
         return _ascii_terms(text.lower())
+    return token_terms(text)
+
+
+def token_terms(text: str) -> set[str]:
+    """source_terms() token by token: the definition, and the way for any script."""
     found: set[str] = set()
     pairs = CJK.search
     for token in TOKEN.findall(text):
