@@ -77,7 +77,8 @@ def test_words_holding_a_letter_are_counted_as_split_words(text: str) -> None:
     assert letter_words(text) == sum(1 for word in text.split() if re.search(r"[^\W\d_]", word))
 
 
-_FILLER_PIECES = ("sure", "Sure", "of course", "here's", "Here are", "below is", "the ", "key points", "summary", "merged list",
+_FILLER_PIECES = ("sure", "Sure", "of course", "here's", "Here are", "below is", "the ", "key points", "summary",
+                  "merged list",
                   "다음은", "요약하면", "같습니다.", "is", "are", "written", "summarised", "in", "ın", "İn", "IN", "english",
                   "Korean", "\u212aorean", "chineſe", "한국어", "일본어", "로", "작성", "되었습니다", ",", ".", "!", ":", "：",
                   " ", " ", "  ", "x", "ferry", "1999", "-")

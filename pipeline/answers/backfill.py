@@ -31,9 +31,9 @@ _END = re.compile(r"[.!?。！？]\W{0,2}$")
 _STOPS = ".!?。！？"
 _ABBREVIATION = re.compile(r"(?:\b(?:i\.e|e\.g|etc|cf|vs|viz|Mr|Mrs|Dr|St|No)|\b[A-Z])\.$")  # "(i.e. IPv4)"
 # A number, or a capitalised word inside a sentence: what a fact is made of.
-# (The look behind comes after the capital, so that every alternative opens with a character
-# class and the regex engine skips the positions that open neither.)
-_FACT = re.compile(r"\d+|[A-Z](?<=[\w,;)] [A-Z])[a-z]{2,}")
+# (The pattern opens with one character class, the look behind coming after it: the regex engine
+# then skips the positions that open neither, which it does not do for a choice of two classes.)
+_FACT = re.compile(r"[\dA-Z](?:(?<=\d)\d*|(?<=[\w,;)] [A-Z])[a-z]{2,})")
 _COMMON = frozenset(w[:6] for w in STOP)
 # Header fields: "발의연월일 : 2010. 11. 12.", "Subject: Budget", "(정의화의원 대표발의 )".
 _FIELD = re.compile(r"^[^\W\d_][^:：\n]{0,28}[:：]\s*\S|^\(.+\)$")

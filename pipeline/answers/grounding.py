@@ -33,7 +33,7 @@ _NON_SPACE = re.compile(r"\S")
 _LETTER_WORD = re.compile(r"(?<!\S)\S*?[^\W\d_]")
 # In ASCII text: TOKEN's numbers, and its runs of three letters or more by their first letter's case.
 _NUMBER = re.compile(r"\d+(?:[.,:]\d+)*")
-_LOWER_RUN = re.compile(r"(?<![A-Za-z])[a-z][A-Za-z]{2,}")
+_LOWER_RUN = re.compile(r"[a-z](?<![A-Za-z][a-z])[A-Za-z]{2,}")  # opening on a class, so that the engine skips to one
 _CAPITALS = re.compile(r"(?<![\W_])([\W_]*+)(?<![A-Za-z])([A-Z][A-Za-z]{2,})(?=(,?))")
 CJK = re.compile(r"[\u3040-\u30ff\u3400-\u9fff\uac00-\ud7a3]")  # kana, Han, Hangul: matched by character pairs
 # Where a sentence ends: a whole run of spaces after . ! ? (or their full-width forms), or one that holds a line
@@ -201,16 +201,17 @@ class Source:
         self.offset = offset
         self.line_starts = line_starts if line_starts is not None else line_starts_of(text)
         plain = text.isascii()
-        parts = _CUT.split(text.lower() if plain else text)  # sentence, cut, sentence, ...: lower case changes no cut in ASCII
+        # sentence, cut, sentence, ...: lower case moves no cut in ASCII
+        parts = _CUT.split(text.lower() if plain else text)
         segments = parts[::2]
         bounds = list(accumulate(map(len, parts), initial=offset))
         if plain:
             found = map(_ASCII_TERM.findall, segments)
-            terms = [{t.replace(",", "") for t in f} if "," in segment else set(f) for segment, f in zip(segments, found)] \
-                if "," in text else list(map(set, found))
+            terms = [{t.replace(",", "") for t in f} if "," in segment else set(f)
+                     for segment, f in zip(segments, found)] if "," in text else list(map(set, found))
         else:
             terms = [source_terms(segment.strip()) for segment in segments]
-        # Only the first and the last segment can be blank: each other one follows a cut, which is a whole run of spaces.
+        # Only the first and the last segment can be blank: each other one follows a cut, a whole run of spaces.
         last = len(segments) - 1
         lo = 0 if segments[0].strip() else 1
         hi = last if last and not segments[last].strip() else last + 1

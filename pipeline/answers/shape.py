@@ -23,7 +23,7 @@ _NUMBERED_HEADER = re.compile(r"^\s*\[\d+\]\s|^\s*(?:part|chapter|section)\s+\d+
 _HEADER_LINE = re.compile(f"(?:{_HEADING.pattern})|(?:{_BOLD_ALONE.pattern})|(?i:{_NUMBERED_HEADER.pattern})")
 # A short label before a colon: "Summary:", "SUMMARY[17 words]:", "요약:"; at most three words.
 _PLAIN_LABEL = re.compile(r"^([^\s:：][^:：\n]{0,38}?)[:：]\s+(?=\S)")
-_SENTENCE = re.compile(r"(?<=[.!?。！？])\s+(?=[^\s\[])")
+_SENTENCE = re.compile(r"\s(?<=[.!?。！？]\s)\s*(?=[^\s\[])")  # spaces after . ! ?; opening on a space, to skip to one
 _LABEL_WORDS = 3
 _DASH = re.compile(r"^[-*•]\s+")  # a mark copied twice; a number ("2010. 11.") is never taken for one
 _MARKS = ("-", "*", "•")  # what _DASH opens with
