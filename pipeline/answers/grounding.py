@@ -28,6 +28,7 @@ TOKEN = re.compile(r"\d+(?:[.,:]\d+)*|[^\W\d_]+")  # a number, or a run of lette
 # A lower-cased ASCII word's first six letters (the rest skipped), or a number: fold() and number() in one pass.
 _ASCII_TERM = re.compile(r"(?<![a-z])[a-z]{1,6}|\d+(?:[.,:]\d+)*")
 _NON_SPACE = re.compile(r"\S")
+_GROUPED = re.compile(r"\d,\d")  # a number's comma, the only one a term can hold ("1,450"; "ferry, bus" holds none)
 # A word's first letter with what comes before it in the word: one a word that holds a letter. Tried only where a
 # word starts, and the lazy run stops at the first letter, so linear.
 _LETTER_WORD = re.compile(r"(?<!\S)\S*?[^\W\d_]")
@@ -170,7 +171,7 @@ def token_terms(text: str) -> set[str]:
 def _ascii_terms(low: str) -> set[str]:
     """The terms of lower-cased ASCII text: each word's first six letters, each number without its commas."""
     found = _ASCII_TERM.findall(low)
-    return {t.replace(",", "") for t in found} if "," in low else set(found)
+    return {t.replace(",", "") for t in found} if _GROUPED.search(low) else set(found)
 
 
 # The sentences of a document that support one point, as one flat list of numbers: for
@@ -207,8 +208,8 @@ class Source:
         bounds = list(accumulate(map(len, parts), initial=offset))
         if plain:
             found = map(_ASCII_TERM.findall, segments)
-            terms = [{t.replace(",", "") for t in f} if "," in segment else set(f)
-                     for segment, f in zip(segments, found)] if "," in text else list(map(set, found))
+            terms = [{t.replace(",", "") for t in f} if _GROUPED.search(segment) else set(f)
+                     for segment, f in zip(segments, found)] if _GROUPED.search(text) else list(map(set, found))
         else:
             terms = [source_terms(segment.strip()) for segment in segments]
         # Only the first and the last segment can be blank: each other one follows a cut, a whole run of spaces.
