@@ -143,6 +143,8 @@ def header_point(text: str, line_starts: Sequence[int] | None = None) -> tuple[s
     field.
     """
     starts = line_starts if line_starts is not None else line_starts_of(text)
+    if len(starts) < FIELDS:
+        return None  # a field opens a line: a text of one line holds one at most
     head = starts[HEADER_LINES * 3] if len(starts) > HEADER_LINES * 3 else len(text)
     if len(_FIELD_LINE.findall(text, 0, head)) < FIELDS:  # the common case: no header, one regex pass
         return None

@@ -102,8 +102,8 @@ def _is_filler(bare: str) -> bool:
     """Whether a line, without its bullet mark, is filler or a remark on the answer's language."""
     if _FILLER.fullmatch(bare):
         return True
-    if "\n" in bare:  # a line holds none; a remark's pattern would have to match all of it, and "." is no line break
-        return False
+    if "\n" in bare:  # never in a line; "." matches no line break, only the spaces after "로" may span one
+        return bool(re.fullmatch(r"[^\n]*" + _IN_KOREAN.pattern + r"\S*[^\n]*", bare, re.IGNORECASE))
     return bool(_IN_LANGUAGE.search(bare) or ("로" in bare and _IN_KOREAN.search(bare)))
 
 

@@ -266,6 +266,8 @@ class Source:
 
 def line_starts_of(text: str) -> list[int]:
     """Where each line of a text starts (the first at 0)."""
+    if "\n" not in text:
+        return [0]
     return [0, *(m.end() for m in re.finditer("\n", text))]
 
 
