@@ -160,7 +160,8 @@ def clean(answer: str, instructions: Iterable[str] = ()) -> tuple[str, Counter[s
         if not stripped:
             kept.append(line)
             continue
-        words = _words(retag(stripped, lambda k: None) if "[" in stripped else stripped)
+        untagged = retag(stripped, lambda k: None) if "[" in stripped else stripped
+        words = _words(untagged)
         norm = " ".join(words)
         if stripped.startswith("#") or (stripped.startswith("**") and stripped.endswith("**")):
             if norm in headings:
@@ -179,7 +180,8 @@ def clean(answer: str, instructions: Iterable[str] = ()) -> tuple[str, Counter[s
             done["repeated_line"] += 1
             continue
         seen.add(norm)
-        if len(words) >= _LOOP_NGRAM * _LOOP_REPEATS and (loop := _loop_start(_words(line) if "[" in stripped else words)) is not None:
+        if len(words) >= _LOOP_NGRAM * _LOOP_REPEATS \
+                and (loop := _loop_start(_words(line) if untagged != stripped else words)) is not None:
             done["loop"] += 1
             line = _cut_at_word(line, loop)
         kept.append(line)
