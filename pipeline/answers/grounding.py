@@ -15,9 +15,9 @@ from __future__ import annotations
 
 import bisect
 import re
-from itertools import accumulate
 from collections import Counter
 from collections.abc import Sequence
+from itertools import accumulate
 from typing import NamedTuple
 
 from pipeline.answers.checks import BULLET
