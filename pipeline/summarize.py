@@ -251,8 +251,10 @@ def document_result(ref: DocRef, outcomes: Sequence[object], *, text: str | None
     counts = Counter() if counts is None else counts
     starts = line_starts_of(text)
     kept, evidence = [], []
+    opening: Source | None = None  # the first chunk's, for first_point
     for completion, span in zip(done, ref["spans"]):
         source = Source(text[span[0]:span[1]], span[0], starts)
+        opening = opening or source
         points, found = fill(text, source, *ground(completion.text, text, span, counts, starts, source), counts)
         kept += [points] if points else []
         evidence += found
@@ -263,7 +265,7 @@ def document_result(ref: DocRef, outcomes: Sequence[object], *, text: str | None
             pairs = [(line, ev) for line, ev in zip(lines, evidence) if not (line in seen or seen.add(line))]
             counts["repeated_line"] += len(lines) - len(pairs)
             kept, evidence = ["\n".join(line for line, _ in pairs)], [ev for _, ev in pairs]
-    if not kept and (first := first_point(text, ref["spans"][0], starts)) is not None:
+    if not kept and (first := first_point(text, ref["spans"][0], starts, opening)) is not None:
         counts["extracted"] += 1  # nothing the model wrote stands on the document: its own first sentence does
         kept, evidence = [first[0]], [first[1]]
     if kept and (header := header_point(text, starts)) is not None:

@@ -28,12 +28,12 @@ SAID_SHARE = 0.6  # a sentence this much said by the kept points is not taken ag
 LONGEST = 60  # words: a longer sentence is no bullet (a preamble, a table run together)
 _LONGEST_RUN = 8  # segments past a sentence's first that end it all the same (a list with no full stop)
 _END = re.compile(r"[.!?。！？]\W{0,2}$")
+_STOPS = ".!?。！？"
 _ABBREVIATION = re.compile(r"(?:\b(?:i\.e|e\.g|etc|cf|vs|viz|Mr|Mrs|Dr|St|No)|\b[A-Z])\.$")  # "(i.e. IPv4)"
-_ALNUM = re.compile(r"[^\W_]")
 # A number, or a capitalised word inside a sentence: what a fact is made of.
-# (The look behind comes after the capital, so that every alternative opens with a character
-# class and the regex engine skips the positions that open neither.)
-_FACT = re.compile(r"\d+|[A-Z](?<=[\w,;)] [A-Z])[a-z]{2,}")
+# (The pattern opens with one character class, the look behind coming after it: the regex engine
+# then skips the positions that open neither, which it does not do for a choice of two classes.)
+_FACT = re.compile(r"[\dA-Z](?:(?<=\d)\d*|(?<=[\w,;)] [A-Z])[a-z]{2,})")
 _COMMON = frozenset(w[:6] for w in STOP)
 # Header fields: "발의연월일 : 2010. 11. 12.", "Subject: Budget", "(정의화의원 대표발의 )".
 _FIELD = re.compile(r"^[^\W\d_][^:：\n]{0,28}[:：]\s*\S|^\(.+\)$")
@@ -52,21 +52,28 @@ def _units(source: Source, text: str) -> list[tuple[int, int]]:
     a paragraph is short too), or a line with no letters ("=======").
     """
     units: list[tuple[int, int]] = []
-    spans = source.sentences
+    spans, terms, headings = source.sentences, source.terms, source.headings
     first = -1
     for k, (s, e) in enumerate(spans):
-        alone = k in source.headings and (k == 0 or text.count("\n", spans[k - 1][1], s) >= 2) \
+        alone = k in headings and (k == 0 or text.count("\n", spans[k - 1][1], s) >= 2) \
             and (k + 1 == len(spans) or text.count("\n", e, spans[k + 1][0]) >= 2)
-        if alone or not _ALNUM.search(text, s, e):
+        if alone or not terms[k]:  # a sentence's terms are its letters and digits: none, no letter ("=======")
             if first >= 0:
                 units.append((first, k - 1))
             first = -1
             continue
         if first < 0:
             first = k
-        # Both patterns end at the sentence's end and are a few characters long: only its tail is searched.
-        if (_END.search(text, max(s, e - 4), e) and not _ABBREVIATION.search(text, max(s, e - 5), e)) \
-                or k - first >= _LONGEST_RUN:
+        # Both patterns end at the sentence's end and are a few characters long: only its tail is looked at,
+        # and most sentences end in a full stop (an abbreviation's, maybe) or a word (no end).
+        last = text[e - 1]
+        if last in _STOPS:
+            ends = last != "." or not _ABBREVIATION.search(text, max(s, e - 5), e)
+        elif last.isalnum() or last == "_":
+            ends = False
+        else:
+            ends = bool(_END.search(text, max(s, e - 4), e)) and not _ABBREVIATION.search(text, max(s, e - 5), e)
+        if ends or k - first >= _LONGEST_RUN:
             units.append((first, k))
             first = -1
     return units  # a sentence the chunk cuts off at its end is no point
@@ -100,16 +107,19 @@ def fill(text: str, source: Source, points: str, found: list[Evidence],
         seen |= terms
     twice -= _COMMON
     ranked: list[tuple[float, int]] = []
-    for i, unit in enumerate(units):
-        s, e = _span(source, unit)
-        words = len(text[s:e].split())
-        if words < MIN_WORDS or words > LONGEST or text[s].islower():  # lower case: the rest of a cut sentence
+    spans, terms_of, sqrt = source.sentences, source.terms, math.sqrt
+    for i, (a, b) in enumerate(units):
+        s, e = spans[a][0], spans[b][1]
+        if text[s].islower():  # lower case: the rest of a cut sentence
             continue
-        terms = set().union(*source.terms[unit[0]:unit[1] + 1]) - _COMMON
+        words = len(text[s:e].split())
+        if words < MIN_WORDS or words > LONGEST:
+            continue
+        terms = (terms_of[a] if a == b else set().union(*terms_of[a:b + 1])) - _COMMON
         if len(terms & said) >= SAID_SHARE * len(terms):
             continue  # a kept point says it already
         score = 3 * len(_FACT.findall(text, s, e)) + len(terms & twice)
-        ranked.append((score / math.sqrt(words) + (1 if words >= 2 * MIN_WORDS else 0), -i))
+        ranked.append((score / sqrt(words) + (1 if words >= 2 * MIN_WORDS else 0), -i))
     added: list[tuple[str, Evidence]] = []
     for _, back in sorted(ranked, reverse=True):
         if len(added) == need:
@@ -133,6 +143,8 @@ def header_point(text: str, line_starts: Sequence[int] | None = None) -> tuple[s
     field.
     """
     starts = line_starts if line_starts is not None else line_starts_of(text)
+    if len(starts) < FIELDS:
+        return None  # a field opens a line: a text of one line holds one at most
     head = starts[HEADER_LINES * 3] if len(starts) > HEADER_LINES * 3 else len(text)
     if len(_FIELD_LINE.findall(text, 0, head)) < FIELDS:  # the common case: no header, one regex pass
         return None

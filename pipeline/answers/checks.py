@@ -15,6 +15,7 @@ import functools
 import re
 from collections import Counter
 from collections.abc import Iterable
+from typing import NamedTuple
 
 from pipeline.answers.citations import retag
 from pipeline.text.language import HAN, HANGUL, KANA, LETTER
@@ -38,9 +39,13 @@ _FILLER = re.compile("|".join((
     r"(?:here(?:'s| is| are)|below (?:is|are))\b.*[:：]",
     r"(?:the )?(?:key points|summary|bullet points|merged list)\b[^:]{0,40}[:：]",
     r"(?:다음은|아래는|요약하면)\b.*(?:[:：]|같습니다\.?)",
-    r".*\b(?:is|are|was|were|written|answered|summari[sz]ed|provided) in (?:english|korean|japanese|chinese)\b.*",
-    r".*(?:한국어|영어|일본어|중국어)로\s*(?:작성|답변|요약|쓰여|기술|되어)\S*.*",
 )), re.IGNORECASE)
+# Remarks on the language anywhere in a line: "... is written in English ...", "... 한국어로 작성 ...". The first
+# opens on " in ", which the regex engine looks for as one string; the verb before it is looked behind for.
+_VERBS = ("is", "are", "was", "were", "written", "answered", "summarized", "summarised", "provided")
+_IN_LANGUAGE = re.compile(r" in (?:" + "|".join(rf"(?<=\b{verb} in )" for verb in _VERBS)
+                          + r")(?:english|korean|japanese|chinese)\b", re.IGNORECASE)
+_IN_KOREAN = re.compile(r"(?:한국어|영어|일본어|중국어)로\s*(?:작성|답변|요약|쓰여|기술|되어)", re.IGNORECASE)
 _FILLER_MAX_WORDS = 15
 BULLET = re.compile(r"^\s*(?:[-*•]|\d+[.)])\s+")  # a Markdown bullet's mark: "- ", "* ", "• ", "1. ", "2) "
 WORD = re.compile(r"\w+", re.UNICODE)
@@ -68,6 +73,8 @@ def in_language(text: str, language: str | None) -> bool:
 
 
 def _words(text: str) -> list[str]:
+    if text.isascii():  # lower case changes no word's bounds in ASCII: one pass of the regex engine
+        return WORD.findall(text.lower())
     return [w.lower() for w in WORD.findall(text)]
 
 
@@ -75,10 +82,29 @@ def _shingles(words: list[str], n: int) -> set[tuple[str, ...]]:
     return {tuple(words[i:i + n]) for i in range(len(words) - n + 1)}
 
 
+class _Echo(NamedTuple):
+    """A call's instructions as shingles, with what a line must hold to share one: cheap tests before the shingles."""
+
+    shingles: frozenset[tuple[str, ...]]
+    vocabulary: frozenset[str]  # every word of every shingle
+    fewest: int  # the fewest distinct words a shingle holds
+
+
 @functools.lru_cache(maxsize=64)
-def _echo_shingles(instructions: tuple[str, ...]) -> frozenset[tuple[str, ...]]:
+def _echo_shingles(instructions: tuple[str, ...]) -> _Echo:
     """The shingles of all of a call's instructions together (a handful of distinct sets per run)."""
-    return frozenset().union(*map(_instruction_shingles, instructions))
+    shingles = frozenset().union(*map(_instruction_shingles, instructions))
+    return _Echo(shingles, frozenset(w for shingle in shingles for w in shingle),
+                 min((len(set(shingle)) for shingle in shingles), default=0))
+
+
+def _is_filler(bare: str) -> bool:
+    """Whether a line, without its bullet mark, is filler or a remark on the answer's language."""
+    if _FILLER.fullmatch(bare):
+        return True
+    if "\n" in bare:  # never in a line; "." matches no line break, only the spaces after "로" may span one
+        return bool(re.fullmatch(r"[^\n]*" + _IN_KOREAN.pattern + r"\S*[^\n]*", bare, re.IGNORECASE))
+    return bool(_IN_LANGUAGE.search(bare) or ("로" in bare and _IN_KOREAN.search(bare)))
 
 
 def _may_be_filler(bare: str) -> bool:
@@ -96,8 +122,15 @@ def _instruction_shingles(text: str) -> frozenset[tuple[str, ...]]:
 
 def _loop_start(words: list[str]) -> int | None:
     """The index of the word where a phrase starts repeating, when it comes a third time; None if none does."""
+    if len(words) - len(set(words)) < _LOOP_REPEATS - 1:
+        return None  # a phrase that comes a third time brings its first word a third time
+    counts = Counter(words)
+    if max(counts.values()) < _LOOP_REPEATS:
+        return None
     seen: dict[tuple[str, ...], list[int]] = {}
     for i in range(len(words) - _LOOP_NGRAM + 1):
+        if counts[words[i]] < _LOOP_REPEATS:
+            continue
         at = seen.setdefault(tuple(words[i:i + _LOOP_NGRAM]), [])
         at.append(i)
         if len(at) == _LOOP_REPEATS:
@@ -127,7 +160,8 @@ def clean(answer: str, instructions: Iterable[str] = ()) -> tuple[str, Counter[s
         if not stripped:
             kept.append(line)
             continue
-        words = _words(retag(stripped, lambda k: None) if "[" in stripped else stripped)
+        untagged = retag(stripped, lambda k: None) if "[" in stripped else stripped
+        words = _words(untagged)
         norm = " ".join(words)
         if stripped.startswith("#") or (stripped.startswith("**") and stripped.endswith("**")):
             if norm in headings:
@@ -135,17 +169,19 @@ def clean(answer: str, instructions: Iterable[str] = ()) -> tuple[str, Counter[s
                 break
             headings.add(norm)
         bare = BULLET.sub("", stripped)
-        if len(words) <= _FILLER_MAX_WORDS + 2 and _may_be_filler(bare) and _FILLER.fullmatch(bare):
+        if len(words) <= _FILLER_MAX_WORDS + 2 and _may_be_filler(bare) and _is_filler(bare):
             done["filler"] += 1
             continue
-        if echo and len(words) >= _ECHO_WORDS and _shingles(words, _ECHO_WORDS) & echo:
+        if echo.shingles and len(words) >= _ECHO_WORDS and len(echo.vocabulary.intersection(words)) >= echo.fewest \
+                and _shingles(words, _ECHO_WORDS) & echo.shingles:
             done["echo"] += 1
             continue
         if norm and norm in seen:
             done["repeated_line"] += 1
             continue
         seen.add(norm)
-        if len(words) >= _LOOP_NGRAM * _LOOP_REPEATS and (loop := _loop_start(_words(line) if "[" in stripped else words)) is not None:
+        if len(words) >= _LOOP_NGRAM * _LOOP_REPEATS \
+                and (loop := _loop_start(_words(line) if untagged != stripped else words)) is not None:
             done["loop"] += 1
             line = _cut_at_word(line, loop)
         kept.append(line)

@@ -17,6 +17,7 @@ import bisect
 import re
 from collections import Counter
 from collections.abc import Sequence
+from itertools import accumulate
 from typing import NamedTuple
 
 from pipeline.answers.checks import BULLET
@@ -26,10 +27,19 @@ from pipeline.answers.shape import bullets, sentences
 TOKEN = re.compile(r"\d+(?:[.,:]\d+)*|[^\W\d_]+")  # a number, or a run of letters
 # A lower-cased ASCII word's first six letters (the rest skipped), or a number: fold() and number() in one pass.
 _ASCII_TERM = re.compile(r"(?<![a-z])[a-z]{1,6}|\d+(?:[.,:]\d+)*")
-_LETTER = re.compile(r"[^\W\d_]")
+_NON_SPACE = re.compile(r"\S")
+_GROUPED = re.compile(r"\d,\d")  # a number's comma, the only one a term can hold ("1,450"; "ferry, bus" holds none)
+# A word's first letter with what comes before it in the word: one a word that holds a letter. Tried only where a
+# word starts, and the lazy run stops at the first letter, so linear.
+_LETTER_WORD = re.compile(r"(?<!\S)\S*?[^\W\d_]")
+# In ASCII text: TOKEN's numbers, and its runs of three letters or more by their first letter's case.
+_NUMBER = re.compile(r"\d+(?:[.,:]\d+)*")
+_LOWER_RUN = re.compile(r"[a-z](?<![A-Za-z][a-z])[A-Za-z]{2,}")  # opening on a class, so that the engine skips to one
+_CAPITALS = re.compile(r"(?<![\W_])([\W_]*+)(?<![A-Za-z])([A-Z][A-Za-z]{2,})(?=(,?))")
 CJK = re.compile(r"[\u3040-\u30ff\u3400-\u9fff\uac00-\ud7a3]")  # kana, Han, Hangul: matched by character pairs
-# Where a sentence ends: after . ! ? (or their full-width forms) and a space, or at a line break.
-_SENTENCE_END = re.compile(r"(?<=[.!?。！？])\s+|\s*\n\s*")
+# Where a sentence ends: a whole run of spaces after . ! ? (or their full-width forms), or one that holds a line
+# break. Opening on a space lets the regex engine skip to the next one; captured, so that a split keeps the cuts.
+_CUT = re.compile(r"(\s(?:(?<=[.!?。！？]\s)|(?<=\n)|(?=\s*\n))\s*)")
 STOP = frozenset("""
 the and for are was were has have had with from that this these those into over under about after before
 its their his her our your they them than then also not but can will would could should may might more most
@@ -84,24 +94,51 @@ def _significant(num: str) -> bool:
 def facts(text: str) -> Facts:
     """The names, numbers and content words of one point (its tags and bullet mark left out)."""
     text = BULLET.sub("", retag(text, lambda k: None))
+    return _ascii_facts(text) if text.isascii() else token_facts(text)
+
+
+def token_facts(text: str) -> Facts:
+    """facts() of a text whose tags and mark are out, token by token: the definition, and the way for any script.
+
+    A number of two digits or more is a number; a run of CJK letters gives its pairs of
+    letters; a word of three letters or more that is no stop word is a name when
+    capitalised, unless it opens a sentence and is a starter or has a comma after it.
+    """
     names: set[str] = set()
     numbers: set[str] = set()
     words: set[str] = set()
-    plain = text.isascii()  # no CJK token to look for
-    start = True  # at the start of a sentence
+    cjk = CJK.search
+    before = -1  # where the token before ends (-1: there is none, the text's first sentence starts)
     for match in TOKEN.finditer(text):
         token = match.group()
-        end = match.end()
         if token[0].isdigit():
             if _significant(num := number(token)):
                 numbers.add(num)
-        elif not plain and CJK.search(token):
-            words.update(token[i:i + 2] for i in range(max(1, len(token) - 1)))
+        elif cjk(token):
+            words.update([token[i:i + 2] for i in range(max(1, len(token) - 1))])
         elif len(token) >= 3 and (low := token.lower()) not in STOP:
+            # At a sentence's start when what follows the token before, after one space at most, ends a sentence.
+            after = text[before:before + 1]
+            start = before < 0 or (text[before + 1:before + 2] if after == " " else after) in _STOPS
+            end = match.end()
             opener = start and (low in _STARTERS or text[end:end + 1] == ",")  # "Again, ..."
             (names if token[0].isupper() and not opener else words).add(low[:6])
-        after = text[end:end + 1]
-        start = (text[end + 1:end + 2] if after == " " else after) in _STOPS
+        before = match.end()
+    return Facts(frozenset(names), frozenset(numbers), frozenset(words - names))
+
+
+def _ascii_facts(text: str) -> Facts:
+    """token_facts() of ASCII text, each kind of token found by a regex of its own rather than by a loop over tokens."""
+    found = _NUMBER.findall(text)
+    numbers = {n for n in (t.replace(",", "") for t in found) if _significant(n)} if found else set()
+    words = {low[:6] for low in map(str.lower, _LOWER_RUN.findall(text)) if low not in STOP}
+    names: set[str] = set()
+    # Each capitalised run with the characters between it and the token before it (a "." stands for the text's
+    # start, which opens a sentence): a name, unless it opens a sentence and is a starter or has a comma after it.
+    for gap, run, comma in _CAPITALS.findall("." + text):
+        if (low := run.lower()) not in STOP:
+            opener = (gap[1:2] if gap[:1] == " " else gap[:1]) in _STOPS and (low in _STARTERS or comma)
+            (words if opener else names).add(low[:6])
     return Facts(frozenset(names), frozenset(numbers), frozenset(words - names))
 
 
@@ -109,21 +146,32 @@ def source_terms(text: str) -> set[str]:
     """Every term of a source text, as a point's terms are folded: words, numbers, CJK character pairs."""
     if text.isascii():  # the common case, in one pass of the regex engine
         return _ascii_terms(text.lower())
+    return token_terms(text)
+
+
+def token_terms(text: str) -> set[str]:
+    """source_terms() token by token: the definition, and the way for any script."""
     found: set[str] = set()
+    pairs = CJK.search
     for token in TOKEN.findall(text):
         if token[0].isdigit():
-            found.add(number(token))
-        elif CJK.search(token):
-            found.update(token[i:i + 2] for i in range(max(1, len(token) - 1)))
+            found.add(token.replace(",", "").rstrip("."))  # number()
+        elif pairs(token):
+            if len(token) < 4:
+                found.add(token[:2])
+                if len(token) == 3:
+                    found.add(token[1:])
+            else:
+                found.update([token[i:i + 2] for i in range(len(token) - 1)])
         else:
-            found.add(fold(token))
+            found.add(token.lower()[:6])  # fold()
     return found
 
 
 def _ascii_terms(low: str) -> set[str]:
     """The terms of lower-cased ASCII text: each word's first six letters, each number without its commas."""
     found = _ASCII_TERM.findall(low)
-    return {t.replace(",", "") for t in found} if "," in low else set(found)
+    return {t.replace(",", "") for t in found} if _GROUPED.search(low) else set(found)
 
 
 # The sentences of a document that support one point, as one flat list of numbers: for
@@ -153,21 +201,30 @@ class Source:
     def __init__(self, text: str, offset: int = 0, line_starts: Sequence[int] | None = None) -> None:
         self.offset = offset
         self.line_starts = line_starts if line_starts is not None else line_starts_of(text)
-        self.sentences: list[tuple[int, int]] = []
-        self.terms: list[set[str]] = []  # each sentence's terms
+        plain = text.isascii()
+        # sentence, cut, sentence, ...: lower case moves no cut in ASCII
+        parts = _CUT.split(text.lower() if plain else text)
+        segments = parts[::2]
+        bounds = list(accumulate(map(len, parts), initial=offset))
+        if plain:
+            found = map(_ASCII_TERM.findall, segments)
+            terms = [{t.replace(",", "") for t in f} if _GROUPED.search(segment) else set(f)
+                     for segment, f in zip(segments, found)] if _GROUPED.search(text) else list(map(set, found))
+        else:
+            terms = [source_terms(segment.strip()) for segment in segments]
+        # Only the first and the last segment can be blank: each other one follows a cut, a whole run of spaces.
+        last = len(segments) - 1
+        lo = 0 if segments[0].strip() else 1
+        hi = last if last and not segments[last].strip() else last + 1
+        self.sentences: list[tuple[int, int]] = list(zip(bounds[2 * lo:2 * hi:2], bounds[2 * lo + 1:2 * hi + 1:2]))
+        self.terms: list[set[str]] = terms[lo:hi]  # each sentence's terms
         self.headings: set[int] = set()  # short lines that end no sentence: a title, a heading, a by-line
-        low = text.lower() if text.isascii() else None  # lower-cased once for every sentence
-        at = 0
-        for cut in [*_SENTENCE_END.finditer(text), None]:
-            end = cut.start() if cut else len(text)
-            if segment := text[at:end].strip():
-                k = len(self.sentences)
-                self.sentences.append((offset + at, offset + end))
-                self.terms.append(_ascii_terms(low[at:end]) if low is not None else source_terms(segment))
-                if (at == 0 or "\n" in text[at - 1:at]) and (cut is None or "\n" in cut.group()) \
-                        and not segment.endswith(_ENDS) and len(segment.split()) <= HEADING_WORDS:
-                    self.headings.add(k)
-            at = cut.end() if cut else end
+        if "\n" in text or not last:  # a heading is a line of its own
+            for j in range(lo, hi):
+                if (j == 0 or parts[2 * j - 1][-1] == "\n") and (j == last or "\n" in parts[2 * j + 1]):
+                    segment = segments[j].strip()
+                    if not segment.endswith(_ENDS) and len(segment.split()) <= HEADING_WORDS:
+                        self.headings.add(j - lo)
         self.every: set[str] = set().union(*self.terms)
 
     def holds(self, term: str) -> bool:
@@ -179,12 +236,16 @@ class Source:
         Greedy: the sentence holding most of what is still missing (names and numbers
         count three times a word) is taken first, up to MOST_SENTENCES.
         """
-        missing = set(point.required)
+        missing = set(point.names)
+        missing.update(point.numbers)
         words = set(point.words)
+        said = missing | words
+        # Only a sentence that holds some of the point can score; what is missing only shrinks.
+        held = [(k, terms) for k, terms in enumerate(self.terms) if not said.isdisjoint(terms)]
         chosen: list[int] = []
         while len(chosen) < MOST_SENTENCES and (missing or not chosen):
             best, top = -1, 0
-            for k, terms in enumerate(self.terms):
+            for k, terms in held:
                 score = 3 * len(missing & terms) + len(words & terms)
                 if score > top and k not in chosen:
                     best, top = k, score
@@ -205,28 +266,34 @@ class Source:
 
 def line_starts_of(text: str) -> list[int]:
     """Where each line of a text starts (the first at 0)."""
+    if "\n" not in text:
+        return [0]
     return [0, *(m.end() for m in re.finditer("\n", text))]
 
 
 def _title_terms(text: str) -> set[str] | None:
     """The terms of a document's first line when it is a title: short, no sentence, more after it; else None."""
-    head, _, rest = text.lstrip().partition("\n")
-    head = head.strip()
-    if not rest.strip() or head.endswith((".", "!", "?", "。", "다")) or len(head.split()) > TITLE_WORDS:
+    # As text.lstrip().partition("\n") would cut it, with no copy of the rest of a long document.
+    if (first := _NON_SPACE.search(text)) is None:
+        return None
+    cut = text.find("\n", first.start())
+    if cut < 0 or not _NON_SPACE.search(text, cut + 1):
+        return None  # nothing after the first line
+    head = text[first.start():cut].strip()
+    if head.endswith((".", "!", "?", "。", "다")) or len(head.split()) > TITLE_WORDS:
         return None
     return source_terms(head)
 
 
 def verdict(point: Facts, source: Source, title: set[str] | None) -> str | None:
     """Why a point cannot stand on its source (a counter's name), or None if it can."""
-    if any(not source.holds(n) for n in point.names):
+    every = source.every
+    if not point.names <= every:
         return "invented_name"
-    if any(not source.holds(n) for n in point.numbers):
+    if not point.numbers <= every:
         return "invented_number"
-    if point.words:
-        held = sum(1 for w in point.words if source.holds(w))
-        if len(point.words) > 1 and held < WORD_SHARE * len(point.words):
-            return "unsupported_point"
+    if len(point.words) > 1 and len(point.words & every) < WORD_SHARE * len(point.words):
+        return "unsupported_point"
     said = point.words | point.names | point.numbers
     if title is not None and point.words | point.names and len(said & title) >= TITLE_SHARE * len(said):
         return "title_point"
@@ -252,7 +319,7 @@ def ground(answer: str, text: str, span: tuple[int, int], counts: Counter[str],
         parts, said = [], []
         for part in sentences(line[2:]):
             point = facts(part)
-            if not (point.words or point.required):
+            if not (point.words or point.names or point.numbers):
                 continue
             if (reason := verdict(point, source, title)) is not None:
                 counts[reason] += 1
@@ -265,7 +332,8 @@ def ground(answer: str, text: str, span: tuple[int, int], counts: Counter[str],
         if letter_words(body) < MIN_WORDS:
             counts["fragment"] += 1
             continue
-        whole = Facts(*(frozenset().union(*(getattr(p, f) for p in said)) for f in Facts._fields))
+        whole = said[0] if len(said) == 1 else \
+            Facts(*(frozenset().union(*(getattr(p, f) for p in said)) for f in Facts._fields))
         if (chosen := source.locate(whole)) is None:
             counts["unsupported_point"] += 1
             continue
@@ -281,20 +349,35 @@ def ground(answer: str, text: str, span: tuple[int, int], counts: Counter[str],
     return "\n".join(kept), found
 
 
-def first_point(text: str, span: tuple[int, int], line_starts: Sequence[int] | None = None) -> tuple[str, Evidence] | None:
-    """The chunk's first sentence past the document's title, word for word: a point that stands by construction."""
+def first_point(text: str, span: tuple[int, int], line_starts: Sequence[int] | None = None,
+                source: Source | None = None) -> tuple[str, Evidence] | None:
+    """The chunk's first sentence past the document's title, word for word: a point that stands by construction.
+
+    `source` is the chunk's Source when the caller has built it already.
+    """
     start, end = span
-    source = Source(text[start:end], start, line_starts if line_starts is not None else line_starts_of(text))
-    skip = 1 if start == 0 and _title_terms(text) is not None and len(source.sentences) > 1 else 0
-    for least in (2 * MIN_WORDS, MIN_WORDS):  # a full sentence if there is one, else what there is
-        for k in range(skip, len(source.sentences)):
-            s, e = source.sentences[k]
-            body = " ".join(text[s:e].split())
-            if k not in source.headings and facts(body).words and letter_words(body) >= least:
-                return "- " + body, source.evidence([k])
-    return None
+    if source is None:
+        source = Source(text[start:end], start, line_starts if line_starts is not None else line_starts_of(text))
+    skip = 1 if start == 0 and len(source.sentences) > 1 and _title_terms(text) is not None else 0
+    # A full sentence if there is one, else what there is: the first of 2 * MIN_WORDS words, else of MIN_WORDS.
+    short: int | None = None
+    for k in range(skip, len(source.sentences)):
+        if k in source.headings:
+            continue
+        s, e = source.sentences[k]
+        body = " ".join(text[s:e].split())
+        if (held := letter_words(body)) < MIN_WORDS or not facts(body).words:
+            continue
+        if held >= 2 * MIN_WORDS:
+            return "- " + body, source.evidence([k])
+        if short is None:
+            short = k
+    if short is None:
+        return None
+    s, e = source.sentences[short]
+    return "- " + " ".join(text[s:e].split()), source.evidence([short])
 
 
 def letter_words(text: str) -> int:
     """How many of a text's words hold a letter ("2010. 11. 12." holds none): linear in the text, however long a word."""
-    return sum(1 for word in text.split() if _LETTER.search(word))
+    return len(_LETTER_WORD.findall(text))

@@ -19,16 +19,20 @@ _BOLD_ALONE = re.compile(r"^\s*(?:[-*•]\s+)?(\*\*|__)[^*_]+\1\s*:?\s*$")
 _BOLD_LABEL = re.compile(r"^(\*\*|__)([^*_\n]{1,60})\1\s*[:：\-–—]?\s*")
 # "[1] Jonah 1: The first book in the Bible", "1) Chapter 3:" or "Part 2 -" alone: a header of the model's own.
 _NUMBERED_HEADER = re.compile(r"^\s*\[\d+\]\s|^\s*(?:part|chapter|section)\s+\d+\s*[:.\-–—]?\s*$", re.IGNORECASE)
+# The three above in one pass of the regex engine (only _BOLD_ALONE has a group, so its backreference holds).
+_HEADER_LINE = re.compile(f"(?:{_HEADING.pattern})|(?:{_BOLD_ALONE.pattern})|(?i:{_NUMBERED_HEADER.pattern})")
 # A short label before a colon: "Summary:", "SUMMARY[17 words]:", "요약:"; at most three words.
 _PLAIN_LABEL = re.compile(r"^([^\s:：][^:：\n]{0,38}?)[:：]\s+(?=\S)")
-_SENTENCE = re.compile(r"(?<=[.!?。！？])\s+(?=[^\s\[])")
+_SENTENCE = re.compile(r"\s(?<=[.!?。！？]\s)\s*(?=[^\s\[])")  # spaces after . ! ?; opening on a space, to skip to one
 _LABEL_WORDS = 3
 _DASH = re.compile(r"^[-*•]\s+")  # a mark copied twice; a number ("2010. 11.") is never taken for one
+_MARKS = ("-", "*", "•")  # what _DASH opens with
 
 
 def sentences(text: str) -> list[str]:
     """Cut text into sentences at . ! ? followed by a space (a tag group stays with its sentence)."""
-    parts = (_DASH.sub("", s.strip()).strip() for s in _SENTENCE.split(text))  # "... - next point" run together
+    parts = [s.strip() for s in _SENTENCE.split(text)]
+    parts = [_DASH.sub("", part).strip() if part.startswith(_MARKS) else part for part in parts]  # "... - next point"
     return [part for part in parts if part]
 
 
@@ -57,7 +61,7 @@ def bullets(answer: str, counts: Counter[str]) -> list[str]:
         stripped = line.strip()
         if not stripped:
             continue
-        if _HEADING.match(stripped) or _BOLD_ALONE.match(stripped) or _NUMBERED_HEADER.match(stripped):
+        if _HEADER_LINE.match(stripped):
             counts["heading"] += 1
             continue
         if match := BULLET.match(stripped):
