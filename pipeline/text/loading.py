@@ -31,6 +31,7 @@ log = logging.getLogger(__name__)
 DIRECTORY_SUFFIXES = formats.DOCUMENT_SUFFIXES
 MAX_FILE_BYTES = 64 * 1024 * 1024
 _GLOB_CHARS = frozenset("*?[")
+_READ_FLAGS = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0)
 
 
 class DocRef(TypedDict):
@@ -242,16 +243,27 @@ def _documents_in(folder: str, listed: Sequence[str]) -> list[str]:
 def _read_bytes(path: str) -> bytes:
     """Read a regular file whole; anything else (a FIFO, a device, a folder) is an InputError that says what it is.
 
-    Opened without blocking, so that a FIFO with no writer cannot hold the run.
+    Opened without blocking, so that a FIFO with no writer cannot hold the run. Read
+    through the descriptor itself: a file object around it (a buffer, its own size
+    check) costs as much as the read of a small file.
     """
-    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0))
-    with open(fd, "rb", closefd=True) as fh:
+    fd = os.open(path, _READ_FLAGS)
+    try:
         info = os.fstat(fd)
         if not stat.S_ISREG(info.st_mode):
             raise InputError(_kind(info.st_mode))
         if info.st_size > MAX_FILE_BYTES:
             raise InputError(f"file is {info.st_size // 2**20} MiB, over the {MAX_FILE_BYTES // 2**20} MiB limit")
-        return fh.read()
+        size = info.st_size
+        data = os.read(fd, size + 1)  # one byte more than its size: a file that grew since is read on
+        if len(data) == size:
+            return data
+        parts = [data]
+        while chunk := os.read(fd, max(size, 2**16)):  # to its end, as a file object's read() does
+            parts.append(chunk)
+        return b"".join(parts)
+    finally:
+        os.close(fd)
 
 
 def _kind(mode: int) -> str:
