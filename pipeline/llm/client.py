@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 import contextlib
 import functools
+import json
 import logging
 import re
 from collections.abc import Callable
@@ -34,7 +35,11 @@ from pipeline.errors import (
 )
 from pipeline.llm.answer import HTML_HINT, Answer, answer_cap, load_json, looks_html, parse_completion, parse_models
 from pipeline.prompting import Prompt
+from pipeline.llm.wire import RequestEncoder, json_body, payload, wire_messages
 from pipeline.secrets import Redactor, credential_secrets, url_credentials
+
+__all__ = ["OpenAICompatChat", "Usage", "check_base_url", "endpoint", "open_session", "probe_endpoint",
+           "read_capped", "redact_url", "wire_messages"]
 
 log = logging.getLogger(__name__)
 
@@ -44,15 +49,6 @@ ERROR_BODY_BYTES = 64 * 1024  # of an error answer, all that is read: its messag
 MODELS_BYTES = 4 * 2**20  # of a /models answer
 READ_SEEN_BYTES = 2**20  # a body read is told to the memory watcher every this many bytes
 _UNCOUNTED: set[str] = set()  # endpoints already said to give no token counts
-
-
-def wire_messages(prompt: Prompt | str) -> list[dict[str, str]]:
-    """The chat messages of a prompt: its instructions as the system message, its material as the user's."""
-    if isinstance(prompt, str):
-        return [{"role": "user", "content": prompt}]
-    if not prompt.system:
-        return [{"role": "user", "content": prompt.user}]
-    return [{"role": "system", "content": prompt.system}, {"role": "user", "content": prompt.user}]
 
 
 class Usage(TypedDict):
@@ -193,6 +189,12 @@ async def probe_endpoint(base_url: str, api_key: str | None, timeout: float = 15
         return []
 
 
+@functools.lru_cache(maxsize=64)
+def _timeout(total: float) -> aiohttp.ClientTimeout:
+    """A call's own timeout; one object per value, since a run's calls mostly share a few (it is immutable)."""
+    return aiohttp.ClientTimeout(total=total, sock_connect=min(total, 10.0))
+
+
 class OpenAICompatChat(BaseChatModel):
     """Chat completions over aiohttp against OpenAI, vLLM, llama.cpp, Ollama and the like."""
 
@@ -228,8 +230,12 @@ class OpenAICompatChat(BaseChatModel):
         a task per call) and the message objects are pure overhead on its hot path.
         `timeout`: this call's own, in seconds, instead of the session's.
         """
-        answer = self._read(await self._send(wire_messages(prompt), max_tokens=max_tokens, timeout=timeout),
-                            max_tokens)
+        if self.session is None:
+            body = await self._send(wire_messages(prompt), max_tokens=max_tokens, timeout=timeout)
+        else:
+            body = await self._post(self.session, self.encoder.encode(
+                self.extra_body, self.model, self.temperature, prompt, max_tokens), max_tokens, timeout)
+        answer = self._read(body, max_tokens)
         return answer.text, {"input_tokens": answer.input_tokens, "output_tokens": answer.output_tokens,
                              "finish_reason": answer.finish_reason}
 
@@ -240,25 +246,18 @@ class OpenAICompatChat(BaseChatModel):
 
     async def _send(self, messages: list[dict[str, Any]], stop: list[str] | None = None,
                     timeout: float | None = None, **kwargs: Any) -> bytes:
-        payload: dict[str, Any] = {
-            **self.extra_body,
-            "model": self.model,
-            "messages": messages,
-            "temperature": kwargs.get("temperature", self.temperature),
-            "stream": False,
-        }
-        if max_tokens := kwargs.get("max_tokens", self.max_tokens):
-            payload["max_tokens"] = max_tokens
-        if stop:
-            payload["stop"] = stop
+        max_tokens = kwargs.get("max_tokens", self.max_tokens)
+        body = json.dumps(payload(self.extra_body, self.model, messages, kwargs.get("temperature", self.temperature),
+                                  max_tokens, stop)).encode("utf-8")
         if self.session is None:
             async with aiohttp.ClientSession() as session:
-                return await self._post(session, payload, timeout)
-        return await self._post(self.session, payload, timeout)
+                return await self._post(session, body, max_tokens, timeout)
+        return await self._post(self.session, body, max_tokens, timeout)
 
-    def _endpoint(self) -> tuple[str, dict[str, str], Redactor]:
-        """The chat URL, its auth headers and what hides the credentials."""
-        return self.wire
+    @functools.cached_property
+    def encoder(self) -> RequestEncoder:
+        """What encodes this client's requests, keeping what every call repeats."""
+        return RequestEncoder()
 
     @functools.cached_property
     def wire(self) -> tuple[str, dict[str, str], Redactor]:
@@ -271,17 +270,18 @@ class OpenAICompatChat(BaseChatModel):
         base, headers = endpoint(self.base_url, key)
         return base.rstrip("/") + "/chat/completions", headers, Redactor(credential_secrets(key, self.base_url))
 
-    async def _post(self, session: aiohttp.ClientSession, payload: dict[str, Any],
+    async def _post(self, session: aiohttp.ClientSession, body: bytes, max_tokens: int | None,
                     timeout: float | None = None) -> bytes:
-        url, headers, redact = self._endpoint()
-        # Left out unless given: aiohttp reads timeout=None as no timeout at all, not as the session's.
-        own = {} if timeout is None else {
-            "timeout": aiohttp.ClientTimeout(total=timeout, sock_connect=min(timeout, 10.0))}
+        """Send an encoded request; return the answer's body, or raise the error its status or failure means."""
+        url, headers, redact = self.wire
+        # The timeout is left out unless given: aiohttp reads timeout=None as no timeout at all, not as the session's.
+        request = (session.post(url, data=json_body(body), headers=headers) if timeout is None else
+                   session.post(url, data=json_body(body), headers=headers, timeout=_timeout(timeout)))
         try:
-            async with session.post(url, json=payload, headers=headers, **own) as resp:
+            async with request as resp:
                 status = resp.status
                 if status == 200:
-                    return await read_capped(resp, answer_cap(payload.get("max_tokens")), self.on_read)
+                    return await read_capped(resp, answer_cap(max_tokens), self.on_read)
                 body = await read_capped(resp, ERROR_BODY_BYTES, cut=True)
                 raise error_for_status(status, _error_detail(body, redact), retry_after(resp.headers),
                                        where=redact_url(url) or url, model=self.model)
@@ -294,7 +294,7 @@ class OpenAICompatChat(BaseChatModel):
 
     def _read(self, body: bytes, max_tokens: int | None) -> Answer:
         """Read a chat completion; say once per endpoint when its server gives no usable token counts."""
-        answer = parse_completion(body, self._endpoint()[2].text, max_tokens)
+        answer = parse_completion(body, self.wire[2].text, max_tokens)
         if not answer.counted and self.base_url not in _UNCOUNTED:
             _UNCOUNTED.add(self.base_url)
             log.warning("%s gives no usable token counts (`usage`); tokens are estimated from the text",
