@@ -177,6 +177,7 @@ def test_the_compiled_core_counts_as_the_package_does(text: str) -> None:
         core = BpeCounter(model)
         reference = core.encoding  # the package's encoding for the same model (o200k_base when unknown)
         assert core.encode(text) == reference.encode_ordinary(text)
+        assert core(text) == len(reference.encode_ordinary(text))  # counted without the list of tokens
     assert BpeCounter("no-such-model").encoding.name == bpe_openai.get_encoding("o200k_base").name
 
 

@@ -1,4 +1,5 @@
-"""A request body encoded in pieces is byte for byte the one json.dumps gives, whatever the prompt."""
+"""What goes over the wire: a request body encoded in pieces is byte for byte the one json.dumps gives,
+and an answer is read as json.loads reads it, whatever the bytes."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from pipeline.llm.answer import load_json
 from pipeline.llm.wire import RequestEncoder, payload, wire_messages
 from pipeline.prompting import Prompt
 
@@ -55,3 +57,37 @@ def test_many_instructions_are_each_encoded_right() -> None:
     for i in range(40):  # more than are kept
         prompt = Prompt(f"Instructions {i % 20}.", "Text.")
         assert encoder.encode({}, "m", 0.0, prompt, 1) == dumped({}, "m", 0.0, prompt, 1)
+
+
+def loaded(read: Any, body: bytes) -> tuple[str, Any]:
+    try:
+        return "value", read(body)
+    except RecursionError:
+        return "error", "too deep"
+    except ValueError as exc:
+        return "error", str(exc)
+
+
+json_values = st.recursive(st.none() | st.booleans() | st.floats() | st.integers() | texts,
+                           lambda inner: st.lists(inner, max_size=3) | st.dictionaries(texts, inner, max_size=3),
+                           max_leaves=12)
+bodies = st.one_of(
+    st.dictionaries(texts, json_values, max_size=4).map(lambda d: json.dumps(d, ensure_ascii=False).encode(
+        "utf-8", "surrogatepass")),
+    st.builds(lambda d, enc: json.dumps(d).encode(enc), st.dictionaries(texts, json_values, max_size=2),
+              st.sampled_from(["utf-16", "utf-16-le", "utf-32", "utf-8-sig"])),
+    st.binary(max_size=40).map(lambda b: b"{" + b),
+    st.binary(max_size=40),
+)
+
+
+@settings(max_examples=600, deadline=None)
+@given(body=bodies)
+def test_an_answer_is_read_as_json_loads_reads_it(body: bytes) -> None:
+    expected = loaded(json.loads, body)
+    kind, got = loaded(load_json, body)
+    assert kind == expected[0]
+    if kind == "value":
+        assert json.dumps(got, sort_keys=True) == json.dumps(expected[1], sort_keys=True)
+    else:  # the same message, which the error the user sees quotes
+        assert got == expected[1]

@@ -28,6 +28,7 @@ MAX_ANSWER_BYTES = 8 * 2**20
 # An answer longer than max_tokens by more than this is refused: the server ignored the cap.
 TOKEN_MARGIN, TOKEN_SLACK = 4, 1024
 _MOST_TOKENS = 10**9  # a count above this is nonsense, not a count
+_DECODER = json.JSONDecoder()  # as json.loads decodes with no options given
 
 
 class Answer(NamedTuple):
@@ -57,6 +58,10 @@ def looks_html(body: bytes, content_type: str = "") -> bool:
 def load_json(body: bytes) -> Any:
     """Parse JSON, or raise ValueError for anything that is not (too deep included)."""
     try:
+        # An object in UTF-8, as json.loads would tell from its first two bytes: decoded here
+        # without the search for a byte-order mark and UTF-16/32 that json.loads makes of bytes.
+        if body[:1] == b"{" and body[1:2] != b"\x00":
+            return _DECODER.decode(body.decode("utf-8", "surrogatepass"))
         return json.loads(body)
     except RecursionError as exc:
         raise ValueError("JSON nested too deeply") from exc

@@ -88,11 +88,20 @@ class AdaptiveLimit:
             self._held = maximum - self.knee.base
             self._semaphore = asyncio.Semaphore(self.knee.base)
             self.lowest = self.knee.base
+        self._recount()
         self.highest = self.limit
 
     @property
     def limit(self) -> int:
-        return max(1, min(int(self._limit), self._ceiling))
+        return self._whole
+
+    def _recount(self) -> None:
+        """Work out the limit in force and the permits it keeps back, after the limit or the ceiling moved.
+
+        Kept rather than worked out on every read: each call reads them twice.
+        """
+        self._whole = max(1, min(int(self._limit), self._ceiling))
+        self._spare = self.maximum - self._whole
 
     async def __aenter__(self) -> None:
         while True:  # at most `maximum` turns: each one withholds a permit
@@ -103,14 +112,14 @@ class AdaptiveLimit:
 
     def _withhold(self) -> bool:
         """Keep a just-freed permit back if the limit was lowered below the permits in use."""
-        if self._held < self.maximum - self.limit:
+        if self._held < self._spare:
             self._held += 1
             return True
         return False
 
     def _hand_back(self) -> None:
         """Release the permits kept back beyond what the current limit needs."""
-        while self._held > self.maximum - self.limit:
+        while self._held > self._spare:
             self._held -= 1
             self._semaphore.release()
 
@@ -132,6 +141,7 @@ class AdaptiveLimit:
             if self._limit >= self.maximum:
                 return
             self._limit = min(float(self.maximum), self._limit + 1.0 / self._limit)
+            self._recount()
             self._hand_back()
             return
         if latency is None:
@@ -141,6 +151,7 @@ class AdaptiveLimit:
         if target is not None:
             log.debug("concurrency %d -> %d (%s)", self.limit, target, knee.describe())
             self._limit = float(target)
+            self._recount()
             self.lowest = min(self.lowest, self.limit)
             self.highest = max(self.highest, self.limit)
             self._hand_back()
@@ -185,6 +196,7 @@ class AdaptiveLimit:
             return
         self._last_decrease = now
         self._limit = max(1.0, self._limit / 2)
+        self._recount()
         self.decreases += 1
         self.lowest = min(self.lowest, self.limit)
         if self.knee is not None:
@@ -194,12 +206,14 @@ class AdaptiveLimit:
     def lower(self) -> int:
         """Halve the ceiling (not below 1) from the limit in force; return the new limit."""
         self._ceiling = max(1, self.limit // 2)
+        self._recount()
         self.lowest = min(self.lowest, self.limit)
         return self.limit
 
     def relax(self, step: int) -> int:
         """Raise the ceiling by `step` (up to `maximum`) and hand out permits it frees; return the limit."""
         self._ceiling = min(self.maximum, self._ceiling + max(1, step))
+        self._recount()
         self._hand_back()
         return self.limit
 

@@ -171,6 +171,8 @@ class LLMRunner:
         self.max_retries = max_retries
         self.count_tokens = count_tokens
         self.limits = limits or CallLimits()
+        # Whether a call may have to wait before it is sent (rates, spending); otherwise it never does.
+        self._waits = bool(self.limits.rpm or self.limits.tpm or self.limits.budget)
         self.memory = self.limits.memory or MemoryGuard(None)
         self.store = store
         self.progress = progress or NoProgress()
@@ -232,7 +234,11 @@ class LLMRunner:
         work = call_work(prompt, max_tokens)
         scaled = True  # until a call times out: its retries get the whole --timeout
         for attempt in range(self.max_retries + 1):
-            reserved = await self._admit(prompt, max_tokens)
+            if self._waits:
+                reserved = await self._admit(prompt, max_tokens)
+            else:  # no coroutine to make and await: the memory guard alone never waits
+                self.memory.admit()
+                reserved = 0.0
             started = time.perf_counter()
             try:
                 async with self.concurrency:

@@ -122,25 +122,36 @@ def _core_byte_lengths(core: Any, encode: Callable[[str], list[int]], known: boo
         return None
 
 
-def _core_encoder(core: Any, model: str) -> tuple[Callable[[str], list[int]], bool]:
-    """The compiled core's encode for `model`, as the package calls it, and whether the core knows the model.
+def _core_encoder(core: Any, model: str) -> tuple[Callable[[str], list[int]], bool, Callable[[str], int]]:
+    """The compiled core's encode for `model`, as the package calls it, whether the core knows the model, and its count.
 
     A model outside the families it knows gets o200k_base: an estimate, as documented.
+    The count is the length of what encode gives, without the list of tokens.
     """
     try:
         tokenizer, known = core.tokenizer_for_model(model), True
     except ValueError:
         log.debug("no tokenizer known for model %r; estimating with %s", model, FALLBACK_ENCODING)
         tokenizer, known = core.tokenizer_for_encoding(FALLBACK_ENCODING), False
-    encode = tokenizer.encode
+    encode, count = tokenizer.encode, tokenizer.count
 
     def encode_ordinary(text: str) -> list[int]:
         try:
             return encode(text)
         except UnicodeEncodeError:  # lone surrogates, replaced as the package's wrapper does
-            return encode(text.encode("utf-16", "surrogatepass").decode("utf-16", "replace"))
+            return encode(_without_surrogates(text))
 
-    return encode_ordinary, known
+    def count_ordinary(text: str) -> int:
+        try:
+            return count(text)
+        except UnicodeEncodeError:
+            return count(_without_surrogates(text))
+
+    return encode_ordinary, known, count_ordinary
+
+
+def _without_surrogates(text: str) -> str:
+    return text.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
 
 
 class BpeCounter:
@@ -154,12 +165,13 @@ class BpeCounter:
     the package's Python encoding is built only if that cannot be done.
     """
 
-    __slots__ = ("model", "_encoding", "_encode", "_known", "_too_long", "_byte_lengths", "_lock")
+    __slots__ = ("model", "_encoding", "_encode", "_count", "_known", "_too_long", "_byte_lengths", "_lock")
 
     def __init__(self, model: str) -> None:
         self.model = model
         self._encoding: Any = None
         self._encode: Callable[[str], list[int]] | None = None
+        self._count: Callable[[str], int] | None = None  # the compiled core's count, where it counts
         self._known: bool | None = None  # whether the compiled core knows the model; None if it has not said
         self._too_long: type[Exception] = _NeverRaised  # bpe_openai's TokenLimitError when its package counts
         self._byte_lengths: list[int] | None = None
@@ -190,7 +202,8 @@ class BpeCounter:
         with self._lock:
             if self._encode is None and (core := _compiled_core()) is not None:
                 try:
-                    self._encode, self._known = _core_encoder(core, self.model)
+                    encode, self._known, self._count = _core_encoder(core, self.model)
+                    self._encode = encode  # set last: a thread that sees it finds the count set too
                 except Exception:  # noqa: BLE001 - a core that does not answer as expected: use the package
                     log.debug("bpe-openai's compiled core failed for %r; using the package", self.model, exc_info=True)
         if self._encode is None:
@@ -210,6 +223,8 @@ class BpeCounter:
 
     def __call__(self, text: str) -> int:
         encode = self._encode or self.load()
+        if self._count is not None and len(text) <= PIECE_CHARS:  # the compiled core: no list of tokens made
+            return self._count(text)
         if len(text) <= PIECE_CHARS:  # the common small document: one encoder call, as before
             try:
                 return len(encode(text))
