@@ -34,8 +34,8 @@ from pipeline.errors import (
     retry_after,
 )
 from pipeline.llm.answer import HTML_HINT, Answer, answer_cap, load_json, looks_html, parse_completion, parse_models
-from pipeline.prompting import Prompt
 from pipeline.llm.wire import RequestEncoder, json_body, payload, wire_messages
+from pipeline.prompting import Prompt
 from pipeline.secrets import Redactor, credential_secrets, url_credentials
 
 __all__ = ["OpenAICompatChat", "Usage", "check_base_url", "endpoint", "open_session", "probe_endpoint",
@@ -282,8 +282,8 @@ class OpenAICompatChat(BaseChatModel):
                 status = resp.status
                 if status == 200:
                     return await read_capped(resp, answer_cap(max_tokens), self.on_read)
-                body = await read_capped(resp, ERROR_BODY_BYTES, cut=True)
-                raise error_for_status(status, _error_detail(body, redact), retry_after(resp.headers),
+                said = await read_capped(resp, ERROR_BODY_BYTES, cut=True)
+                raise error_for_status(status, _error_detail(said, redact), retry_after(resp.headers),
                                        where=redact_url(url) or url, model=self.model)
         except (aiohttp.ClientConnectorError, aiohttp.InvalidURL) as exc:
             raise ConnectError(f"cannot connect to {redact_url(url)}: {exc.__class__.__name__}") from exc
