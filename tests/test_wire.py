@@ -52,6 +52,13 @@ def test_a_changed_setting_changes_the_next_body() -> None:
         "messages": [{"role": "system", "content": "Summarize."}, {"role": "user", "content": "Text."}]}
 
 
+def test_a_field_changed_in_place_changes_the_next_body() -> None:
+    encoder, extra, prompt = RequestEncoder(), {"chat_template_kwargs": {"enable_thinking": False}}, "Text."
+    encoder.encode(extra, "m", 0.0, prompt, 400)
+    extra["chat_template_kwargs"]["enable_thinking"] = True
+    assert encoder.encode(extra, "m", 0.0, prompt, 400) == dumped(extra, "m", 0.0, prompt, 400)
+
+
 def test_many_instructions_are_each_encoded_right() -> None:
     encoder = RequestEncoder()
     for i in range(40):  # more than are kept

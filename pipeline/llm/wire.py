@@ -20,6 +20,7 @@ from pipeline.prompting import Prompt
 # The fields a call sets itself; an `extra_body` that names one of them moves it in json.dumps'
 # order (a dict keeps its first position), so such a body is left to json.dumps.
 OWN_FIELDS = frozenset({"model", "messages", "temperature", "stream", "max_tokens", "stop"})
+_SCALARS = (str, int, float, bool, type(None))  # values a field can hold that cannot change in place
 KEPT_INSTRUCTIONS = 16  # distinct system messages kept encoded (a run has a few: map, collapse, final, firmer)
 
 
@@ -50,7 +51,11 @@ def json_body(data: bytes) -> BytesPayload:
 
 
 class RequestEncoder:
-    """Encode requests of one client; the client's fixed fields are checked every call, so a changed one counts."""
+    """Encode requests of one client; its fixed fields are compared every call, so a changed one counts.
+
+    An `extra_body` holding a list or an object (which could change in place, unseen by
+    the comparison) has its fields encoded anew every call.
+    """
 
     __slots__ = ("_fixed", "_head", "_tail", "_instructions")
 
@@ -85,7 +90,7 @@ class RequestEncoder:
         head = json.dumps({**extra_body, "model": model})
         self._head = head[:-1] + ', "messages": '
         self._tail = ', "temperature": ' + json.dumps(temperature) + ', "stream": false'
-        self._fixed = fixed
+        self._fixed = fixed if all(type(value) in _SCALARS for value in extra_body.values()) else None
         return True
 
     def _instruction(self, system: str) -> str:
