@@ -9,7 +9,6 @@ is never held for long.
 from __future__ import annotations
 
 import asyncio
-import os
 from collections import Counter
 from collections.abc import Sequence
 from typing import Any
@@ -23,15 +22,14 @@ PLAN_BATCH = 16
 PLAN_IN_THREAD_BYTES = 256 * 1024
 
 
-def _big(entry: Entry) -> bool:
-    if "text" in entry:
-        return len(entry["text"]) > PLAN_IN_THREAD_BYTES
-    # PDF, DOCX and web pages cost far more per byte to read than text.
-    slow = entry["path"].lower().endswith((".pdf", ".docx", ".html", ".htm", ".eml"))
-    try:
-        return os.stat(entry["path"]).st_size > PLAN_IN_THREAD_BYTES // (16 if slow else 1)
-    except OSError:
-        return "#" in entry["path"]  # a message or record: the first one read indexes its whole file
+def _long_text(entry: Entry) -> bool:
+    return "text" in entry and len(entry["text"]) > PLAN_IN_THREAD_BYTES
+
+
+def _most_here(path: str) -> int:
+    """The biggest file planned on the event loop: PDF, DOCX and web pages cost far more per byte than text."""
+    slow = path.lower().endswith((".pdf", ".docx", ".html", ".htm", ".eml"))
+    return PLAN_IN_THREAD_BYTES // (16 if slow else 1)
 
 
 async def plan_and_compare(batch: Sequence[Entry], chunker: Chunker, store: ResultStore | None, *,
@@ -42,11 +40,15 @@ async def plan_and_compare(batch: Sequence[Entry], chunker: Chunker, store: Resu
     With `keep`, the files' texts stay there for the summarizer that follows.
     """
     options: dict[str, Any] = {"guess_language": guess_language, "keep": keep, "fields": fields}
-    if any(map(_big, batch)):
+    if any(map(_long_text, batch)):
         refs = await asyncio.to_thread(plan_entries, batch, chunker, **options)
     else:
-        refs = plan_entries(batch, chunker, **options)
-        await asyncio.sleep(0)
+        # Each file's size is learnt as it is opened: no stat of its own before.
+        refs = plan_entries(batch, chunker, most_bytes=_most_here, **options)
+        if len(refs) < len(batch):  # a big file, or a part of one: it and the rest of the batch in a thread
+            refs += await asyncio.to_thread(plan_entries, batch[len(refs):], chunker, **options)
+        else:
+            await asyncio.sleep(0)
     files: dict[str, int] = {}
     if store is not None:
         prior = await store.aprior_documents([r["source"] for r in refs])

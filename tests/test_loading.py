@@ -91,3 +91,29 @@ def test_a_folder_is_walked_without_following_links_to_folders(tmp_path: Path) -
     (tmp_path / "2024" / "up").symlink_to(tmp_path)  # a loop
 
     assert expand_inputs([str(tmp_path)]) == [str(tmp_path / "2024" / "a.txt")]
+
+
+async def test_a_batch_with_big_files_parts_and_texts_is_planned_as_one_reading_of_each(tmp_path: Path) -> None:
+    # Small files are planned on the event loop, and each learns its size as it is opened; from the first
+    # file too big for the loop (or a part of a file), the rest of the batch is planned in a thread.
+    from pipeline.planning import PLAN_IN_THREAD_BYTES, plan_and_compare
+    from pipeline.text.loading import list_inputs, plan_entries
+
+    sentence = "The ferry leaves the harbour at dawn and returns before dusk. "
+    (tmp_path / "inbox.mbox").write_text("From a@b Mon Jan  1 00:00:00 2024\nFrom: a@b\nTo: c@d\nSubject: Ferry\n\n"
+                                         + sentence * 3 + "\n", encoding="utf-8")
+    files = {"a.txt": sentence * 4, "big.txt": sentence * (PLAN_IN_THREAD_BYTES // len(sentence) + 1),
+             "b.txt": sentence * 2, "page.html": "<html><body><p>" + sentence * 400 + "</p></body></html>"}
+    for name, text in files.items():
+        (tmp_path / name).write_text(text, encoding="utf-8")
+    orders = [["a.txt", "big.txt", "b.txt"], ["a.txt", "inbox.mbox#msg1", "b.txt"], ["page.html", "a.txt"],
+              ["a.txt", "missing.txt", "b.txt"]]
+    for names in orders:
+        entries = list_inputs([str(tmp_path / n) for n in names], [{"id": "memo", "text": sentence}])
+        kept: dict[int, str] = {}
+        refs, _ = await plan_and_compare(entries, CHUNKER, None, guess_language=True, retry_failed=False,
+                                         keep=kept)
+        expected_kept: dict[int, str] = {}
+        assert refs == plan_entries(entries, CHUNKER, keep=expected_kept)
+        assert kept == expected_kept and len(refs) == len(entries)
+        assert not any("plan_error" in r for r in refs)

@@ -62,6 +62,10 @@ class DocRef(TypedDict):
     warning: NotRequired[str]  # what decoding it noticed (a repaired file, undecodable bytes): see log_warning
 
 
+class PlanElsewhere(Exception):  # noqa: N818 - a signal to the caller, not an error
+    """A file is bigger than its caller plans where it is (on the event loop): the caller plans it elsewhere."""
+
+
 def makes_calls(ref: DocRef) -> bool:
     """Whether a planned document is to be summarized: not skipped, failed neither to plan nor before."""
     return not ("skip_reason" in ref or "plan_error" in ref or "prior_error" in ref)
@@ -240,12 +244,13 @@ def _documents_in(folder: str, listed: Sequence[str]) -> list[str]:
     return kept
 
 
-def _read_bytes(path: str) -> bytes:
+def _read_bytes(path: str, most_bytes: int | None = None) -> bytes:
     """Read a regular file whole; anything else (a FIFO, a device, a folder) is an InputError that says what it is.
 
     Opened without blocking, so that a FIFO with no writer cannot hold the run. Read
     through the descriptor itself: a file object around it (a buffer, its own size
-    check) costs as much as the read of a small file.
+    check) costs as much as the read of a small file. A file over `most_bytes` is not
+    read: PlanElsewhere.
     """
     fd = os.open(path, _READ_FLAGS)
     try:
@@ -254,6 +259,8 @@ def _read_bytes(path: str) -> bytes:
             raise InputError(_kind(info.st_mode))
         if info.st_size > MAX_FILE_BYTES:
             raise InputError(f"file is {info.st_size // 2**20} MiB, over the {MAX_FILE_BYTES // 2**20} MiB limit")
+        if most_bytes is not None and info.st_size > most_bytes:
+            raise PlanElsewhere(path)
         size = info.st_size
         data = os.read(fd, size + 1)  # one byte more than its size: a file that grew since is read on
         if len(data) == size:
@@ -298,19 +305,24 @@ def why_unreadable(name: str, exc: BaseException | None = None) -> str:
 
 def plan_document(doc_id: int, source: str, chunker: Chunker, *, path: str | None = None,
                   text: str | None = None, guess_language: bool = True,
-                  keep: dict[int, str] | None = None, fields: Fields | None = None) -> DocRef:
+                  keep: dict[int, str] | None = None, fields: Fields | None = None,
+                  most_bytes: int | None = None) -> DocRef:
     """Plan one document given either its path or its text; whatever goes wrong is its own failure.
 
     A file that cannot be read or holds nothing to summarize is marked skipped; any
     other error while decoding or chunking it marks it failed, and planning goes on.
     With `keep`, a file's decoded text is left there under its id, for a summarizer that
-    comes right after and need not read it again.
+    comes right after and need not read it again. With `most_bytes`, a file bigger than
+    that, or a part of a file (its first read indexes the whole file), raises
+    PlanElsewhere before anything is read or kept.
     """
     ref = DocRef(id=doc_id, source=source, sha256="", spans=[], tokens=0)
     if path is not None:
         ref["path"] = path
     try:
-        _plan(ref, chunker, text, guess_language, keep, fields or Fields())
+        _plan(ref, chunker, text, guess_language, keep, fields or Fields(), most_bytes)
+    except PlanElsewhere:
+        raise
     except MemoryError:
         ref["plan_error"] = "out of memory while reading and chunking it"
     except Exception as exc:  # noqa: BLE001 - one file's failure, never the batch's
@@ -322,12 +334,12 @@ def plan_document(doc_id: int, source: str, chunker: Chunker, *, path: str | Non
 
 
 def _plan(ref: DocRef, chunker: Chunker, text: str | None, guess_language: bool,
-          keep: dict[int, str] | None, fields: Fields) -> None:
+          keep: dict[int, str] | None, fields: Fields, most_bytes: int | None = None) -> None:
     where = ""
     if text is None:
         path = ref["path"]
         try:
-            ref["sha256"], decoded, where = _read_document(path, fields)
+            ref["sha256"], decoded, where = _read_document(path, fields, most_bytes=most_bytes)
         except (OSError, InputError, ValueError) as exc:
             ref["skip_reason"] = f"unreadable: {why_unreadable(path, exc)}"
             return
@@ -373,12 +385,17 @@ def _plan(ref: DocRef, chunker: Chunker, text: str | None, guess_language: bool,
         keep[ref["id"]] = body
 
 
-def _read_document(path: str, fields: Fields,
-                   encoding: str | None = None) -> tuple[str, formats.Extracted, str]:
-    """Read a file, or a message or record of one: its hash, its text (or why none) and its location if a part."""
+def _read_document(path: str, fields: Fields, encoding: str | None = None,
+                   most_bytes: int | None = None) -> tuple[str, formats.Extracted, str]:
+    """Read a file, or a message or record of one: its hash, its text (or why none) and its location if a part.
+
+    `most_bytes`: see plan_document.
+    """
     if part := split_name(path):
+        if most_bytes is not None:
+            raise PlanElsewhere(path)
         return read_part(path, *part, fields, MAX_FILE_BYTES)
-    data = _read_bytes(path)
+    data = _read_bytes(path, most_bytes)
     return hashlib.sha256(data).hexdigest(), formats.extract(data, path, encoding), ""
 
 class Entry(TypedDict):
@@ -398,14 +415,24 @@ def list_inputs(paths: Sequence[str], texts: Sequence[Mapping[str, str]], first_
 
 
 def plan_entries(entries: Sequence[Entry], chunker: Chunker, guess_language: bool = True,
-                 keep: dict[int, str] | None = None, fields: Fields | None = None) -> list[DocRef]:
+                 keep: dict[int, str] | None = None, fields: Fields | None = None,
+                 most_bytes: Callable[[str], int] | None = None) -> list[DocRef]:
     """Plan listed inputs (read, hash, decode, chunk each), one failure at a time never stopping the rest.
 
     `guess_language=False` skips detection when the answer language is fixed anyway;
-    `keep` collects the files' texts (see plan_document).
+    `keep` collects the files' texts (see plan_document). With `most_bytes`, planning
+    stops before the first file bigger than most_bytes(its path), or part of a file:
+    fewer refs than entries come back, and the caller plans the rest elsewhere.
     """
-    refs = [plan_document(e["id"], e["source"], chunker, path=e.get("path"), text=e.get("text"),
-                          guess_language=guess_language, keep=keep, fields=fields) for e in entries]
+    refs: list[DocRef] = []
+    for e in entries:
+        path = e.get("path")
+        try:
+            refs.append(plan_document(e["id"], e["source"], chunker, path=path, text=e.get("text"),
+                                      guess_language=guess_language, keep=keep, fields=fields,
+                                      most_bytes=most_bytes(path) if most_bytes and path is not None else None))
+        except PlanElsewhere:
+            break
     for ref in refs:
         log_warning(ref)
     return refs
