@@ -203,14 +203,15 @@ async def _summarize_document(runner: LLMRunner, ref: DocRef, *, language: str |
         prompt = chunk_prompt(ref, text, part, instruction, templates)
         return await ask(runner, "map", prompt, max_tokens, phase="map", language=language, reader=templates.reader)
 
-    calls = [summarize_chunk(part) for part in range(1, len(ref["spans"]) + 1)]
-    if len(calls) == 1:  # the common small document: no gather, no extra task
+    if len(ref["spans"]) == 1:  # the common small document: no gather, no extra task, no frame between
         try:
-            outcomes: list[object] = [await calls[0]]
+            outcomes: list[object] = [await ask(runner, "map", chunk_prompt(ref, text, 1, instruction, templates),
+                                                max_tokens, phase="map", language=language, reader=templates.reader)]
         except LLMError as exc:
             outcomes = [exc]
     else:
-        outcomes = await asyncio.gather(*calls, return_exceptions=True)
+        outcomes = await asyncio.gather(*(summarize_chunk(part) for part in range(1, len(ref["spans"]) + 1)),
+                                        return_exceptions=True)
     return document_result(ref, outcomes, text=text, counts=runner.stats.answers)
 
 
