@@ -7,6 +7,7 @@ or reordered rerun finds again.
 
 from __future__ import annotations
 
+import functools
 import re
 import unicodedata
 from collections.abc import Sequence
@@ -67,8 +68,9 @@ def firmer(prompt: Prompt, language: str) -> Prompt:
     return Prompt(prompt.system + "\n" + firm_language_instruction(language), prompt.user)
 
 
+@functools.lru_cache(maxsize=64)
 def map_instructions(instruction: str, templates: Templates) -> str:
-    """The system message of every map call with this language instruction."""
+    """The system message of every map call with this language instruction (one string, kept, for all of them)."""
     return templates.map.format(language_instruction=templates.reader + instruction)
 
 

@@ -14,9 +14,11 @@ waiting for it to fall would only stall the run.
 
 from __future__ import annotations
 
+import functools
 import gc
 import logging
 import math
+import os
 import sys
 import time
 from typing import Any
@@ -41,7 +43,13 @@ _GROWN_PERCENT = 1.0  # likewise, for the machine's memory in use
 
 def process_rss() -> int:
     """Return this process's resident memory in bytes."""
-    return psutil.Process().memory_info().rss
+    return _this_process(os.getpid()).memory_info().rss
+
+
+@functools.lru_cache(maxsize=4)
+def _this_process(pid: int) -> psutil.Process:
+    """One psutil handle per process (a fork gets its own), not one made at every check."""
+    return psutil.Process(pid)
 
 
 def machine_percent() -> float:
