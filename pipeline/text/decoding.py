@@ -67,11 +67,12 @@ class Decoded:
     warning: str | None = None
 
 
-def decode_bytes(data: bytes, encoding: str | None = None) -> Decoded:
+def decode_bytes(data: bytes, encoding: str | None = None, *, sniffed: bool = False) -> Decoded:
     """Decode a document, detecting its encoding unless one is given.
 
     Passing the encoding found on a first read makes a second read cheap and
-    guaranteed to give the same text.
+    guaranteed to give the same text. `sniffed`: the caller has found the bytes to be
+    text already (pipeline/text/formats), so they are not looked at for a format again.
     """
     if not data:
         return Decoded("", None, "empty file")
@@ -79,7 +80,7 @@ def decode_bytes(data: bytes, encoding: str | None = None) -> Decoded:
     if encoding is None:
         from pipeline.text.formats.sniff import sniff  # here: the formats package reads text through this module
 
-        if (kind := sniff(data, "")) not in ("text", "html", "email", "mbox"):
+        if not sniffed and (kind := sniff(data, "")) not in ("text", "html", "email", "mbox"):
             return Decoded("", None, f"binary file ({kind}), not text")
         encoding, text = _detect(data)
         # NULs that are not UTF-16/32's are strays in text (or the file is binary).

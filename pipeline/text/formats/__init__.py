@@ -95,7 +95,7 @@ def _read(data: bytes, name: str, kind: str, encoding: str | None, depth: int) -
         return mail.extract(data, depth)
     if kind != "text":
         return Extracted("", "binary", skip_reason=f"not a document: {kind}")
-    decoded = decode_bytes(data, encoding)
+    decoded = decode_bytes(data, encoding, sniffed=True)
     return Extracted(decoded.text, "text", decoded.encoding, decoded.skip_reason, None, decoded.warning,
                      decoded.repaired, decoded.replaced)
 
