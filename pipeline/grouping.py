@@ -47,6 +47,7 @@ MIN_SHARED = 3  # distinctive terms two linked documents share, at least
 SIMILAR = 0.4  # and this share of the geometric mean of their linking terms' weight (a cosine of idf weights)
 OVERLAP = 0.15  # and this share of the smaller one's terms (a few words any two reports share are chance)
 NAMED = 3  # terms that name a group
+QUICK = 4  # latest documents tried first when every document a document's terms meet is in one group
 
 
 class Group(TypedDict):
@@ -128,11 +129,12 @@ def _linking(terms: Sequence[tuple[str, ...]], held: Counter[str], most: int) ->
 
 def _linked(linking: Sequence[tuple[str, ...]], sizes: Sequence[int], held: Counter[str],
             n: int) -> Callable[[int], int]:
-    """Link each document to those of the last WINDOW holders of each of its terms that it is like; return the root.
+    """Link each document to those of its terms' last WINDOW holders that it is like; return the root of each.
 
-    A group is a connected set of links, so a pair whose documents are joined already is
-    not compared: a folder of documents that all share common words (the costly case)
-    tests a few pairs for each document, not every pair its terms meet.
+    A group is what links join, so a pair already in one group is not compared. When all
+    the documents a document's terms meet are in one group (a folder whose documents all
+    share common words: the costly case), the latest of them are tried first, and one link
+    settles the rest.
     """
     parent = list(range(len(linking)))
 
@@ -147,29 +149,45 @@ def _linked(linking: Sequence[tuple[str, ...]], sizes: Sequence[int], held: Coun
     # Terms two documents must share: what the one of fewer terms needs, the smaller of their two needs.
     need = [max(MIN_SHARED, min(MOST_TERMS // 2, math.ceil(OVERLAP * size))) for size in sizes]
     latest: dict[str, list[int]] = {}  # each term's last WINDOW holders
+    run = 0  # the documents from this one on are in one group, as far as is known yet
     for i, rare in enumerate(linking):
         windows = [latest.setdefault(t, []) for t in rare]
-        at, need_i, mass_i = i, need[i], mass[i]
-        for j, shared in Counter(chain.from_iterable(windows)).items():
-            if shared < need_i and shared < need[j]:
-                continue
-            b = parent[j]
-            if b != at and parent[b] != b:
-                b = root(j)
-            if b == at:
-                continue
-            similar = 0.0
-            for t, w in zip(rare, windows):  # in the order of the terms, so the sum is the same float however it runs
-                if j in w:
-                    similar += weight[t]
-            if similar > 0 and similar >= SIMILAR * math.sqrt(mass_i * mass[j]):
-                parent[max(at, b)] = min(at, b)
-                at = min(at, b)
+        weights = [weight[t] for t in rare]
+        at = i
+        if run <= min((w[0] for w in windows if w), default=-1):
+            # Every document these terms meet is in one group: a link to any one of them settles
+            # the rest, and one of the latest is likely to be like this one.
+            for j in range(i - 1, max(run, i - QUICK) - 1, -1):
+                if _like(i, j, sum(j in w for w in windows), windows, weights, need, mass):
+                    at = parent[i] = root(j)
+                    break
+        if at == i:
+            for j, shared in Counter(chain.from_iterable(windows)).items():
+                b = parent[j]
+                if b != at and parent[b] != b:
+                    b = root(j)
+                if b != at and _like(i, j, shared, windows, weights, need, mass):
+                    parent[max(at, b)] = min(at, b)
+                    at = min(at, b)
         for w in windows:
             w.append(i)
             if len(w) > WINDOW:
                 del w[0]
+        if i and at != root(i - 1):
+            run = i
     return root
+
+
+def _like(i: int, j: int, shared: int, windows: Sequence[list[int]], weights: Sequence[float], need: Sequence[int],
+          mass: Sequence[float]) -> bool:
+    """Whether document i is like j, which `shared` of its terms' windows hold: enough terms, and enough of their weight."""
+    if shared < need[i] and shared < need[j]:
+        return False
+    similar = 0.0
+    for weight, w in zip(weights, windows):  # in the order of the terms, so the sum is the same float however it runs
+        if j in w:
+            similar += weight
+    return similar > 0 and similar >= SIMILAR * math.sqrt(mass[i] * mass[j])
 
 
 def _name(docs: Sequence[DocResult], index: dict[int, int], linking: Sequence[Sequence[str]],
