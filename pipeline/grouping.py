@@ -47,7 +47,7 @@ MIN_SHARED = 3  # distinctive terms two linked documents share, at least
 SIMILAR = 0.4  # and this share of the geometric mean of their linking terms' weight (a cosine of idf weights)
 OVERLAP = 0.15  # and this share of the smaller one's terms (a few words any two reports share are chance)
 NAMED = 3  # terms that name a group
-QUICK = 4  # latest documents tried first when every document a document's terms meet is in one group
+QUICK = 4  # latest documents tried first when all that a document's terms meet are in one group (at most WINDOW)
 
 
 class Group(TypedDict):
@@ -152,13 +152,15 @@ def _linked(linking: Sequence[tuple[str, ...]], sizes: Sequence[int], held: Coun
     run = 0  # the documents from this one on are in one group, as far as is known yet
     for i, rare in enumerate(linking):
         windows = [latest.setdefault(t, []) for t in rare]
-        weights = [weight[t] for t in rare]
         at = i
         if run <= min((w[0] for w in windows if w), default=-1):
             # Every document these terms meet is in one group: a link to any one of them settles
-            # the rest, and one of the latest is likely to be like this one.
+            # the rest, and one of the latest is likely to be like this one. Those are still in
+            # the window of every term they hold (QUICK < WINDOW), so their terms say what they share.
+            mine = set(rare)
             for j in range(i - 1, max(run, i - QUICK) - 1, -1):
-                if _like(i, j, sum(j in w for w in windows), windows, weights, need, mass):
+                shared = [weight[t] for t in linking[j] if t in mine]  # in the order of i's terms: both go by rank
+                if _like(i, j, len(shared), shared, need, mass):
                     at = parent[i] = root(j)
                     break
         if at == i:
@@ -166,7 +168,8 @@ def _linked(linking: Sequence[tuple[str, ...]], sizes: Sequence[int], held: Coun
                 b = parent[j]
                 if b != at and parent[b] != b:
                     b = root(j)
-                if b != at and _like(i, j, shared, windows, weights, need, mass):
+                if b != at and (shared >= need[i] or shared >= need[j]) and \
+                        _like(i, j, shared, [weight[t] for t, w in zip(rare, windows) if j in w], need, mass):
                     parent[max(at, b)] = min(at, b)
                     at = min(at, b)
         for w in windows:
@@ -178,15 +181,13 @@ def _linked(linking: Sequence[tuple[str, ...]], sizes: Sequence[int], held: Coun
     return root
 
 
-def _like(i: int, j: int, shared: int, windows: Sequence[list[int]], weights: Sequence[float], need: Sequence[int],
-          mass: Sequence[float]) -> bool:
-    """Whether document i is like j, which `shared` of its terms' windows hold: enough terms, and enough of their weight."""
+def _like(i: int, j: int, shared: int, weights: Sequence[float], need: Sequence[int], mass: Sequence[float]) -> bool:
+    """Whether documents i and j link: `shared` terms, of these weights (in i's order), enough of both."""
     if shared < need[i] and shared < need[j]:
         return False
     similar = 0.0
-    for weight, w in zip(weights, windows):  # in the order of the terms, so the sum is the same float however it runs
-        if j in w:
-            similar += weight
+    for weight in weights:  # one term after the other, so the sum is the same float however it runs
+        similar += weight
     return similar > 0 and similar >= SIMILAR * math.sqrt(mass[i] * mass[j])
 
 
@@ -208,7 +209,7 @@ def _name(docs: Sequence[DocResult], index: dict[int, int], linking: Sequence[Se
     top = sorted((t for t, n in counts.items() if n >= 2 and not _no_name(t)),
                  key=lambda t: (-counts[t], t not in named, held[t], t))[:NAMED]
     spelled = {t: t for t in top if CJK.search(t)}  # a CJK character pair stands as it is
-    for text in [*(r.get("summary", "") for r in docs), *(_name_of(r["source"]) for r in docs)]:
+    for text in chain((r.get("summary", "") for r in docs), (_name_of(r["source"]) for r in docs)):
         if len(spelled) == len(top):
             break
         for token in TOKEN.findall(retag(text, lambda k: None)):
