@@ -16,20 +16,17 @@ import math
 import re
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
-from operator import itemgetter
 
 from pipeline.answers.checks import BULLET
 from pipeline.answers.citations import cited, retag
 from pipeline.answers.grounding import CJK, TOKEN, facts, fold
 from pipeline.answers.shape import sentences
 
-# ASCII with every character but a letter made a space, and capitals small: split, it gives the words.
-_LETTERS = bytes.maketrans(bytes(range(128)), bytes(c if chr(c).isalpha() else 32 for c in range(128)).lower())
-# ASCII with every character but a digit or . , : made a space: split, it gives the runs that hold the numbers.
+# The same tokens in lower-case ASCII text, found sooner: words of three letters or more, and the runs of
+# digits and . , : that hold the numbers (every other character made a space, the text split).
+_ASCII_WORD = re.compile(r"[a-z]{3,}")
 _NUMERALS = bytes.maketrans(bytes(range(128)), bytes(c if chr(c) in "0123456789.,:" else 32 for c in range(128)))
-_SHORT = frozenset(a + b for a in "abcdefghijklmnopqrstuvwxyz" for b in ["", *"abcdefghijklmnopqrstuvwxyz"])
 _NUMBER = re.compile(r"\d+(?:[.,:]\d+)*")
-folded = itemgetter(slice(6))  # a word's first six letters, as grounding folds it
 _STOP = frozenset("""
 the and for are was were has have had with from that this these those into over under about after before
 its their his her our your they them than then also not but can will would could should may might more most
@@ -47,7 +44,9 @@ def terms(text: str) -> frozenset[str]:
     """The terms a bullet and a summary are compared by: words, numbers, CJK character pairs."""
     text = retag(text, _untagged)
     if text.isascii():  # the common case, with sets: numbers, and words past the stop list
-        found: set[str] = set(map(folded, ascii_words(text) - _STOP))
+        words = set(_ASCII_WORD.findall(text.lower()))
+        words -= _STOP
+        found = {word[:6] for word in words}
         for run in text.encode("ascii").translate(_NUMERALS).decode("ascii").split():
             if run.isdigit():
                 found.add(run)
@@ -57,7 +56,7 @@ def terms(text: str) -> frozenset[str]:
                 found.update(map(_number, _NUMBER.findall(inner)))
         return frozenset(found)
     tokens = TOKEN.findall(text.lower())
-    found = set()
+    found: set[str] = set()
     for token in tokens:
         if token[0].isdigit():
             found.add(_number(token))
@@ -66,11 +65,6 @@ def terms(text: str) -> frozenset[str]:
         elif len(token) >= 3 and token not in _STOP:
             found.add(token[:6])  # a crude stem: "loaves"/"loaf" differ, "ferries"/"ferry" meet
     return frozenset(found)
-
-
-def ascii_words(text: str) -> set[str]:
-    """The words of three letters or more in ASCII `text`, lower-cased, each once: what [a-z]{3,} finds, sooner."""
-    return set(text.encode("ascii").translate(_LETTERS).decode("ascii").split()) - _SHORT
 
 
 def _untagged(doc: int) -> None:
