@@ -151,6 +151,9 @@ def _linked(linking: Sequence[tuple[str, ...]], sizes: Sequence[int], held: Coun
     latest: dict[str, list[int]] = {}  # each term's last WINDOW holders
     run = 0  # the documents from this one on are in one group, as far as is known yet
     for i, rare in enumerate(linking):
+        if not rare:  # nothing distinctive: no link, and the run of one group ends here
+            run = i
+            continue
         windows = [latest.setdefault(t, []) for t in rare]
         at = i
         if run <= min((w[0] for w in windows if w), default=-1):
