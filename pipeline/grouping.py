@@ -13,10 +13,10 @@ join (union-find). In a small run any two reports share a few ordinary words by 
 ("august", "compared", "day"); documents about one thing share a good part of theirs.
 
 The cost is O(N·k): each document looks up at most MOST_TERMS of its rarest terms, and
-for each only the WINDOW documents that took it last. Everything is ordered by source,
-then id (the order the reduce takes documents in), so the same documents give the same
-groups however they were listed, and a document added to a run changes only the group
-it joins.
+for each only the WINDOW documents that took it last; a pair already in one group is not
+compared again. Everything is ordered by source, then id (the order the reduce takes
+documents in), so the same documents give the same groups however they were listed, and
+a document added to a run changes only the group it joins.
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ import math
 import re
 from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
+from itertools import chain
 from typing import TYPE_CHECKING
 
 from typing_extensions import TypedDict
@@ -46,6 +47,7 @@ MIN_SHARED = 3  # distinctive terms two linked documents share, at least
 SIMILAR = 0.4  # and this share of the geometric mean of their linking terms' weight (a cosine of idf weights)
 OVERLAP = 0.15  # and this share of the smaller one's terms (a few words any two reports share are chance)
 NAMED = 3  # terms that name a group
+QUICK = 4  # latest documents tried first when all that a document's terms meet are in one group (at most WINDOW)
 
 
 class Group(TypedDict):
@@ -76,7 +78,8 @@ def terms_of(summary: str) -> set[str]:
 
 def _name_of(source: str) -> str:
     """A source's own name, which often says what it is about: its last path part, without its extension."""
-    return re.split(r"[\\/]", source)[-1].rsplit(".", 1)[0].replace("_", " ").replace("-", " ")
+    last = source[max(source.rfind("/"), source.rfind("\\")) + 1:]
+    return last.rsplit(".", 1)[0].replace("_", " ").replace("-", " ")
 
 
 def _order(result: DocResult) -> tuple[str, int]:
@@ -92,44 +95,20 @@ def group_documents(results: Iterable[DocResult]) -> list[Group]:
     ok = sorted((r for r in results if r["status"] == "ok"), key=_order)
     own = [r for r in ok if "same_as" not in r]
     canon: dict[str, str] = {}  # one string per term, however many documents hold it
-    terms = [tuple(canon.setdefault(t, t) for t in terms_of(r.get("summary", "")) | terms_of(_name_of(r["source"])))
-             for r in own]
+    terms: list[tuple[str, ...]] = []
+    names: list[tuple[str, ...]] = []  # the terms of each document's name, which name a group first
+    for r in own:
+        name = terms_of(_name_of(r["source"]))
+        found = terms_of(r.get("summary", "")) | name
+        terms.append(tuple(map(canon.setdefault, found, found)))
+        names.append(tuple(map(canon.setdefault, name, name)))
     del canon
     held: Counter[str] = Counter()
     for found in terms:
         held.update(found)
-    most = max(2, math.floor(COMMON * len(own)))
-    parent = list(range(len(own)))
-
-    def root(i: int) -> int:
-        while parent[i] != i:
-            parent[i] = parent[parent[i]]
-            i = parent[i]
-        return i
-
-    sizes = [len(found) for found in terms]
-    holders: dict[str, list[int]] = {}
-    linking: list[tuple[str, ...]] = []
-    mass: list[float] = []  # the weight of each document's linking terms
-    for i, found in enumerate(terms):
-        rare = tuple(sorted((t for t in found if 2 <= held[t] <= most), key=lambda t: (held[t], t))[:MOST_TERMS])
-        linking.append(rare)
-        mass.append(sum(math.log(len(own) / held[t]) for t in rare))
-        shared: dict[int, float] = {}
-        count: dict[int, int] = {}
-        for term in rare:
-            seen = holders.setdefault(term, [])
-            weight = math.log(len(own) / held[term])
-            for j in seen[-WINDOW:]:
-                shared[j] = shared.get(j, 0.0) + weight
-                count[j] = count.get(j, 0) + 1
-            seen.append(i)
-        for j, n in count.items():
-            enough = max(MIN_SHARED, min(MOST_TERMS // 2, math.ceil(OVERLAP * min(sizes[i], sizes[j]))))
-            if n >= enough and shared[j] > 0 and shared[j] >= SIMILAR * math.sqrt(mass[i] * mass[j]):
-                a, b = root(i), root(j)
-                if a != b:
-                    parent[max(a, b)] = min(a, b)
+    linking = _linking(terms, held, max(2, math.floor(COMMON * len(own))))
+    root = _linked(linking, [len(found) for found in terms], held, len(own))
+    del terms
     group_of = {r["id"]: root(i) for i, r in enumerate(own)}
     first_of = {r["source"]: r["id"] for r in own}
     members: dict[int, list[DocResult]] = {}
@@ -137,12 +116,86 @@ def group_documents(results: Iterable[DocResult]) -> list[Group]:
         doc = first_of.get(r["same_as"], r["id"]) if "same_as" in r else r["id"]
         members.setdefault(group_of.get(doc, -1 - r["id"]), []).append(r)
     index = {r["id"]: i for i, r in enumerate(own)}
-    return [Group(documents=[r["id"] for r in docs], terms=_name(docs, index, linking, held))
+    return [Group(documents=[r["id"] for r in docs], terms=_name(docs, index, linking, names, held))
             for docs in members.values()]
 
 
+def _linking(terms: Sequence[tuple[str, ...]], held: Counter[str], most: int) -> list[tuple[str, ...]]:
+    """Each document's distinctive terms that it links by: its MOST_TERMS rarest, rarest first (ties by term)."""
+    rank = {t: k for k, t in enumerate(sorted((t for t, n in held.items() if 2 <= n <= most),
+                                              key=lambda t: (held[t], t)))}
+    return [tuple(sorted(filter(rank.__contains__, found), key=rank.__getitem__)[:MOST_TERMS]) for found in terms]
+
+
+def _linked(linking: Sequence[tuple[str, ...]], sizes: Sequence[int], held: Counter[str],
+            n: int) -> Callable[[int], int]:
+    """Link each document to those of its terms' last WINDOW holders that it is like; return the root of each.
+
+    A group is what links join, so a pair already in one group is not compared. When all
+    the documents a document's terms meet are in one group (a folder whose documents all
+    share common words: the costly case), the latest of them are tried first, and one link
+    settles the rest.
+    """
+    parent = list(range(len(linking)))
+
+    def root(i: int) -> int:
+        while parent[i] != i:
+            parent[i] = parent[parent[i]]
+            i = parent[i]
+        return i
+
+    weight = {t: math.log(n / held[t]) for found in linking for t in found}
+    mass = [sum(weight[t] for t in found) for found in linking]
+    # Terms two documents must share: what the one of fewer terms needs, the smaller of their two needs.
+    need = [max(MIN_SHARED, min(MOST_TERMS // 2, math.ceil(OVERLAP * size))) for size in sizes]
+    latest: dict[str, list[int]] = {}  # each term's last WINDOW holders
+    run = 0  # the documents from this one on are in one group, as far as is known yet
+    for i, rare in enumerate(linking):
+        if not rare:  # nothing distinctive: no link, and the run of one group ends here
+            run = i
+            continue
+        windows = [latest.setdefault(t, []) for t in rare]
+        at = i
+        if run <= min((w[0] for w in windows if w), default=-1):
+            # Every document these terms meet is in one group: a link to any one of them settles
+            # the rest, and one of the latest is likely to be like this one. Those are still in
+            # the window of every term they hold (QUICK < WINDOW), so their terms say what they share.
+            mine = set(rare)
+            for j in range(i - 1, max(run, i - QUICK) - 1, -1):
+                shared = [weight[t] for t in linking[j] if t in mine]  # in the order of i's terms: both go by rank
+                if _like(i, j, len(shared), shared, need, mass):
+                    at = parent[i] = root(j)
+                    break
+        if at == i:
+            for j, shared in Counter(chain.from_iterable(windows)).items():
+                b = parent[j]
+                if b != at and parent[b] != b:
+                    b = root(j)
+                if b != at and (shared >= need[i] or shared >= need[j]) and \
+                        _like(i, j, shared, [weight[t] for t, w in zip(rare, windows) if j in w], need, mass):
+                    parent[max(at, b)] = min(at, b)
+                    at = min(at, b)
+        for w in windows:
+            w.append(i)
+            if len(w) > WINDOW:
+                del w[0]
+        if i and at != root(i - 1):
+            run = i
+    return root
+
+
+def _like(i: int, j: int, shared: int, weights: Sequence[float], need: Sequence[int], mass: Sequence[float]) -> bool:
+    """Whether documents i and j link: `shared` terms, of these weights (in i's order), enough of both."""
+    if shared < need[i] and shared < need[j]:
+        return False
+    similar = 0.0
+    for weight in weights:  # one term after the other, so the sum is the same float however it runs
+        similar += weight
+    return similar > 0 and similar >= SIMILAR * math.sqrt(mass[i] * mass[j])
+
+
 def _name(docs: Sequence[DocResult], index: dict[int, int], linking: Sequence[Sequence[str]],
-          held: Counter[str]) -> list[str]:
+          names: Sequence[Sequence[str]], held: Counter[str]) -> list[str]:
     """The terms most of a group's documents share, spelled as the group first writes them.
 
     Of terms as widely shared, those of the documents' names come first (a name says
@@ -154,11 +207,12 @@ def _name(docs: Sequence[DocResult], index: dict[int, int], linking: Sequence[Se
     counts: Counter[str] = Counter()
     for i in mine:
         counts.update(linking[i])
-    named = set().union(*(terms_of(_name_of(r["source"])) for r in docs))
+    named = set().union(*(names[index[r["id"]]] if r["id"] in index else terms_of(_name_of(r["source"]))
+                          for r in docs))
     top = sorted((t for t, n in counts.items() if n >= 2 and not _no_name(t)),
                  key=lambda t: (-counts[t], t not in named, held[t], t))[:NAMED]
     spelled = {t: t for t in top if CJK.search(t)}  # a CJK character pair stands as it is
-    for text in [*(r.get("summary", "") for r in docs), *(_name_of(r["source"]) for r in docs)]:
+    for text in chain((r.get("summary", "") for r in docs), (_name_of(r["source"]) for r in docs)):
         if len(spelled) == len(top):
             break
         for token in TOKEN.findall(retag(text, lambda k: None)):

@@ -19,7 +19,8 @@ from typing import Any
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pipeline.answers.attribution import check_bullets
+from pipeline.answers.attribution import _STOP, check_bullets, terms
+from pipeline.answers.citations import retag
 from tests.fake_openai import FakeOpenAI
 
 _BLOCK_TAG = re.compile(r"\[D(\d+)\]")
@@ -168,6 +169,21 @@ def test_a_bullet_with_a_number_no_document_holds_is_dropped() -> None:
 
     assert checked == ""  # and the overview, which no document supports, went too: no line goes unchecked
     assert counts["invented_numbers"] == 1
+
+
+_ENGLISH = st.text(alphabet=st.characters(min_codepoint=0, max_codepoint=127), max_size=200) | st.lists(
+    st.sampled_from(["1,234", "3.5", "12:30", "..3", "3.", "1..2", "007", "x9y", "before", "beforehand", "documents",
+                     "summarize", "Ab", "The", "[D3]", "Ferries", "\n", "-", "2009."]), max_size=30).map(" ".join)
+
+
+@settings(max_examples=300, deadline=None)
+@given(_ENGLISH)
+def test_an_english_texts_terms_are_its_words_past_the_stop_list_and_its_numbers(text: str) -> None:
+    low = retag(text, lambda k: None).lower()
+    words = {word[:6] for word in re.findall(r"[a-z]{3,}", low) if word not in _STOP}
+    numbers = {number.replace(",", "") for number in re.findall(r"\d+(?:[.,:]\d+)*", low)}
+
+    assert terms(text) == words | numbers
 
 
 def checked_digest(calls: int = 1500) -> str:

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import math
 import random
 import re
+from collections import Counter
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -12,7 +14,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from graphs import Context, graph
-from pipeline.grouping import Group, group_documents, in_group_order, overview, prompt_note
+from pipeline.grouping import (COMMON, MIN_SHARED, MOST_TERMS, OVERLAP, SIMILAR, WINDOW, Group, _name_of,
+                               group_documents, in_group_order, overview, prompt_note, terms_of)
 from pipeline.summarize import DocResult, pack
 from pipeline.prompting import Piece
 from tests.fake_openai import FakeOpenAI, default_reply
@@ -167,6 +170,57 @@ def test_grouping_partitions_the_summarized_documents_whatever_their_order(resul
     firsts = [min((r["source"], r["id"]) for r in results if r["id"] in g["documents"]) for g in groups]
     assert firsts == sorted(firsts)  # groups go by their first document, in reduce order
     assert all(len(g["documents"]) > 1 or not g["terms"] for g in groups)
+
+
+_TOPICS = [[f"{a}{b}" for b in ("oval", "ston", "mind", "reef", "gate", "lume")] for a in ("harb", "citr", "bake")]
+_TOPICS.append(["지방공무원법", "육아휴직", "연령을", "감귤은", "수확을", "시작한다"])
+_SHARED = ["ferry", "budget", "council", "survey", "market", "station", "weather", "bridge"]
+
+
+@st.composite
+def _related(draw: st.DrawFn) -> list[DocResult]:
+    """Up to 60 documents on a few topics, all drawing on a few shared words: more than a window's worth each."""
+    results = []
+    for i in range(1, draw(st.integers(2, 60)) + 1):
+        words = draw(st.lists(st.sampled_from(draw(st.sampled_from(_TOPICS))), max_size=10))
+        words += draw(st.lists(st.sampled_from(_SHARED), max_size=8))
+        results.append(_result(i, "- " + " ".join(words) + ".", f"notes/{draw(st.sampled_from(['a', 'b']))}-{i}"))
+    return results
+
+
+def _every_pair_compared(results: list[DocResult]) -> set[frozenset[int]]:
+    """The groups by the rule grouping states, every pair that a window holds compared: slow, plain, for reference."""
+    own = sorted(results, key=lambda r: (r["source"], r["id"]))
+    terms = [terms_of(r["summary"]) | terms_of(_name_of(r["source"])) for r in own]
+    held = Counter(t for found in terms for t in found)
+    most = max(2, math.floor(COMMON * len(own)))
+    rare = [sorted((t for t in found if 2 <= held[t] <= most), key=lambda t: (held[t], t))[:MOST_TERMS]
+            for found in terms]
+    weight = {t: math.log(len(own) / held[t]) for t in held}
+    holders: dict[str, list[int]] = {}
+    group = {i: frozenset([own[i]["id"]]) for i in range(len(own))}
+    for i in range(len(own)):
+        for j in range(i):
+            common = [t for t in rare[i] if j in holders.get(t, [])[-WINDOW:]]
+            similar = 0.0
+            for t in common:
+                similar += weight[t]
+            enough = max(MIN_SHARED, min(MOST_TERMS // 2, math.ceil(OVERLAP * min(len(terms[i]), len(terms[j])))))
+            mass_i, mass_j = (sum(weight[t] for t in rare[k]) for k in (i, j))
+            if len(common) >= enough and similar > 0 and similar >= SIMILAR * math.sqrt(mass_i * mass_j):
+                joined = group[i] | group[j]
+                group.update({k: joined for k in group if group[k] in (group[i], group[j])})
+        for t in rare[i]:
+            holders.setdefault(t, []).append(i)
+    return set(group.values())
+
+
+@settings(max_examples=100, deadline=None)
+@given(_related())
+def test_grouping_links_every_pair_the_rule_links(results: list[DocResult]) -> None:
+    # Grouping skips pairs already in one group and tries the latest documents first; the groups
+    # are those of comparing every pair.
+    assert {frozenset(g["documents"]) for g in group_documents(results)} == _every_pair_compared(results)
 
 
 def _pieces(topics: list[int], tokens: int = 100) -> list[Piece]:

@@ -22,9 +22,11 @@ from pipeline.answers.citations import cited, retag
 from pipeline.answers.grounding import CJK, TOKEN, facts, fold
 from pipeline.answers.shape import sentences
 
-# The same tokens in lower-case ASCII text, found sooner: numbers, and words of three letters or more.
-_ASCII_NUMBER = re.compile(r"\d+(?:[.,:]\d+)*")
+# The same tokens in lower-case ASCII text, found sooner: words of three letters or more, and the runs of
+# digits and . , : that hold the numbers (every other character made a space, the text split).
 _ASCII_WORD = re.compile(r"[a-z]{3,}")
+_NUMERALS = bytes.maketrans(bytes(range(128)), bytes(c if chr(c) in "0123456789.,:" else 32 for c in range(128)))
+_NUMBER = re.compile(r"\d+(?:[.,:]\d+)*")
 _STOP = frozenset("""
 the and for are was were has have had with from that this these those into over under about after before
 its their his her our your they them than then also not but can will would could should may might more most
@@ -40,12 +42,19 @@ INDEX_MOST = 256  # past this many documents in a call, only those its answer ci
 
 def terms(text: str) -> frozenset[str]:
     """The terms a bullet and a summary are compared by: words, numbers, CJK character pairs."""
-    text = retag(text, lambda k: None)
+    text = retag(text, _untagged)
     if text.isascii():  # the common case, with sets: numbers, and words past the stop list
-        low = text.lower()
-        words = set(_ASCII_WORD.findall(low))
+        words = set(_ASCII_WORD.findall(text.lower()))
         words -= _STOP
-        return frozenset({word[:6] for word in words}.union(map(_number, _ASCII_NUMBER.findall(low))))
+        found = {word[:6] for word in words}
+        for run in text.encode("ascii").translate(_NUMERALS).decode("ascii").split():
+            if run.isdigit():
+                found.add(run)
+            elif (inner := run.strip(".,:")).isdigit():
+                found.add(inner)
+            elif inner:
+                found.update(map(_number, _NUMBER.findall(inner)))
+        return frozenset(found)
     tokens = TOKEN.findall(text.lower())
     found: set[str] = set()
     for token in tokens:
@@ -56,6 +65,10 @@ def terms(text: str) -> frozenset[str]:
         elif len(token) >= 3 and token not in _STOP:
             found.add(token[:6])  # a crude stem: "loaves"/"loaf" differ, "ferries"/"ferry" meet
     return frozenset(found)
+
+
+def _untagged(doc: int) -> None:
+    return None
 
 
 def _number(token: str) -> str:
