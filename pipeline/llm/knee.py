@@ -44,12 +44,13 @@ class KneeSearch:
     level's latency, and the search goes on from there: it probes one step up
     (kept if throughput grew by `WORTH` of the step: below the knee batching still pays)
     and one step down (kept if throughput held: the step was queue), and cruises
-    `CRUISE_ROUNDS` rounds between such probes. Latency up by `QUEUE_RISE` more than the step in calls in
-    flight explains means a queue formed (the server lost capacity): the limit is cut at
-    once to what kept the old latency; at an unchanged limit, latency down as much means
-    capacity came back: slow start again; a probe down that gains throughput with fewer
-    calls in flight means it too, and the search probes up from the limit settled on. A
-    round where demand leaves the limit unused teaches nothing and changes nothing. Feed it with `observe`; it returns a new limit
+    `CRUISE_ROUNDS` rounds between such probes. Latency up by `QUEUE_RISE` more than the
+    step in calls in flight explains means a queue formed (the server lost capacity): the
+    limit is cut at once to what kept the old latency; at an unchanged limit, latency down
+    as much means capacity came back: slow start again. A probe down that gains throughput
+    (`GOT_FASTER`) is kept and followed at once by a probe up: the server gained capacity,
+    or the limit settled on was past its best. A round where demand leaves the limit unused
+    teaches nothing and changes nothing. Feed it with `observe`; it returns a new limit
     when it decides one. A round costs a few float additions per answer, nothing more.
     """
 
@@ -143,8 +144,9 @@ class KneeSearch:
                 self._settle(in_flight, throughput, latency, limit)
                 return self._probe_up()
             return self._probe_down()
-        if self._got_faster(in_flight, throughput):  # PROBE_DOWN, yet more throughput: the server gained capacity
-            return self._probe_up()  # from the limit settled on, which a stronger server takes
+        if self._got_faster(in_flight, throughput):  # PROBE_DOWN, yet more throughput: no step down further
+            self._settle(in_flight, throughput, latency, limit)  # (an overloaded server gains with fewer calls too)
+            return self._probe_up()  # a server that gained capacity pays for it at once
         if self._holds(in_flight, throughput):  # PROBE_DOWN: nothing lost, the step was queue
             self._settle(in_flight, throughput, latency, limit)
             return self._probe_down()

@@ -67,7 +67,9 @@ class RequestEncoder:
     def encode(self, extra_body: dict[str, Any], model: str, temperature: Any, prompt: Prompt | str,
                max_tokens: Any) -> bytes:
         """The body `json.dumps(payload(extra_body, model, wire_messages(prompt), temperature, max_tokens))` gives."""
-        fixed = (model, temperature, *extra_body.items())
+        # By type and repr, not by ==: 1, 1.0 and True are equal, -0.0 and 0.0 too, and each is written its own way.
+        fixed = (model, type(temperature), repr(temperature),
+                 *[(type(k), repr(k), type(v), repr(v)) for k, v in extra_body.items()])
         if fixed != self._fixed:
             if not self._prepare(extra_body, model, temperature, fixed):
                 return _dumps(payload(extra_body, model, wire_messages(prompt), temperature, max_tokens))
