@@ -59,6 +59,14 @@ def test_a_field_changed_in_place_changes_the_next_body() -> None:
     assert encoder.encode(extra, "m", 0.0, prompt, 400) == dumped(extra, "m", 0.0, prompt, 400)
 
 
+def test_a_setting_changed_to_an_equal_value_of_another_type_is_written_as_that_type() -> None:
+    # 1, 1.0 and True are equal in Python and written three ways in JSON; so are 0.0 and -0.0.
+    encoder, prompt = RequestEncoder(), Prompt("Summarize.", "Text.")
+    for temperature, extra in [(1.0, {}), (1, {}), (True, {}), (0.0, {}), (-0.0, {}), (0.2, {"top_k": 1}),
+                               (0.2, {"top_k": 1.0}), (0.2, {"top_k": True}), (0.2, {1: 2}), (0.2, {True: 2})]:
+        assert encoder.encode(extra, "m", temperature, prompt, 400) == dumped(extra, "m", temperature, prompt, 400)
+
+
 def test_many_instructions_are_each_encoded_right() -> None:
     encoder = RequestEncoder()
     for i in range(40):  # more than are kept
