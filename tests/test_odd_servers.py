@@ -270,3 +270,18 @@ async def test_a_declared_length_over_the_cap_is_refused_before_reading(odd, mon
         assert (await chat.acomplete("short", max_tokens=50))[0].startswith("word")
         with pytest.raises(AnswerTooLargeError, match="bytes, over the"):
             await chat.acomplete("long", max_tokens=50)
+
+
+async def test_a_max_tokens_set_only_in_the_extra_body_caps_the_answer_too(odd, monkeypatch: pytest.MonkeyPatch) -> None:
+    import aiohttp
+
+    from pipeline.llm.client import OpenAICompatChat
+
+    monkeypatch.setattr(answer_module, "ANSWER_BASE_BYTES", 16 * 1024)
+    body = json.dumps(completion("word " * 20_000)).encode()  # 100 KB: over 16 KB + 64 B for each of 10 tokens
+    server = odd(lambda request: body)
+    async with aiohttp.ClientSession() as session:
+        chat = OpenAICompatChat(model="odd", base_url=server.base_url, session=session,
+                                extra_body={"max_tokens": 10})
+        with pytest.raises(AnswerTooLargeError):
+            await chat.acomplete("Summarize.", max_tokens=None)  # type: ignore[arg-type]

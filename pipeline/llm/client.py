@@ -281,7 +281,9 @@ class OpenAICompatChat(BaseChatModel):
             async with request as resp:
                 status = resp.status
                 if status == 200:
-                    return await read_capped(resp, answer_cap(max_tokens), self.on_read)
+                    # The request's max_tokens: the call's, else one the extra body sets.
+                    return await read_capped(resp, answer_cap(max_tokens or self.extra_body.get("max_tokens")),
+                                             self.on_read)
                 said = await read_capped(resp, ERROR_BODY_BYTES, cut=True)
                 raise error_for_status(status, _error_detail(said, redact), retry_after(resp.headers),
                                        where=redact_url(url) or url, model=self.model)
