@@ -156,6 +156,8 @@ def _linked(linking: Sequence[tuple[str, ...]], sizes: Sequence[int], held: Coun
             continue
         windows = [latest.setdefault(t, []) for t in rare]
         at = i
+        # A window lists its holders oldest first: when each one's oldest is at `run` or later,
+        # every document this one's terms meet lies in the run, all of it one group.
         if run <= min((w[0] for w in windows if w), default=-1):
             # Every document these terms meet is in one group: a link to any one of them settles
             # the rest, and one of the latest is likely to be like this one. Those are still in
@@ -168,7 +170,7 @@ def _linked(linking: Sequence[tuple[str, ...]], sizes: Sequence[int], held: Coun
                     break
         if at == i:
             for j, shared in Counter(chain.from_iterable(windows)).items():
-                b = parent[j]
+                b = parent[j]  # j's root, unless that has a parent of its own: only then is root() called
                 if b != at and parent[b] != b:
                     b = root(j)
                 if b != at and (shared >= need[i] or shared >= need[j]) and \
@@ -179,7 +181,7 @@ def _linked(linking: Sequence[tuple[str, ...]], sizes: Sequence[int], held: Coun
             w.append(i)
             if len(w) > WINDOW:
                 del w[0]
-        if i and at != root(i - 1):
+        if i and at != root(i - 1):  # not in the group of the one before: a new run starts here
             run = i
     return root
 

@@ -46,6 +46,8 @@ _VERBS = ("is", "are", "was", "were", "written", "answered", "summarized", "summ
 _IN_LANGUAGE = re.compile(r" in (?:" + "|".join(rf"(?<=\b{verb} in )" for verb in _VERBS)
                           + r")(?:english|korean|japanese|chinese)\b", re.IGNORECASE)
 _IN_KOREAN = re.compile(r"(?:한국어|영어|일본어|중국어)로\s*(?:작성|답변|요약|쓰여|기술|되어)", re.IGNORECASE)
+# The remark as the whole text, where a line break may come only in the spaces after "로".
+_IN_KOREAN_LINE = re.compile(r"[^\n]*" + _IN_KOREAN.pattern + r"\S*[^\n]*", re.IGNORECASE)
 _FILLER_MAX_WORDS = 15
 BULLET = re.compile(r"^\s*(?:[-*•]|\d+[.)])\s+")  # a Markdown bullet's mark: "- ", "* ", "• ", "1. ", "2) "
 WORD = re.compile(r"\w+", re.UNICODE)
@@ -103,7 +105,7 @@ def _is_filler(bare: str) -> bool:
     if _FILLER.fullmatch(bare):
         return True
     if "\n" in bare:  # never in a line; "." matches no line break, only the spaces after "로" may span one
-        return bool(re.fullmatch(r"[^\n]*" + _IN_KOREAN.pattern + r"\S*[^\n]*", bare, re.IGNORECASE))
+        return bool(_IN_KOREAN_LINE.fullmatch(bare))
     return bool(_IN_LANGUAGE.search(bare) or ("로" in bare and _IN_KOREAN.search(bare)))
 
 
