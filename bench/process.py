@@ -69,12 +69,18 @@ def phases_of(stderr: str, calls: int) -> list[int]:
     return [calls - sum(levels) - 1, *levels, 1]
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Run the rounds and print one JSON line per process, then the best and median ratios."""
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def scenario_parser(doc: str) -> argparse.ArgumentParser:
+    """A parser described by `doc`'s first line, with the scenario's options: files, concurrency, latency."""
+    p = argparse.ArgumentParser(description=doc.splitlines()[0])
     p.add_argument("--n", type=int, default=20_000, help="files")
     p.add_argument("--c", type=int, default=256, help="concurrency")
     p.add_argument("--l", type=float, default=0.1, help="server latency, seconds")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the rounds and print one JSON line per process, then the best and median ratios."""
+    p = scenario_parser(__doc__)
     p.add_argument("--repeat", type=int, default=3, help="rounds of CLI then floor")
     p.add_argument("--src", type=Path, default=ROOT, help="checkout whose run.py to measure")
     p.add_argument("--no-adapt", action="store_true",

@@ -15,7 +15,6 @@ permission to trace a child process. Nothing is asserted.
 
 from __future__ import annotations
 
-import argparse
 import os
 import shutil
 import subprocess
@@ -26,7 +25,7 @@ from pathlib import Path
 
 from bench.docs import write_docs
 from bench.fake_server import BenchServer
-from bench.process import timed
+from bench.process import scenario_parser, timed
 
 ROOT = Path(__file__).resolve().parent.parent
 # (area, pieces of a frame's file path that put a sample there).
@@ -72,10 +71,7 @@ def shares(raw: str) -> tuple[Counter[str], int]:
 
 def main(argv: list[str] | None = None) -> int:
     """Run the CLI once under py-spy and print each area's share of its CPU."""
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--n", type=int, default=20_000, help="files")
-    p.add_argument("--c", type=int, default=256, help="concurrency")
-    p.add_argument("--l", type=float, default=0.1, help="server latency, seconds")
+    p = scenario_parser(__doc__)
     p.add_argument("--rate", type=int, default=200, help="samples a second")
     p.add_argument("--keep", type=Path, help="keep py-spy's raw samples here")
     args = p.parse_args(argv)
