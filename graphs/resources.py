@@ -122,6 +122,7 @@ def call_stats(runner: LLMRunner, context: Context) -> dict[str, Any]:
         "prompt_tokens": s.prompt_tokens,
         "completion_tokens": s.completion_tokens,
         "retries": s.retries,
+        "unanswered_calls": s.unanswered,  # counted in llm_calls: sent, never read (the run stopped first)
         "rate_limited": s.rate_limited,
         "concurrency_lowest": runner.concurrency.lowest,
         "peak_in_flight": s.peak_in_flight,

@@ -38,7 +38,27 @@ def test_the_report_counts_every_call_however_the_run_is_stopped(fake: FakeOpenA
     calls = report.get("llm_calls", {}).get("map", 0)
     # Every request the server saw was counted; at most the calls in flight were counted and never sent.
     assert received <= calls <= received + CONCURRENCY, (received, calls)
-    assert calls >= len(ok)
+    assert calls - report["unanswered_calls"] >= len(ok)  # what was never read is said apart
+    assert 0 <= report["unanswered_calls"] <= CONCURRENCY
     # Every answer a document kept was counted in the tokens.
     assert report.get("completion_tokens", 0) >= sum(line["tokens_out"] for line in ok)
     assert report.get("prompt_tokens", 0) >= sum(line["tokens_in"] for line in ok)
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_calls_in_flight_when_the_run_stops_are_counted_as_unanswered(fake: FakeOpenAI, tmp_path: Path,
+                                                                       sig: signal.Signals) -> None:
+    docs = _write_docs(tmp_path / "in", 12)
+    out = tmp_path / "out"
+    fake.latency = 30.0  # no answer comes back before the signal
+    proc = _start_cli(str(docs), "--base-url", fake.base_url, "--out", str(out), "--no-store", "--no-adapt",
+                      "--concurrency", str(CONCURRENCY))
+    deadline = time.monotonic() + 30
+    while fake.chat_calls < CONCURRENCY and time.monotonic() < deadline and proc.poll() is None:
+        time.sleep(0.002)
+    proc.send_signal(sig)
+    proc.communicate(timeout=30)
+
+    report = json.loads((out / "report.json").read_text(encoding="utf-8"))
+    assert report["llm_calls"]["map"] == report["unanswered_calls"] == fake.chat_calls == CONCURRENCY
+    assert report["documents"]["ok"] == 0 and report["completion_tokens"] == 0

@@ -76,6 +76,7 @@ class CallStats:
     peak_in_flight: int = 0
     succeeded: int = 0
     malformed: int = 0  # answers that were not chat completions at all
+    unanswered: int = 0  # calls sent whose answers the run stopped before reading (Ctrl-C, SIGTERM, a fatal error)
     answers: Counter[str] = field(default_factory=Counter)  # what the answer checks did (pipeline/answers/checks.py)
     citations: Counter[str] = field(default_factory=Counter)  # what the tag checks did (pipeline/answers/attribution.py)
 
@@ -258,6 +259,9 @@ class LLMRunner:
                             text, usage = await self.caller.acomplete(prompt, max_tokens, scaled=False)
                         else:
                             text, usage = await self.caller.acomplete(prompt, max_tokens)
+                    except asyncio.CancelledError:
+                        stats.unanswered += 1  # sent, and perhaps answered and billed, but never read
+                        raise
                     finally:
                         stats.in_flight -= 1
                 if not text.strip():
