@@ -16,7 +16,7 @@ from pipeline.answers import length as lengths
 from pipeline.answers.attribution import check_bullets
 from pipeline.answers.checks import BULLET, clean, drop_labels, in_language
 from pipeline.answers.citations import cited, retag
-from pipeline.answers.backfill import fill, header_point
+from pipeline.answers.backfill import fill, header_point, whole_point
 from pipeline.answers.grounding import Evidence, Source, first_point, ground, line_starts_of
 from pipeline.answers.selection import is_concatenation, select
 from pipeline.answers.shape import bullets
@@ -269,6 +269,12 @@ def document_result(ref: DocRef, outcomes: Sequence[object], *, text: str | None
     if not kept and (first := first_point(text, ref["spans"][0], starts, opening)) is not None:
         counts["extracted"] += 1  # nothing the model wrote stands on the document: its own first sentence does
         kept, evidence = [first[0]], [first[1]]
+    elif not kept and (whole := whole_point(text, starts)) is not None:
+        counts["extracted"] += 1  # nor any sentence of it: a document of a few words says all there is
+        return _result(ref, "ok", summary=whole[0], evidence=[whole[1]], **tokens)
+    if not kept:  # ok with nothing to show would hide it: say why, and the rerun pays nothing (the store)
+        return _result(ref, "failed", error="nothing the model wrote stands on the document, and no sentence of "
+                       "its own can stand for it", **tokens)
     if kept and (header := header_point(text, starts)) is not None:
         counts["header_point"] += 1  # the document's own header fields: its title, number, date, sponsor
         kept, evidence = [header[0], *kept], [header[1], *evidence]

@@ -170,3 +170,33 @@ def test_a_transcript_is_no_header() -> None:
     talk = ("Alice: " + "we should move the launch because the vendor is late " * 30
             + "\nBob: Agreed, let us wait\nCarol: Fine by me\nDave: I will tell Sales\n")
     assert header_point(talk) is None
+
+
+@given(words=st.lists(st.text(st.characters(categories=("L", "N", "P")), min_size=1, max_size=14), min_size=1,
+                      max_size=12), spaces=st.lists(st.sampled_from([" ", "\n", "  ", "\t", "\n\n"]), min_size=13,
+                                                    max_size=13))
+@settings(max_examples=200, deadline=None)
+def test_a_document_too_short_for_any_point_is_summarized_by_its_own_words(words: list[str],
+                                                                          spaces: list[str]) -> None:
+    text = spaces[0] + "".join(w + s for w, s in zip(words, spaces[1:]))
+    if not any(c.isalnum() for c in text):
+        return
+    result, counts = _result(text, "SUMMARY[3 words]: It is short.")  # nothing of it stands on the document
+
+    assert result["status"] == "ok" and counts["extracted"] + counts["backfilled"] == 1
+    points = result["summary"].splitlines()
+    assert points and len(points) == len(result["evidence"])
+    for point, evidence in zip(points, result["evidence"]):
+        assert point.startswith("- ") and set(point[2:].split()) <= set(text.split())  # its own words
+        quoted = " ".join(text[evidence[i]:evidence[i + 1]] for i in range(0, len(evidence), 4))
+        assert set(point[2:].split()) <= set(quoted.split())
+
+
+def test_a_long_document_nothing_can_stand_for_fails_with_its_reason_rather_than_an_empty_summary() -> None:
+    numbers = "\n".join(f"{i} {i * 7} {i * 13}" for i in range(1, 200))  # a table of numbers, no sentence
+
+    result, _ = _result(numbers, "SUMMARY[597 words]: The table lists values.")
+
+    assert result["status"] == "failed" and not result.get("summary")
+    assert result["error"] == ("nothing the model wrote stands on the document, and no sentence of its own "
+                               "can stand for it")

@@ -180,3 +180,23 @@ def header_point(text: str, line_starts: Sequence[int] | None = None) -> tuple[s
 
 def _line(starts: Sequence[int], at: int) -> int:
     return bisect.bisect_right(starts, at)
+
+
+SHORT_WORDS, SHORT_CHARS = 12, 180  # a document this short (words and characters) can be its own summary
+
+
+def whole_point(text: str, line_starts: Sequence[int] | None = None) -> tuple[str, Evidence] | None:
+    """A short document's whole text as its one point ("Closed today.", a date, a name); None for a longer one.
+
+    For a document too short for a sentence of MIN_WORDS words, when nothing the model
+    wrote stands on it: its summary is what it says, word for word.
+    """
+    if len(text) > 4 * SHORT_CHARS:  # no split of a long text (spaces and line breaks aside, it is no short one)
+        return None
+    words = text.split()
+    if not words or len(words) > SHORT_WORDS or len(" ".join(words)) > SHORT_CHARS or not any(map(str.isalnum, text)):
+        return None
+    starts = line_starts if line_starts is not None else line_starts_of(text)
+    s = len(text) - len(text.lstrip())
+    e = len(text.rstrip())
+    return "- " + " ".join(words), [s, e, _line(starts, s), _line(starts, e - 1)]
