@@ -79,3 +79,32 @@ async def test_rate_limit_spends_a_minutes_budget_then_waits(monkeypatch: pytest
     assert clock.slept == []
     await rpm.take(1)
     assert clock.slept == [pytest.approx(1.0)]
+
+
+async def test_a_rate_limit_that_holds_calls_back_says_so_once(monkeypatch: pytest.MonkeyPatch,
+                                                                caplog: pytest.LogCaptureFixture) -> None:
+    clock = FakeClock()
+    monkeypatch.setattr(limits.time, "monotonic", clock.monotonic)
+    monkeypatch.setattr(limits.asyncio, "sleep", clock.sleep)
+    tpm = RateLimit(1, "tpm")  # less than any call: one call a minute, and a run that looks stuck
+
+    for _ in range(3):
+        await tpm.take(900)
+
+    assert clock.slept == [pytest.approx(60.0)] * 2
+    said = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert said == ["the tpm limit, 1 a minute, is less than one call's 900: one call a minute at most"]
+
+
+async def test_a_long_wait_for_a_rate_limit_is_said_once(monkeypatch: pytest.MonkeyPatch,
+                                                         caplog: pytest.LogCaptureFixture) -> None:
+    clock = FakeClock()
+    monkeypatch.setattr(limits.time, "monotonic", clock.monotonic)
+    monkeypatch.setattr(limits.asyncio, "sleep", clock.sleep)
+    rpm = RateLimit(3, "rpm")
+
+    for _ in range(6):
+        await rpm.take(1)
+
+    said = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert said == ["the rpm limit, 3 a minute, holds calls back: the next one waits 20 s"]

@@ -94,7 +94,7 @@ def make_runner(model: Any, settings: ChatSettings, name: str, *, store: ResultS
                 memory: MemoryGuard | None = None, progress: Progress | None = None) -> LLMRunner:
     """The runner of `model`'s calls (named `name`) with the settings' limits, writing to `store`."""
     s = settings
-    limits = CallLimits(rpm=RateLimit(s.rpm) if s.rpm else None, tpm=RateLimit(s.tpm) if s.tpm else None,
+    limits = CallLimits(rpm=RateLimit(s.rpm, "rpm") if s.rpm else None, tpm=RateLimit(s.tpm, "tpm") if s.tpm else None,
                         budget=Budget(s.price, s.max_cost) if s.price else None, memory=memory)
     # A pool's endpoints each find their own server's knee; a single endpoint's is found here.
     adapt = s.adapt and not isinstance(model, EndpointPool)

@@ -234,24 +234,38 @@ def timed_out(error: BaseException | None) -> bool:
     return False
 
 
+HELD_BACK_S = 10.0  # a wait for a rate limit this long is said once, so that a slow run is not a silent one
+
+
 class RateLimit:
     """A token bucket refilled continuously: `per_minute` units, spent up to a minute's worth at once."""
 
-    def __init__(self, per_minute: float) -> None:
+    def __init__(self, per_minute: float, name: str = "rate") -> None:
         self.capacity = float(per_minute)
         self.rate = per_minute / 60.0
+        self.name = name  # "rpm", "tpm": for the one line that says calls are held back
         self._level = self.capacity
         self._stamp = time.monotonic()
         self._lock = asyncio.Lock()
+        self._told = False
 
     async def take(self, amount: float) -> None:
         """Wait until `amount` units (capped at the bucket's size) are available, then spend them."""
+        if amount > self.capacity and not self._told:
+            self._told = True
+            log.warning("the %s limit, %g a minute, is less than one call's %.0f: one call a minute at most",
+                        self.name, self.capacity, amount)
         amount = min(amount, self.capacity)
         async with self._lock:  # first come, first served
             now = time.monotonic()
             self._level = min(self.capacity, self._level + (now - self._stamp) * self.rate)
             self._stamp = now
             if self._level < amount:
-                await asyncio.sleep((amount - self._level) / self.rate)
+                wait = (amount - self._level) / self.rate
+                if wait >= HELD_BACK_S and not self._told:
+                    self._told = True
+                    log.warning("the %s limit, %g a minute, holds calls back: the next one waits %.0f s",
+                                self.name, self.capacity, wait)
+                await asyncio.sleep(wait)
                 self._level, self._stamp = amount, time.monotonic()
             self._level -= amount
