@@ -72,6 +72,8 @@ def check_writable(out: Path | None, store: Path | None) -> None:
 
 def _writable(folder: Path, what: str) -> None:
     """Make `folder` and prove that files can be created in it, or raise InputError."""
+    if folder.exists() and not folder.is_dir():
+        raise InputError(f"{what} {folder} is a file, not a folder: name a folder for the outputs")
     try:
         folder.mkdir(parents=True, exist_ok=True)
         fd, probe = tempfile.mkstemp(dir=folder, prefix=".write-check-")

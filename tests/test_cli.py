@@ -420,3 +420,13 @@ def test_standard_input_counts_as_piped_only_from_a_pipe_or_a_file(tmp_path: Pat
         finally:
             os.close(read_end)
             os.close(write_end)
+
+
+def test_an_out_that_is_a_file_is_a_one_line_error_before_any_call(cli, fake: FakeOpenAI, docs: Path) -> None:
+    (docs.parent / "out").write_text("notes", encoding="utf-8")  # where the run's outputs were to go
+
+    result = cli(str(docs / "*.txt"), base_url=fake.base_url)
+
+    assert result.code == 1 and fake.chat_calls == 0
+    assert result.err.strip().splitlines()[-1] == f"error: --out {result.out_dir} is a file, not a folder: " \
+        "name a folder for the outputs"
