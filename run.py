@@ -199,6 +199,8 @@ def main(argv: Sequence[str] | None = None) -> int:
              extra={"event": "finished", "status": outcome.status, "exit_code": code, "calls": calls,
                     "tokens": (stats.get("prompt_tokens") or 0) + (stats.get("completion_tokens") or 0),
                     "seconds": round(outcome.seconds, 3)})
+    if job.store is None and not args.no_store and calls:
+        log.info("no answer was kept: give --out DIR (or --store FILE) and a rerun pays only for what changed")
     if outcome.message and outcome.stopped == "pending":  # not an error: the work goes on at the server
         _say("pending", outcome.message, as_json=args.log_json, redact=redact.text)
     elif outcome.message:

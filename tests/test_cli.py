@@ -430,3 +430,17 @@ def test_an_out_that_is_a_file_is_a_one_line_error_before_any_call(cli, fake: Fa
     assert result.code == 1 and fake.chat_calls == 0
     assert result.err.strip().splitlines()[-1] == f"error: --out {result.out_dir} is a file, not a folder: " \
         "name a folder for the outputs"
+
+
+def test_a_run_with_nowhere_to_keep_its_answers_says_how_a_rerun_would_pay_less(
+        fake: FakeOpenAI, docs: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    import run
+
+    for var in ("OPENAI_API_KEY", "OPENAI_BASE_URL", "OPENAI_MODEL"):
+        monkeypatch.delenv(var, raising=False)
+    hint = "no answer was kept: give --out DIR (or --store FILE) and a rerun pays only for what changed"
+
+    assert run.main([str(docs / "*.txt"), "--base-url", fake.base_url]) == 0
+    assert hint in capsys.readouterr().err
+    assert run.main([str(docs / "*.txt"), "--base-url", fake.base_url, "--no-store"]) == 0
+    assert hint not in capsys.readouterr().err  # asked for no store: nothing to say
