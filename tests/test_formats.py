@@ -135,6 +135,7 @@ def test_files_that_cannot_be_read_fail_or_skip_alone(cli, fake: FakeOpenAI, tmp
     (folder / "scan.pdf").write_bytes(ff.pdf_bytes((), image_page=True))
     (folder / "torn.pdf").write_bytes(ff.pdf_bytes()[:600])
     (folder / "bomb.docx").write_bytes(ff.zip_bomb(40 * 2**20))
+    (folder / "torn.docx").write_bytes(ff.zip_bomb(2**20)[:300])  # a ZIP cut short in a copy
     (folder / "really_text.pdf").write_text("The minutes were typed in a text editor and saved as a PDF name.")
     (folder / "stray_nuls.txt").write_bytes(b"The ferry ran\x00 on time every day\x00 in May and June.\x00\n" * 3)
     (folder / "noise.txt").write_bytes(bytes(range(128, 256)) * 40)
@@ -148,6 +149,8 @@ def test_files_that_cannot_be_read_fail_or_skip_alone(cli, fake: FakeOpenAI, tmp
     assert (lines["scan.pdf"]["status"], lines["scan.pdf"]["error"]) == ("skipped", "no text layer: scanned?")
     assert lines["torn.pdf"]["status"] == "failed" and "damaged PDF" in lines["torn.pdf"]["error"]
     assert lines["bomb.docx"]["status"] == "failed" and "ZIP bomb" in lines["bomb.docx"]["error"]
+    assert (lines["torn.docx"]["status"], lines["torn.docx"]["error"]) == (
+        "failed", "damaged DOCX: its ZIP archive cannot be opened")
     assert lines["noise.txt"]["status"] == "skipped" and "noise" in lines["noise.txt"]["error"]
     for name in ("really_text.pdf", "stray_nuls.txt", "good.txt"):
         assert lines[name]["status"] == "ok", lines[name]

@@ -57,6 +57,7 @@ def wider(charset: str) -> str:
 
 # Names that promise a format; a file that is something else is read as what it is, and the log says so.
 _PROMISED = {".pdf": "pdf", ".docx": "docx", ".eml": "email"}
+_DAMAGED_ZIP = "a damaged ZIP archive"  # what sniff() says of one
 
 
 def extract(data: bytes, name: str, encoding: str | None = None, depth: int = 0) -> Extracted:
@@ -65,6 +66,8 @@ def extract(data: bytes, name: str, encoding: str | None = None, depth: int = 0)
     promised = _PROMISED.get(os.path.splitext(name)[1].lower())
     if promised is None or kind == promised or encoding is not None or not data:
         return _read(data, name, kind, encoding, depth)
+    if promised == "docx" and kind == _DAMAGED_ZIP:  # a Word file torn in a copy: damaged, as a torn PDF is
+        return Extracted("", "docx", failure="damaged DOCX: its ZIP archive cannot be opened")
     found = _read(data, name, kind, encoding, depth)
     lie = f"named {os.path.splitext(name)[1]} but is {'text' if kind == 'text' else kind}"
     if found.skip_reason:
