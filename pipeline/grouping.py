@@ -90,7 +90,7 @@ def group_documents(results: Iterable[DocResult]) -> list[Group]:
     """Partition the summarized documents into groups, in reduce order: groups by their first document.
 
     A document that shares the summary of another of the same content (`same_as`) goes
-    into that one's group.
+    into that one's group, when it is a group of several documents of their own.
     """
     ok = sorted((r for r in results if r["status"] == "ok"), key=_order)
     own = [r for r in ok if "same_as" not in r]
@@ -116,8 +116,11 @@ def group_documents(results: Iterable[DocResult]) -> list[Group]:
         doc = first_of.get(r["same_as"], r["id"]) if "same_as" in r else r["id"]
         members.setdefault(group_of.get(doc, -1 - r["id"]), []).append(r)
     index = {r["id"]: i for i, r in enumerate(own)}
+    # A document and its copies are one document, no group of related ones: each stands alone.
+    runs = [run for docs in members.values()
+            for run in ([docs] if sum("same_as" not in r for r in docs) > 1 else [[r] for r in docs])]
     return [Group(documents=[r["id"] for r in docs], terms=_name(docs, index, linking, names, held))
-            for docs in members.values()]
+            for docs in runs]
 
 
 def _linking(terms: Sequence[tuple[str, ...]], held: Counter[str], most: int) -> list[tuple[str, ...]]:

@@ -140,6 +140,16 @@ def test_a_copy_goes_into_the_group_of_the_document_it_copies() -> None:
     assert next(g for g in groups if 2 in g["documents"])["documents"] == [7, 2, 4, 6]  # in source order
 
 
+def test_a_document_and_its_copies_alone_are_no_group() -> None:
+    results = [_result(1, _document(FERRY, 1, 4), "a.txt"), _result(2, _document(CITRUS, 2, 4), "c.txt")]
+    results.append(_result(3, results[0]["summary"], "copy-of-a.txt", same_as="a.txt"))
+
+    groups = group_documents(results)
+
+    assert sorted(g["documents"] for g in groups) == [[1], [2], [3]]
+    assert overview(groups, [1, 2, 3]) == ""  # no "3 documents, 1 group: related [D1, D3]"
+
+
 _WORDS = [f"{a}{b}" for a in ("harb", "citr", "bake", "rive", "tran", "scho") for b in ("oval", "ston", "mind")]
 
 
