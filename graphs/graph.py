@@ -43,7 +43,7 @@ from graphs.resources import Resources, open_resources
 from graphs.state import InputState, OutputState, RunState, ShardState, State, add_counts
 from pipeline.answers.evidence import cite_lines, trace
 from pipeline.errors import CollapseError, InputError, NothingSummarizedError
-from pipeline.text.confine import inside, refuse_paths
+from pipeline.text.confine import found_inside, inside, refuse_paths
 from pipeline.text.language import answer_language
 from pipeline.answers.length import parse_length
 from pipeline.grouping import Group, group_documents, in_group_order, is_grouped, overview, several
@@ -363,7 +363,14 @@ def _files(paths: list[str], root: str | os.PathLike[str] | Literal[False] | Non
         refuse_paths(paths)
     if root is None or root is False:
         return expand_inputs(paths, must_find=must_find)
-    return inside(root, expand_inputs(inside(root, paths), must_find=must_find))
+    named = inside(root, paths)  # a name outside the root is refused, and the run with it
+    kept, out = found_inside(root, expand_inputs(named, must_find=must_find))
+    if out:  # a link found in a folder that leads out: that file is left out, the run goes on
+        log.warning("left out %d file%s behind links that lead out of the folder this server reads (%s)", len(out),
+                    "" if len(out) == 1 else "s", out[0])
+        if not kept and must_find:
+            raise InputError(f"refused: every file found leads out of the folder this server reads ({out[0]})")
+    return kept
 
 
 def _in_own_loop(node: Callable[[State, RunnableConfig], Awaitable[dict[str, Any]]]

@@ -232,7 +232,7 @@ def rooted(tmp_path: Path) -> Path:
     return root
 
 
-@pytest.mark.parametrize("name", ["{outside}/secret.txt", "../secret.txt", "notes/leak.txt", "notes",
+@pytest.mark.parametrize("name", ["{outside}/secret.txt", "../secret.txt", "notes/leak.txt",
                                   "notes/../../*.txt", "/etc/os-release"])
 async def test_paths_outside_the_root_are_refused_in_one_line(fake_in_loop: FakeOpenAI, rooted: Path,
                                                               name: str) -> None:
@@ -243,6 +243,30 @@ async def test_paths_outside_the_root_are_refused_in_one_line(fake_in_loop: Fake
                                context=Context(base_url=fake_in_loop.base_url))
 
     assert "\n" not in str(caught.value) and fake_in_loop.chat_calls == 0
+
+
+@pytest.mark.parametrize("name", ["notes", "notes/*.txt", "**/*.txt"])
+async def test_a_link_found_in_a_folder_that_leads_out_of_the_root_is_left_out_and_the_run_goes_on(
+        fake_in_loop: FakeOpenAI, rooted: Path, name: str, caplog: pytest.LogCaptureFixture) -> None:
+    confined = make_builder(root=rooted).compile(name=NAME)
+
+    out = await confined.ainvoke({"paths": [name]}, context=Context(base_url=fake_in_loop.base_url))
+
+    assert [Path(r["source"]).name for r in out["results"]] == ["tide.txt"] and out["results"][0]["status"] == "ok"
+    received = repr(fake_in_loop.bodies)
+    assert "tide table" in received and "vault" not in received  # never read
+    assert "left out 1 file behind links that lead out of the folder this server reads" in caplog.text
+
+
+async def test_a_folder_whose_every_file_leads_out_of_the_root_is_refused_in_one_line(
+        fake_in_loop: FakeOpenAI, rooted: Path) -> None:
+    (rooted / "notes" / "tide.txt").unlink()
+    confined = make_builder(root=rooted).compile(name=NAME)
+
+    with pytest.raises(InputError, match=r"^refused: every file found leads out of the folder this server reads"):
+        await confined.ainvoke({"paths": ["notes"]}, context=Context(base_url=fake_in_loop.base_url))
+
+    assert fake_in_loop.chat_calls == 0
 
 
 async def test_paths_inside_the_root_are_read_relative_ones_from_it(fake_in_loop: FakeOpenAI, rooted: Path) -> None:

@@ -27,6 +27,16 @@ def inside(root: str | os.PathLike[str], paths: Iterable[str]) -> list[str]:
     return out
 
 
+def found_inside(root: str | os.PathLike[str], paths: Iterable[str]) -> tuple[list[str], list[str]]:
+    """Split the files a walk of folders inside `root` found into those inside it and those a link leads out to."""
+    real_root = os.path.realpath(os.fspath(root))
+    kept: list[str] = []
+    out: list[str] = []
+    for path in paths:
+        (kept if os.path.commonpath([real_root, os.path.realpath(path)]) == real_root else out).append(path)
+    return kept, out
+
+
 def refuse_paths(paths: list[str]) -> None:
     """Raise InputError when there are paths: this server takes documents as texts only."""
     if paths:
