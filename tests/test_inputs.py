@@ -238,6 +238,28 @@ def test_a_loop_of_links_in_a_folder_is_skipped_and_the_rest_summarized(cli, fak
         assert "forty berths" in fake.bodies[0]["messages"][-1]["content"]
 
 
+# What the help says a folder gives, by the suffixes that give it.
+_FOLDER_KINDS = {"text": (".txt", ".text", ".rst"), "Markdown": (".md", ".markdown"), "PDF": (".pdf",),
+                 "HTML": (".html", ".htm", ".xhtml"), "DOCX": (".docx",), "e-mail": (".eml", ".mbox")}
+
+
+def test_the_help_says_which_documents_a_folder_gives(tmp_path: Path) -> None:
+    from pipeline.cli_options import build_parser
+    from pipeline.text.formats import DOCUMENT_SUFFIXES
+
+    suffixes = [suffix for kinds in _FOLDER_KINDS.values() for suffix in kinds]
+    for suffix in [*suffixes, ".csv", ".jsonl"]:
+        (tmp_path / f"doc{suffix}").write_bytes(b"x")
+    help_text = build_parser({}).format_help()
+    inputs_help = help_text[help_text.index("positional arguments:"):help_text.index("\noptions:")]
+    words = "".join(inputs_help.split())  # as wrapped, a line may break at a hyphen
+
+    assert sorted(suffixes) == sorted(DOCUMENT_SUFFIXES)
+    assert expand_inputs([str(tmp_path)]) == sorted(str(tmp_path / f"doc{suffix}") for suffix in suffixes)
+    assert all(kind in words for kind in _FOLDER_KINDS)
+    assert "*.md" not in words
+
+
 def test_missing_names_fifos_and_devices_get_their_own_lines(tmp_path: Path) -> None:
     (tmp_path / "real.txt").write_text("The ferry ran at dawn.", encoding="utf-8")
     os.mkfifo(tmp_path / "pipe.txt")
