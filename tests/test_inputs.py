@@ -57,6 +57,14 @@ def test_a_file_reached_by_two_names_is_listed_once(tmp_path: Path) -> None:
     assert expand_inputs([f"{tmp_path}/*.txt", str(tmp_path / "a.txt")]) == [str(tmp_path / "a.txt")]
 
 
+def test_a_link_beside_its_target_is_listed_under_the_name_that_sorts_first(tmp_path: Path) -> None:
+    (tmp_path / "u16nobom.txt").write_text("x", encoding="utf-8")
+    (tmp_path / "same-link.txt").symlink_to(tmp_path / "u16nobom.txt")
+
+    assert expand_inputs([str(tmp_path)]) == [str(tmp_path / "same-link.txt")]
+    assert expand_inputs([str(tmp_path / "u16nobom.txt"), str(tmp_path)]) == [str(tmp_path / "u16nobom.txt")]
+
+
 # A generated tree: folders, files, and links to folders (up, down, sideways) or files.
 _NAMES = st.sampled_from(["a", "b", "c", ".h"])
 _TREE = st.recursive(
