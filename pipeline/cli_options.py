@@ -86,7 +86,8 @@ def build_parser(env: dict[str, str]) -> argparse.ArgumentParser:
                "1 bad usage or nothing summarized, 75 batches submitted and not yet answered (--no-wait: run "
                "again later), 130 interrupted, 143 terminated.")
     p.add_argument("inputs", nargs="*", metavar="PATH_OR_GLOB",
-                   help="files, globs (quote them to recurse with **), directories (*.txt, *.md inside), "
+                   help="files, globs (quote them to recurse with **), directories (every document below: "
+                        "text, Markdown, PDF, HTML, DOCX, e-mail), "
                         "or - for a document on standard input (read without - when it is piped in and "
                         "nothing else is given)")
     p.add_argument("--config", type=Path, help="TOML file with any of these options; the command line wins")

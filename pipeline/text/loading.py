@@ -75,14 +75,16 @@ def expand_inputs(names: Iterable[str | os.PathLike[str]], *, must_find: bool = 
     """Turn named files, folders and globs into the list of files to plan, each listed once.
 
     The one expansion of every entry point (the CLI's arguments, the graph's `paths`). A
-    folder gives its *.txt and *.md files, a glob (`**` recursing) what it matches. A
-    name that gives no file (missing, a glob that matches nothing, a folder without
-    documents, a FIFO or a device) is kept as it is, and planning makes it that input's
-    own failure with the reason; but when no name gives anything and `must_find` (no
-    other input, such as a text in memory, is given), an InputError says why at once,
+    folder gives the documents below it (DIRECTORY_SUFFIXES), a glob (`**` recursing) what
+    it matches. A name that gives no file (missing, a glob that matches nothing, a folder
+    without documents, a FIFO or a device) is kept as it is, and planning makes it that
+    input's own failure with the reason; but when no name gives anything and `must_find`
+    (no other input, such as a text in memory, is given), an InputError says why at once,
     before any call. Links to folders are never followed while walking a folder or a
-    glob, so a link loop ends; what walking finds is de-duplicated by real path. A plain
-    file name (with a .txt or .md ending and no glob character) is taken without a stat,
+    glob, so a link loop ends; a link that leads nowhere (dangling, a loop) is listed
+    under its own name, for planning to skip with the reason. What walking finds is
+    de-duplicated by real path, under the first name met (sorted within a folder). A plain
+    file name (with a document's ending and no glob character) is taken without a stat,
     so a listing of 200,000 files costs none. Paths stay strings.
     """
     found: list[tuple[str, Listing | None]] = []
@@ -158,19 +160,36 @@ def _walk(folder: str, *, input_only: bool, depth: int | None = None) -> Listing
             continue
         with entries:
             for entry in entries:
-                if entry.is_dir(follow_symlinks=False):
+                if _is_folder(entry, follow_symlinks=False):
                     if depth is None or level < depth:
                         pending.append((entry.path, level + 1))
                 elif not input_only or _has_input_suffix(entry.name):
                     if entry.is_symlink():
-                        if entry.is_dir():
+                        if _is_folder(entry, follow_symlinks=True):
                             continue  # a link to a folder
-                        links[entry.path] = os.path.realpath(entry.path)
+                        if target := _target(entry.path):
+                            links[entry.path] = target
                     found.append(entry.path)
     found.sort()
     # Below a folder reached through no link, a path's real path is the folder's plus the rest.
     real_folder, cut = os.path.realpath(folder).rstrip(os.sep), len(folder.rstrip(os.sep))
     return found, lambda path: links.get(path) or real_folder + path[cut:]
+
+
+def _is_folder(entry: os.DirEntry[str], *, follow_symlinks: bool) -> bool:
+    """Whether an entry is a folder; one that cannot be told (a link loop: ELOOP) is not, and is listed."""
+    try:
+        return entry.is_dir(follow_symlinks=follow_symlinks)
+    except OSError:
+        return False  # planning reads it, and records why it cannot
+
+
+def _target(link: str) -> str | None:
+    """The real path a link leads to; None for one that leads nowhere (dangling, a loop), to keep its own name."""
+    try:
+        return os.path.realpath(link, strict=True)
+    except OSError:  # non-strict, two such links could share a made-up path and one would go unlisted
+        return None
 
 
 def _glob(pattern: str) -> Listing:
@@ -292,6 +311,8 @@ def why_unreadable(name: str, exc: BaseException | None = None) -> str:
         info = os.stat(name)
     except OSError as err:
         if os.path.islink(name):
+            if err.errno == errno.ELOOP:
+                return f"symbolic link to {os.readlink(name)} never reaches a file (a loop of links)"
             return f"broken symbolic link to {os.readlink(name)}"
         if err.errno == errno.ENOENT:
             return f"no files match {name!r}" if _GLOB_CHARS & set(name) else f"no such file or directory: {name}"
