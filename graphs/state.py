@@ -48,7 +48,7 @@ class DocumentInput(TypedDict, total=False):
 class InputState(TypedDict, total=False):
     """Give file paths, in-memory texts, LangChain Documents, or any of them together.
 
-    A path may also be a folder (its *.txt and *.md files, recursively) or a glob
+    A path may also be a folder (every document below it: text, Markdown, PDF, HTML, DOCX, e-mail) or a glob
     ("notes/**/*.md"), as on the command line. Documents become texts as the run starts.
 
     Each run takes only the inputs it is given: on a reused thread, the previous run's
