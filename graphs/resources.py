@@ -171,6 +171,8 @@ async def open_resources(context: Context, emit: Emit) -> AsyncIterator[Resource
                                           model=embedded.model)
         elif context.local:  # a dry run starts nothing, but counts and keys as the embedded model would
             context = dataclasses.replace(context, base_url=None, base_urls=[], api_key=None, model=MODEL_NAME)
+        if context.local_threads is not None and not context.local:
+            log.warning("local_threads is the embedded model's setting: this run calls an endpoint, so it is ignored")
         templates = context.templates()
         runner = None
         if not context.dry_run:

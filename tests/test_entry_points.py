@@ -63,6 +63,15 @@ async def test_settings_given_win_over_the_embedded_models_tuning(embedded_stand
     assert sorted({b["max_tokens"] for b in bodies}) == [120, 500]
 
 
+async def test_local_threads_with_an_endpoint_says_it_is_ignored(fake_in_loop: FakeOpenAI,
+                                                                caplog: pytest.LogCaptureFixture) -> None:
+    out = await graph.ainvoke({"texts": TEXTS}, context=Context(base_url=fake_in_loop.base_url, local_threads=5))
+
+    assert out["summary"] and fake_in_loop.chat_calls > 0
+    assert "local_threads is the embedded model's setting: this run calls an endpoint, so it is ignored" \
+        in caplog.text
+
+
 async def test_model_local_runs_the_embedded_model_even_where_an_endpoint_is_set(
         fake_in_loop: FakeOpenAI, embedded_stand_in: EmbeddedStandIn) -> None:
     context = Context.from_env({"OPENAI_BASE_URL": fake_in_loop.base_url}, model="local")
