@@ -19,6 +19,7 @@ from collections.abc import Callable, Mapping, Sequence
 
 from pipeline.answers.checks import BULLET
 from pipeline.answers.citations import cited, retag
+from pipeline.answers.joins import restore_joins
 from pipeline.answers.grounding import CJK, TOKEN, facts, fold
 from pipeline.answers.shape import sentences
 
@@ -207,7 +208,10 @@ def check_bullets(text: str, call_docs: Sequence[int], summary_of: Callable[[int
                     out.append(_with_tags("- " + " ".join(run), run_tags))
                 run, run_tags = [], tags_of
             if part is not None and tags_of is not None:
-                run.append(part.text)
+                said = "\n".join(summary_of(call_docs[k - 1]) for k in tags_of)
+                text, restored = restore_joins(part.text, said)
+                counts["restored_joins"] += restored
+                run.append(text)
     return "\n".join(out)
 
 
@@ -278,5 +282,5 @@ def _check(part: _Sentence, tags: Sequence[int], index: _Index, held: Callable[[
 def citation_counts(counts: Mapping[str, int]) -> dict[str, int]:
     """The report's view of the checks: every counter, zero where nothing happened."""
     keys = ("checked", "kept", "removed", "moved", "added", "bullets_dropped", "invented_numbers", "invented_names",
-            "mixed")
+            "mixed", "restored_joins")
     return {key: int(counts.get(key, 0)) for key in keys}

@@ -223,4 +223,5 @@ def drop_labels(answer: str, labels: Iterable[str]) -> tuple[str, int]:
 # Everything `clean` and the language retry count, in the order the report lists them.
 ANSWER_CHECKS = ("language_retried", "wrong_language", "echo", "filler", "repeated_line", "loop",
                  "repeated_heading", "label_line", "heading", "label", "prose_sentence", "invented_name",
-                 "invented_number", "unsupported_point", "title_point", "fragment", "padding_point", "extracted", "backfilled", "header_point", "concatenation", "nothing_held")
+                 "invented_number", "unsupported_point", "title_point", "fragment", "padding_point", "extracted", "backfilled", "header_point", "concatenation", "nothing_held",
+                 "restored_join")

@@ -22,6 +22,7 @@ from typing import NamedTuple
 
 from pipeline.answers.checks import BULLET
 from pipeline.answers.citations import retag
+from pipeline.answers.joins import restore_joins
 from pipeline.answers.shape import bullets, sentences
 
 TOKEN = re.compile(r"\d+(?:[.,:]\d+)*|[^\W\d_]+")  # a number, or a run of letters
@@ -324,6 +325,8 @@ def ground(answer: str, text: str, span: tuple[int, int], counts: Counter[str],
             if (reason := verdict(point, source, title)) is not None:
                 counts[reason] += 1
                 continue
+            part, restored = restore_joins(part, text, start, end)
+            counts["restored_join"] += restored
             parts.append(part)
             said.append(point)
         if not parts:
