@@ -90,7 +90,8 @@ class Context:
     `chat_model` (any LangChain chat model, which then takes precedence) says where
     summaries come from; none of them, or the model `local`, runs the embedded model.
     Settings left None take their default when the run starts (`resolved`): the
-    embedded model's own tuning where it runs, else `DEFAULTS`.
+    embedded model's own tuning where it runs, else `DEFAULTS`; a chat model keeps its own
+    temperature unless one is given (pipeline.llm.chat_model says what it is sent).
     `Context.from_env()` takes the endpoint, key and model from the standard OpenAI
     variables; `Context()` itself reads no environment.
     """
@@ -227,6 +228,8 @@ class Context:
         """
         defaults = TUNING if self.local else DEFAULTS
         filled = {k: v for k, v in defaults.items() if getattr(self, k) is None}
+        if self.chat_model is not None:  # a chat model keeps its own temperature unless one is given
+            filled.pop("temperature", None)
         own = [s.concurrency for s in self.endpoints] if self.base_urls and not self.local else []
         if own and all(own):
             total = sum(c or 0 for c in own)

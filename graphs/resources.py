@@ -33,6 +33,7 @@ from pipeline.llm.client import open_session, probe_endpoint, redact_url
 from pipeline.llm.embedded import MODEL_NAME, EmbeddedServer
 from pipeline.errors import SummarizerError
 from pipeline.llm.factory import OPENAI_BASE_URL, ChatSettings, make_runner, open_chat
+from pipeline.llm.chat_model import fit_chat_model
 from pipeline.llm.limits import AdaptiveLimit
 from pipeline.llm.local_model import local_endpoint, peak_rss
 from pipeline.llm.runner import STEPS, LLMRunner
@@ -130,7 +131,8 @@ def call_stats(runner: LLMRunner, context: Context) -> dict[str, Any]:
         "citations": citation_counts(s.citations),
         "peak_rss_mb": round(runner.memory.peak_mb, 1),
         "memory": runner.memory.stats(),
-        "model": context.model if context.chat_model is None else type(context.chat_model).__name__,
+        "model": context.model,
+        **({"chat_model": type(context.chat_model).__name__} if context.chat_model is not None else {}),
         "base_url": redact_url(context.base_url),
         "concurrency": runner.concurrency.maximum,
         "concurrency_settled": runner.concurrency.limit,  # where the limit stood at the end
@@ -181,8 +183,6 @@ async def open_resources(context: Context, emit: Emit) -> AsyncIterator[Resource
             memory = MemoryGuard(context.memory_limit_mb)  # the start RSS, before the session and the model
             model, context = await (_batch_caller(context, store, stack) if context.batch
                                     else _chat_model(context, stack, memory.saw_read))
-            if context.model is None:  # a chat model given: counted and priced as the default model
-                context = dataclasses.replace(context, model=DEFAULT_MODEL)
             context.check_spending_cap()
             named = context
 
@@ -205,6 +205,8 @@ async def open_resources(context: Context, emit: Emit) -> AsyncIterator[Resource
 
                 await stack.enter_async_context(ray_session(context.ray_address))
             stack.callback(progress.close)  # the last counts, even from a run that fails
+        elif context.chat_model is not None:  # a dry run calls nothing, but names and prices the model it would
+            context = _settled(context)
         else:  # a dry run calls nothing, but the model decides the store's keys and the prices
             context = dataclasses.replace(context, model=context.model or await _listed_model(context))
         count = token_counter(context.model or DEFAULT_MODEL)
@@ -246,9 +248,23 @@ async def _chat_model(context: Context, stack: AsyncExitStack,
                       on_read: Callable[[int], None] | None = None) -> tuple[Any, Context]:
     """The chat model the context asks for, with its session; the context with its model named."""
     if context.chat_model is not None:
+        context = _settled(context)
         return context.chat_model, context
     model, name = await open_chat(chat_settings(context), stack, on_read=on_read)
     return model, dataclasses.replace(context, model=name)
+
+
+def _settled(context: Context) -> Context:
+    """`context` with its chat model as the run calls it, and the model, temperature, seed and extra fields it sends.
+
+    What the report then says is what the calls carry: the chat model's own model name,
+    and None for a temperature or seed left to the model (see pipeline.llm.chat_model).
+    """
+    assert context.chat_model is not None
+    called, sent = fit_chat_model(context.chat_model, temperature=context.temperature, seed=context.seed,
+                                  extra_body=context.extra_body)
+    return dataclasses.replace(context, chat_model=called, model=sent.model, temperature=sent.temperature,
+                               seed=sent.seed, extra_body=sent.extra_body)
 
 
 async def _batch_caller(context: Context, store: ResultStore | None,
@@ -284,7 +300,7 @@ async def _listed_model(context: Context) -> str:
 def _shown(context: Context) -> str:
     """The model and where its calls go, for a log line: no credentials."""
     if context.chat_model is not None:
-        return f"the chat model given ({type(context.chat_model).__name__})"
+        return f"{context.model} through the chat model given ({type(context.chat_model).__name__})"
     if context.base_urls:
         urls = ", ".join(redact_url(s.url) or "" for s in context.endpoints)
         return f"{context.model} at {len(context.base_urls)} endpoints ({urls})"

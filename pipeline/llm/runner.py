@@ -20,6 +20,7 @@ from langchain_core.language_models.chat_models import BaseChatModel
 from langchain_core.messages import BaseMessage, HumanMessage, SystemMessage
 from langsmith.utils import tracing_is_enabled
 
+from pipeline.llm.chat_model import model_name
 from pipeline.llm.client import OpenAICompatChat, Usage
 from pipeline.errors import (
     ConnectError,
@@ -185,8 +186,7 @@ class LLMRunner:
         # scales each endpoint's itself; a batch's calls wait for hours by design).
         self._timed = isinstance(self.caller, (OpenAICompatChat, ChatModelCaller))
         self._redact = Redactor(_model_secrets(model))
-        name = getattr(model, "model_name", None) or getattr(model, "model", None)
-        self._model_name = name if isinstance(name, str) else None  # named in a 404's message
+        self._model_name = model_name(model)  # named in a 404's message
         self._fatal: FatalLLMError | None = None  # once one call has stopped the run, no other is sent
 
     async def complete(self, step: str, prompt: Prompt | str, max_tokens: int, phase: str,
