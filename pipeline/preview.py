@@ -47,15 +47,18 @@ OTHER_TOKENIZERS = 1.05
 #   that much to say, the embedded model's reaching its cap of 150 on chunks of 180 tokens;
 MAP_ANSWER_TOKENS = 200
 # - a chunk's kept summary is the points the backfill tops it up to (a point for every 3
-#   sentences, at most 4: the fake server's answers, whose own points seldom stand; the
-#   embedded model's keep 4-7), each a sentence of the chunk of 18-52 tokens (the denser,
-#   longer ones are chosen); a chunk with no sentence end keeps about one;
+#   sentences, at most 4) and one more of the model's own (the embedded model's keep 4.7-4.9
+#   a chunk; the fake server's one-line answers seldom stand, and keep a point fewer), each
+#   a sentence of the chunk of 18-52 tokens (the denser, longer ones are chosen); a chunk
+#   with no sentence end keeps about one;
+MODEL_POINTS = 1
 POINT_TOKENS = 45
 LONGER_SENTENCES = 1.3  # the sentences chosen are this much longer than the chunk's average
-# - a collapse answer is about this share of what it merges, within its cap;
+# - a collapse answer is about this share of what it merges, within its cap (the embedded
+#   model's: 0.35-0.45, at its cap);
 COLLAPSE_ANSWER_RATIO = 0.5
 # - a final answer is held to its length, and small models write to their cap: the cap.
-# The documents whose sentences are counted (the rest take their average), so that a
+# The documents whose sentences are counted (the rest take their median), so that a
 # preview of 20,000 files reads a few of them twice, not all.
 SAMPLE_DOCUMENTS = 64
 SAMPLE_CHUNKS = 8  # of a long document
@@ -77,7 +80,7 @@ def _chunk_tokens(ref: DocRef) -> list[int]:
 
 
 class _Sentences:
-    """Tokens a sentence of each document, counted in a sample of the documents; the sample's average for the rest."""
+    """Tokens a sentence of each document, counted in a sample of the documents; the sample's median for the rest."""
 
     def __init__(self, docs: Sequence[DocRef]) -> None:
         self.per_doc: dict[int, float] = {}
@@ -97,7 +100,8 @@ class _Sentences:
     def kept(self, ref: DocRef, chunk_tokens: int) -> int:
         """The tokens of a chunk's kept summary: a few of its sentences, the longer ones."""
         size = self.per_doc.get(ref["id"], self.typical)
-        points = min(MOST_POINTS, max(1, math.ceil(chunk_tokens / size / SENTENCES_A_POINT)))
+        sentences = chunk_tokens / size
+        points = 1 if sentences < 2 else min(MOST_POINTS, math.ceil(sentences / SENTENCES_A_POINT)) + MODEL_POINTS
         return points * min(POINT_TOKENS, math.ceil(size * LONGER_SENTENCES) + 2)
 
 

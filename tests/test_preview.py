@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +14,32 @@ from tests.fake_openai import FakeOpenAI
 
 # Chunks small enough that one long document's kept points need collapsing.
 SMALL_CHUNKS = ("--chunk-tokens", "500")
+_SENTENCE = re.compile(r"(?<=[.!?])\s+")
+_TAGS = re.compile(r"\[D\d+(?:, D\d+)*\]")
+
+
+def _block(text: str, opener: str, closer: str) -> str | None:
+    start = text.find(opener)
+    return None if start < 0 else text[text.index(">\n", start) + 2:text.rfind(closer)]
+
+
+def model_like(messages: list[dict[str, Any]]) -> str:
+    """Answer as a small model does: a chunk's first five sentences; two points of each summary merged.
+
+    The fake server's stock answer is one line of twelve words, which no model writes.
+    """
+    text = str(messages[-1]["content"])
+    if (document := _block(text, "<document", "</document>")) is not None:
+        sentences = [s for s in _SENTENCE.split(" ".join(document.split())) if len(s.split()) >= 4]
+        return "\n".join(f"- {s}" for s in sentences[:5])
+    points = []
+    for block in (_block(text, "<summaries", "</summaries>") or "").split("\n\n"):
+        lines = block.splitlines()
+        if lines and (label := re.match(r"\[D\d+\]", lines[0])):  # a document's summary: two of its points
+            points += [f"{line} {label.group()}" for line in lines[1:3]]
+        else:  # merged points, each already tagged: every other one
+            points += [line for line in lines if _TAGS.search(line)][::2]
+    return "\n".join(points)
 
 
 def _estimate_and_run(cli: Any, fake: FakeOpenAI, *argv: str) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -25,16 +52,16 @@ def _estimate_and_run(cli: Any, fake: FakeOpenAI, *argv: str) -> tuple[dict[str,
 
 
 def _assert_close(estimate: dict[str, Any], report: dict[str, Any]) -> None:
-    """Map and final calls as the run made; collapse calls up to half again more; never 20% under its tokens.
+    """Map and final calls as the run made; collapse calls at most twice; never 20% under its tokens.
 
-    The estimate sizes a collapse answer as a model writes one (near its cap); the fake
-    server's are shorter, so where its level ends just under the budget, the estimate
-    may add a level of a call or two.
+    The fake server's stock answers are one line, of which a point seldom stands: its
+    documents keep a point fewer than a model's, and its merges are shorter than a
+    model's, so the estimate, sized on a model's, is high here, by a level at most.
     """
     assert estimate["llm_calls"]["map"] == report["llm_calls"]["map"]
     assert estimate["llm_calls"]["final"] == report["llm_calls"]["final"]
     planned, made = estimate["llm_calls"]["collapse"], report["llm_calls"]["collapse"]
-    assert made <= planned <= 1.5 * made, (planned, made)
+    assert made <= planned <= 2 * made, (planned, made)
     assert report["collapse_levels"] <= estimate["collapse_levels"] <= report["collapse_levels"] + 1
     assert estimate["estimated_prompt_tokens"] >= 0.8 * report["prompt_tokens"]
     assert estimate["estimated_completion_tokens"] >= 0.8 * report["completion_tokens"]
@@ -47,16 +74,6 @@ def test_the_estimate_of_many_small_files_is_close_to_their_run(cli, fake: FakeO
     estimate, report = _estimate_and_run(cli, fake, str(folder))
 
     assert report["llm_calls"]["collapse"] > 5
-    _assert_close(estimate, report)
-
-
-def test_the_estimate_of_one_long_document_is_close_to_its_run(cli, fake: FakeOpenAI, tmp_path: Path) -> None:
-    path = tmp_path / "long.txt"
-    path.write_text("\n\n".join(make_text(i, 120) for i in range(1, 1001)), encoding="utf-8")
-
-    estimate, report = _estimate_and_run(cli, fake, str(path), *SMALL_CHUNKS)
-
-    assert report["llm_calls"]["collapse"] > 3
     _assert_close(estimate, report)
 
 
@@ -100,3 +117,26 @@ def test_a_dry_run_says_when_its_cost_passes_max_cost(cli, fake: FakeOpenAI, tmp
             "$0.000001: a run would stop before the call that could pass it, keeping what it finished, and exit 1"]
     else:
         assert result.code == 0 and "--max-cost" not in result.err
+
+
+@pytest.mark.parametrize("shape", ["many small files", "one long document"])
+def test_the_estimate_is_close_to_a_run_whose_answers_read_like_a_model(cli, fake: FakeOpenAI, tmp_path: Path,
+                                                                       shape: str) -> None:
+    fake.reply = model_like
+    if shape == "many small files":
+        inputs: tuple[str, ...] = (str(tmp_path / "in"),)
+        write_docs(tmp_path / "in", 600)
+    else:
+        (tmp_path / "long.txt").write_text("\n\n".join(make_text(i, 120) for i in range(1, 1001)), encoding="utf-8")
+        inputs = (str(tmp_path / "long.txt"), *SMALL_CHUNKS)
+
+    estimate, report = _estimate_and_run(cli, fake, *inputs)
+
+    assert report["llm_calls"]["collapse"] > 5
+    for step in ("map", "collapse", "final"):
+        planned, made = estimate["llm_calls"][step], report["llm_calls"][step]
+        assert 0.7 * made <= planned <= 1.3 * made, (step, planned, made)
+    assert report["collapse_levels"] <= estimate["collapse_levels"] <= report["collapse_levels"] + 1
+    assert 0.8 * report["prompt_tokens"] <= estimate["estimated_prompt_tokens"] <= 1.3 * report["prompt_tokens"]
+    # A map answer is sized as models write them, near their cap; these are a few short sentences.
+    assert estimate["estimated_completion_tokens"] >= 0.8 * report["completion_tokens"]
