@@ -178,7 +178,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         log.warning("%d batch%s still running at the server, recorded in the store: run the same command again "
                     "to collect %s", running, "" if running == 1 else "es", "it" if running == 1 else "them")
     if outcome.preview is not None:
-        return _print_preview(outcome.preview, job, atomic_write, redact)
+        return _print_preview(outcome.preview, job, atomic_write, redact, as_json=args.log_json)
     code = outcome.return_code
     if job.out:
         try:
@@ -232,7 +232,9 @@ def _redacted(result: dict[str, Any], redact: Any, content: Any) -> dict[str, An
     return {**content.data(result), **({"error": redact.text(result["error"])} if "error" in result else {})}
 
 
-def _print_preview(estimate: dict[str, Any], job: Job, atomic_write: Any, redact: Any) -> int:
+def _print_preview(estimate: dict[str, Any], job: Job, atomic_write: Any, redact: Any, *,
+                   as_json: bool = False) -> int:
+    """Print a dry run's estimate; one over --max-cost exits 1, as the run would, stopped at the cap."""
     text = redact.text(json.dumps(estimate, indent=2, ensure_ascii=False))
     _to_stdout(text + "\n")
     if job.out:
@@ -240,6 +242,14 @@ def _print_preview(estimate: dict[str, Any], job: Job, atomic_write: Any, redact
     if "estimated_cost_usd" not in estimate:
         print(f"no price known for {estimate.get('model')!r}: pass --price-in and --price-out for a cost",
               file=sys.stderr)
+    if estimate.get("over_max_cost"):
+        def usd(amount: float) -> str:
+            return "$" + f"{amount:.6f}".rstrip("0").rstrip(".")
+
+        _say("error", f"the estimated cost, {usd(estimate['estimated_cost_usd'])}, passes --max-cost "
+             f"{usd(estimate['max_cost_usd'])}: a run would stop before the call that could pass it, keeping what "
+             "it finished, and exit 1", as_json=as_json, redact=redact.text)
+        return EXIT_ERROR
     return EXIT_OK
 
 

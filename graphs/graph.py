@@ -277,7 +277,8 @@ async def preview(state: RunState, runtime: Runtime[Resources]) -> dict[str, Any
         collapse_max_tokens=context.collapse_max_tokens, final_max_tokens=context.final_max_tokens,
         budget=reduce_budget(context, res.count, res.templates), identity=context.identity, store=res.store,
         price=context.price, language_of=lambda ref: answer_language(context.language, [ref.get("language")]),
-        reduce_language=reduce_language, templates=res.templates, length=parse_length(context.length))
+        reduce_language=reduce_language, templates=res.templates, length=parse_length(context.length),
+        max_cost=context.max_cost)
     estimate["reduce_language"] = reduce_language
     estimate["model"] = context.model
     return {"preview": estimate, "stats": {"files": files}}
