@@ -1,8 +1,8 @@
 """What a run gave back, as a batch job reports it: report.json's fields and the exit code.
 
-    0   every input summarized (or a dry run planned)
+    0   every input summarized (or a dry run planned within any --max-cost)
     3   some inputs failed or were skipped, the rest summarized
-    1   bad usage, an error, or nothing could be summarized
+    1   bad usage, an error, nothing could be summarized, or a dry run over --max-cost
     75  batches submitted or still running, not waited for (--batch --no-wait): run again later
     130 interrupted (Ctrl-C), 143 terminated (SIGTERM)
 """
