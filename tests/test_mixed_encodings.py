@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
@@ -70,12 +71,18 @@ def test_a_latin1_line_with_more_accents_in_utf8_prose_is_read_as_written() -> N
     assert decoded.text == "".join(lines) and decoded.encoding == "utf-8+cp1252"
 
 
-def test_a_line_that_reads_as_well_in_both_goes_the_way_the_files_other_lines_read() -> None:
-    # "café" in UTF-8 is "caf챕" in cp949; the UTF-8 lines of this file are Western, its cp949 line Korean.
-    lines = ["Café opened in Zürich.\n", "제주 감귤 수확.\n", "Second café line.\n"]
-    data = b"".join(line.encode("cp949" if i == 1 else "utf-8") for i, line in enumerate(lines))
+@pytest.mark.parametrize("lines", [
+    # "café" in UTF-8 is "caf챕" in cp949, "é" is "챕": the UTF-8 lines are Western, the cp949 ones Korean.
+    [("Café opened in Zürich.\n", "utf-8"), ("제주 감귤 수확.\n", "cp949"), ("Second café line.\n", "utf-8"),
+     ("O museu é grande.\n", "utf-8")],
+    # "채" in cp949 is "ä" in UTF-8: here the UTF-8 lines are Korean.
+    [("제주 감귤 수확.\n", "utf-8"), ("열매는 작지만 당도는 높았다.\n", "cp949"), ("채.\n", "cp949")],
+], ids=["western-utf8", "korean-utf8"])
+def test_a_line_that_reads_as_well_in_both_goes_the_way_the_files_other_lines_read(
+        lines: list[tuple[str, str]]) -> None:
+    decoded = decode_twice(b"".join(text.encode(encoding) for text, encoding in lines))
 
-    assert decode_twice(data).text == "".join(lines)
+    assert decoded.text == "".join(text for text, _ in lines) and decoded.encoding == "utf-8+cp949"
 
 
 def test_a_long_utf8_text_with_one_korean_line_whose_only_accent_is_at_a_word_end() -> None:
@@ -95,7 +102,8 @@ PUNCTUATION = st.sampled_from([".", ",", "!", "?", ":", " -", " (1)", "…", "�
 @st.composite
 def korean_lines(draw: st.DrawFn) -> str:
     """A line of Korean text: Hangul words, a few ASCII words and numbers, punctuation."""
-    words = draw(st.lists(st.one_of(HANGUL_WORD, HANGUL_WORD, ASCII_WORD), min_size=1, max_size=10))
+    glued = st.tuples(ASCII_WORD, HANGUL_WORD).map("".join)  # a particle after an English word: "PDF를"
+    words = draw(st.lists(st.one_of(HANGUL_WORD, HANGUL_WORD, ASCII_WORD, glued), min_size=1, max_size=10))
     return " ".join(word + draw(st.one_of(st.just(""), PUNCTUATION)) for word in words) + "\n"
 
 
@@ -116,4 +124,28 @@ def test_lines_in_utf8_and_cp949_each_come_out_as_written(lines: list[tuple[str,
     decoded = decode_twice(data)
 
     assert decoded.text == "".join(text for text, _ in lines)
+    assert decoded.encoding == "utf-8+cp949" and decoded.replaced == 0
+
+
+WESTERN = ["The committee met at the café on Elm Street.", "Mrs. Müller chaired the meeting.",
+           "The façade repairs cost 3,450 euros.", "A naïve estimate was rejected.",
+           "Coffee was served, as always.", "Señor Núñez sent his regrets."]
+KOREAN = ["제주 감귤 수확이 11월 초에 시작되었다.", "여름 강수량이 적어 열매는 작지만 당도는 높았다.",
+          "농협은 PDF로 된 보고서를 냈다.", "가격은 작년보다 조금 올랐다."]
+
+
+@settings(max_examples=150, deadline=None)
+@given(western=st.lists(st.sampled_from(WESTERN), min_size=1, max_size=12),
+       korean=st.lists(st.tuples(st.sampled_from(KOREAN), st.floats(0, 1)), min_size=1, max_size=3))
+def test_korean_lines_in_cp949_among_western_utf8_prose_come_out_as_written(
+        western: list[str], korean: list[tuple[str, float]]) -> None:
+    # No UTF-8 line has accents enough to prove itself; the cp949 lines' errors outnumber them all.
+    lines = [(line, "utf-8") for line in western]
+    for line, where in korean:
+        lines.insert(int(where * len(lines)), (line, "cp949"))
+    assume(any(not text.isascii() for text, encoding in lines if encoding == "utf-8"))
+
+    decoded = decode_twice(b"".join((text + "\n").encode(encoding) for text, encoding in lines))
+
+    assert decoded.text == "".join(text + "\n" for text, _ in lines)
     assert decoded.encoding == "utf-8+cp949" and decoded.replaced == 0

@@ -307,7 +307,14 @@ def _line_choice(line: bytes, fallback: str) -> str | None:
     utf8_fit, legacy_fit = best_fit(text) * good / (good + bad), best_fit(legacy)
     if _utf8_proof(text, good, bad):
         return fallback if legacy_fit >= STRONG > utf8_fit else "utf-8"
-    return None if utf8_fit == legacy_fit else "utf-8" if utf8_fit > legacy_fit else fallback
+    if utf8_fit == legacy_fit:
+        # Accented letters sit inside words of ASCII letters ("café", "Zürich"); a syllable of an
+        # East Asian script seldom does ("caf챕"), though both readings put it in the same place.
+        return "utf-8" if len(_IN_ASCII_WORD.findall(text)) >= good > 0 else None
+    return "utf-8" if utf8_fit > legacy_fit else fallback
+
+
+_IN_ASCII_WORD = re.compile("(?<=[A-Za-z])[^\x00-\x7f]|[^\x00-\x7f](?=[A-Za-z])")
 
 
 def _line_codecs(lines: list[bytes], fallback: str) -> list[str]:
