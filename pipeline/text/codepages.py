@@ -28,6 +28,21 @@ def best_fit(text: str) -> float:
     return max(script.judge(text[:JUDGE_CHARS])[0] for script in _scripts().values())
 
 
+def script_of(text: str) -> str | None:
+    """Name the modelled script that clearly explains `text`, None if none does (or it has no letters to judge)."""
+    text = text[:JUDGE_CHARS]
+    if not _JUDGED.search(text):
+        return None
+    fit, name = max((script.judge(text), name) for name, script in _scripts().items())
+    return name if fit[0] >= STRONG else None
+
+
+def reading_fit(text: str, script: str | None) -> tuple[float, float]:
+    """Say how well `text` fits `script` (the best-fitting one if None), then how common its letters are there."""
+    text = text[:JUDGE_CHARS]
+    return _scripts()[script].judge(text) if script is not None else max(s.judge(text) for s in _scripts().values())
+
+
 def east_asian_fit(text: str) -> tuple[float, float]:
     """Return the share of characters to judge and how well the best CJK script explains them."""
     text = text[:JUDGE_CHARS]

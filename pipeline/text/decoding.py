@@ -5,7 +5,8 @@ The encoding found on the first read is a string that a second read replays exac
 - a Python codec name ("utf-8", "cp949", "utf-16-le", "iso2022_jp", ...): the whole file;
 - "utf-8+<codec>": lines in two encodings (a file edited with two tools); each line is read
   as UTF-8 when it is UTF-8 (a few stray bytes allowed), else as <codec>; a short line valid
-  both ways goes to the reading that makes sense;
+  both ways goes to the reading that makes sense, and where both make as much, to the way
+  the file's other lines in each encoding read;
 - "utf-8><codec>": <codec> text that was once read as cp1252/Latin-1 and saved as UTF-8;
   the UTF-8 text is turned back into those bytes and read as <codec>;
 - "nul:<any of these>": text with a few stray NUL bytes, which are dropped first.
@@ -20,6 +21,7 @@ import codecs
 import functools
 import re
 import unicodedata
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 from charset_normalizer import from_bytes
@@ -27,12 +29,15 @@ from charset_normalizer import from_bytes
 from pipeline.text.codepages import (
     CJK,
     HIGH_BYTES,
+    JUDGE_CHARS,
     SCORE_BYTES,
     STRONG,
     best_fit,
     best_guess,
     east_asian_fit,
     in_other_script,
+    reading_fit,
+    script_of,
 )
 
 # Checked longest first: the UTF-32 LE mark begins with the UTF-16 LE one.
@@ -253,8 +258,8 @@ def _decode_as(data: bytes, encoding: str) -> tuple[str, int]:
         text, more = _decode_as(_misread_bytes(text), inner)
         return text, replaced + more
     if encoding.startswith("utf-8+"):
-        fallback = encoding.split("+", 1)[1]
-        parts = [_decode_as(line, _line_codec(line, fallback)) for line in data.splitlines(keepends=True)]
+        lines = data.splitlines(keepends=True)
+        parts = [_decode_as(line, codec) for line, codec in zip(lines, _line_codecs(lines, encoding[6:]))]
         return "".join(text for text, _ in parts), sum(n for _, n in parts)
     text = data.decode(encoding, errors="replace")
     if "\ufffd" not in text:
@@ -282,7 +287,12 @@ def _utf8_proof(text: str, good: int, bad: int) -> int:
 
 
 def _line_codec(line: bytes, fallback: str) -> str:
-    """Choose UTF-8 or the fallback for one line of a file that mixes them."""
+    """Choose UTF-8 or the fallback for one line of a file that mixes them; a tie goes to the fallback."""
+    return _line_choice(line, fallback) or fallback
+
+
+def _line_choice(line: bytes, fallback: str) -> str | None:
+    """Choose UTF-8 or the fallback for one line, or None when both readings make as much sense."""
     if line.isascii():
         return fallback  # the same text either way
     try:
@@ -293,12 +303,52 @@ def _line_codec(line: bytes, fallback: str) -> str:
     if good < bad:
         return fallback
     # Valid both ways (short lines can be): take the reading that makes more sense. With UTF-8's
-    # marks on it the line stays UTF-8 unless the other reading is clearly right; without, a tie
-    # goes to the fallback.
+    # marks on it the line stays UTF-8 unless the other reading is clearly right.
     utf8_fit, legacy_fit = best_fit(text) * good / (good + bad), best_fit(legacy)
     if _utf8_proof(text, good, bad):
         return fallback if legacy_fit >= STRONG > utf8_fit else "utf-8"
+    if utf8_fit == legacy_fit:
+        # Accented letters sit inside words of ASCII letters ("café", "Zürich"); a syllable of an
+        # East Asian script seldom does ("caf챕"), though both readings put it in the same place.
+        return "utf-8" if len(_IN_ASCII_WORD.findall(text)) >= good > 0 else None
     return "utf-8" if utf8_fit > legacy_fit else fallback
+
+
+_IN_ASCII_WORD = re.compile("(?<=[A-Za-z])[^\x00-\x7f]|[^\x00-\x7f](?=[A-Za-z])")
+
+
+def _line_codecs(lines: list[bytes], fallback: str) -> list[str]:
+    """Choose UTF-8 or the fallback for each line of a file that mixes them.
+
+    A line that reads as well both ways ("café" or "caf챕") is read the way the file's
+    other lines of each encoding read: each reading is judged in the script of the lines
+    that are surely in its encoding, by its fit and then by how common its letters are there.
+    """
+    choices = [_line_choice(line, fallback) for line in lines]
+    if None not in choices:
+        return [choice or fallback for choice in choices]
+    utf8 = script_of(_start_of(line.decode("utf-8", "replace") for line, choice in zip(lines, choices)
+                               if choice == "utf-8" and not line.isascii()))
+    legacy = script_of(_start_of(line.decode(fallback, "replace") for line, choice in zip(lines, choices)
+                                 if choice == fallback and not line.isascii()))
+    return [choice or _tie_codec(line, fallback, utf8, legacy) for line, choice in zip(lines, choices)]
+
+
+def _tie_codec(line: bytes, fallback: str, utf8: str | None, legacy: str | None) -> str:
+    """Settle a line that reads as well both ways by its readings' fit in the scripts of each encoding's lines."""
+    as_utf8, as_legacy = reading_fit(line.decode("utf-8", "replace"), utf8), reading_fit(line.decode(fallback), legacy)
+    return "utf-8" if as_utf8 > as_legacy else fallback
+
+
+def _start_of(texts: Iterable[str]) -> str:
+    """Join texts up to the length that a script is judged on."""
+    sample, size = [], 0
+    for text in texts:
+        sample.append(text)
+        size += len(text)
+        if size >= JUDGE_CHARS:
+            break
+    return "".join(sample)
 
 
 # --- detection -------------------------------------------------------------------------
@@ -342,17 +392,67 @@ def _utf8_with_others(data: bytes) -> str | None:
     lines = data.splitlines(keepends=True)
     readings = [_utf8_reading(line) for line in lines]
     proofs = [_utf8_proof(*reading) for reading in readings]
+    # The lines that may be UTF-8: proven so, or more valid characters than undecodable ones.
+    utf8ish = [bool(proof) or good > bad for proof, (_, good, bad) in zip(proofs, readings)]
     if not any(proofs) and (legacy := _legacy_over_utf8(data, readings)):
-        return legacy
+        # The file as a whole reads better in a legacy encoding, but a UTF-8 line with a few accents
+        # ("Café in Zürich") beside a line in another encoding is outweighed by that line's errors,
+        # not disproved: a line that reads better as UTF-8 than in the legacy encoding is two encodings.
+        if not any(_line_codec(line, legacy) == "utf-8" for line, maybe in zip(lines, utf8ish) if maybe):
+            return legacy
+        mixed = _second_encoding(lines, readings, utf8ish, settle_ties=True)
+        return mixed if "+" in mixed else legacy
+    return _second_encoding(lines, readings, utf8ish, settle_ties=False)
+
+
+def _second_encoding(lines: list[bytes], readings: list[tuple[str, int, int]], utf8ish: list[bool], *,
+                     settle_ties: bool) -> str:
+    """Name UTF-8 (with stray bytes), the legacy encoding its failing lines are in, or the two mixed.
+
+    `settle_ties`: a line has been seen to read better as UTF-8 than the whole file's legacy
+    reading, so lines that read as well in both encodings count as UTF-8 when reading them would
+    make them so; otherwise only lines that read better as UTF-8 show a second encoding.
+    """
     foreign = b"".join(line for line, (_, good, bad) in zip(lines, readings) if good < bad)
+    # A few words of CJK read as well in several code pages (각 in cp949 is 阿 in GB2312): the
+    # file's UTF-8 lines say which language its author writes.
+    written = _written_in(readings, utf8ish)
     if len(foreign) - len(foreign.translate(None, HIGH_BYTES)) < _MIN_FOREIGN_BYTES:
-        return "utf-8"
-    fallback = _legacy(foreign)
-    if fallback is None or "\n A".encode(fallback, errors="replace") != b"\n A":
-        return "utf-8"  # lines are split on ASCII line breaks, so only ASCII-based encodings mix
-    if all(_line_codec(line, fallback) == fallback for line, proof in zip(lines, proofs) if proof):
+        # Too few for more than stray bytes, unless the lines that fail UTF-8 anywhere are words of
+        # the CJK script the UTF-8 lines are written in (a syllable or two of Korean, some of whose
+        # byte pairs are valid UTF-8 too: 걔가 has C2 B0, "°", in between).
+        fallback = _codec_for(b"".join(line for line, (_, _, bad) in zip(lines, readings) if bad), written)
+        if fallback is None:
+            return "utf-8"
+    else:
+        fallback = _legacy(foreign)
+        if fallback is None or "\n A".encode(fallback, errors="replace") != b"\n A":
+            return "utf-8"  # lines are split on ASCII line breaks, so only ASCII-based encodings mix
+        fallback = _codec_for(foreign, written) or fallback
+    choices = [_line_choice(line, fallback) if maybe else fallback for line, maybe in zip(lines, utf8ish)]
+    if settle_ties and None in choices and "utf-8" not in choices:  # only ties: settle them as reading the lines will
+        choices = [choice if maybe else fallback for choice, maybe in zip(_line_codecs(lines, fallback), utf8ish)]
+    if "utf-8" not in choices:
         return fallback  # the lines that looked like UTF-8 read better in the fallback: not mixed after all
     return f"utf-8+{fallback}"
+
+
+def _written_in(readings: list[tuple[str, int, int]], utf8ish: list[bool]) -> str | None:
+    """Name the script of the file's clean UTF-8 lines that have non-ASCII text, judged on their start."""
+    clean = (text for (text, good, bad), maybe in zip(readings, utf8ish) if maybe and good and not bad)
+    return script_of(_start_of(clean))
+
+
+def _codec_for(foreign: bytes, script: str | None) -> str | None:
+    """The code page that reads `foreign` clearly and without errors in `script`, if that is a CJK script.
+
+    Stray bytes seldom pair up into common characters of the file's own language; a single high
+    byte, Latin-1's "é" as much as a stray, is some letter of a Western code page: it proves nothing.
+    """
+    if script not in CJK:
+        return None
+    guess = best_guess(foreign, frozenset({script}))
+    return guess.codec if guess is not None and guess.fit >= STRONG and not guess.errors else None
 
 
 def _legacy_over_utf8(data: bytes, readings: list[tuple[str, int, int]]) -> str | None:
