@@ -15,20 +15,27 @@ from tests.test_batch import _start_cli, _write_docs
 CONCURRENCY = 4
 
 
-@pytest.mark.parametrize(("sig", "after"), [(signal.SIGTERM, 1), (signal.SIGINT, 3), (signal.SIGTERM, 9),
-                                            (signal.SIGINT, 17), (signal.SIGTERM, 30)])
-def test_the_report_counts_every_call_however_the_run_is_stopped(fake: FakeOpenAI, tmp_path: Path,
-                                                                   sig: signal.Signals, after: int) -> None:
-    docs = _write_docs(tmp_path / "in", 80)
+def _stopped_run(fake: FakeOpenAI, tmp_path: Path, documents: int, after: int, sig: signal.Signals,
+                 *options: str) -> Path:
+    """Run the CLI over `documents` files and send it `sig` once the server has seen `after` calls; its --out."""
+    docs = _write_docs(tmp_path / "in", documents)
     out = tmp_path / "out"
-    fake.latency = 0.03
     proc = _start_cli(str(docs), "--base-url", fake.base_url, "--out", str(out), "--no-store",
-                      "--concurrency", str(CONCURRENCY))
+                      "--concurrency", str(CONCURRENCY), *options)
     deadline = time.monotonic() + 30
     while fake.chat_calls < after and time.monotonic() < deadline and proc.poll() is None:
         time.sleep(0.002)
     proc.send_signal(sig)
     proc.communicate(timeout=30)
+    return out
+
+
+@pytest.mark.parametrize(("sig", "after"), [(signal.SIGTERM, 1), (signal.SIGINT, 3), (signal.SIGTERM, 9),
+                                            (signal.SIGINT, 17), (signal.SIGTERM, 30)])
+def test_the_report_counts_every_call_however_the_run_is_stopped(fake: FakeOpenAI, tmp_path: Path,
+                                                                   sig: signal.Signals, after: int) -> None:
+    fake.latency = 0.03
+    out = _stopped_run(fake, tmp_path, 80, after, sig)
     received = fake.chat_calls
 
     report = json.loads((out / "report.json").read_text(encoding="utf-8"))
@@ -48,16 +55,8 @@ def test_the_report_counts_every_call_however_the_run_is_stopped(fake: FakeOpenA
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
 def test_calls_in_flight_when_the_run_stops_are_counted_as_unanswered(fake: FakeOpenAI, tmp_path: Path,
                                                                        sig: signal.Signals) -> None:
-    docs = _write_docs(tmp_path / "in", 12)
-    out = tmp_path / "out"
     fake.latency = 30.0  # no answer comes back before the signal
-    proc = _start_cli(str(docs), "--base-url", fake.base_url, "--out", str(out), "--no-store", "--no-adapt",
-                      "--concurrency", str(CONCURRENCY))
-    deadline = time.monotonic() + 30
-    while fake.chat_calls < CONCURRENCY and time.monotonic() < deadline and proc.poll() is None:
-        time.sleep(0.002)
-    proc.send_signal(sig)
-    proc.communicate(timeout=30)
+    out = _stopped_run(fake, tmp_path, 12, CONCURRENCY, sig, "--no-adapt")
 
     report = json.loads((out / "report.json").read_text(encoding="utf-8"))
     assert report["llm_calls"]["map"] == report["unanswered_calls"] == fake.chat_calls == CONCURRENCY
