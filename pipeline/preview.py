@@ -133,6 +133,7 @@ def preview(docs: Sequence[DocRef], *, count: TokenCounter, map_max_tokens: int,
     planned = sorted((r for r in docs if not ("skip_reason" in r or "plan_error" in r or "prior_error" in r)),
                      key=lambda r: (r["source"], r["id"]))  # the order the reduce takes them in
     sentences = _Sentences(planned)
+    system_tokens: dict[str, int] = {}  # the map instructions' tokens, by their text
     for ref in planned:
         text = load_text(ref) if store is not None else ""
         language = language_of(ref)
@@ -140,7 +141,9 @@ def preview(docs: Sequence[DocRef], *, count: TokenCounter, map_max_tokens: int,
         spans, answers = ref["spans"], []
         sizes = [count(text[start:end]) for start, end in spans] if text else _chunk_tokens(ref)
         empty = map_prompt(ref["source"], "", len(spans), len(spans), instruction, templates)
-        map_overhead = count(empty.system) + count(empty.user) + 8  # the chat format's own tokens
+        if (system := system_tokens.get(empty.system)) is None:  # one per language: counted once
+            system = system_tokens[empty.system] = count(empty.system)
+        map_overhead = system + count(empty.user) + 8  # the chat format's own tokens
         kept = count(ref["source"]) + 8  # the label of its summary in the reduce
         for part, ((start, end), chunk_tokens) in enumerate(zip(spans, sizes), start=1):
             kept += sentences.kept(ref, chunk_tokens)
