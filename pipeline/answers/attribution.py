@@ -19,7 +19,7 @@ from collections.abc import Callable, Mapping, Sequence
 
 from pipeline.answers.checks import BULLET
 from pipeline.answers.citations import cited, retag
-from pipeline.answers.joins import restore_joins
+from pipeline.answers.joins import may_join, restore_joins
 from pipeline.answers.grounding import CJK, TOKEN, facts, fold
 from pipeline.answers.shape import sentences
 
@@ -208,9 +208,10 @@ def check_bullets(text: str, call_docs: Sequence[int], summary_of: Callable[[int
                     out.append(_with_tags("- " + " ".join(run), run_tags))
                 run, run_tags = [], tags_of
             if part is not None and tags_of is not None:
-                said = "\n".join(summary_of(call_docs[k - 1]) for k in tags_of)
-                text, restored = restore_joins(part.text, said)
-                counts["restored_joins"] += restored
+                text = part.text
+                if may_join(text):  # the documents' summaries joined only for a sentence that may join two ends
+                    text, restored = restore_joins(text, "\n".join(summary_of(call_docs[k - 1]) for k in tags_of))
+                    counts["restored_joins"] += restored
                 run.append(text)
     return "\n".join(out)
 

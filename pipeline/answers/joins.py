@@ -26,12 +26,17 @@ def _kind(joiner: str, before: str) -> str:
     return "range" if joiner.strip() in _RANGE or before[-8:].lower() == "between " else "pair"
 
 
+def may_join(point: str) -> bool:
+    """Whether `point` holds a word or dash that could join two ends: where restore_joins has work to do."""
+    return any(hint in point for hint in _HINTS)
+
+
 def restore_joins(point: str, source: str, start: int = 0, end: int | None = None) -> tuple[str, int]:
     """`point` with each two ends its source joins only the other way joined as the source joins them; how many.
 
     The source is `source[start:end]`, read in place.
     """
-    if not any(hint in point for hint in _HINTS):  # the common case: nothing joined, one scan
+    if not may_join(point):  # the common case: nothing joined, one scan
         return point, 0
     restored = 0
 
