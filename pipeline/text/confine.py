@@ -19,8 +19,7 @@ def inside(root: str | os.PathLike[str], paths: Iterable[str]) -> list[str]:
     out: list[str] = []
     for name in paths:
         path = os.path.join(real_root, os.path.expanduser(name))
-        real = os.path.realpath(path)
-        if os.path.commonpath([real_root, real]) != real_root:
+        if not _within(real_root, path):
             raise InputError(f"refused: {name!r} is outside the folder this server reads; "
                              "give a path relative to that folder")
         out.append(path)
@@ -33,8 +32,13 @@ def found_inside(root: str | os.PathLike[str], paths: Iterable[str]) -> tuple[li
     kept: list[str] = []
     out: list[str] = []
     for path in paths:
-        (kept if os.path.commonpath([real_root, os.path.realpath(path)]) == real_root else out).append(path)
+        (kept if _within(real_root, path) else out).append(path)
     return kept, out
+
+
+def _within(real_root: str, path: str) -> bool:
+    """Whether `path`, every link followed, is `real_root` (a real path) or below it."""
+    return os.path.commonpath([real_root, os.path.realpath(path)]) == real_root
 
 
 def refuse_paths(paths: list[str]) -> None:
